@@ -1,0 +1,241 @@
+//! Build the application once, the same way for `serve`, `console` and the tests.
+
+use std::{sync::Arc, time::Duration};
+
+use secrecy::ExposeSecret;
+use tokio::{net::TcpListener, sync::Semaphore};
+
+use crate::{
+    audit::AuditLog,
+    clients::{Outbound, RetryPolicy},
+    command::{self, Registry},
+    config::{ConfigError, FileConfig, LimitsSection, Settings, Source},
+    domain::access::Access,
+    http::{self, AppState},
+    reply::ResponseUrlPolicy,
+    signature::HmacKey,
+    store::Store,
+};
+
+/// Everything a request or a handler may use. Built once; shared behind an `Arc`.
+pub struct Services {
+    pub config: FileConfig,
+    pub settings: Settings,
+    pub store: Store,
+    pub audit: AuditLog,
+    pub access: Access,
+    pub registry: Registry,
+    pub outbound: Outbound,
+    pub response_urls: ResponseUrlPolicy,
+    /// The slash command we answer, e.g. `/ops`.
+    pub slash: String,
+    /// Background commands in flight; past this the acknowledgement says "busy".
+    pub permits: Arc<Semaphore>,
+}
+
+impl Services {
+    pub fn limits(&self) -> &LimitsSection {
+        &self.config.limits
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Registry(String),
+}
+
+/// What `build` needs. Tests fill it directly; the binary reads it from file and environment.
+pub struct Options {
+    pub config: FileConfig,
+    pub source: Source,
+    pub settings: Settings,
+    pub retry: RetryPolicy,
+    /// Run migrations before anything else (`serve` does; `console` does too).
+    pub migrate: bool,
+    /// Commands added to the built-in ones, for embedding Pantheon as a library.
+    pub commands: Vec<command::Declaration>,
+}
+
+/// A built application: its services and the tasks it runs.
+pub struct App {
+    pub services: Arc<Services>,
+    audit_task: tokio::task::JoinHandle<()>,
+}
+
+impl App {
+    pub async fn build(options: Options) -> Result<Self, BuildError> {
+        let Options {
+            config,
+            source,
+            settings,
+            retry,
+            migrate,
+            commands,
+        } = options;
+        register_secrets(&settings);
+
+        let registry = build_registry_with(&config, &source, commands)?;
+        let access = Access::from_config(&config);
+
+        let store = Store::connect(&settings.database_url).await?;
+        if migrate {
+            store.migrate().await?;
+        }
+        let (audit, audit_task) = AuditLog::spawn(store.clone());
+        let services = Services {
+            slash: config.slack.command.get_ref().clone(),
+            permits: Arc::new(Semaphore::new(config.limits.max_in_flight)),
+            response_urls: ResponseUrlPolicy::new(settings.response_url_hosts.clone()),
+            outbound: Outbound::new(retry, Duration::from_secs(10)),
+            config,
+            settings,
+            store,
+            audit,
+            access,
+            registry,
+        };
+        Ok(Self {
+            services: Arc::new(services),
+            audit_task,
+        })
+    }
+
+    /// The router, for serving or for driving in tests. Needs the Slack signing secret.
+    pub fn router(&self) -> Result<axum::Router, ConfigError> {
+        let secret = self
+            .services
+            .settings
+            .slack_signing_secret
+            .as_ref()
+            .ok_or_else(|| {
+                ConfigError::env(
+                    "SLACK_SIGNING_SECRET",
+                    "is not set; find it under Basic Information → App Credentials in your Slack app",
+                )
+            })?;
+        let state = AppState {
+            services: self.services.clone(),
+            slack_key: Arc::new(HmacKey::new(secret.expose_secret().as_bytes())),
+        };
+        Ok(http::router(state))
+    }
+
+    /// Serve on `listener` until `shutdown` resolves, then let background commands finish (for
+    /// up to the handler timeout) and flush the audit trail.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let router = self
+            .router()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        self.shutdown().await;
+        Ok(())
+    }
+
+    /// Wait for background commands, then stop the audit writer after it has committed.
+    pub async fn shutdown(self) {
+        let services = self.services;
+        let all = u32::try_from(services.config.limits.max_in_flight).unwrap_or(u32::MAX);
+        let grace = services.config.limits.handler_timeout + Duration::from_secs(5);
+        if tokio::time::timeout(grace, services.permits.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutting down with commands still running");
+        }
+        let store = services.store.clone();
+        drop(services);
+        // The writer ends once every AuditLog handle is gone; handlers may still hold one.
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.audit_task).await;
+        store.close().await;
+    }
+}
+
+/// Every command: the built-ins now, vendor commands and runbooks as they are added. The
+/// configuration's `[permissions]` keys are checked against it here.
+pub fn build_registry(config: &FileConfig, source: &Source) -> Result<Registry, BuildError> {
+    build_registry_with(config, source, Vec::new())
+}
+
+fn build_registry_with(
+    config: &FileConfig,
+    source: &Source,
+    extra: Vec<command::Declaration>,
+) -> Result<Registry, BuildError> {
+    let mut declarations = command::builtin::declarations();
+    declarations.extend(extra);
+    let registry = Registry::build(declarations).map_err(BuildError::Registry)?;
+    let known = registry.permission_keys();
+    for key in config.permissions.keys() {
+        if !known.contains(&key.get_ref().as_str()) {
+            return Err(source
+                .error_at(
+                    key.span(),
+                    format!("permissions.{}", key.get_ref()),
+                    format!(
+                        "no command family `{}`; families: {}",
+                        key.get_ref(),
+                        known.join(", ")
+                    ),
+                )
+                .into());
+        }
+    }
+    Ok(registry)
+}
+
+fn register_secrets(settings: &Settings) {
+    let singles = [
+        &settings.slack_signing_secret,
+        &settings.slack_bot_token,
+        &settings.github_token,
+        &settings.pagerduty_api_token,
+        &settings.zendesk_api_token,
+        &settings.link_secret,
+    ];
+    let lists = [
+        &settings.github_webhook_secrets,
+        &settings.pagerduty_webhook_secrets,
+        &settings.zendesk_webhook_secrets,
+    ];
+    crate::redact::register_secrets(
+        singles
+            .into_iter()
+            .flatten()
+            .chain(lists.into_iter().flatten())
+            .map(|s| s.expose_secret()),
+    );
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

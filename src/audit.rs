@@ -1,0 +1,197 @@
+//! The audit trail: one row per step, written with group commit.
+//!
+//! Callers hand entries to [`AuditLog::record`] and wait until they are committed; a single
+//! writer task drains whatever has queued meanwhile and commits it in one transaction. Under
+//! load that turns hundreds of tiny transactions into a few larger ones while every caller still
+//! knows its row is durable before it answers. Each entry is also one structured log line,
+//! emitted in the caller's span so it carries the request's correlation id.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::Store;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A request arrived and was verified.
+    Received,
+    /// It could not be understood (unknown command, wrong arguments).
+    Invalid,
+    /// It was understood and not allowed (permissions, allow-list, busy).
+    Refused,
+    Started,
+    Succeeded,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Received => "received",
+            Outcome::Invalid => "invalid",
+            Outcome::Refused => "refused",
+            Outcome::Started => "started",
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "received" => Outcome::Received,
+            "invalid" => Outcome::Invalid,
+            "refused" => Outcome::Refused,
+            "started" => Outcome::Started,
+            "succeeded" => Outcome::Succeeded,
+            "failed" => Outcome::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// One step, before it is stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    pub at: OffsetDateTime,
+    pub correlation_id: String,
+    /// Slack user id, or the system part that acted (`github`, `worker`).
+    pub actor: String,
+    pub channel: Option<String>,
+    /// What kind of step: `command`, `reply`, `approval.vote`, `job`, `webhook`, ...
+    pub action: String,
+    /// The command text as typed, with anything that looks like a credential masked.
+    pub command: Option<String>,
+    pub outcome: Outcome,
+    pub detail: Option<String>,
+    pub duration_ms: Option<i64>,
+}
+
+impl AuditEntry {
+    pub fn new(
+        correlation_id: &str,
+        actor: &str,
+        action: &str,
+        outcome: Outcome,
+    ) -> Self {
+        Self {
+            at: OffsetDateTime::now_utc(),
+            correlation_id: correlation_id.to_owned(),
+            actor: actor.to_owned(),
+            channel: None,
+            action: action.to_owned(),
+            command: None,
+            outcome,
+            detail: None,
+            duration_ms: None,
+        }
+    }
+
+    pub fn channel(mut self, channel: &str) -> Self {
+        self.channel = (!channel.is_empty()).then(|| channel.to_owned());
+        self
+    }
+
+    pub fn command(mut self, text: &str) -> Self {
+        self.command = Some(crate::redact::scrub(text).into_owned());
+        self
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(crate::redact::scrub(&detail.into()).into_owned());
+        self
+    }
+
+    pub fn duration(mut self, elapsed: Duration) -> Self {
+        self.duration_ms = Some(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX));
+        self
+    }
+}
+
+/// A stored step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the audit trail could not be written: {0}")]
+pub struct AuditError(pub String);
+
+struct Pending {
+    entries: Vec<AuditEntry>,
+    done: oneshot::Sender<Result<(), AuditError>>,
+}
+
+/// Handle to the audit writer. Cloning is cheap; all clones feed the same writer.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Pending>,
+}
+
+/// Most entries committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+impl AuditLog {
+    /// Start the writer. It stops when every `AuditLog` handle is dropped, after committing
+    /// what was queued.
+    pub fn spawn(store: Store) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(4096);
+        let task = tokio::spawn(writer(store, rx));
+        (Self { tx }, task)
+    }
+
+    /// Log and durably store `entries`, returning once they are committed.
+    pub async fn record(&self, entries: Vec<AuditEntry>) -> Result<(), AuditError> {
+        for e in &entries {
+            tracing::info!(
+                target: "pantheon::audit",
+                actor = %e.actor,
+                channel = e.channel.as_deref().unwrap_or(""),
+                action = %e.action,
+                outcome = e.outcome.as_str(),
+                command = e.command.as_deref().unwrap_or(""),
+                detail = e.detail.as_deref().unwrap_or(""),
+                duration_ms = e.duration_ms,
+                "audit"
+            );
+        }
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Pending { entries, done })
+            .await
+            .map_err(|_| AuditError("the audit writer has stopped".into()))?;
+        wait.await
+            .map_err(|_| AuditError("the audit writer has stopped".into()))?
+    }
+
+    pub async fn record_one(&self, entry: AuditEntry) -> Result<(), AuditError> {
+        self.record(vec![entry]).await
+    }
+}
+
+async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>) {
+    let mut batch: Vec<Pending> = Vec::new();
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let entries: Vec<&AuditEntry> = batch.iter().flat_map(|p| p.entries.iter()).collect();
+        let mut result = store.insert_audit(&entries).await;
+        // One quick retry covers a dropped connection; a database that stays down is reported
+        // to every waiting caller, who then refuses to act unaudited.
+        if result.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            result = store.insert_audit(&entries).await;
+        }
+        let result = result.map_err(|e| {
+            tracing::error!(error = %e, rows = entries.len(), "audit write failed");
+            AuditError(e.to_string())
+        });
+        for pending in batch.drain(..) {
+            let _ = pending.done.send(result.clone());
+        }
+    }
+}

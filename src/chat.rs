@@ -1,0 +1,199 @@
+//! What we say in Slack: messages with Block Kit blocks and a plain-text fallback, built with
+//! small helpers that keep to Slack's documented limits and escape everything we did not write.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// Slack's limits (api.slack.com/reference/block-kit): 50 blocks per message, 3000 characters
+/// of section text, 150 of header text, 4000 of top-level `text` (kept as the fallback).
+pub const MAX_BLOCKS: usize = 50;
+pub const MAX_SECTION_TEXT: usize = 3000;
+pub const MAX_HEADER_TEXT: usize = 150;
+pub const MAX_FALLBACK_TEXT: usize = 4000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Only the person who ran the command sees it.
+    #[default]
+    Ephemeral,
+    /// Everyone in the channel sees it, with the command that was typed.
+    InChannel,
+}
+
+/// A message for `response_url`, an acknowledgement body or `chat.postMessage`.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct Message {
+    pub response_type: Visibility,
+    /// The plain-text fallback: complete on its own (notifications, the console, screen readers).
+    pub text: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace_original: Option<bool>,
+}
+
+impl Message {
+    /// A message with only text, shown as mrkdwn.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            text: truncate(&text.into(), MAX_FALLBACK_TEXT),
+            ..Self::default()
+        }
+    }
+
+    /// A message of blocks with its fallback text. Blocks past Slack's limit are dropped and
+    /// the last kept block says how many were cut.
+    pub fn blocks(text: impl Into<String>, mut blocks: Vec<Value>) -> Self {
+        if blocks.len() > MAX_BLOCKS {
+            let cut = blocks.len() - (MAX_BLOCKS - 1);
+            blocks.truncate(MAX_BLOCKS - 1);
+            blocks.push(context(&format!("… {cut} more blocks not shown")));
+        }
+        Self {
+            text: truncate(&text.into(), MAX_FALLBACK_TEXT),
+            blocks,
+            ..Self::default()
+        }
+    }
+
+    pub fn in_channel(mut self) -> Self {
+        self.response_type = Visibility::InChannel;
+        self
+    }
+
+    pub fn with_visibility(mut self, visibility: Visibility) -> Self {
+        self.response_type = visibility;
+        self
+    }
+
+    pub fn replacing_original(mut self) -> Self {
+        self.replace_original = Some(true);
+        self
+    }
+}
+
+/// Escape text we did not write so Slack shows it literally: `&`, `<` and `>` are the only
+/// control characters of Slack's markup (mentions, links, `<!channel>` all start with `<`).
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Undo [`escape`], for showing a message on a terminal.
+pub fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+}
+
+/// Escape text for inside mrkdwn emphasis or code spans as well: the formatting characters
+/// become look-alikes so a title like "*urgent*" cannot restyle our message.
+pub fn escape_inline(text: &str) -> String {
+    escape(text)
+        .replace('`', "\u{2018}")
+        .replace('*', "\u{2217}")
+        .replace('_', "\u{ff3f}")
+        .replace('~', "\u{223c}")
+}
+
+/// A link with escaped label; the URL is ours (built from a base URL and ids) or vendor-given,
+/// and `|`/`>` would end it early, so those are percent-encoded.
+pub fn link(url: &str, label: &str) -> String {
+    let url = url.replace('|', "%7C").replace('>', "%3E").replace('<', "%3C");
+    format!("<{url}|{}>", escape(label).replace('|', "\u{2223}"))
+}
+
+/// Cut `text` to at most `max` characters, marking the cut with an ellipsis.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+pub fn section(mrkdwn: &str) -> Value {
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(mrkdwn, MAX_SECTION_TEXT)}})
+}
+
+pub fn header(plain: &str) -> Value {
+    json!({"type": "header", "text": {"type": "plain_text", "text": truncate(plain, MAX_HEADER_TEXT), "emoji": true}})
+}
+
+pub fn context(mrkdwn: &str) -> Value {
+    json!({"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(mrkdwn, MAX_SECTION_TEXT)}]})
+}
+
+pub fn divider() -> Value {
+    json!({"type": "divider"})
+}
+
+/// Split lines into as few sections as fit Slack's per-section limit.
+pub fn sections_of_lines(lines: &[String]) -> Vec<Value> {
+    let mut blocks = Vec::new();
+    let mut current = String::new();
+    for line in lines {
+        let line = truncate(line, MAX_SECTION_TEXT);
+        if !current.is_empty() && current.len() + 1 + line.len() > MAX_SECTION_TEXT {
+            blocks.push(section(&current));
+            current.clear();
+        }
+        if !current.is_empty() {
+            current.push('\n');
+        }
+        current.push_str(&line);
+    }
+    if !current.is_empty() {
+        blocks.push(section(&current));
+    }
+    blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_neutralises_mentions_and_links() {
+        assert_eq!(escape("<!channel> & <@U1>"), "&lt;!channel&gt; &amp; &lt;@U1&gt;");
+        assert!(!escape_inline("*bold* `code` _it_ ~s~").contains(['*', '`', '_', '~']));
+        assert_eq!(
+            link("https://x.test/a|b>c", "A <b>"),
+            "<https://x.test/a%7Cb%3Ec|A &lt;b&gt;>"
+        );
+    }
+
+    #[test]
+    fn limits_are_kept() {
+        let long = "x".repeat(5000);
+        let msg = Message::text(long.clone());
+        assert_eq!(msg.text.chars().count(), MAX_FALLBACK_TEXT);
+        let blocks: Vec<Value> = (0..60).map(|i| section(&i.to_string())).collect();
+        let msg = Message::blocks("t", blocks);
+        assert_eq!(msg.blocks.len(), MAX_BLOCKS);
+        assert!(msg.blocks[49].to_string().contains("11 more blocks not shown"));
+        let lines: Vec<String> = (0..100).map(|_| "y".repeat(100)).collect();
+        let sections = sections_of_lines(&lines);
+        assert_eq!(sections.len(), 4);
+        for s in &sections {
+            assert!(s["text"]["text"].as_str().unwrap().len() <= MAX_SECTION_TEXT);
+        }
+    }
+
+    #[test]
+    fn serialises_as_slack_expects() {
+        let msg = Message::text("hi").in_channel();
+        assert_eq!(
+            serde_json::to_value(&msg).unwrap(),
+            json!({"response_type": "in_channel", "text": "hi"})
+        );
+    }
+}

@@ -1,0 +1,244 @@
+//! The command line: `serve | migrate | console | check-config | slack-manifest`.
+
+use std::{io::Write as _, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use tokio::io::AsyncBufReadExt as _;
+
+use crate::{
+    app::{self, App, Options},
+    chat::Message,
+    clients::RetryPolicy,
+    config::{self, FileConfig, Settings, Source},
+    dispatch::{self, Ack, Invocation, ReplyTarget},
+    store::Store,
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "pantheon", version, about = "ChatOps for Slack: commands, approvals, notifications, all audited")]
+pub struct Cli {
+    /// Configuration file (default: $PANTHEON_CONFIG, else ./pantheon.toml if present).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (migrates the database first).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Type commands as a chosen user and see the replies, without Slack.
+    Console {
+        /// The Slack user id to act as (groups come from the configuration).
+        #[arg(long = "as", default_value = "UCONSOLE")]
+        user: String,
+        /// The channel id to act in.
+        #[arg(long, default_value = "CCONSOLE")]
+        channel: String,
+    },
+    /// Check the configuration file and the environment, and print a summary.
+    CheckConfig,
+    /// Print a Slack app manifest (YAML) for the service at --url.
+    SlackManifest {
+        /// Public base URL of this service, e.g. https://pantheon.example.com
+        #[arg(long)]
+        url: url::Url,
+    },
+}
+
+fn load(cli: &Cli) -> Result<(FileConfig, Source, Settings), String> {
+    let path = config::config_path(cli.config.as_deref());
+    let (file, source) = config::load_file(path.as_deref()).map_err(|e| e.to_string())?;
+    let settings = Settings::from_env().map_err(|e| e.to_string())?;
+    Ok((file, source, settings))
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    let (file, source, settings) = match load(&cli) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let quiet = matches!(cli.command, Command::Console { .. } | Command::CheckConfig | Command::SlackManifest { .. });
+    if quiet && std::env::var_os("RUST_LOG").is_none() {
+        // Interactive commands keep stderr for problems only.
+        // SAFETY: single-threaded here; nothing else reads the environment yet.
+        unsafe { std::env::set_var("RUST_LOG", "warn") };
+    }
+    crate::telemetry::init_logs(settings.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => serve(file, source, settings).await,
+            Command::Migrate => migrate(&settings).await,
+            Command::Console { user, channel } => console(file, source, settings, user, channel).await,
+            Command::CheckConfig => check_config(&file, &source, &settings),
+            Command::SlackManifest { url } => {
+                let registry = app::build_registry(&file, &source).map_err(|e| e.to_string())?;
+                print!(
+                    "{}",
+                    crate::manifest::render(&file.slack.app_name, file.slack.command.get_ref(), &registry, &url)
+                );
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(file: FileConfig, source: Source, settings: Settings) -> Result<(), String> {
+    if settings.slack_signing_secret.is_none() {
+        return Err("SLACK_SIGNING_SECRET is not set; find it under Basic Information → App Credentials in your Slack app".into());
+    }
+    let addr = settings.listen_addr;
+    let database = settings.database_url.clone();
+    let app = App::build(Options {
+        config: file,
+        source,
+        settings,
+        retry: RetryPolicy::default(),
+        migrate: true,
+        commands: Vec::new(),
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    tracing::info!(%addr, database = %redact_url(&database), "pantheon listening");
+    app.serve(listener, app::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A database URL without its password, for logs.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("REDACTED"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn migrate(settings: &Settings) -> Result<(), String> {
+    let store = Store::connect(&settings.database_url)
+        .await
+        .map_err(|e| e.to_string())?;
+    store.migrate().await.map_err(|e| e.to_string())?;
+    for (version, description) in store.known_migrations() {
+        println!("{version:>4}  {description}");
+    }
+    println!("{} database is up to date ({})", store.kind(), redact_url(&settings.database_url));
+    store.close().await;
+    Ok(())
+}
+
+fn check_config(file: &FileConfig, source: &Source, settings: &Settings) -> Result<(), String> {
+    let registry = app::build_registry(file, source).map_err(|e| e.to_string())?;
+    let path = if source.path.as_os_str().is_empty() {
+        "(no file: defaults)".to_owned()
+    } else {
+        source.path.display().to_string()
+    };
+    println!("configuration: {path}: OK");
+    println!("slash command: {}", file.slack.command.get_ref());
+    println!("commands: {} in {} families ({})", registry.specs().len(), registry.families().len(), registry.families().join(", "));
+    println!("groups: {}", if file.groups.is_empty() { "none".to_owned() } else {
+        file.groups.iter().map(|(g, m)| format!("{g} ({} member{})", m.len(), if m.len() == 1 { "" } else { "s" })).collect::<Vec<_>>().join(", ")
+    });
+    println!("permissions: {}", if file.permissions.is_empty() { "none (everyone may run every command except admin ones)".to_owned() } else {
+        file.permissions.iter().map(|(k, g)| format!("{} → {}", k.get_ref(), g.iter().map(|g| g.get_ref().as_str()).collect::<Vec<_>>().join("/"))).collect::<Vec<_>>().join(", ")
+    });
+    println!("runbooks: {}", if file.runbooks.is_empty() { "none".to_owned() } else {
+        file.runbooks.iter().map(|r| r.name.get_ref().as_str()).collect::<Vec<_>>().join(", ")
+    });
+    println!("routes: {}", file.routes.len());
+    println!("database: {}", redact_url(&settings.database_url));
+    println!("listen: {} (public URL {})", settings.listen_addr, settings.public_url);
+    println!("response_url hosts: {}", settings.response_url_hosts.join(", "));
+    let set = |present: bool| if present { "set" } else { "not set" };
+    println!("SLACK_SIGNING_SECRET: {}", set(settings.slack_signing_secret.is_some()));
+    println!("SLACK_BOT_TOKEN: {}", set(settings.slack_bot_token.is_some()));
+    println!("GITHUB_TOKEN: {}; webhook secrets: {}", set(settings.github_token.is_some()), settings.github_webhook_secrets.len());
+    println!("PAGERDUTY_API_TOKEN: {}; webhook secrets: {}", set(settings.pagerduty_api_token.is_some()), settings.pagerduty_webhook_secrets.len());
+    println!("ZENDESK: {}; webhook secrets: {}", set(settings.zendesk_api_url.is_some() && settings.zendesk_api_token.is_some()), settings.zendesk_webhook_secrets.len());
+    Ok(())
+}
+
+async fn console(file: FileConfig, source: Source, settings: Settings, user: String, channel: String) -> Result<(), String> {
+    let app = App::build(Options {
+        config: file,
+        source,
+        settings,
+        retry: RetryPolicy::default(),
+        migrate: true,
+        commands: Vec::new(),
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let services = app.services.clone();
+    let slash = services.slash.clone();
+    let wait = services.limits().handler_timeout + std::time::Duration::from_secs(5);
+    println!("Pantheon console, as {user} in {channel}. Type `{slash} help` (the `{slash}` is optional); Ctrl-D to quit.");
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        print!("{slash}> ");
+        let _ = std::io::stdout().flush();
+        let Ok(Some(line)) = lines.next_line().await else { break };
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if matches!(line, "exit" | "quit") {
+            break;
+        }
+        let text = match line.strip_prefix(slash.as_str()) {
+            Some(rest) if rest.is_empty() || rest.starts_with(' ') => rest.trim().to_owned(),
+            _ if line.starts_with('/') => {
+                println!("This Pantheon answers `{slash}`.");
+                continue;
+            }
+            _ => line.to_owned(),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Message>();
+        let invocation = Invocation {
+            correlation_id: dispatch::new_correlation_id(),
+            user_id: user.clone(),
+            user_name: user.clone(),
+            channel_id: channel.clone(),
+            team_id: "TCONSOLE".into(),
+            slash: slash.clone(),
+            text,
+            reply: ReplyTarget::Console(tx),
+        };
+        match dispatch::dispatch(&services, invocation).await {
+            Ack::Message(message) => println!("{}", crate::chat::unescape(&message.text)),
+            Ack::Empty | Ack::Echo => match tokio::time::timeout(wait, rx.recv()).await {
+                Ok(Some(message)) => println!("{}", crate::chat::unescape(&message.text)),
+                Ok(None) | Err(_) => println!("(no reply)"),
+            },
+        }
+    }
+    drop(services);
+    app.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! The commands every Pantheon has: `help`, `whoami`, `audit`.
+
+use super::{ArgType, CommandContext, Declaration, HandlerResult, command, handler, help};
+use crate::chat::{self, Message};
+
+pub fn declarations() -> Vec<Declaration> {
+    vec![
+        command(
+            "help [topic...]",
+            "what you can run here; `help <topic>` for one family",
+            handler(help_command),
+        )
+        .inline(),
+        command("whoami", "your Slack id and your groups", handler(whoami)).inline(),
+        command(
+            "audit [n=20]",
+            "the most recent audit entries",
+            handler(audit),
+        )
+        .arg("n", ArgType::Int { min: 1, max: 100 })
+        .default_groups(&["admins"]),
+    ]
+}
+
+async fn help_command(ctx: CommandContext) -> HandlerResult {
+    let services = &ctx.services;
+    let user = &ctx.invocation.user_id;
+    let topic = ctx.args.words("topic").join(" ");
+    let may_run = |spec: &super::CommandSpec| {
+        services
+            .access
+            .check(user, &spec.permission_keys(), &spec.default_groups())
+            .is_ok()
+    };
+    Ok(help::render(
+        &services.registry,
+        &ctx.invocation.slash,
+        may_run,
+        (!topic.is_empty()).then_some(topic.as_str()),
+    ))
+}
+
+async fn whoami(ctx: CommandContext) -> HandlerResult {
+    let user = &ctx.invocation.user_id;
+    let groups = ctx.services.access.groups_of(user);
+    let groups_text = if groups.is_empty() {
+        "You are in no groups.".to_owned()
+    } else {
+        format!(
+            "Groups: {}.",
+            groups
+                .iter()
+                .map(|g| format!("`{g}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let text = format!("You are <@{user}> (`{user}`). {groups_text}");
+    Ok(Message::blocks(text.clone(), vec![chat::section(&text)]))
+}
+
+async fn audit(ctx: CommandContext) -> HandlerResult {
+    let n = ctx.args.int("n").unwrap_or(20);
+    let records = ctx
+        .services
+        .store
+        .recent_audit(n)
+        .await
+        .map_err(|e| super::CommandError::Internal(e.to_string()))?;
+    if records.is_empty() {
+        return Ok(Message::text("The audit trail is empty."));
+    }
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    let lines: Vec<String> = records
+        .iter()
+        .map(|r| {
+            let e = &r.entry;
+            let when = e.at.format(&format).unwrap_or_default();
+            let what = e
+                .command
+                .as_deref()
+                .map(|c| format!(" `{}`", chat::escape_inline(&chat::truncate(c, 80))))
+                .unwrap_or_default();
+            let took = e
+                .duration_ms
+                .map(|ms| format!(" ({ms} ms)"))
+                .unwrap_or_default();
+            let detail = e
+                .detail
+                .as_deref()
+                .map(|d| format!(" — {}", chat::escape(&chat::truncate(d, 120))))
+                .unwrap_or_default();
+            let actor = if crate::config::is_slack_user_id(&e.actor) {
+                format!("<@{}>", e.actor)
+            } else {
+                chat::escape(&e.actor)
+            };
+            format!(
+                "`{when}` {actor} {}{what}: *{}*{took}{detail}",
+                chat::escape(&e.action),
+                e.outcome.as_str()
+            )
+        })
+        .collect();
+    let title = format!("Last {} audit entries (newest first, UTC)", records.len());
+    let mut blocks = vec![chat::header(&title)];
+    blocks.extend(chat::sections_of_lines(&lines));
+    let fallback = format!("{title}\n{}", lines.join("\n"));
+    Ok(Message::blocks(fallback, blocks))
+}

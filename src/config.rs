@@ -1,0 +1,885 @@
+//! Configuration: `pantheon.toml` for what the team decides (groups, permissions, runbooks,
+//! routes) and the environment for secrets and addresses. Both are read once, at start, into
+//! typed values; nothing on a request path reads either again.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use toml::Spanned;
+use url::Url;
+
+/// A configuration problem, located in the file when it comes from the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub location: Option<Location>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(loc) = &self.location {
+            write!(f, "{}:{}:{}: ", loc.path.display(), loc.line, loc.column)?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "`{key}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    pub fn env(var: &str, message: impl Into<String>) -> Self {
+        Self {
+            location: None,
+            key: Some(var.to_owned()),
+            message: message.into(),
+        }
+    }
+}
+
+/// The text of the configuration file, kept so that later checks (the command registry's, for
+/// one) can point at a line.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    pub path: PathBuf,
+    pub text: Arc<str>,
+}
+
+impl Source {
+    /// An error at a byte span of the file, naming `key`.
+    pub fn error_at(
+        &self,
+        span: std::ops::Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let (line, column) = line_col(&self.text, span.start);
+        ConfigError {
+            location: Some(Location {
+                path: self.path.clone(),
+                line,
+                column,
+            }),
+            key: Some(key.into()),
+            message: message.into(),
+        }
+    }
+
+    fn error_unlocated(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            location: Some(Location {
+                path: self.path.clone(),
+                line: 1,
+                column: 1,
+            }),
+            key: Some(key.into()),
+            message: message.into(),
+        }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+    (line, column)
+}
+
+/// The dotted key at `offset`: the nearest table header above it plus the key on its line.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = text[line_start..line_end].trim();
+    let header = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(table_name);
+    if line.starts_with('[') {
+        return Some(table_name(line));
+    }
+    let key = line.split('=').next()?.trim();
+    if key.is_empty() || key.starts_with('#') {
+        return header;
+    }
+    Some(match header {
+        Some(h) => format!("{h}.{key}"),
+        None => key.to_owned(),
+    })
+}
+
+/// `[[runbooks]]   # comment` -> `runbooks`.
+fn table_name(header: &str) -> String {
+    let header = header.split('#').next().unwrap_or(header);
+    header
+        .trim()
+        .trim_matches(|c| c == '[' || c == ']')
+        .trim()
+        .to_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file.
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub slack: SlackSection,
+    /// Group name -> Slack user ids; `"*"` means everyone.
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<Spanned<String>>>,
+    /// Command family (or `family.action`) -> groups allowed. A family not listed is open to
+    /// everyone unless the command declares a stricter default (`audit`: admins).
+    #[serde(default)]
+    pub permissions: BTreeMap<Spanned<String>, Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub runbooks: Vec<RunbookConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub github: GithubSection,
+    #[serde(default)]
+    pub pagerduty: PagerDutySection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSection {
+    /// The slash command this app answers, with its slash.
+    #[serde(default = "default_command")]
+    pub command: Spanned<String>,
+    /// The app's display name, used in the generated Slack manifest.
+    #[serde(default = "default_app_name")]
+    pub app_name: String,
+}
+
+impl Default for SlackSection {
+    fn default() -> Self {
+        Self {
+            command: default_command(),
+            app_name: default_app_name(),
+        }
+    }
+}
+
+fn default_command() -> Spanned<String> {
+    Spanned::new(0..0, "/ops".to_owned())
+}
+
+fn default_app_name() -> String {
+    "Pantheon".to_owned()
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GithubSection {
+    /// Owner used when `pulls <repo>` names no owner.
+    pub default_owner: Option<String>,
+    /// Organisation used when `org-pulls` names none.
+    pub default_org: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PagerDutySection {
+    /// Write actions that need a peer's approval (`ack`, `resolve`, `override`, `maintenance`,
+    /// `trigger`). Empty by default.
+    #[serde(default)]
+    pub approval_required: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// How long a command's handler may run before the user is told it timed out.
+    #[serde(default = "default_handler_timeout", with = "duration_str")]
+    pub handler_timeout: Duration,
+    /// Commands running in the background at once; past this the acknowledgement says "busy".
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            handler_timeout: default_handler_timeout(),
+            max_in_flight: default_max_in_flight(),
+        }
+    }
+}
+
+fn default_handler_timeout() -> Duration {
+    Duration::from_secs(25)
+}
+
+fn default_max_in_flight() -> usize {
+    512
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunbookConfig {
+    pub name: Spanned<String>,
+    /// Chat syntax: literal words and `{param}` placeholders.
+    pub usage: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Parameter name -> regular expression the whole value must match.
+    #[serde(default)]
+    pub params: BTreeMap<String, Spanned<String>>,
+    /// One running job per rendered target.
+    #[serde(default)]
+    pub target: Option<Spanned<String>>,
+    pub run: Spanned<RunConfig>,
+    /// A dry run whose output is shown in the approval message.
+    #[serde(default)]
+    pub plan: Option<Spanned<RunConfig>>,
+    #[serde(default)]
+    pub approval: Option<Spanned<ApprovalConfig>>,
+    /// Whether a job interrupted by a dead worker may be run again automatically.
+    #[serde(default)]
+    pub retry_safe: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RunConfig {
+    Command {
+        argv: Vec<String>,
+        #[serde(default, with = "duration_str::option")]
+        timeout: Option<Duration>,
+        #[serde(default)]
+        dir: Option<PathBuf>,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+    },
+    GithubWorkflow {
+        repo: String,
+        workflow: String,
+        #[serde(rename = "ref")]
+        git_ref: String,
+        #[serde(default)]
+        inputs: BTreeMap<String, String>,
+    },
+    Http {
+        url: String,
+        #[serde(default)]
+        body: BTreeMap<String, String>,
+        #[serde(default, with = "duration_str::option")]
+        timeout: Option<Duration>,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalConfig {
+    pub group: String,
+    #[serde(default = "one")]
+    pub count: u32,
+    #[serde(default = "default_expiry", with = "duration_str")]
+    pub expires: Duration,
+    /// Approval is needed only when every listed parameter has the given value.
+    #[serde(default)]
+    pub when: BTreeMap<String, String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_expiry() -> Duration {
+    Duration::from_secs(3600)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub source: Spanned<String>,
+    #[serde(default)]
+    pub events: Vec<String>,
+    #[serde(default, rename = "match")]
+    pub matches: BTreeMap<String, String>,
+    pub channel: Spanned<String>,
+}
+
+mod duration_str {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let raw = String::deserialize(d)?;
+        humantime::parse_duration(&raw)
+            .map_err(|e| serde::de::Error::custom(format!("`{raw}` is not a duration ({e}); write e.g. \"30s\", \"15m\", \"1h\"")))
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
+    }
+}
+
+pub const SOURCES: &[&str] = &["github", "pagerduty", "zendesk"];
+
+impl FileConfig {
+    /// Parse and check a configuration file's text. Errors name the file, line and key.
+    pub fn parse(source: &Source) -> Result<Self, ConfigError> {
+        let config: FileConfig = toml::from_str(&source.text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let (line, column) = line_col(&source.text, span.start);
+            ConfigError {
+                location: Some(Location {
+                    path: source.path.clone(),
+                    line,
+                    column,
+                }),
+                key: key_at(&source.text, span.start),
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        config.validate(source)?;
+        Ok(config)
+    }
+
+    fn validate(&self, source: &Source) -> Result<(), ConfigError> {
+        let command = &self.slack.command;
+        let valid_command = command.get_ref().len() > 1
+            && command.get_ref().starts_with('/')
+            && command.get_ref()[1..]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid_command {
+            return Err(source.error_at(
+                command.span(),
+                "slack.command",
+                format!("`{}` is not a slash command; write e.g. \"/ops\"", command.get_ref()),
+            ));
+        }
+        for (group, members) in &self.groups {
+            if !is_name(group) {
+                return Err(source.error_unlocated(
+                    format!("groups.{group}"),
+                    "group names are letters, digits, `-` and `_`",
+                ));
+            }
+            for member in members {
+                let m = member.get_ref();
+                if m != "*" && !is_slack_user_id(m) {
+                    return Err(source.error_at(
+                        member.span(),
+                        format!("groups.{group}"),
+                        format!("`{m}` is not a Slack user id (like \"U024BE7LH\") or \"*\""),
+                    ));
+                }
+            }
+        }
+        for (family, groups) in &self.permissions {
+            for group in groups {
+                self.check_group(source, group, &format!("permissions.{}", family.get_ref()))?;
+            }
+        }
+        let mut names = BTreeSet::new();
+        for (i, runbook) in self.runbooks.iter().enumerate() {
+            let key = format!("runbooks[{i}]");
+            if !names.insert(runbook.name.get_ref().as_str()) {
+                return Err(source.error_at(
+                    runbook.name.span(),
+                    format!("{key}.name"),
+                    format!("runbook `{}` is defined twice", runbook.name.get_ref()),
+                ));
+            }
+            if !is_name(runbook.name.get_ref()) {
+                return Err(source.error_at(
+                    runbook.name.span(),
+                    format!("{key}.name"),
+                    "runbook names are letters, digits, `-` and `_`",
+                ));
+            }
+            for (param, pattern) in &runbook.params {
+                if let Err(e) = crate::domain::runbook::compile_param_regex(pattern.get_ref()) {
+                    return Err(source.error_at(
+                        pattern.span(),
+                        format!("{key}.params.{param}"),
+                        e,
+                    ));
+                }
+            }
+            if let Some(approval) = &runbook.approval {
+                let a = approval.get_ref();
+                if !self.groups.contains_key(&a.group) {
+                    return Err(source.error_at(
+                        approval.span(),
+                        format!("{key}.approval.group"),
+                        format!("unknown group `{}`{}", a.group, self.known_groups()),
+                    ));
+                }
+                if a.count == 0 {
+                    return Err(source.error_at(
+                        approval.span(),
+                        format!("{key}.approval.count"),
+                        "count must be at least 1",
+                    ));
+                }
+                for param in a.when.keys() {
+                    if !runbook.params.contains_key(param) {
+                        return Err(source.error_at(
+                            approval.span(),
+                            format!("{key}.approval.when.{param}"),
+                            format!("`{param}` is not one of this runbook's params"),
+                        ));
+                    }
+                }
+            }
+            crate::domain::runbook::check_templates(runbook)
+                .map_err(|(span, field, msg)| source.error_at(span, format!("{key}.{field}"), msg))?;
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            if !SOURCES.contains(&route.source.get_ref().as_str()) {
+                return Err(source.error_at(
+                    route.source.span(),
+                    format!("routes[{i}].source"),
+                    format!(
+                        "unknown source `{}`; expected one of {}",
+                        route.source.get_ref(),
+                        SOURCES.join(", ")
+                    ),
+                ));
+            }
+            if route.channel.get_ref().trim().is_empty() {
+                return Err(source.error_at(
+                    route.channel.span(),
+                    format!("routes[{i}].channel"),
+                    "channel must be a Slack channel id like \"C0DEV\"",
+                ));
+            }
+        }
+        for action in &self.pagerduty.approval_required {
+            if !PAGERDUTY_WRITE_ACTIONS.contains(&action.get_ref().as_str()) {
+                return Err(source.error_at(
+                    action.span(),
+                    "pagerduty.approval_required",
+                    format!(
+                        "unknown action `{}`; expected one of {}",
+                        action.get_ref(),
+                        PAGERDUTY_WRITE_ACTIONS.join(", ")
+                    ),
+                ));
+            }
+        }
+        if self.limits.max_in_flight == 0 {
+            return Err(source.error_unlocated("limits.max_in_flight", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn check_group(
+        &self,
+        source: &Source,
+        group: &Spanned<String>,
+        key: &str,
+    ) -> Result<(), ConfigError> {
+        if self.groups.contains_key(group.get_ref()) {
+            Ok(())
+        } else {
+            Err(source.error_at(
+                group.span(),
+                key,
+                format!("unknown group `{}`{}", group.get_ref(), self.known_groups()),
+            ))
+        }
+    }
+
+    fn known_groups(&self) -> String {
+        if self.groups.is_empty() {
+            "; no [groups] are defined".to_owned()
+        } else {
+            let names: Vec<&str> = self.groups.keys().map(String::as_str).collect();
+            format!("; defined groups: {}", names.join(", "))
+        }
+    }
+}
+
+pub const PAGERDUTY_WRITE_ACTIONS: &[&str] = &["ack", "resolve", "override", "maintenance", "trigger"];
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Slack user ids: `U…` or `W…` (Enterprise Grid), upper-case letters and digits.
+pub fn is_slack_user_id(s: &str) -> bool {
+    s.len() >= 3
+        && s.len() <= 32
+        && (s.starts_with('U') || s.starts_with('W'))
+        && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The environment.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Secrets and addresses from the environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: String,
+    pub listen_addr: SocketAddr,
+    pub public_url: Url,
+    pub response_url_hosts: Vec<String>,
+    pub log_format: Option<LogFormat>,
+    pub slack_signing_secret: Option<SecretString>,
+    pub slack_bot_token: Option<SecretString>,
+    pub slack_api_url: Url,
+    pub github_token: Option<SecretString>,
+    pub github_webhook_secrets: Vec<SecretString>,
+    pub github_api_url: Url,
+    pub pagerduty_api_token: Option<SecretString>,
+    pub pagerduty_webhook_secrets: Vec<SecretString>,
+    pub pagerduty_api_url: Url,
+    pub zendesk_api_url: Option<Url>,
+    pub zendesk_email: Option<String>,
+    pub zendesk_api_token: Option<SecretString>,
+    pub zendesk_webhook_secrets: Vec<SecretString>,
+    /// Key for the signed links to job pages; derived from the Slack signing secret if unset.
+    pub link_secret: Option<SecretString>,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://pantheon.db";
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:3000";
+
+impl Settings {
+    /// Read settings through `var`, which is `std::env::var` in the binary and a map in tests.
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let secret = |name: &str| get(name).map(SecretString::from);
+        let secrets = |name: &str| -> Vec<SecretString> {
+            get(name)
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| SecretString::from(s.to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let url = |name: &str, default: &str| -> Result<Url, ConfigError> {
+            let raw = get(name).unwrap_or_else(|| default.to_owned());
+            parse_base_url(&raw).map_err(|m| ConfigError::env(name, m))
+        };
+        let listen = get("LISTEN_ADDR").unwrap_or_else(|| DEFAULT_LISTEN_ADDR.to_owned());
+        let listen_addr = listen.parse().map_err(|_| {
+            ConfigError::env(
+                "LISTEN_ADDR",
+                format!("`{listen}` is not an address like 127.0.0.1:3000"),
+            )
+        })?;
+        let public_default = format!("http://{listen}");
+        let log_format = match get("LOG_FORMAT").as_deref() {
+            None => None,
+            Some("json") => Some(LogFormat::Json),
+            Some("pretty") => Some(LogFormat::Pretty),
+            Some(other) => {
+                return Err(ConfigError::env(
+                    "LOG_FORMAT",
+                    format!("`{other}` is neither `json` nor `pretty`"),
+                ));
+            }
+        };
+        let response_url_hosts = get("RESPONSE_URL_HOSTS")
+            .map(|v| {
+                v.split(',')
+                    .map(|h| h.trim().to_ascii_lowercase())
+                    .filter(|h| !h.is_empty())
+                    .collect()
+            })
+            .unwrap_or_else(|| vec!["hooks.slack.com".to_owned()]);
+        let zendesk_api_url = match (get("ZENDESK_API_URL"), get("ZENDESK_SUBDOMAIN")) {
+            (Some(raw), _) => {
+                Some(parse_base_url(&raw).map_err(|m| ConfigError::env("ZENDESK_API_URL", m))?)
+            }
+            (None, Some(sub)) => {
+                if !sub.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                    return Err(ConfigError::env(
+                        "ZENDESK_SUBDOMAIN",
+                        "a subdomain is letters, digits and `-`",
+                    ));
+                }
+                Some(
+                    parse_base_url(&format!("https://{sub}.zendesk.com"))
+                        .map_err(|m| ConfigError::env("ZENDESK_SUBDOMAIN", m))?,
+                )
+            }
+            (None, None) => None,
+        };
+        Ok(Self {
+            database_url: get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            listen_addr,
+            public_url: url("PUBLIC_URL", &public_default)?,
+            response_url_hosts,
+            log_format,
+            slack_signing_secret: secret("SLACK_SIGNING_SECRET"),
+            slack_bot_token: secret("SLACK_BOT_TOKEN"),
+            slack_api_url: url("SLACK_API_URL", "https://slack.com/api")?,
+            github_token: secret("GITHUB_TOKEN"),
+            github_webhook_secrets: secrets("GITHUB_WEBHOOK_SECRET"),
+            github_api_url: url("GITHUB_API_URL", "https://api.github.com")?,
+            pagerduty_api_token: secret("PAGERDUTY_API_TOKEN"),
+            pagerduty_webhook_secrets: secrets("PAGERDUTY_WEBHOOK_SECRET"),
+            pagerduty_api_url: url("PAGERDUTY_API_URL", "https://api.pagerduty.com")?,
+            zendesk_api_url,
+            zendesk_email: get("ZENDESK_EMAIL"),
+            zendesk_api_token: secret("ZENDESK_API_TOKEN"),
+            zendesk_webhook_secrets: secrets("ZENDESK_WEBHOOK_SECRET"),
+            link_secret: secret("PANTHEON_LINK_SECRET"),
+        })
+    }
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Settings for tests and the console: defaults everywhere, nothing configured.
+    pub fn defaults() -> Self {
+        match Self::from_lookup(|_| None) {
+            Ok(s) => s,
+            Err(e) => unreachable!("the defaults are valid: {e}"),
+        }
+    }
+}
+
+/// A base URL with a trailing slash, so `join("incidents")` appends instead of replacing.
+fn parse_base_url(raw: &str) -> Result<Url, String> {
+    let mut url = Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("`{raw}` must be an http or https URL"));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+/// Where the configuration file is, if there is one: `--config`, then `PANTHEON_CONFIG`, then
+/// `./pantheon.toml` when it exists. No file means the defaults (everyone may run everything but
+/// admin commands, no runbooks, no routes).
+pub fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_owned());
+    }
+    if let Some(p) = std::env::var_os("PANTHEON_CONFIG").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let local = PathBuf::from("pantheon.toml");
+    local.exists().then_some(local)
+}
+
+/// Read and check the file at `path` (or the defaults when there is none).
+pub fn load_file(path: Option<&Path>) -> Result<(FileConfig, Source), ConfigError> {
+    let Some(path) = path else {
+        return Ok((FileConfig::default(), Source::default()));
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        location: None,
+        key: None,
+        message: format!("cannot read {}: {e}", path.display()),
+    })?;
+    let source = Source {
+        path: path.to_owned(),
+        text: text.into(),
+    };
+    let config = FileConfig::parse(&source)?;
+    Ok((config, source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        FileConfig::parse(&Source {
+            path: "pantheon.toml".into(),
+            text: text.into(),
+        })
+    }
+
+    const DESIGN_EXAMPLE: &str = r#"
+[slack]
+command = "/ops"                      # the slash command this app answers
+
+[groups]                              # Slack user ids; "*" means everyone
+approvers = ["U02JANE", "U03JOE"]
+admins    = ["U03JOE"]
+deployers = ["*"]
+
+[permissions]                         # command family -> groups allowed (default: everyone)
+deploy = ["deployers"]
+audit  = ["admins"]
+
+[[runbooks]]                          # operations people run from chat
+name     = "deploy"
+usage    = "deploy {app} {version} to {env}"          # chat syntax, parsed by the registry
+params   = { app = "^[a-z0-9-]+$", version = "^[A-Za-z0-9._-]+$", env = "^(staging|production)$" }
+target   = "{app}/{env}"                                # one running job per target
+run      = { kind = "command", argv = ["./deploy.sh", "{app}", "{version}", "{env}"], timeout = "30m" }
+approval = { group = "approvers", count = 1, expires = "1h", when = { env = "production" } }
+
+[[routes]]                            # inbound webhook events -> channels
+source  = "github"                    # github | pagerduty | zendesk
+events  = ["pull_request.opened", "push", "release.*"]
+match   = { repository = "acme/*" }
+channel = "C0DEV"
+"#;
+
+    #[test]
+    fn the_design_example_parses() {
+        let config = parse(DESIGN_EXAMPLE).unwrap();
+        assert_eq!(config.slack.command.get_ref(), "/ops");
+        assert_eq!(config.groups["approvers"].len(), 2);
+        assert_eq!(config.runbooks.len(), 1);
+        assert_eq!(config.routes[0].channel.get_ref(), "C0DEV");
+        let approval = config.runbooks[0].approval.as_ref().unwrap().get_ref();
+        assert_eq!(approval.expires, Duration::from_secs(3600));
+        match config.runbooks[0].run.get_ref() {
+            RunConfig::Command { timeout, .. } => {
+                assert_eq!(*timeout, Some(Duration::from_secs(1800)))
+            }
+            other => panic!("unexpected run {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_names_the_key_and_line() {
+        let err = parse("[slack]\ncommand = \"/ops\"\ncomand = \"/x\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("pantheon.toml:3:1: `slack.comand`: "), "{text}");
+        assert!(text.contains("unknown field `comand`"), "{text}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key_and_line() {
+        let err = parse("[groups]\nadmins = \"U03JOE\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("pantheon.toml:2:"), "{text}");
+        assert!(text.contains("`groups.admins`"), "{text}");
+    }
+
+    #[test]
+    fn an_unknown_group_in_permissions_is_located() {
+        let err = parse("[groups]\nadmins = [\"U03JOE\"]\n\n[permissions]\naudit = [\"admin\"]\n")
+            .unwrap_err();
+        assert_eq!(err.location.as_ref().unwrap().line, 5);
+        assert_eq!(err.key.as_deref(), Some("permissions.audit"));
+        assert!(err.message.contains("unknown group `admin`"), "{err}");
+        assert!(err.message.contains("defined groups: admins"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_member_is_located() {
+        let err = parse("[groups]\nadmins = [\"U03JOE\", \"jane\"]\n").unwrap_err();
+        assert_eq!(err.location.as_ref().unwrap().line, 2);
+        assert!(err.message.contains("`jane` is not a Slack user id"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_duration_and_a_bad_regex_are_located() {
+        let bad_duration = DESIGN_EXAMPLE.replace("\"30m\"", "\"thirty minutes\"");
+        let err = parse(&bad_duration).unwrap_err();
+        assert!(err.message.contains("is not a duration"), "{err}");
+        assert_eq!(err.location.as_ref().unwrap().line, 19, "{err}");
+        assert_eq!(err.key.as_deref(), Some("runbooks.run"), "{err}");
+
+        let bad_regex = DESIGN_EXAMPLE.replace("^[a-z0-9-]+$", "^[a-z");
+        let err = parse(&bad_regex).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("runbooks[0].params.app"), "{err}");
+        assert_eq!(err.location.as_ref().unwrap().line, 17, "{err}");
+    }
+
+    #[test]
+    fn a_bad_slash_command_is_refused() {
+        let err = parse("[slack]\ncommand = \"ops\"\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("slack.command"));
+        assert_eq!(err.location.as_ref().unwrap().line, 2);
+    }
+
+    #[test]
+    fn settings_have_the_documented_defaults() {
+        let s = Settings::defaults();
+        assert_eq!(s.database_url, "sqlite://pantheon.db");
+        assert_eq!(s.listen_addr.to_string(), "127.0.0.1:3000");
+        assert_eq!(s.response_url_hosts, vec!["hooks.slack.com"]);
+        assert_eq!(s.slack_api_url.as_str(), "https://slack.com/api/");
+        assert_eq!(s.github_api_url.as_str(), "https://api.github.com/");
+        assert_eq!(s.pagerduty_api_url.as_str(), "https://api.pagerduty.com/");
+        assert!(s.slack_signing_secret.is_none());
+    }
+
+    #[test]
+    fn settings_read_lists_and_refuse_bad_values() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let s = Settings::from_lookup(env(&[
+            ("PAGERDUTY_WEBHOOK_SECRET", "old, new"),
+            ("RESPONSE_URL_HOSTS", "hooks.slack.com, 127.0.0.1"),
+            ("ZENDESK_SUBDOMAIN", "acme"),
+        ]))
+        .unwrap();
+        assert_eq!(s.pagerduty_webhook_secrets.len(), 2);
+        assert_eq!(s.response_url_hosts, vec!["hooks.slack.com", "127.0.0.1"]);
+        assert_eq!(
+            s.zendesk_api_url.unwrap().as_str(),
+            "https://acme.zendesk.com/"
+        );
+        let err = Settings::from_lookup(env(&[("LISTEN_ADDR", "nowhere")])).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("LISTEN_ADDR"));
+        let err = Settings::from_lookup(env(&[("GITHUB_API_URL", "ftp://x")])).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("GITHUB_API_URL"));
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let s = Settings::from_lookup(|name| {
+            (name == "SLACK_SIGNING_SECRET").then(|| "super-secret-value".to_owned())
+        })
+        .unwrap();
+        assert!(!format!("{s:?}").contains("super-secret-value"));
+    }
+}

@@ -1,0 +1,328 @@
+//! From a verified request to an answer: parse, authorize, audit, acknowledge, then run the
+//! handler in the background with a timeout and deliver what it says.
+//!
+//! Slack gives us three seconds to acknowledge, so everything before the acknowledgement is
+//! cheap: parsing, the permission check, the allow-list check and one audit commit. Help and
+//! parse errors are answered in the acknowledgement itself.
+
+use std::{sync::Arc, time::Instant};
+
+use tokio::sync::mpsc;
+use tracing::Instrument;
+use url::Url;
+
+use crate::{
+    app::Services,
+    audit::{AuditEntry, Outcome},
+    chat::{Message, Visibility},
+    command::{CommandContext, CommandError, CommandSpec, ParseError, help},
+    reply,
+};
+
+/// Where a command's answer goes.
+#[derive(Debug, Clone)]
+pub enum ReplyTarget {
+    /// Slack's `response_url`, as received (checked against the allow-list when dispatched).
+    ResponseUrl(String),
+    /// The local console.
+    Console(mpsc::UnboundedSender<Message>),
+}
+
+/// One command as someone typed it.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub correlation_id: String,
+    pub user_id: String,
+    pub user_name: String,
+    pub channel_id: String,
+    pub team_id: String,
+    /// The slash command used, e.g. `/ops`.
+    pub slash: String,
+    pub text: String,
+    pub reply: ReplyTarget,
+}
+
+/// Where a checked reply goes.
+#[derive(Debug, Clone)]
+enum Delivery {
+    ResponseUrl(Url),
+    Console(mpsc::UnboundedSender<Message>),
+}
+
+/// The acknowledgement: what the HTTP response carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ack {
+    /// Answer now, in the acknowledgement.
+    Message(Message),
+    /// Nothing to show yet; the answer follows through the reply target.
+    Empty,
+    /// Show the command in the channel; the answer follows.
+    Echo,
+}
+
+pub fn new_correlation_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Handle one invocation up to its acknowledgement, spawning the rest.
+pub async fn dispatch(services: &Arc<Services>, inv: Invocation) -> Ack {
+    let span = tracing::info_span!(
+        "command",
+        correlation_id = %inv.correlation_id,
+        user = %inv.user_id,
+        channel = %inv.channel_id,
+    );
+    dispatch_in_span(services, inv).instrument(span).await
+}
+
+async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
+    let entry = |outcome| {
+        AuditEntry::new(&inv.correlation_id, &inv.user_id, "command", outcome)
+            .channel(&inv.channel_id)
+            .command(&inv.text)
+    };
+    let received = entry(Outcome::Received);
+    let may_run = |spec: &CommandSpec| may_run(services, &inv.user_id, spec);
+
+    let (spec, args) = match services.registry.parse(&inv.text, may_run) {
+        Ok(found) => found,
+        Err(ParseError::Empty) => {
+            return answer_inline(services, vec![received, entry(Outcome::Succeeded).detail("help")], "help", || {
+                help::render(&services.registry, &inv.slash, may_run, None)
+            })
+            .await;
+        }
+        Err(ParseError::Incomplete { topic }) => {
+            return answer_inline(services, vec![received, entry(Outcome::Succeeded).detail(format!("help {topic}"))], "help", || {
+                help::render(&services.registry, &inv.slash, may_run, Some(&topic))
+            })
+            .await;
+        }
+        Err(err) => {
+            let detail = format!("{}: {}", err.kind(), err.message(&inv.slash));
+            return answer_inline(services, vec![received, entry(Outcome::Invalid).detail(detail)], "unknown", || {
+                Message::text(err.message(&inv.slash))
+            })
+            .await;
+        }
+    };
+    let name = spec.name.clone();
+
+    if let Err(refusal) = services.access.check(&inv.user_id, &spec.permission_keys(), &spec.default_groups()) {
+        let text = refusal.message(&format!("{} {}", inv.slash, name));
+        return answer_inline(services, vec![received, entry(Outcome::Refused).detail(text.clone())], &name, || {
+            Message::text(text.clone())
+        })
+        .await;
+    }
+
+    let ctx = CommandContext {
+        services: services.clone(),
+        invocation: Arc::new(inv.clone()),
+        args,
+        command: name.clone(),
+    };
+
+    if spec.inline {
+        // Cheap handlers without I/O answer in the acknowledgement. They still run in their
+        // own task so a bug that panics costs an apology, not the connection.
+        let result = tokio::spawn((spec.handler)(ctx)).await;
+        let (outcome, detail, message) = settle(&inv, &name, result);
+        let mut done = entry(outcome);
+        if let Some(d) = detail {
+            done = done.detail(d);
+        }
+        return answer_inline(services, vec![received, done], &name, || message.clone()).await;
+    }
+
+    let delivery = match &inv.reply {
+        ReplyTarget::Console(tx) => Delivery::Console(tx.clone()),
+        ReplyTarget::ResponseUrl(raw) => match services.response_urls.check(raw) {
+            Ok(url) => Delivery::ResponseUrl(url),
+            Err(why) => {
+                tracing::warn!(reason = %why, "response_url refused");
+                let text = format!("I can't answer this request: {why}. Nothing was run.");
+                return answer_inline(services, vec![received, entry(Outcome::Refused).detail(why)], &name, || {
+                    Message::text(text.clone())
+                })
+                .await;
+            }
+        },
+    };
+
+    let Ok(permit) = services.permits.clone().try_acquire_owned() else {
+        let text = "Pantheon is busy right now (too many commands in flight). Nothing was run; try again in a moment.";
+        return answer_inline(services, vec![received, entry(Outcome::Refused).detail("busy: too many commands in flight")], &name, || {
+            Message::text(text)
+        })
+        .await;
+    };
+
+    if let Err(e) = services.audit.record(vec![received]).await {
+        return cannot_audit(&e);
+    }
+
+    let visibility = spec.visibility;
+    let handler = spec.handler.clone();
+    let services_bg = services.clone();
+    tokio::spawn(
+        async move {
+            let _permit = permit;
+            run_in_background(&services_bg, ctx, handler, delivery, visibility).await;
+        }
+        .in_current_span(),
+    );
+    match visibility {
+        Visibility::InChannel => Ack::Echo,
+        Visibility::Ephemeral => Ack::Empty,
+    }
+}
+
+fn may_run(services: &Services, user: &str, spec: &CommandSpec) -> bool {
+    services
+        .access
+        .check(user, &spec.permission_keys(), &spec.default_groups())
+        .is_ok()
+}
+
+/// Audit and answer in the acknowledgement. Nothing is said unless the audit rows are stored.
+async fn answer_inline(
+    services: &Services,
+    entries: Vec<AuditEntry>,
+    command: &str,
+    message: impl FnOnce() -> Message,
+) -> Ack {
+    let outcome = entries.last().map_or(Outcome::Received, |e| e.outcome);
+    crate::telemetry::record_command(command, outcome.as_str());
+    if let Err(e) = services.audit.record(entries).await {
+        return cannot_audit(&e);
+    }
+    Ack::Message(message())
+}
+
+fn cannot_audit(e: &crate::audit::AuditError) -> Ack {
+    tracing::error!(error = %e, "refusing to act without an audit trail");
+    Ack::Message(Message::text(
+        "Pantheon cannot write its audit trail right now, so nothing was run. Please try again shortly.",
+    ))
+}
+
+type Joined = Result<Result<Message, CommandError>, tokio::task::JoinError>;
+
+/// Turn a handler's result into an audit outcome, a detail for the audit row and the message
+/// the user sees.
+fn settle(inv: &Invocation, name: &str, result: Joined) -> (Outcome, Option<String>, Message) {
+    let shown = format!("{} {}", inv.slash, name);
+    match result {
+        Ok(Ok(message)) => (Outcome::Succeeded, None, message),
+        Ok(Err(CommandError::User(text))) => (Outcome::Failed, Some(text.clone()), Message::text(text)),
+        Ok(Err(CommandError::Internal(detail))) => {
+            tracing::error!(error = %detail, command = name, "command failed");
+            (
+                Outcome::Failed,
+                Some(detail),
+                Message::text(format!(
+                    "Something went wrong running `{shown}`. Reference: `{}`.",
+                    inv.correlation_id
+                )),
+            )
+        }
+        Err(join) => {
+            let why = if join.is_panic() {
+                let payload = join.into_panic();
+                let text = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                format!("handler panicked: {text}")
+            } else {
+                "handler was cancelled".to_owned()
+            };
+            tracing::error!(error = %why, command = name, "command failed");
+            (
+                Outcome::Failed,
+                Some(why),
+                Message::text(format!(
+                    "`{shown}` failed unexpectedly; this is a bug in Pantheon, not something you did. Reference: `{}`.",
+                    inv.correlation_id
+                )),
+            )
+        }
+    }
+}
+
+async fn run_in_background(
+    services: &Arc<Services>,
+    ctx: CommandContext,
+    handler: crate::command::Handler,
+    delivery: Delivery,
+    visibility: Visibility,
+) {
+    let inv = ctx.invocation.clone();
+    let name = ctx.command.clone();
+    let entry = |outcome| {
+        AuditEntry::new(&inv.correlation_id, &inv.user_id, "command", outcome)
+            .channel(&inv.channel_id)
+            .command(&inv.text)
+    };
+    if let Err(e) = services.audit.record(vec![entry(Outcome::Started)]).await {
+        if let Ack::Message(m) = cannot_audit(&e) {
+            deliver(services, &delivery, m).await.ok();
+        }
+        return;
+    }
+
+    let started = Instant::now();
+    let timeout = services.config.limits.handler_timeout;
+    let mut task = tokio::spawn(handler(ctx).in_current_span());
+    let (outcome, mut detail, message) = match tokio::time::timeout(timeout, &mut task).await {
+        Ok(result) => {
+            let (outcome, detail, message) = settle(&inv, &name, result);
+            let message = match outcome {
+                Outcome::Succeeded => message.with_visibility(visibility),
+                _ => message,
+            };
+            (outcome, detail, message)
+        }
+        Err(_) => {
+            task.abort();
+            let secs = timeout.as_secs_f64();
+            (
+                Outcome::Failed,
+                Some(format!("timed out after {secs}s")),
+                Message::text(format!(
+                    "`{} {name}` timed out after {secs} s and was stopped. It may have done part of its work; check before you run it again.",
+                    inv.slash
+                )),
+            )
+        }
+    };
+    let elapsed = started.elapsed();
+
+    if let Err(e) = deliver(services, &delivery, message).await {
+        tracing::warn!(error = %e, "reply not delivered");
+        let note = format!("reply not delivered: {e}");
+        detail = Some(match detail {
+            Some(d) => format!("{d}; {note}"),
+            None => note,
+        });
+    }
+    crate::telemetry::record_command(&name, outcome.as_str());
+    let mut done = entry(outcome).duration(elapsed);
+    if let Some(d) = detail {
+        done = done.detail(d);
+    }
+    if let Err(e) = services.audit.record(vec![done]).await {
+        tracing::error!(error = %e, "final audit row not written");
+    }
+}
+
+async fn deliver(services: &Services, delivery: &Delivery, message: Message) -> Result<(), String> {
+    match delivery {
+        Delivery::ResponseUrl(url) => reply::post_response(&services.outbound, url, &message)
+            .await
+            .map_err(|e| e.to_string()),
+        Delivery::Console(tx) => tx.send(message).map_err(|_| "console closed".to_owned()),
+    }
+}

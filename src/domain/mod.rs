@@ -1,0 +1,4 @@
+//! Pure rules with no I/O: who may run what, runbook parameters, approvals, routing.
+
+pub mod access;
+pub mod runbook;

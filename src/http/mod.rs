@@ -1,0 +1,53 @@
+//! The HTTP surface: one router, one module per surface.
+
+pub mod ops;
+pub mod slack;
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    middleware::{self, Next},
+    response::Response,
+    routing::{get, post},
+};
+
+use crate::{app::Services, signature::HmacKey};
+
+/// Slack's slash-command bodies are a few hundred bytes; interaction payloads carry the whole
+/// message they came from (up to 50 blocks), so they get more room.
+pub const SLACK_COMMAND_BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Arc<Services>,
+    pub slack_key: Arc<HmacKey>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/slack/commands",
+            post(slack::commands).layer(DefaultBodyLimit::max(SLACK_COMMAND_BODY_LIMIT)),
+        )
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .layer(middleware::from_fn(track))
+        .with_state(state)
+}
+
+/// Count and time every request by route, method and status.
+async fn track(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    crate::telemetry::record_http(&route, &method, response.status().as_u16(), start.elapsed());
+    response
+}

@@ -1,0 +1,19 @@
+//! Pantheon: ChatOps for Slack. Signed slash commands in, answers out, every step audited.
+
+pub mod app;
+pub mod audit;
+pub mod chat;
+pub mod cli;
+pub mod clients;
+pub mod command;
+pub mod config;
+pub mod dispatch;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod manifest;
+pub mod redact;
+pub mod reply;
+pub mod signature;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,155 @@
+//! The store: one boundary over two databases. Postgres is the production store (several
+//! replicas may share it); SQLite is the zero-setup default. Each has its own file of SQL,
+//! written the way that database wants, and both pass the same test suite.
+//!
+//! One method is one business fact and one transaction; no transaction leaves this module.
+
+mod postgres;
+mod sqlite;
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
+};
+
+use crate::audit::{AuditEntry, AuditRecord};
+
+static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("`{0}` is not a database URL; use postgres://... or sqlite://...")]
+    UnsupportedUrl(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is not valid: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Clone, Debug)]
+pub enum Store {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+impl Store {
+    /// Connect to `url` (`postgres://` or `sqlite://`). A SQLite file is created if missing.
+    pub async fn connect(url: &str) -> Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)?.application_name("pantheon");
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options)
+                .await?;
+            Ok(Store::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            if url.contains(":memory:") || url.contains("mode=memory") {
+                // An in-memory database is private to each pooled connection: several
+                // connections would each see a different, empty database.
+                return Err(StoreError::UnsupportedUrl(format!(
+                    "{url} (in-memory SQLite cannot be shared by a pool; use a file)"
+                )));
+            }
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            Ok(Store::Sqlite(pool))
+        } else {
+            Err(StoreError::UnsupportedUrl(url.to_owned()))
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Postgres(_) => "postgres",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Bring the schema up to date. Safe to run from several replicas at once on Postgres
+    /// (sqlx takes an advisory lock).
+    pub async fn migrate(&self) -> Result<()> {
+        match self {
+            Store::Postgres(pool) => PG_MIGRATOR.run(pool).await?,
+            Store::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// The migrations this build knows, as (version, description).
+    pub fn known_migrations(&self) -> Vec<(i64, String)> {
+        let migrator = match self {
+            Store::Postgres(_) => &PG_MIGRATOR,
+            Store::Sqlite(_) => &SQLITE_MIGRATOR,
+        };
+        migrator
+            .iter()
+            .map(|m| (m.version, m.description.to_string()))
+            .collect()
+    }
+
+    /// A round trip to the database, for `/readyz`.
+    pub async fn ping(&self) -> Result<()> {
+        match self {
+            Store::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+            Store::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Store::Postgres(pool) => pool.close().await,
+            Store::Sqlite(pool) => pool.close().await,
+        }
+    }
+
+    // -- audit ---------------------------------------------------------------------------------
+
+    /// Append audit entries in one transaction.
+    pub async fn insert_audit(&self, entries: &[&AuditEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Store::Postgres(pool) => postgres::insert_audit(pool, entries).await,
+            Store::Sqlite(pool) => sqlite::insert_audit(pool, entries).await,
+        }
+    }
+
+    /// The newest `limit` entries, newest first.
+    pub async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditRecord>> {
+        match self {
+            Store::Postgres(pool) => postgres::recent_audit(pool, limit).await,
+            Store::Sqlite(pool) => sqlite::recent_audit(pool, limit).await,
+        }
+    }
+
+    /// Every entry of one request, oldest first.
+    pub async fn audit_for(&self, correlation_id: &str) -> Result<Vec<AuditRecord>> {
+        match self {
+            Store::Postgres(pool) => postgres::audit_for(pool, correlation_id).await,
+            Store::Sqlite(pool) => sqlite::audit_for(pool, correlation_id).await,
+        }
+    }
+}
+
+fn outcome(raw: &str) -> Result<crate::audit::Outcome> {
+    crate::audit::Outcome::parse(raw).ok_or_else(|| StoreError::Corrupt(format!("audit outcome `{raw}`")))
+}

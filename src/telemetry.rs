@@ -1,0 +1,111 @@
+//! Logs and metrics. Logs are JSON lines by default (pretty on a terminal or with
+//! `LOG_FORMAT=pretty`), each carrying the fields of the spans it happened in, so every line
+//! about a request has its correlation id. Metrics are Prometheus text from `/metrics`.
+
+use std::{io::IsTerminal, sync::OnceLock, time::Duration};
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+use crate::config::LogFormat;
+
+/// Install the global log subscriber. Call once, from `main`.
+pub fn init_logs(format: Option<LogFormat>) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn,reqwest=warn"));
+    let format = format.unwrap_or(if std::io::stderr().is_terminal() {
+        LogFormat::Pretty
+    } else {
+        LogFormat::Json
+    });
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+        LogFormat::Pretty => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .init(),
+    }
+    // A panic anywhere is logged as one structured line rather than free text on stderr.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %crate::redact::scrub(&payload), %location, "panic");
+    }));
+}
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide metrics recorder, installed on first use.
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    PROMETHEUS.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Suffix("duration_seconds".to_owned()),
+                &[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    5.0, 10.0, 30.0,
+                ],
+            )
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Only one global recorder can exist; if someone else installed one first, /metrics
+        // would render nothing, so say so.
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+        }
+        handle
+    })
+}
+
+pub fn record_http(route: &str, method: &str, status: u16, elapsed: Duration) {
+    let status = status.to_string();
+    metrics::counter!(
+        "pantheon_http_requests_total",
+        "route" => route.to_owned(),
+        "method" => method.to_owned(),
+        "status" => status.clone()
+    )
+    .increment(1);
+    metrics::histogram!(
+        "pantheon_http_request_duration_seconds",
+        "route" => route.to_owned(),
+        "status" => status
+    )
+    .record(elapsed.as_secs_f64());
+}
+
+pub fn record_command(command: &str, outcome: &str) {
+    metrics::counter!(
+        "pantheon_commands_total",
+        "command" => command.to_owned(),
+        "outcome" => outcome.to_owned()
+    )
+    .increment(1);
+}
+
+pub fn record_signature_failure(source: &'static str, reason: &'static str) {
+    metrics::counter!(
+        "pantheon_signature_failures_total",
+        "source" => source,
+        "reason" => reason
+    )
+    .increment(1);
+}
