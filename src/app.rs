@@ -78,6 +78,7 @@ impl App {
             commands,
         } = options;
         register_secrets(&settings);
+        crate::telemetry::metrics_handle();
 
         let registry = build_registry_with(&config, &source, commands)?;
         let access = Access::from_config(&config);

@@ -71,12 +71,7 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
-    pub fn new(
-        correlation_id: &str,
-        actor: &str,
-        action: &str,
-        outcome: Outcome,
-    ) -> Self {
+    pub fn new(correlation_id: &str, actor: &str, action: &str, outcome: Outcome) -> Self {
         Self {
             at: OffsetDateTime::now_utc(),
             correlation_id: correlation_id.to_owned(),

@@ -90,7 +90,9 @@ pub fn escape(text: &str) -> String {
 
 /// Undo [`escape`], for showing a message on a terminal.
 pub fn unescape(text: &str) -> String {
-    text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }
 
 /// Escape text for inside mrkdwn emphasis or code spans as well: the formatting characters
@@ -106,7 +108,10 @@ pub fn escape_inline(text: &str) -> String {
 /// A link with escaped label; the URL is ours (built from a base URL and ids) or vendor-given,
 /// and `|`/`>` would end it early, so those are percent-encoded.
 pub fn link(url: &str, label: &str) -> String {
-    let url = url.replace('|', "%7C").replace('>', "%3E").replace('<', "%3C");
+    let url = url
+        .replace('|', "%7C")
+        .replace('>', "%3E")
+        .replace('<', "%3C");
     format!("<{url}|{}>", escape(label).replace('|', "\u{2223}"))
 }
 
@@ -163,7 +168,10 @@ mod tests {
 
     #[test]
     fn escaping_neutralises_mentions_and_links() {
-        assert_eq!(escape("<!channel> & <@U1>"), "&lt;!channel&gt; &amp; &lt;@U1&gt;");
+        assert_eq!(
+            escape("<!channel> & <@U1>"),
+            "&lt;!channel&gt; &amp; &lt;@U1&gt;"
+        );
         assert!(!escape_inline("*bold* `code` _it_ ~s~").contains(['*', '`', '_', '~']));
         assert_eq!(
             link("https://x.test/a|b>c", "A <b>"),
@@ -179,7 +187,11 @@ mod tests {
         let blocks: Vec<Value> = (0..60).map(|i| section(&i.to_string())).collect();
         let msg = Message::blocks("t", blocks);
         assert_eq!(msg.blocks.len(), MAX_BLOCKS);
-        assert!(msg.blocks[49].to_string().contains("11 more blocks not shown"));
+        assert!(
+            msg.blocks[49]
+                .to_string()
+                .contains("11 more blocks not shown")
+        );
         let lines: Vec<String> = (0..100).map(|_| "y".repeat(100)).collect();
         let sections = sections_of_lines(&lines);
         assert_eq!(sections.len(), 4);

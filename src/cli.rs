@@ -15,7 +15,11 @@ use crate::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "pantheon", version, about = "ChatOps for Slack: commands, approvals, notifications, all audited")]
+#[command(
+    name = "pantheon",
+    version,
+    about = "ChatOps for Slack: commands, approvals, notifications, all audited"
+)]
 pub struct Cli {
     /// Configuration file (default: $PANTHEON_CONFIG, else ./pantheon.toml if present).
     #[arg(long, global = true)]
@@ -64,14 +68,20 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let quiet = matches!(cli.command, Command::Console { .. } | Command::CheckConfig | Command::SlackManifest { .. });
+    let quiet = matches!(
+        cli.command,
+        Command::Console { .. } | Command::CheckConfig | Command::SlackManifest { .. }
+    );
     if quiet && std::env::var_os("RUST_LOG").is_none() {
         // Interactive commands keep stderr for problems only.
         // SAFETY: single-threaded here; nothing else reads the environment yet.
         unsafe { std::env::set_var("RUST_LOG", "warn") };
     }
     crate::telemetry::init_logs(settings.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -82,13 +92,20 @@ pub fn run(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Serve => serve(file, source, settings).await,
             Command::Migrate => migrate(&settings).await,
-            Command::Console { user, channel } => console(file, source, settings, user, channel).await,
+            Command::Console { user, channel } => {
+                console(file, source, settings, user, channel).await
+            }
             Command::CheckConfig => check_config(&file, &source, &settings),
             Command::SlackManifest { url } => {
                 let registry = app::build_registry(&file, &source).map_err(|e| e.to_string())?;
                 print!(
                     "{}",
-                    crate::manifest::render(&file.slack.app_name, file.slack.command.get_ref(), &registry, &url)
+                    crate::manifest::render(
+                        &file.slack.app_name,
+                        file.slack.command.get_ref(),
+                        &registry,
+                        &url
+                    )
                 );
                 Ok(())
             }
@@ -147,7 +164,11 @@ async fn migrate(settings: &Settings) -> Result<(), String> {
     for (version, description) in store.known_migrations() {
         println!("{version:>4}  {description}");
     }
-    println!("{} database is up to date ({})", store.kind(), redact_url(&settings.database_url));
+    println!(
+        "{} database is up to date ({})",
+        store.kind(),
+        redact_url(&settings.database_url)
+    );
     store.close().await;
     Ok(())
 }
@@ -161,30 +182,107 @@ fn check_config(file: &FileConfig, source: &Source, settings: &Settings) -> Resu
     };
     println!("configuration: {path}: OK");
     println!("slash command: {}", file.slack.command.get_ref());
-    println!("commands: {} in {} families ({})", registry.specs().len(), registry.families().len(), registry.families().join(", "));
-    println!("groups: {}", if file.groups.is_empty() { "none".to_owned() } else {
-        file.groups.iter().map(|(g, m)| format!("{g} ({} member{})", m.len(), if m.len() == 1 { "" } else { "s" })).collect::<Vec<_>>().join(", ")
-    });
-    println!("permissions: {}", if file.permissions.is_empty() { "none (everyone may run every command except admin ones)".to_owned() } else {
-        file.permissions.iter().map(|(k, g)| format!("{} → {}", k.get_ref(), g.iter().map(|g| g.get_ref().as_str()).collect::<Vec<_>>().join("/"))).collect::<Vec<_>>().join(", ")
-    });
-    println!("runbooks: {}", if file.runbooks.is_empty() { "none".to_owned() } else {
-        file.runbooks.iter().map(|r| r.name.get_ref().as_str()).collect::<Vec<_>>().join(", ")
-    });
+    println!(
+        "commands: {} in {} families ({})",
+        registry.specs().len(),
+        registry.families().len(),
+        registry.families().join(", ")
+    );
+    println!(
+        "groups: {}",
+        if file.groups.is_empty() {
+            "none".to_owned()
+        } else {
+            file.groups
+                .iter()
+                .map(|(g, m)| {
+                    format!(
+                        "{g} ({} member{})",
+                        m.len(),
+                        if m.len() == 1 { "" } else { "s" }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    println!(
+        "permissions: {}",
+        if file.permissions.is_empty() {
+            "none (everyone may run every command except admin ones)".to_owned()
+        } else {
+            file.permissions
+                .iter()
+                .map(|(k, g)| {
+                    format!(
+                        "{} → {}",
+                        k.get_ref(),
+                        g.iter()
+                            .map(|g| g.get_ref().as_str())
+                            .collect::<Vec<_>>()
+                            .join("/")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    println!(
+        "runbooks: {}",
+        if file.runbooks.is_empty() {
+            "none".to_owned()
+        } else {
+            file.runbooks
+                .iter()
+                .map(|r| r.name.get_ref().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
     println!("routes: {}", file.routes.len());
     println!("database: {}", redact_url(&settings.database_url));
-    println!("listen: {} (public URL {})", settings.listen_addr, settings.public_url);
-    println!("response_url hosts: {}", settings.response_url_hosts.join(", "));
+    println!(
+        "listen: {} (public URL {})",
+        settings.listen_addr, settings.public_url
+    );
+    println!(
+        "response_url hosts: {}",
+        settings.response_url_hosts.join(", ")
+    );
     let set = |present: bool| if present { "set" } else { "not set" };
-    println!("SLACK_SIGNING_SECRET: {}", set(settings.slack_signing_secret.is_some()));
-    println!("SLACK_BOT_TOKEN: {}", set(settings.slack_bot_token.is_some()));
-    println!("GITHUB_TOKEN: {}; webhook secrets: {}", set(settings.github_token.is_some()), settings.github_webhook_secrets.len());
-    println!("PAGERDUTY_API_TOKEN: {}; webhook secrets: {}", set(settings.pagerduty_api_token.is_some()), settings.pagerduty_webhook_secrets.len());
-    println!("ZENDESK: {}; webhook secrets: {}", set(settings.zendesk_api_url.is_some() && settings.zendesk_api_token.is_some()), settings.zendesk_webhook_secrets.len());
+    println!(
+        "SLACK_SIGNING_SECRET: {}",
+        set(settings.slack_signing_secret.is_some())
+    );
+    println!(
+        "SLACK_BOT_TOKEN: {}",
+        set(settings.slack_bot_token.is_some())
+    );
+    println!(
+        "GITHUB_TOKEN: {}; webhook secrets: {}",
+        set(settings.github_token.is_some()),
+        settings.github_webhook_secrets.len()
+    );
+    println!(
+        "PAGERDUTY_API_TOKEN: {}; webhook secrets: {}",
+        set(settings.pagerduty_api_token.is_some()),
+        settings.pagerduty_webhook_secrets.len()
+    );
+    println!(
+        "ZENDESK: {}; webhook secrets: {}",
+        set(settings.zendesk_api_url.is_some() && settings.zendesk_api_token.is_some()),
+        settings.zendesk_webhook_secrets.len()
+    );
     Ok(())
 }
 
-async fn console(file: FileConfig, source: Source, settings: Settings, user: String, channel: String) -> Result<(), String> {
+async fn console(
+    file: FileConfig,
+    source: Source,
+    settings: Settings,
+    user: String,
+    channel: String,
+) -> Result<(), String> {
     let app = App::build(Options {
         config: file,
         source,
@@ -198,12 +296,16 @@ async fn console(file: FileConfig, source: Source, settings: Settings, user: Str
     let services = app.services.clone();
     let slash = services.slash.clone();
     let wait = services.limits().handler_timeout + std::time::Duration::from_secs(5);
-    println!("Pantheon console, as {user} in {channel}. Type `{slash} help` (the `{slash}` is optional); Ctrl-D to quit.");
+    println!(
+        "Pantheon console, as {user} in {channel}. Type `{slash} help` (the `{slash}` is optional); Ctrl-D to quit."
+    );
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     loop {
         print!("{slash}> ");
         let _ = std::io::stdout().flush();
-        let Ok(Some(line)) = lines.next_line().await else { break };
+        let Ok(Some(line)) = lines.next_line().await else {
+            break;
+        };
         let line = line.trim();
         if line.is_empty() {
             continue;

@@ -332,8 +332,11 @@ mod duration_str {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let raw = String::deserialize(d)?;
-        humantime::parse_duration(&raw)
-            .map_err(|e| serde::de::Error::custom(format!("`{raw}` is not a duration ({e}); write e.g. \"30s\", \"15m\", \"1h\"")))
+        humantime::parse_duration(&raw).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{raw}` is not a duration ({e}); write e.g. \"30s\", \"15m\", \"1h\""
+            ))
+        })
     }
 
     pub mod option {
@@ -378,7 +381,10 @@ impl FileConfig {
             return Err(source.error_at(
                 command.span(),
                 "slack.command",
-                format!("`{}` is not a slash command; write e.g. \"/ops\"", command.get_ref()),
+                format!(
+                    "`{}` is not a slash command; write e.g. \"/ops\"",
+                    command.get_ref()
+                ),
             ));
         }
         for (group, members) in &self.groups {
@@ -456,8 +462,9 @@ impl FileConfig {
                     }
                 }
             }
-            crate::domain::runbook::check_templates(runbook)
-                .map_err(|(span, field, msg)| source.error_at(span, format!("{key}.{field}"), msg))?;
+            crate::domain::runbook::check_templates(runbook).map_err(|(span, field, msg)| {
+                source.error_at(span, format!("{key}.{field}"), msg)
+            })?;
         }
         for (i, route) in self.routes.iter().enumerate() {
             if !SOURCES.contains(&route.source.get_ref().as_str()) {
@@ -525,7 +532,8 @@ impl FileConfig {
     }
 }
 
-pub const PAGERDUTY_WRITE_ACTIONS: &[&str] = &["ack", "resolve", "override", "maintenance", "trigger"];
+pub const PAGERDUTY_WRITE_ACTIONS: &[&str] =
+    &["ack", "resolve", "override", "maintenance", "trigger"];
 
 fn is_name(s: &str) -> bool {
     !s.is_empty()
@@ -538,7 +546,8 @@ pub fn is_slack_user_id(s: &str) -> bool {
     s.len() >= 3
         && s.len() <= 32
         && (s.starts_with('U') || s.starts_with('W'))
-        && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -581,7 +590,11 @@ pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:3000";
 impl Settings {
     /// Read settings through `var`, which is `std::env::var` in the binary and a map in tests.
     pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            var(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let secret = |name: &str| get(name).map(SecretString::from);
         let secrets = |name: &str| -> Vec<SecretString> {
             get(name)
@@ -784,7 +797,10 @@ channel = "C0DEV"
     fn an_unknown_key_names_the_key_and_line() {
         let err = parse("[slack]\ncommand = \"/ops\"\ncomand = \"/x\"\n").unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("pantheon.toml:3:1: `slack.comand`: "), "{text}");
+        assert!(
+            text.starts_with("pantheon.toml:3:1: `slack.comand`: "),
+            "{text}"
+        );
         assert!(text.contains("unknown field `comand`"), "{text}");
     }
 
@@ -810,7 +826,10 @@ channel = "C0DEV"
     fn a_bad_member_is_located() {
         let err = parse("[groups]\nadmins = [\"U03JOE\", \"jane\"]\n").unwrap_err();
         assert_eq!(err.location.as_ref().unwrap().line, 2);
-        assert!(err.message.contains("`jane` is not a Slack user id"), "{err}");
+        assert!(
+            err.message.contains("`jane` is not a Slack user id"),
+            "{err}"
+        );
     }
 
     #[test]

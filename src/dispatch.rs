@@ -87,32 +87,51 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
     let (spec, args) = match services.registry.parse(&inv.text, may_run) {
         Ok(found) => found,
         Err(ParseError::Empty) => {
-            return answer_inline(services, vec![received, entry(Outcome::Succeeded).detail("help")], "help", || {
-                help::render(&services.registry, &inv.slash, may_run, None)
-            })
+            return answer_inline(
+                services,
+                vec![received, entry(Outcome::Succeeded).detail("help")],
+                "help",
+                || help::render(&services.registry, &inv.slash, may_run, None),
+            )
             .await;
         }
         Err(ParseError::Incomplete { topic }) => {
-            return answer_inline(services, vec![received, entry(Outcome::Succeeded).detail(format!("help {topic}"))], "help", || {
-                help::render(&services.registry, &inv.slash, may_run, Some(&topic))
-            })
+            return answer_inline(
+                services,
+                vec![
+                    received,
+                    entry(Outcome::Succeeded).detail(format!("help {topic}")),
+                ],
+                "help",
+                || help::render(&services.registry, &inv.slash, may_run, Some(&topic)),
+            )
             .await;
         }
         Err(err) => {
             let detail = format!("{}: {}", err.kind(), err.message(&inv.slash));
-            return answer_inline(services, vec![received, entry(Outcome::Invalid).detail(detail)], "unknown", || {
-                Message::text(err.message(&inv.slash))
-            })
+            return answer_inline(
+                services,
+                vec![received, entry(Outcome::Invalid).detail(detail)],
+                "unknown",
+                || Message::text(err.message(&inv.slash)),
+            )
             .await;
         }
     };
     let name = spec.name.clone();
 
-    if let Err(refusal) = services.access.check(&inv.user_id, &spec.permission_keys(), &spec.default_groups()) {
+    if let Err(refusal) = services.access.check(
+        &inv.user_id,
+        &spec.permission_keys(),
+        &spec.default_groups(),
+    ) {
         let text = refusal.message(&format!("{} {}", inv.slash, name));
-        return answer_inline(services, vec![received, entry(Outcome::Refused).detail(text.clone())], &name, || {
-            Message::text(text.clone())
-        })
+        return answer_inline(
+            services,
+            vec![received, entry(Outcome::Refused).detail(text.clone())],
+            &name,
+            || Message::text(text.clone()),
+        )
         .await;
     }
 
@@ -142,9 +161,12 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
             Err(why) => {
                 tracing::warn!(reason = %why, "response_url refused");
                 let text = format!("I can't answer this request: {why}. Nothing was run.");
-                return answer_inline(services, vec![received, entry(Outcome::Refused).detail(why)], &name, || {
-                    Message::text(text.clone())
-                })
+                return answer_inline(
+                    services,
+                    vec![received, entry(Outcome::Refused).detail(why)],
+                    &name,
+                    || Message::text(text.clone()),
+                )
                 .await;
             }
         },
@@ -152,9 +174,15 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
 
     let Ok(permit) = services.permits.clone().try_acquire_owned() else {
         let text = "Pantheon is busy right now (too many commands in flight). Nothing was run; try again in a moment.";
-        return answer_inline(services, vec![received, entry(Outcome::Refused).detail("busy: too many commands in flight")], &name, || {
-            Message::text(text)
-        })
+        return answer_inline(
+            services,
+            vec![
+                received,
+                entry(Outcome::Refused).detail("busy: too many commands in flight"),
+            ],
+            &name,
+            || Message::text(text),
+        )
         .await;
     };
 
@@ -215,7 +243,9 @@ fn settle(inv: &Invocation, name: &str, result: Joined) -> (Outcome, Option<Stri
     let shown = format!("{} {}", inv.slash, name);
     match result {
         Ok(Ok(message)) => (Outcome::Succeeded, None, message),
-        Ok(Err(CommandError::User(text))) => (Outcome::Failed, Some(text.clone()), Message::text(text)),
+        Ok(Err(CommandError::User(text))) => {
+            (Outcome::Failed, Some(text.clone()), Message::text(text))
+        }
         Ok(Err(CommandError::Internal(detail))) => {
             tracing::error!(error = %detail, command = name, "command failed");
             (

@@ -82,10 +82,7 @@ mod tests {
     #[test]
     fn registered_secrets_are_masked_and_plain_text_is_untouched() {
         register_secrets(["a-registered-signing-secret", "short"]);
-        assert_eq!(
-            scrub("x a-registered-signing-secret y"),
-            "x [REDACTED] y"
-        );
+        assert_eq!(scrub("x a-registered-signing-secret y"), "x [REDACTED] y");
         assert!(matches!(scrub("pager ack PT4KHLK short"), Cow::Borrowed(_)));
     }
 }

@@ -35,7 +35,9 @@ impl ResponseUrlPolicy {
         }
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         if !self.hosts.iter().any(|h| h == bare) {
-            return Err(format!("response_url host `{bare}` is not on the allow-list (RESPONSE_URL_HOSTS)"));
+            return Err(format!(
+                "response_url host `{bare}` is not on the allow-list (RESPONSE_URL_HOSTS)"
+            ));
         }
         match url.scheme() {
             "https" => Ok(url),
@@ -90,9 +92,21 @@ mod tests {
 
     #[test]
     fn only_allow_listed_hosts_and_https_except_loopback() {
-        let policy = ResponseUrlPolicy::new(vec!["hooks.slack.com".into(), "127.0.0.1".into(), "::1".into()]);
-        assert!(policy.check("https://hooks.slack.com/commands/T1/2/3").is_ok());
-        assert!(policy.check("https://HOOKS.slack.com/commands/T1/2/3").is_ok());
+        let policy = ResponseUrlPolicy::new(vec![
+            "hooks.slack.com".into(),
+            "127.0.0.1".into(),
+            "::1".into(),
+        ]);
+        assert!(
+            policy
+                .check("https://hooks.slack.com/commands/T1/2/3")
+                .is_ok()
+        );
+        assert!(
+            policy
+                .check("https://HOOKS.slack.com/commands/T1/2/3")
+                .is_ok()
+        );
         assert!(policy.check("http://127.0.0.1:9/hook").is_ok());
         assert!(policy.check("http://[::1]:9/hook").is_ok());
         for bad in [

@@ -196,7 +196,9 @@ fn parse_unix_seconds(raw: &[u8]) -> Result<i64, SignatureError> {
         return Err(SignatureError::MalformedTimestamp);
     }
     raw.iter()
-        .try_fold(0i64, |acc, &d| acc.checked_mul(10)?.checked_add(i64::from(d - b'0')))
+        .try_fold(0i64, |acc, &d| {
+            acc.checked_mul(10)?.checked_add(i64::from(d - b'0'))
+        })
         .ok_or(SignatureError::MalformedTimestamp)
 }
 
@@ -245,17 +247,26 @@ mod tests {
     fn slack_any_changed_byte_fails() {
         for i in 0..SLACK_BODY.len() {
             let body = flip_byte(SLACK_BODY, i);
-            assert!(slack(SLACK_TS, SLACK_SIG, &body, SLACK_NOW).is_err(), "body byte {i}");
+            assert!(
+                slack(SLACK_TS, SLACK_SIG, &body, SLACK_NOW).is_err(),
+                "body byte {i}"
+            );
         }
         for i in 0..SLACK_TS.len() {
             let ts = flip_byte(SLACK_TS, i);
             // A changed timestamp must fail on the MAC, so check with a clock that accepts it.
             let now = ts.parse::<i64>().unwrap();
-            assert!(slack(&ts, SLACK_SIG, SLACK_BODY, now).is_err(), "ts byte {i}");
+            assert!(
+                slack(&ts, SLACK_SIG, SLACK_BODY, now).is_err(),
+                "ts byte {i}"
+            );
         }
         for i in 0..SLACK_SIG.len() {
             let sig = flip_byte(SLACK_SIG, i);
-            assert!(slack(SLACK_TS, &sig, SLACK_BODY, SLACK_NOW).is_err(), "sig byte {i}");
+            assert!(
+                slack(SLACK_TS, &sig, SLACK_BODY, SLACK_NOW).is_err(),
+                "sig byte {i}"
+            );
         }
     }
 
@@ -289,14 +300,27 @@ mod tests {
             check(Some(SLACK_TS), None),
             Err(SignatureError::MissingSignature)
         );
-        for ts in ["", "abc", "-1531420618", "1531420618.5", "99999999999999999999"] {
+        for ts in [
+            "",
+            "abc",
+            "-1531420618",
+            "1531420618.5",
+            "99999999999999999999",
+        ] {
             assert_eq!(
                 check(Some(ts), Some(SLACK_SIG)),
                 Err(SignatureError::MalformedTimestamp),
                 "{ts:?}"
             );
         }
-        for sig in ["", "v0=", "v1=a2114d57", "v0=zz", &SLACK_SIG[..20], &SLACK_SIG[3..]] {
+        for sig in [
+            "",
+            "v0=",
+            "v1=a2114d57",
+            "v0=zz",
+            &SLACK_SIG[..20],
+            &SLACK_SIG[3..],
+        ] {
             assert!(check(Some(SLACK_TS), Some(sig)).is_err(), "{sig:?}");
         }
     }
@@ -307,8 +331,14 @@ mod tests {
         let good = HmacKey::new(b"It's a Secret to Everybody");
         let old = HmacKey::new(b"old secret");
         let body = b"Hello, World!";
-        assert_eq!(verify_github(std::slice::from_ref(&good), Some(sig.as_bytes()), body), Ok(()));
-        assert_eq!(verify_github(&[old.clone(), good], Some(sig.as_bytes()), body), Ok(()));
+        assert_eq!(
+            verify_github(std::slice::from_ref(&good), Some(sig.as_bytes()), body),
+            Ok(())
+        );
+        assert_eq!(
+            verify_github(&[old.clone(), good], Some(sig.as_bytes()), body),
+            Ok(())
+        );
         assert_eq!(
             verify_github(&[old], Some(sig.as_bytes()), body),
             Err(SignatureError::Mismatch)
@@ -326,7 +356,10 @@ mod tests {
         let good = format!("v1={}", key.sign_hex(&[body]));
         let other = format!("v1={}", HmacKey::new(b"secret-b").sign_hex(&[body]));
         let both = format!("{other}, {good}");
-        assert_eq!(verify_pagerduty(std::slice::from_ref(&key), Some(both.as_bytes()), body), Ok(()));
+        assert_eq!(
+            verify_pagerduty(std::slice::from_ref(&key), Some(both.as_bytes()), body),
+            Ok(())
+        );
         assert_eq!(
             verify_pagerduty(std::slice::from_ref(&key), Some(other.as_bytes()), body),
             Err(SignatureError::Mismatch)
@@ -360,7 +393,10 @@ mod tests {
         };
         assert_eq!(check(sig, now), Ok(()));
         assert_eq!(check(sig, now + 301), Err(SignatureError::StaleTimestamp));
-        assert_eq!(check("not base64!", now), Err(SignatureError::MalformedSignature));
+        assert_eq!(
+            check("not base64!", now),
+            Err(SignatureError::MalformedSignature)
+        );
     }
 
     #[test]

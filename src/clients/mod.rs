@@ -88,6 +88,12 @@ impl From<reqwest::Error> for TransportError {
     }
 }
 
+/// reqwest is built without a default TLS provider; use ring (sqlx uses it too). Call before
+/// building any reqwest client. Installing twice is harmless.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The shared outbound client.
 #[derive(Debug, Clone)]
 pub struct Outbound {
@@ -97,9 +103,7 @@ pub struct Outbound {
 
 impl Outbound {
     pub fn new(retry: RetryPolicy, timeout: Duration) -> Self {
-        // reqwest is built without a default TLS provider; use ring (shared with sqlx). An
-        // error means a provider is installed already, which is just as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto();
         let client = reqwest::Client::builder()
             .user_agent(concat!("pantheon/", env!("CARGO_PKG_VERSION")))
             .timeout(timeout)
@@ -135,7 +139,8 @@ impl Outbound {
             match build(&self.client).send().await {
                 Ok(resp) => {
                     let status = resp.status();
-                    let retryable = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+                    let retryable =
+                        status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
                     if !retryable || last {
                         return Ok(resp);
                     }
@@ -163,6 +168,10 @@ impl Outbound {
 
 /// `Retry-After` as seconds (the form Slack, GitHub, PagerDuty and Zendesk send).
 pub fn retry_after(resp: &Response) -> Option<Duration> {
-    let raw = resp.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let raw = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
     raw.trim().parse::<u64>().ok().map(Duration::from_secs)
 }

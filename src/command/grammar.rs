@@ -101,7 +101,10 @@ fn unescape(raw: &str) -> Cow<'_, str> {
 #[derive(Debug, Clone)]
 pub enum ArgType {
     Text,
-    Int { min: i64, max: i64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
     /// An email address (Slack sends `<mailto:...>`, unwrapped by [`words`]).
     Email,
     /// A regular expression typed in chat, compiled with a size limit.
@@ -211,7 +214,12 @@ pub fn compile_chat_regex(raw: &str) -> Result<Regex, String> {
             regex::Error::CompiledTooBig(_) => "the pattern is too complex".to_owned(),
             other => format!(
                 "`{raw}` is not a valid regular expression ({})",
-                other.to_string().lines().last().unwrap_or("syntax error").trim()
+                other
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or("syntax error")
+                    .trim()
             ),
         })
 }
@@ -233,9 +241,9 @@ impl Usage {
                 let inner = tokens
                     .next()
                     .ok_or_else(|| format!("unclosed `[` in `{pattern}`"))?;
-                let inner = inner
-                    .strip_suffix(']')
-                    .ok_or_else(|| format!("`[{group} ...` must close after one argument in `{pattern}`"))?;
+                let inner = inner.strip_suffix(']').ok_or_else(|| {
+                    format!("`[{group} ...` must close after one argument in `{pattern}`")
+                })?;
                 let mut arg = parse_arg(inner, &ty)
                     .ok_or_else(|| format!("`{inner}` is not an argument in `{pattern}`"))?;
                 arg.optional = true;
@@ -256,7 +264,9 @@ impl Usage {
             .map(|(i, _)| i)
             .collect::<Vec<_>>();
         if rests.iter().any(|&i| i + 1 != parts.len()) {
-            return Err(format!("only the last argument may take the rest of the line in `{pattern}`"));
+            return Err(format!(
+                "only the last argument may take the rest of the line in `{pattern}`"
+            ));
         }
         if !matches!(parts.first(), Some(Part::Lit(_))) {
             return Err(format!("`{pattern}` must start with a word"));
@@ -276,7 +286,10 @@ impl Usage {
     }
 
     pub fn literal_count(&self) -> usize {
-        self.parts.iter().filter(|p| matches!(p, Part::Lit(_))).count()
+        self.parts
+            .iter()
+            .filter(|p| matches!(p, Part::Lit(_)))
+            .count()
     }
 
     /// The pattern as shown to people: `deploy <app> <version> to <env>`.
@@ -318,8 +331,13 @@ impl Usage {
                             return Err(Mismatch::Arg {
                                 matched: literals,
                                 problem: match got {
-                                    Some(word) => format!("expected `{w}` where you wrote `{}`", word.text),
-                                    None => format!("expected `{w}` after <{}>", last_arg_name(&self.parts, w)),
+                                    Some(word) => {
+                                        format!("expected `{w}` where you wrote `{}`", word.text)
+                                    }
+                                    None => format!(
+                                        "expected `{w}` after <{}>",
+                                        last_arg_name(&self.parts, w)
+                                    ),
                                 },
                             });
                         }
@@ -374,7 +392,11 @@ impl Usage {
                     } else {
                         let raw = &input[pos].text;
                         let raw = match (&arg.default, raw.split_once('=')) {
-                            (Some(_), Some((key, value))) if key.eq_ignore_ascii_case(&arg.name) => value,
+                            (Some(_), Some((key, value)))
+                                if key.eq_ignore_ascii_case(&arg.name) =>
+                            {
+                                value
+                            }
                             _ => raw,
                         };
                         let value = typed(arg, raw).map_err(fail)?;
@@ -420,7 +442,8 @@ fn last_arg_name<'a>(parts: &'a [Part], word: &str) -> &'a str {
 }
 
 fn parse_arg(tok: &str, ty: &dyn Fn(&str) -> ArgType) -> Option<ArgSpec> {
-    let (inner, optional) = if let Some(i) = tok.strip_prefix('<').and_then(|t| t.strip_suffix('>')) {
+    let (inner, optional) = if let Some(i) = tok.strip_prefix('<').and_then(|t| t.strip_suffix('>'))
+    {
         (i, false)
     } else if let Some(i) = tok.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
         (i, false)
@@ -490,7 +513,10 @@ mod tests {
     use super::*;
 
     fn texts(input: &str) -> Vec<String> {
-        words(input).into_iter().map(|w| w.text.into_owned()).collect()
+        words(input)
+            .into_iter()
+            .map(|w| w.text.into_owned())
+            .collect()
     }
 
     #[test]
@@ -500,36 +526,78 @@ mod tests {
             texts("pager me as <mailto:jane@acme.test|jane@acme.test>"),
             ["pager", "me", "as", "jane@acme.test"]
         );
-        assert_eq!(texts("trigger <@U123|jane> db down"), ["trigger", "<@U123>", "db", "down"]);
-        assert_eq!(texts("say \u{201c}hello world\u{201d} x"), ["say", "hello world", "x"]);
-        assert_eq!(texts("say \"unterminated words"), ["say", "unterminated words"]);
-        assert_eq!(texts("a&lt;b &amp; <https://x.test|x>"), ["a<b", "&", "https://x.test"]);
+        assert_eq!(
+            texts("trigger <@U123|jane> db down"),
+            ["trigger", "<@U123>", "db", "down"]
+        );
+        assert_eq!(
+            texts("say \u{201c}hello world\u{201d} x"),
+            ["say", "hello world", "x"]
+        );
+        assert_eq!(
+            texts("say \"unterminated words"),
+            ["say", "unterminated words"]
+        );
+        assert_eq!(
+            texts("a&lt;b &amp; <https://x.test|x>"),
+            ["a<b", "&", "https://x.test"]
+        );
         assert!(texts("").is_empty());
     }
 
     fn bind(pattern: &str, types: &[(&str, ArgType)], input: &str) -> Result<Args, Mismatch> {
-        Usage::parse(pattern, types).unwrap().bind(input, &words(input))
+        Usage::parse(pattern, types)
+            .unwrap()
+            .bind(input, &words(input))
     }
 
     #[test]
     fn arguments_bind_by_kind() {
         let int = ArgType::Int { min: 1, max: 90 };
-        let args = bind("pager schedule <name> [days=30]", &[("days", int.clone())], "pager schedule ops").unwrap();
+        let args = bind(
+            "pager schedule <name> [days=30]",
+            &[("days", int.clone())],
+            "pager schedule ops",
+        )
+        .unwrap();
         assert_eq!(args.text("name"), Some("ops"));
         assert_eq!(args.int("days"), Some(30));
-        let args = bind("pager schedule <name> [days=30]", &[("days", int.clone())], "pager schedule ops days=7").unwrap();
+        let args = bind(
+            "pager schedule <name> [days=30]",
+            &[("days", int.clone())],
+            "pager schedule ops days=7",
+        )
+        .unwrap();
         assert_eq!(args.int("days"), Some(7));
-        let args = bind("pager schedule <name> [days=30]", &[("days", int.clone())], "PAGER Schedule ops 14").unwrap();
+        let args = bind(
+            "pager schedule <name> [days=30]",
+            &[("days", int.clone())],
+            "PAGER Schedule ops 14",
+        )
+        .unwrap();
         assert_eq!(args.int("days"), Some(14));
-        let err = bind("pager schedule <name> [days=30]", &[("days", int)], "pager schedule ops 900").unwrap_err();
-        assert!(matches!(err, Mismatch::Arg { matched: 2, ref problem } if problem.contains("between 1 and 90")), "{err:?}");
+        let err = bind(
+            "pager schedule <name> [days=30]",
+            &[("days", int)],
+            "pager schedule ops 900",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, Mismatch::Arg { matched: 2, ref problem } if problem.contains("between 1 and 90")),
+            "{err:?}"
+        );
 
         let args = bind("pager ack [ids...]", &[], "pager ack P1 P2").unwrap();
         assert_eq!(args.words("ids"), ["P1", "P2"]);
         let args = bind("pager ack [ids...]", &[], "pager ack").unwrap();
         assert!(args.words("ids").is_empty());
 
-        let args = bind("pager trigger <user> <message...>", &[], "pager trigger jane db  is down").unwrap();
+        let args = bind(
+            "pager trigger <user> <message...>",
+            &[],
+            "pager trigger jane db  is down",
+        )
+        .unwrap();
         assert_eq!(args.text("user"), Some("jane"));
         assert_eq!(args.words("message"), ["db", "is", "down"]);
     }
@@ -543,7 +611,10 @@ mod tests {
         let args = bind(pattern, &types, "pulls acme/api").unwrap();
         assert!(args.regex("filter").is_none());
         let err = bind(pattern, &types, "pulls acme/api with (").unwrap_err();
-        assert!(matches!(err, Mismatch::Arg { ref problem, .. } if problem.contains("not a valid regular expression")), "{err:?}");
+        assert!(
+            matches!(err, Mismatch::Arg { ref problem, .. } if problem.contains("not a valid regular expression")),
+            "{err:?}"
+        );
         let err = bind(pattern, &types, "pulls acme/api with").unwrap_err();
         assert!(matches!(err, Mismatch::Arg { .. }));
     }
@@ -557,9 +628,14 @@ mod tests {
 
     #[test]
     fn literals_after_arguments_and_runbook_params() {
-        let env = Arc::new(crate::domain::runbook::compile_param_regex("staging|production").unwrap());
+        let env =
+            Arc::new(crate::domain::runbook::compile_param_regex("staging|production").unwrap());
         let app = Arc::new(crate::domain::runbook::compile_param_regex("[a-z0-9-]+").unwrap());
-        let types = [("env", ArgType::Param(env)), ("app", ArgType::Param(app.clone())), ("version", ArgType::Param(app))];
+        let types = [
+            ("env", ArgType::Param(env)),
+            ("app", ArgType::Param(app.clone())),
+            ("version", ArgType::Param(app)),
+        ];
         let pattern = "deploy {app} {version} to {env}";
         let args = bind(pattern, &types, "deploy api 1-2 to production").unwrap();
         assert_eq!(args.texts()["env"], "production");
@@ -589,8 +665,14 @@ mod tests {
     fn usage_display_round_trips_the_declaration() {
         for (pattern, shown) in [
             ("pager ack [ids...]", "pager ack [ids...]"),
-            ("pager schedule <name> [days=30]", "pager schedule <name> [days=30]"),
-            ("pulls <repo> [with <filter...>]", "pulls <repo> [with <filter...>]"),
+            (
+                "pager schedule <name> [days=30]",
+                "pager schedule <name> [days=30]",
+            ),
+            (
+                "pulls <repo> [with <filter...>]",
+                "pulls <repo> [with <filter...>]",
+            ),
             ("deploy {app} to {env}", "deploy <app> to <env>"),
         ] {
             assert_eq!(Usage::parse(pattern, &[]).unwrap().display(), shown);

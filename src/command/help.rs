@@ -15,15 +15,15 @@ pub fn render(
         .iter()
         .filter(|s| !s.hidden && may_run(s))
         .collect();
-    let topic = topic.map(|t| t.trim().to_lowercase()).filter(|t| !t.is_empty());
+    let topic = topic
+        .map(|t| t.trim().to_lowercase())
+        .filter(|t| !t.is_empty());
     let selected: Vec<&CommandSpec> = match &topic {
         None => runnable.clone(),
         Some(t) => runnable
             .iter()
             .copied()
-            .filter(|s| {
-                s.family == *t || s.name == *t || s.name.starts_with(&format!("{t} "))
-            })
+            .filter(|s| s.family == *t || s.name == *t || s.name.starts_with(&format!("{t} ")))
             .collect(),
     };
     let mut families: Vec<&str> = Vec::new();
@@ -39,8 +39,9 @@ pub fn render(
                 chat::escape(t),
                 topics_list(&families)
             ),
-            None => "There are no commands you may run. Ask an admin to add you to a group."
-                .to_owned(),
+            None => {
+                "There are no commands you may run. Ask an admin to add you to a group.".to_owned()
+            }
         };
         return Message::text(text);
     }
@@ -88,7 +89,7 @@ fn line(slash: &str, spec: &CommandSpec) -> String {
     format!(
         "`{slash} {}` — {}{channel}",
         chat::escape(&spec.usage.display()),
-        spec.summary
+        chat::escape(&spec.summary)
     )
 }
 

@@ -239,7 +239,9 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.specs.iter().map(|s| &s.name)).finish()
+        f.debug_list()
+            .entries(self.specs.iter().map(|s| &s.name))
+            .finish()
     }
 }
 
@@ -324,9 +326,9 @@ impl Registry {
         for spec in &self.specs {
             match spec.usage.bind(text, &input) {
                 Ok(args) => {
-                    let better = best.as_ref().is_none_or(|(b, _)| {
-                        spec.usage.literal_count() > b.usage.literal_count()
-                    });
+                    let better = best
+                        .as_ref()
+                        .is_none_or(|(b, _)| spec.usage.literal_count() > b.usage.literal_count());
                     if better {
                         best = Some((spec, args));
                     }
@@ -394,7 +396,11 @@ impl Registry {
             }
         }
         scored.sort();
-        scored.into_iter().take(3).map(|(_, n)| n.to_owned()).collect()
+        scored
+            .into_iter()
+            .take(3)
+            .map(|(_, n)| n.to_owned())
+            .collect()
     }
 }
 
@@ -417,13 +423,16 @@ mod tests {
             command("pager me as <email>", "remember me", noop()).arg("email", ArgType::Email),
             command("pager me <schedule> <minutes>", "take the pager", noop())
                 .arg("minutes", ArgType::Int { min: 1, max: 1440 }),
-            command("audit [n=20]", "recent audit", noop()).arg("n", ArgType::Int { min: 1, max: 100 }),
+            command("audit [n=20]", "recent audit", noop())
+                .arg("n", ArgType::Int { min: 1, max: 100 }),
         ])
         .unwrap()
     }
 
     fn parse(text: &str) -> Result<String, ParseError> {
-        registry().parse(text, |_| true).map(|(s, _)| s.name.clone())
+        registry()
+            .parse(text, |_| true)
+            .map(|(s, _)| s.name.clone())
     }
 
     #[test]
@@ -432,7 +441,10 @@ mod tests {
         assert_eq!(parse("PAGER ACK P1 P2").unwrap(), "pager ack");
         assert_eq!(parse("pager schedule ops 7").unwrap(), "pager schedule");
         assert_eq!(parse("pager schedules").unwrap(), "pager schedules");
-        assert_eq!(parse("pager me as <mailto:a@b.co|a@b.co>").unwrap(), "pager me as");
+        assert_eq!(
+            parse("pager me as <mailto:a@b.co|a@b.co>").unwrap(),
+            "pager me as"
+        );
         assert_eq!(parse("pager me primary 60").unwrap(), "pager me");
         assert_eq!(parse("help pager").unwrap(), "help");
     }
@@ -473,14 +485,22 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let err = parse("pager me as not-an-email").unwrap_err();
-        assert!(err.message("/ops").contains("is not an email address"), "{err:?}");
+        assert!(
+            err.message("/ops").contains("is not an email address"),
+            "{err:?}"
+        );
         let err = parse("pager incidents now").unwrap_err();
         assert!(err.message("/ops").contains("unexpected `now`"));
     }
 
     #[test]
     fn a_bare_family_is_incomplete_and_empty_is_empty() {
-        assert_eq!(parse("pager"), Err(ParseError::Incomplete { topic: "pager".into() }));
+        assert_eq!(
+            parse("pager"),
+            Err(ParseError::Incomplete {
+                topic: "pager".into()
+            })
+        );
         assert_eq!(parse("   "), Err(ParseError::Empty));
     }
 

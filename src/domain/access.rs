@@ -156,7 +156,9 @@ audit  = ["admins"]
         assert_eq!(a.check("U02JANE", &["deploy"], &[]), Ok(()));
         assert_eq!(
             a.check("U02JANE", &["audit"], &[]),
-            Err(Refusal { needed: vec!["admins".into()] })
+            Err(Refusal {
+                needed: vec!["admins".into()]
+            })
         );
         assert_eq!(a.check("U03JOE", &["audit"], &[]), Ok(()));
         // `pager.all` is listed, so `pager`'s openness does not apply to it.
@@ -173,13 +175,17 @@ audit  = ["admins"]
         let none = access("");
         assert_eq!(
             none.check("U1", &["audit"], &["admins"]),
-            Err(Refusal { needed: vec!["admins".into()] })
+            Err(Refusal {
+                needed: vec!["admins".into()]
+            })
         );
     }
 
     #[test]
     fn refusals_read_well() {
-        let r = Refusal { needed: vec!["admins".into()] };
+        let r = Refusal {
+            needed: vec!["admins".into()],
+        };
         assert_eq!(
             r.message("audit"),
             "You are not allowed to run `audit`: it needs the `admins` group."

@@ -40,7 +40,9 @@ pub fn placeholders(template: &str) -> Result<Vec<&str>, String> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
-            return Err(format!("`{{{name}}}` is not a parameter name in `{template}`"));
+            return Err(format!(
+                "`{{{name}}}` is not a parameter name in `{template}`"
+            ));
         }
         names.push(name);
         rest = &after[close + 1..];
@@ -126,7 +128,8 @@ pub fn check_templates(
     if let Some(target) = &runbook.target {
         check(target.get_ref()).map_err(|e| (target.span(), "target", e))?;
     }
-    let runners = std::iter::once(("run", &runbook.run)).chain(runbook.plan.iter().map(|p| ("plan", p)));
+    let runners =
+        std::iter::once(("run", &runbook.run)).chain(runbook.plan.iter().map(|p| ("plan", p)));
     for (field, runner) in runners {
         let templates: Vec<&str> = match runner.get_ref() {
             RunConfig::Command { argv, env, .. } => {
@@ -140,7 +143,10 @@ pub fn check_templates(
                         "the program (argv[0]) cannot come from a parameter".to_owned(),
                     ));
                 }
-                argv.iter().chain(env.values()).map(String::as_str).collect()
+                argv.iter()
+                    .chain(env.values())
+                    .map(String::as_str)
+                    .collect()
             }
             RunConfig::GithubWorkflow {
                 repo,

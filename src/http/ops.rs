@@ -29,12 +29,16 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             tracing::warn!(error = %e, "not ready: database");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable", "database": store.kind(), "reason": "database error"})),
+                Json(
+                    json!({"status": "unavailable", "database": store.kind(), "reason": "database error"}),
+                ),
             )
         }
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "database": store.kind(), "reason": "database timeout"})),
+            Json(
+                json!({"status": "unavailable", "database": store.kind(), "reason": "database timeout"}),
+            ),
         ),
     }
 }

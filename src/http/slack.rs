@@ -32,7 +32,9 @@ impl FromRequest<AppState> for VerifiedSlack {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         signature::verify_slack(
             &state.slack_key,
-            headers.get("x-slack-request-timestamp").map(HeaderValue::as_bytes),
+            headers
+                .get("x-slack-request-timestamp")
+                .map(HeaderValue::as_bytes),
             headers.get("x-slack-signature").map(HeaderValue::as_bytes),
             &body,
             now,
@@ -66,7 +68,10 @@ fn is_form(headers: &HeaderMap) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
 }
 
 /// The fields of a slash-command form that we use.
@@ -133,7 +138,10 @@ impl SlashForm {
         .map(|(name, _)| name)
         .collect();
         if !missing.is_empty() {
-            return Err(format!("not a slash command: missing {}", missing.join(", ")));
+            return Err(format!(
+                "not a slash command: missing {}",
+                missing.join(", ")
+            ));
         }
         if cmd.user_id.is_empty() {
             return Err("not a slash command: empty user_id".into());
@@ -142,7 +150,10 @@ impl SlashForm {
     }
 }
 
-pub async fn commands(State(state): State<AppState>, VerifiedSlack(body): VerifiedSlack) -> Response {
+pub async fn commands(
+    State(state): State<AppState>,
+    VerifiedSlack(body): VerifiedSlack,
+) -> Response {
     let cmd = match SlashForm::parse(&body) {
         Ok(SlashForm::SslCheck) => return StatusCode::OK.into_response(),
         Ok(SlashForm::Command(cmd)) => cmd,
@@ -196,9 +207,15 @@ mod tests {
 
     #[test]
     fn ssl_check_and_bad_forms() {
-        assert_eq!(SlashForm::parse(b"token=random&ssl_check=1").unwrap(), SlashForm::SslCheck);
+        assert_eq!(
+            SlashForm::parse(b"token=random&ssl_check=1").unwrap(),
+            SlashForm::SslCheck
+        );
         let err = SlashForm::parse(b"{\"json\": true}").unwrap_err();
-        assert!(err.contains("missing command, user_id, response_url"), "{err}");
+        assert!(
+            err.contains("missing command, user_id, response_url"),
+            "{err}"
+        );
         assert!(SlashForm::parse(b"\xff\xfe").is_err());
         assert!(SlashForm::parse(b"command=%2Fops&user_id=&response_url=x").is_err());
     }

@@ -11,7 +11,9 @@ use std::{str::FromStr, time::Duration};
 
 use sqlx::{
     postgres::{PgConnectOptions, PgPool, PgPoolOptions},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    },
 };
 
 use crate::audit::{AuditEntry, AuditRecord};
@@ -151,5 +153,6 @@ impl Store {
 }
 
 fn outcome(raw: &str) -> Result<crate::audit::Outcome> {
-    crate::audit::Outcome::parse(raw).ok_or_else(|| StoreError::Corrupt(format!("audit outcome `{raw}`")))
+    crate::audit::Outcome::parse(raw)
+        .ok_or_else(|| StoreError::Corrupt(format!("audit outcome `{raw}`")))
 }

@@ -1,0 +1,355 @@
+//! The `pantheon` binary itself: serve on the SQLite default, structured logs without secrets,
+//! and the other subcommands.
+
+use std::{
+    io::{Read as _, Write as _},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use pantheon::signature::{HmacKey, sign_slack};
+
+use crate::harness::{SECRET, now};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pantheon");
+
+/// `pantheon` with an empty environment but for PATH and what the test gives.
+fn pantheon(dir: &Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir).env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        cmd.env("PATH", path);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut env = env.to_vec();
+        env.push(("LISTEN_ADDR", &addr));
+        let child = pantheon(dir, &env)
+            .arg("serve")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "pantheon serve did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server { child, addr }
+    }
+
+    /// Stop with SIGTERM (a graceful shutdown) and return everything it logged.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        let mut logs = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut logs)
+            .unwrap();
+        (status, logs)
+    }
+}
+
+fn signed_command(text: &str) -> (String, Vec<(&'static str, String)>) {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .append_pair("command", "/ops")
+        .append_pair("text", text)
+        .append_pair("user_id", "U01ALICE")
+        .append_pair("channel_id", "C1")
+        .append_pair("team_id", "T1")
+        .append_pair("response_url", "https://hooks.slack.com/commands/T1/1/x")
+        .finish();
+    let ts = now().to_string();
+    let sig = sign_slack(&HmacKey::new(SECRET.as_bytes()), &ts, body.as_bytes());
+    (
+        body,
+        vec![
+            (
+                "content-type",
+                "application/x-www-form-urlencoded".to_owned(),
+            ),
+            ("x-slack-request-timestamp", ts),
+            ("x-slack-signature", sig),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn serve_with_only_the_signing_secret_runs_on_sqlite_and_logs_json_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let bot_token = "xoxb-1111111111-2222222222-abcdefghijklmnop";
+    let server = Server::start(
+        dir.path(),
+        &[
+            ("SLACK_SIGNING_SECRET", SECRET),
+            ("LOG_FORMAT", "json"),
+            ("SLACK_BOT_TOKEN", bot_token),
+        ],
+    );
+    let client = crate::harness::client();
+    let base = format!("http://{}", server.addr);
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(
+        ready.json::<serde_json::Value>().await.unwrap()["database"],
+        "sqlite"
+    );
+
+    // A command whose text carries a token someone pasted, and one with a bad signature.
+    let pasted = "xoxp-9999999999-8888888888-pasted";
+    let (body, headers) = signed_command(&format!("whoami {pasted}"));
+    let mut req = client
+        .post(format!("{base}/slack/commands"))
+        .body(body.clone());
+    for (k, v) in &headers {
+        req = req.header(*k, v);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let correlation_id = resp.headers()["x-correlation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let bad = client
+        .post(format!("{base}/slack/commands"))
+        .body(body)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", now().to_string())
+        .header("x-slack-signature", format!("v0={}", "0".repeat(64)));
+    assert_eq!(bad.send().await.unwrap().status(), 401);
+
+    let (status, logs) = server.stop();
+    assert!(
+        status.success(),
+        "graceful shutdown exits 0: {status:?}\n{logs}"
+    );
+    assert!(
+        dir.path().join("pantheon.db").exists(),
+        "the SQLite default is a file in the working directory"
+    );
+
+    let mut request_lines = 0;
+    for line in logs.lines() {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            value["level"].is_string() && value["timestamp"].is_string(),
+            "{line}"
+        );
+        if line.contains(&correlation_id) {
+            request_lines += 1;
+            assert_eq!(
+                value["span"]["correlation_id"],
+                correlation_id.as_str(),
+                "{line}"
+            );
+        }
+        for secret in [SECRET, bot_token, pasted] {
+            assert!(!line.contains(secret), "a secret reached the log: {line}");
+        }
+    }
+    assert!(
+        request_lines >= 2,
+        "the request's audit lines carry its correlation id:\n{logs}"
+    );
+    assert!(
+        logs.contains("invalid signature") || logs.contains("bad signature"),
+        "{logs}"
+    );
+
+    // The audit trail holds the command with the pasted token masked.
+    let store = pantheon::store::Store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("pantheon.db").display()
+    ))
+    .await
+    .unwrap();
+    let rows = store.audit_for(&correlation_id).await.unwrap();
+    assert!(!rows.is_empty());
+    for row in &rows {
+        let text = serde_json::to_string(&row.entry).unwrap();
+        assert!(!text.contains(pasted), "{text}");
+    }
+    assert_eq!(rows[0].entry.command.as_deref(), Some("whoami [REDACTED]"));
+    store.close().await;
+}
+
+#[test]
+fn serve_without_a_signing_secret_says_what_to_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pantheon(dir.path(), &[]).arg("serve").output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("SLACK_SIGNING_SECRET is not set"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_summarises_a_good_file_and_locates_errors_in_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pantheon.toml"),
+        "[groups]\nadmins = [\"U03JOE\"]\n\n[permissions]\naudit = [\"admins\"]\n",
+    )
+    .unwrap();
+    let out = pantheon(dir.path(), &[("SLACK_SIGNING_SECRET", SECRET)])
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("configuration: pantheon.toml: OK"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("groups: admins (1 member)"), "{stdout}");
+    assert!(stdout.contains("SLACK_SIGNING_SECRET: set"), "{stdout}");
+    assert!(!stdout.contains(SECRET), "{stdout}");
+
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[groups]\nadmins = [\"U03JOE\"]\n\n[permissions]\naudti = [\"admins\"]\n",
+    )
+    .unwrap();
+    let out = pantheon(dir.path(), &[])
+        .args(["--config", "bad.toml", "check-config"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml:5:1: `permissions.audti`: no command family `audti`"),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        dir.path().join("typo.toml"),
+        "[slack]\ncommand = \"/ops\"\nchanel = \"x\"\n",
+    )
+    .unwrap();
+    let out = pantheon(dir.path(), &[("PANTHEON_CONFIG", "typo.toml")])
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("typo.toml:3:1: `slack.chanel`: unknown field `chanel`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn slack_manifest_comes_from_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pantheon(dir.path(), &[])
+        .args(["slack-manifest", "--url", "https://pantheon.example.com"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    assert!(yaml.contains("    - command: \"/ops\"\n"), "{yaml}");
+    assert!(
+        yaml.contains("      url: \"https://pantheon.example.com/slack/commands\"\n"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("    request_url: \"https://pantheon.example.com/slack/interactions\"\n"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("      - commands  #"), "{yaml}");
+    assert!(yaml.contains("      - chat:write  #"), "{yaml}");
+    insta::assert_snapshot!("slack_manifest", yaml);
+}
+
+#[test]
+fn migrate_applies_and_lists_migrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pantheon(dir.path(), &[("DATABASE_URL", "sqlite://ops.db")])
+        .arg("migrate")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1  audit log"), "{stdout}");
+    assert!(stdout.contains("sqlite database is up to date"), "{stdout}");
+    assert!(dir.path().join("ops.db").exists());
+}
+
+#[test]
+fn console_runs_commands_as_the_chosen_user() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pantheon.toml"),
+        "[groups]\nadmins = [\"U03JOE\"]\n",
+    )
+    .unwrap();
+    let mut child = pantheon(dir.path(), &[])
+        .args(["console", "--as", "U03JOE"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "/ops whoami").unwrap();
+        writeln!(stdin, "whomai").unwrap();
+        writeln!(stdin, "audit 2").unwrap();
+        writeln!(stdin, "/other thing").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        stdout.contains("You are <@U03JOE> (`U03JOE`). Groups: `admins`."),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Did you mean `/ops whoami`?"), "{stdout}");
+    assert!(stdout.contains("Last 2 audit entries"), "{stdout}");
+    assert!(stdout.contains("This Pantheon answers `/ops`."), "{stdout}");
+    assert!(lines.len() >= 4);
+    // The console used the same store: the file is there with the audit trail in it.
+    assert!(dir.path().join("pantheon.db").exists());
+}

@@ -1,0 +1,486 @@
+//! The test harness: a real Pantheon on a real database (a SQLite file or a fresh Postgres
+//! database), served on 127.0.0.1, driven by signed HTTP requests, with wiremock servers
+//! standing in for Slack's response URLs and the vendors' APIs.
+
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use pantheon::{
+    app::{App, Options, Services},
+    audit::{AuditRecord, Outcome},
+    clients::RetryPolicy,
+    command::Declaration,
+    config::{FileConfig, Settings, Source},
+    signature::{HmacKey, sign_slack},
+};
+use sqlx::Connection as _;
+use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
+
+pub const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+pub const ALICE: &str = "U01ALICE";
+pub const JANE: &str = "U02JANE";
+pub const JOE: &str = "U03JOE";
+pub const CHANNEL: &str = "C0OPS";
+
+/// An HTTP client for tests (installs the TLS provider reqwest needs first).
+pub fn client() -> reqwest::Client {
+    pantheon::clients::install_crypto();
+    reqwest::Client::new()
+}
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// `../shared` beside the project, or None (a failure in CI, a plain skip note elsewhere).
+pub fn shared_dir(test: &str) -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if in_ci() {
+        panic!("{test}: ../shared is missing, and CI=true requires it");
+    }
+    eprintln!("SKIPPED {test}: ../shared is missing (it holds the vendors' fixtures)");
+    None
+}
+
+/// A database of its own for one test; dropped with the test.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    postgres: Option<(String, String)>,
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+impl TestDb {
+    /// A fresh database, or None when Postgres is unreachable outside CI (said on stderr).
+    /// In CI a missing Postgres fails the test.
+    pub async fn new(kind: Db, test: &str) -> Option<Self> {
+        match kind {
+            Db::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("pantheon.db").display());
+                Some(Self {
+                    url,
+                    _dir: Some(dir),
+                    postgres: None,
+                })
+            }
+            Db::Postgres => {
+                let admin = postgres_admin_url();
+                let mut conn = match sqlx::PgConnection::connect(&admin).await {
+                    Ok(c) => c,
+                    Err(e) if in_ci() => {
+                        panic!("{test}: Postgres at {admin} is required in CI: {e}")
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "SKIPPED {test} on Postgres: cannot connect to {admin} ({e}); set TEST_DATABASE_URL"
+                        );
+                        return None;
+                    }
+                };
+                let name = format!("pantheon_test_{}", uuid::Uuid::new_v4().simple());
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                let mut url = url::Url::parse(&admin).expect("admin url");
+                url.set_path(&format!("/{name}"));
+                Some(Self {
+                    url: url.to_string(),
+                    _dir: None,
+                    postgres: Some((admin, name)),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = self.postgres.take() {
+            // Drop runs outside any runtime we may block; use a thread with its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    let mut conn = sqlx::PgConnection::connect(&admin)
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                    Ok::<_, std::io::Error>(())
+                })
+            })
+            .join();
+        }
+    }
+}
+
+/// Settings as a test wants them: our secret, loopback response URLs allowed.
+pub fn test_settings(database_url: &str, env: &[(&str, String)]) -> Settings {
+    let mut pairs: Vec<(String, String)> = vec![
+        ("SLACK_SIGNING_SECRET".into(), SECRET.into()),
+        ("DATABASE_URL".into(), database_url.into()),
+        (
+            "RESPONSE_URL_HOSTS".into(),
+            "hooks.slack.com,127.0.0.1".into(),
+        ),
+    ];
+    for (k, v) in env {
+        pairs.retain(|(key, _)| key != k);
+        pairs.push(((*k).to_owned(), v.clone()));
+    }
+    Settings::from_lookup(|name| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    })
+    .expect("test settings")
+}
+
+pub struct TestAppBuilder {
+    db: Db,
+    test: String,
+    config: String,
+    env: Vec<(&'static str, String)>,
+    commands: Vec<Declaration>,
+}
+
+impl TestAppBuilder {
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config = toml.to_owned();
+        self
+    }
+
+    pub fn env(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.env.push((key, value.into()));
+        self
+    }
+
+    pub fn command(mut self, declaration: Declaration) -> Self {
+        self.commands.push(declaration);
+        self
+    }
+
+    /// Start the app, or None when its database is unavailable outside CI.
+    pub async fn start(self) -> Option<TestApp> {
+        let db = TestDb::new(self.db, &self.test).await?;
+        let source = Source {
+            path: "pantheon.toml".into(),
+            text: self.config.clone().into(),
+        };
+        let config = FileConfig::parse(&source).expect("test config parses");
+        let settings = test_settings(&db.url, &self.env);
+        let app = App::build(Options {
+            config,
+            source,
+            settings,
+            retry: RetryPolicy::fast(),
+            migrate: true,
+            commands: self.commands,
+        })
+        .await
+        .expect("app builds");
+        let services = app.services.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            app.serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        let slack = MockServer::start().await;
+        Mock::given(matchers::method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+            .mount(&slack)
+            .await;
+        Some(TestApp {
+            base: format!("http://{addr}"),
+            client: crate::harness::client(),
+            services,
+            response_url_server: slack,
+            _db: db,
+            stop: Some(stop),
+            server: Some(server),
+        })
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub services: Arc<Services>,
+    /// Stands in for hooks.slack.com: every POST gets 200.
+    pub response_url_server: MockServer,
+    /// Kept so the database lives as long as the app.
+    _db: TestDb,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestApp {
+    pub fn on(db: Db, test: &str) -> TestAppBuilder {
+        TestAppBuilder {
+            db,
+            test: test.to_owned(),
+            config: String::new(),
+            env: Vec::new(),
+            commands: Vec::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The response URL tests pass by default: a path on the local receiver.
+    pub fn response_url(&self) -> String {
+        format!("{}/commands/T1/1/abc", self.response_url_server.uri())
+    }
+
+    /// A signed slash command: `app.slash("/ops help").by(ALICE).send()`.
+    pub fn slash(&self, text: &str) -> SlashRequest<'_> {
+        let text = text.strip_prefix("/ops").map_or(text, str::trim_start);
+        SlashRequest {
+            app: self,
+            text: text.to_owned(),
+            user: ALICE.to_owned(),
+            channel: CHANNEL.to_owned(),
+            response_url: self.response_url(),
+            timestamp: None,
+            secret: SECRET.to_owned(),
+        }
+    }
+
+    /// POST a body signed (or not) as the caller chooses.
+    pub async fn post_slack(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, String)],
+    ) -> reqwest::Response {
+        let mut req = self.client.post(self.url(path)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    pub async fn audit_for(&self, correlation_id: &str) -> Vec<AuditRecord> {
+        self.services
+            .store
+            .audit_for(correlation_id)
+            .await
+            .expect("audit readable")
+    }
+
+    /// Wait (up to 10 s) until the request's audit trail ends with a final outcome.
+    pub async fn finished_audit(&self, correlation_id: &str) -> Vec<AuditRecord> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let rows = self.audit_for(correlation_id).await;
+            let done = rows.iter().any(|r| {
+                matches!(
+                    r.entry.outcome,
+                    Outcome::Succeeded | Outcome::Failed | Outcome::Refused | Outcome::Invalid
+                )
+            });
+            if done || Instant::now() > deadline {
+                return rows;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Bodies POSTed to the response URL receiver so far, waiting (up to 10 s) for `n`.
+    pub async fn replies(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let received = self
+                .response_url_server
+                .received_requests()
+                .await
+                .unwrap_or_default();
+            if received.len() >= n || Instant::now() > deadline {
+                return received
+                    .iter()
+                    .map(|r| serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null))
+                    .collect();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        let TestApp {
+            services,
+            stop,
+            server,
+            _db,
+            ..
+        } = self;
+        // The audit writer stops once every handle is gone, ours included.
+        drop(services);
+        if let Some(stop) = stop {
+            let _ = stop.send(());
+        }
+        if let Some(server) = server {
+            let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
+        }
+        drop(_db);
+    }
+}
+
+pub fn outcomes(rows: &[AuditRecord]) -> Vec<&'static str> {
+    rows.iter().map(|r| r.entry.outcome.as_str()).collect()
+}
+
+pub struct SlashRequest<'a> {
+    app: &'a TestApp,
+    text: String,
+    user: String,
+    channel: String,
+    response_url: String,
+    timestamp: Option<i64>,
+    secret: String,
+}
+
+/// What came back: status, body, and the correlation id to look the request up by.
+pub struct Acked {
+    pub status: u16,
+    pub body: String,
+    pub correlation_id: String,
+}
+
+impl Acked {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The acknowledgement's text (empty if none).
+    pub fn text(&self) -> String {
+        self.json()["text"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl SlashRequest<'_> {
+    pub fn by(mut self, user: &str) -> Self {
+        self.user = user.to_owned();
+        self
+    }
+
+    pub fn response_url(mut self, url: &str) -> Self {
+        self.response_url = url.to_owned();
+        self
+    }
+
+    pub fn timestamp(mut self, ts: i64) -> Self {
+        self.timestamp = Some(ts);
+        self
+    }
+
+    pub fn signed_with(mut self, secret: &str) -> Self {
+        self.secret = secret.to_owned();
+        self
+    }
+
+    pub fn body(&self) -> String {
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("token", "deprecated")
+            .append_pair("team_id", "T1")
+            .append_pair("team_domain", "acme")
+            .append_pair("channel_id", &self.channel)
+            .append_pair("channel_name", "ops")
+            .append_pair("user_id", &self.user)
+            .append_pair("user_name", "someone")
+            .append_pair("command", "/ops")
+            .append_pair("text", &self.text)
+            .append_pair("response_url", &self.response_url)
+            .append_pair("trigger_id", "1.2.3")
+            .append_pair("api_app_id", "A1")
+            .finish()
+    }
+
+    pub async fn send(self) -> Acked {
+        let body = self.body();
+        let ts = self.timestamp.unwrap_or_else(now).to_string();
+        let sig = sign_slack(&HmacKey::new(self.secret.as_bytes()), &ts, body.as_bytes());
+        let resp = self
+            .app
+            .post_slack(
+                "/slack/commands",
+                body,
+                &[
+                    ("content-type", "application/x-www-form-urlencoded".into()),
+                    ("x-slack-request-timestamp", ts),
+                    ("x-slack-signature", sig),
+                ],
+            )
+            .await;
+        let status = resp.status().as_u16();
+        let correlation_id = resp
+            .headers()
+            .get("x-correlation-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = resp.text().await.unwrap_or_default();
+        Acked {
+            status,
+            body,
+            correlation_id,
+        }
+    }
+}
+
+/// Run a test body on SQLite and on Postgres: `both_stores!(name)` makes `name::sqlite` and
+/// `name::postgres` from `async fn name(db: Db)`.
+#[macro_export]
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::harness::Db::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::harness::Db::Postgres).await;
+                }
+            }
+        )*
+    };
+}
