@@ -1,10 +1,13 @@
 //! The audit trail: one row per step, written with group commit.
 //!
-//! Callers hand entries to [`AuditLog::record`] and wait until they are committed; a single
-//! writer task drains whatever has queued meanwhile and commits it in one transaction. Under
-//! load that turns hundreds of tiny transactions into a few larger ones while every caller still
-//! knows its row is durable before it answers. Each entry is also one structured log line,
-//! emitted in the caller's span so it carries the request's correlation id.
+//! A single writer task drains whatever has queued and commits it in one transaction, so under
+//! load hundreds of tiny transactions become a few larger ones. Callers that are about to act
+//! (run a command, change state) use [`AuditLog::record`] and wait for the commit: nothing is
+//! done unaudited. Answers that change nothing (help, a parse error, a refusal) use
+//! [`AuditLog::submit`], which queues the rows and returns, so the acknowledgement does not wait
+//! on the disk; those rows are committed with the next batch, milliseconds later. Each entry is
+//! also one structured log line, emitted in the caller's span so it carries the request's
+//! correlation id.
 
 use std::time::Duration;
 
@@ -120,7 +123,7 @@ pub struct AuditError(pub String);
 
 struct Pending {
     entries: Vec<AuditEntry>,
-    done: oneshot::Sender<Result<(), AuditError>>,
+    done: Option<oneshot::Sender<Result<(), AuditError>>>,
 }
 
 /// Handle to the audit writer. Cloning is cheap; all clones feed the same writer.
@@ -143,50 +146,101 @@ impl AuditLog {
 
     /// Log and durably store `entries`, returning once they are committed.
     pub async fn record(&self, entries: Vec<AuditEntry>) -> Result<(), AuditError> {
-        for e in &entries {
-            tracing::info!(
-                target: "pantheon::audit",
-                actor = %e.actor,
-                channel = e.channel.as_deref().unwrap_or(""),
-                action = %e.action,
-                outcome = e.outcome.as_str(),
-                command = e.command.as_deref().unwrap_or(""),
-                detail = e.detail.as_deref().unwrap_or(""),
-                duration_ms = e.duration_ms,
-                "audit"
-            );
-        }
+        log(&entries);
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Pending { entries, done })
-            .await
-            .map_err(|_| AuditError("the audit writer has stopped".into()))?;
-        wait.await
-            .map_err(|_| AuditError("the audit writer has stopped".into()))?
+        self.enqueue(entries, Some(done)).await?;
+        wait.await.map_err(|_| stopped())?
     }
 
     pub async fn record_one(&self, entry: AuditEntry) -> Result<(), AuditError> {
         self.record(vec![entry]).await
     }
+
+    /// Log and queue `entries` for the next commit without waiting for it. Only for steps
+    /// that change nothing; a failed commit is logged by the writer.
+    pub async fn submit(&self, entries: Vec<AuditEntry>) -> Result<(), AuditError> {
+        log(&entries);
+        self.enqueue(entries, None).await
+    }
+
+    async fn enqueue(
+        &self,
+        entries: Vec<AuditEntry>,
+        done: Option<oneshot::Sender<Result<(), AuditError>>>,
+    ) -> Result<(), AuditError> {
+        self.tx
+            .send(Pending { entries, done })
+            .await
+            .map_err(|_| stopped())
+    }
 }
 
+fn stopped() -> AuditError {
+    AuditError("the audit writer has stopped".into())
+}
+
+fn log(entries: &[AuditEntry]) {
+    for e in entries {
+        tracing::info!(
+            target: "pantheon::audit",
+            actor = %e.actor,
+            channel = e.channel.as_deref().unwrap_or(""),
+            action = %e.action,
+            outcome = e.outcome.as_str(),
+            command = e.command.as_deref().unwrap_or(""),
+            detail = e.detail.as_deref().unwrap_or(""),
+            duration_ms = e.duration_ms,
+            "audit"
+        );
+    }
+}
+
+/// Batches committed concurrently. Overlapping commits keeps the writer from being paced by
+/// one round trip at a time when the runtime is busy serving requests.
+const MAX_IN_FLIGHT: usize = 4;
+
 async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>) {
-    let mut batch: Vec<Pending> = Vec::new();
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let entries: Vec<&AuditEntry> = batch.iter().flat_map(|p| p.entries.iter()).collect();
-        let mut result = store.insert_audit(&entries).await;
-        // One quick retry covers a dropped connection; a database that stays down is reported
-        // to every waiting caller, who then refuses to act unaudited.
-        if result.is_err() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            result = store.insert_audit(&entries).await;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let mut batch: Vec<Pending> = Vec::new();
+        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            break;
         }
-        let result = result.map_err(|e| {
-            tracing::error!(error = %e, rows = entries.len(), "audit write failed");
-            AuditError(e.to_string())
+        let store = store.clone();
+        tasks.spawn(async move {
+            commit(&store, batch).await;
+            drop(slot);
         });
-        for pending in batch.drain(..) {
-            let _ = pending.done.send(result.clone());
+        // Reap finished batches so the set does not grow.
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn commit(store: &Store, batch: Vec<Pending>) {
+    let entries: Vec<&AuditEntry> = batch.iter().flat_map(|p| p.entries.iter()).collect();
+    let started = std::time::Instant::now();
+    let mut result = store.insert_audit(&entries).await;
+    // One quick retry covers a dropped connection; a database that stays down is reported to
+    // every waiting caller, who then refuses to act unaudited.
+    if result.is_err() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        result = store.insert_audit(&entries).await;
+    }
+    metrics::histogram!("pantheon_audit_batch_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!("pantheon_audit_batch_rows").record(entries.len() as f64);
+    let result = result.map_err(|e| {
+        tracing::error!(error = %e, rows = entries.len(), "audit write failed");
+        AuditError(e.to_string())
+    });
+    for pending in batch {
+        if let Some(done) = pending.done {
+            let _ = done.send(result.clone());
         }
     }
 }

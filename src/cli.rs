@@ -77,7 +77,7 @@ pub fn run(cli: Cli) -> ExitCode {
         // SAFETY: single-threaded here; nothing else reads the environment yet.
         unsafe { std::env::set_var("RUST_LOG", "warn") };
     }
-    crate::telemetry::init_logs(settings.log_format);
+    let _log_guard = crate::telemetry::init_logs(settings.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -60,8 +60,14 @@ pub enum Ack {
     Echo,
 }
 
+/// A new correlation id: 32 hex digits, a random per-process prefix and a counter, so ids are
+/// unique across replicas and cheap to make on the acknowledgement path.
 pub fn new_correlation_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    static PREFIX: std::sync::LazyLock<u64> =
+        std::sync::LazyLock::new(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:016x}{n:016x}", *PREFIX)
 }
 
 /// Handle one invocation up to its acknowledgement, spawning the rest.
@@ -186,17 +192,13 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
         .await;
     };
 
-    if let Err(e) = services.audit.record(vec![received]).await {
-        return cannot_audit(&e);
-    }
-
     let visibility = spec.visibility;
     let handler = spec.handler.clone();
     let services_bg = services.clone();
     tokio::spawn(
         async move {
             let _permit = permit;
-            run_in_background(&services_bg, ctx, handler, delivery, visibility).await;
+            run_in_background(&services_bg, received, ctx, handler, delivery, visibility).await;
         }
         .in_current_span(),
     );
@@ -213,7 +215,8 @@ fn may_run(services: &Services, user: &str, spec: &CommandSpec) -> bool {
         .is_ok()
 }
 
-/// Audit and answer in the acknowledgement. Nothing is said unless the audit rows are stored.
+/// Answer in the acknowledgement. The audit rows are queued, not waited for: these answers
+/// change nothing, and the acknowledgement should not wait on the disk.
 async fn answer_inline(
     services: &Services,
     entries: Vec<AuditEntry>,
@@ -222,7 +225,7 @@ async fn answer_inline(
 ) -> Ack {
     let outcome = entries.last().map_or(Outcome::Received, |e| e.outcome);
     crate::telemetry::record_command(command, outcome.as_str());
-    if let Err(e) = services.audit.record(entries).await {
+    if let Err(e) = services.audit.submit(entries).await {
         return cannot_audit(&e);
     }
     Ack::Message(message())
@@ -284,6 +287,7 @@ fn settle(inv: &Invocation, name: &str, result: Joined) -> (Outcome, Option<Stri
 
 async fn run_in_background(
     services: &Arc<Services>,
+    received: AuditEntry,
     ctx: CommandContext,
     handler: crate::command::Handler,
     delivery: Delivery,
@@ -296,7 +300,12 @@ async fn run_in_background(
             .channel(&inv.channel_id)
             .command(&inv.text)
     };
-    if let Err(e) = services.audit.record(vec![entry(Outcome::Started)]).await {
+    // Nothing runs until its audit rows are committed.
+    if let Err(e) = services
+        .audit
+        .record(vec![received, entry(Outcome::Started)])
+        .await
+    {
         if let Ack::Message(m) = cannot_audit(&e) {
             deliver(services, &delivery, m).await.ok();
         }

@@ -9,8 +9,15 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::LogFormat;
 
-/// Install the global log subscriber. Call once, from `main`.
-pub fn init_logs(format: Option<LogFormat>) {
+/// Install the global log subscriber. Call once, from `main`, and keep the guard until exit:
+/// lines are written by a background thread (so a request never waits on stderr), and the
+/// guard flushes what is left when it is dropped.
+#[must_use]
+pub fn init_logs(format: Option<LogFormat>) -> tracing_appender::non_blocking::WorkerGuard {
+    // Not lossy: when the buffer is full, logging waits rather than dropping audit lines.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn,reqwest=warn"));
     let format = format.unwrap_or(if std::io::stderr().is_terminal() {
@@ -27,12 +34,10 @@ pub fn init_logs(format: Option<LogFormat>) {
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_span_list(false)
-                    .with_writer(std::io::stderr),
+                    .with_writer(writer),
             )
             .init(),
-        LogFormat::Pretty => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
-            .init(),
+        LogFormat::Pretty => registry.with(fmt::layer().with_writer(writer)).init(),
     }
     // A panic anywhere is logged as one structured line rather than free text on stderr.
     std::panic::set_hook(Box::new(|info| {
@@ -48,6 +53,7 @@ pub fn init_logs(format: Option<LogFormat>) {
             .unwrap_or_default();
         tracing::error!(panic = %crate::redact::scrub(&payload), %location, "panic");
     }));
+    guard
 }
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
