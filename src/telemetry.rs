@@ -12,7 +12,6 @@ use crate::config::LogFormat;
 /// Install the global log subscriber. Call once, from `main`, and keep the guard until exit:
 /// lines are written by a background thread (so a request never waits on stderr), and the
 /// guard flushes what is left when it is dropped.
-#[must_use]
 pub fn init_logs(format: Option<LogFormat>) -> tracing_appender::non_blocking::WorkerGuard {
     // Not lossy: when the buffer is full, logging waits rather than dropping audit lines.
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
