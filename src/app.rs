@@ -7,7 +7,10 @@ use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::{
     audit::AuditLog,
-    clients::{Outbound, RetryPolicy},
+    clients::{
+        Outbound, RetryPolicy, github::GitHub, pagerduty::PagerDuty, slack::SlackApi,
+        zendesk::Zendesk,
+    },
     command::{self, Registry},
     config::{ConfigError, FileConfig, LimitsSection, Settings, Source},
     domain::access::Access,
@@ -27,6 +30,10 @@ pub struct Services {
     pub registry: Registry,
     pub outbound: Outbound,
     pub response_urls: ResponseUrlPolicy,
+    pub slack: SlackApi,
+    pub pagerduty: Option<PagerDuty>,
+    pub zendesk: Option<Zendesk>,
+    pub github: Option<GitHub>,
     /// The slash command we answer, e.g. `/ops`.
     pub slash: String,
     /// Background commands in flight; past this the acknowledgement says "busy".
@@ -59,7 +66,12 @@ pub struct Options {
     pub migrate: bool,
     /// Commands added to the built-in ones, for embedding Pantheon as a library.
     pub commands: Vec<command::Declaration>,
+    /// Per-request timeout of outbound HTTP calls.
+    pub http_timeout: Duration,
 }
+
+/// Outbound calls give up after this long (each attempt).
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A built application: its services and the tasks it runs.
 pub struct App {
@@ -76,6 +88,7 @@ impl App {
             retry,
             migrate,
             commands,
+            http_timeout,
         } = options;
         register_secrets(&settings);
         crate::telemetry::metrics_handle();
@@ -88,11 +101,42 @@ impl App {
             store.migrate().await?;
         }
         let (audit, audit_task) = AuditLog::spawn(store.clone());
+        let outbound = Outbound::new(retry, http_timeout);
+        let slack = SlackApi::new(
+            outbound.clone(),
+            settings.slack_api_url.clone(),
+            settings.slack_bot_token.clone(),
+        );
+        let pagerduty = settings
+            .pagerduty_api_token
+            .clone()
+            .map(|t| PagerDuty::new(outbound.clone(), settings.pagerduty_api_url.clone(), t));
+        let zendesk = match (
+            &settings.zendesk_api_url,
+            &settings.zendesk_email,
+            &settings.zendesk_api_token,
+        ) {
+            (Some(url), Some(email), Some(token)) => Some(Zendesk::new(
+                outbound.clone(),
+                url.clone(),
+                email.clone(),
+                token.clone(),
+            )),
+            _ => None,
+        };
+        let github = settings
+            .github_token
+            .clone()
+            .map(|t| GitHub::new(outbound.clone(), settings.github_api_url.clone(), t));
         let services = Services {
+            slack,
+            pagerduty,
+            zendesk,
+            github,
             slash: config.slack.command.get_ref().clone(),
             permits: Arc::new(Semaphore::new(config.limits.max_in_flight)),
             response_urls: ResponseUrlPolicy::new(settings.response_url_hosts.clone()),
-            outbound: Outbound::new(retry, Duration::from_secs(10)),
+            outbound,
             config,
             settings,
             store,
@@ -174,6 +218,9 @@ fn build_registry_with(
     extra: Vec<command::Declaration>,
 ) -> Result<Registry, BuildError> {
     let mut declarations = command::builtin::declarations();
+    declarations.extend(command::pagerduty::declarations());
+    declarations.extend(command::zendesk::declarations());
+    declarations.extend(command::github::declarations());
     declarations.extend(extra);
     let registry = Registry::build(declarations).map_err(BuildError::Registry)?;
     let known = registry.permission_keys();

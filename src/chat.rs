@@ -141,6 +141,59 @@ pub fn divider() -> Value {
     json!({"type": "divider"})
 }
 
+/// How long ago `then` was, in one unit: `45s`, `12m`, `3h`, `2d`.
+pub fn age(then: time::OffsetDateTime, now: time::OffsetDateTime) -> String {
+    let secs = (now - then).whole_seconds().max(0);
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// `2026-11-24 14:05 UTC`.
+pub fn when(t: time::OffsetDateTime) -> String {
+    let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&f)
+        .unwrap_or_default()
+}
+
+/// Most lines in a list answer; the rest are counted, not shown.
+pub const MAX_LIST_LINES: usize = 40;
+
+/// A titled list: header, the lines (cut at [`MAX_LIST_LINES`]), and a footer saying what was
+/// cut, both here and by the vendor's pagination cap. Empty lists say `empty`.
+pub fn list_message(title: &str, lines: &[String], fetch_truncated: bool, empty: &str) -> Message {
+    if lines.is_empty() {
+        return Message::text(empty.to_owned());
+    }
+    let shown = &lines[..lines.len().min(MAX_LIST_LINES)];
+    let mut notes = Vec::new();
+    if lines.len() > shown.len() {
+        notes.push(format!(
+            "… and {} more not shown.",
+            lines.len() - shown.len()
+        ));
+    }
+    if fetch_truncated {
+        notes.push(format!(
+            "The list was cut after {} items; there are more.",
+            lines.len()
+        ));
+    }
+    let mut blocks = vec![header(title)];
+    blocks.extend(sections_of_lines(shown));
+    if !notes.is_empty() {
+        blocks.push(context(&notes.join(" ")));
+    }
+    let mut fallback = vec![title.to_owned()];
+    fallback.extend(shown.iter().cloned());
+    fallback.extend(notes);
+    Message::blocks(fallback.join("\n"), blocks)
+}
+
 /// Split lines into as few sections as fit Slack's per-section limit.
 pub fn sections_of_lines(lines: &[String]) -> Vec<Value> {
     let mut blocks = Vec::new();
@@ -198,6 +251,22 @@ mod tests {
         for s in &sections {
             assert!(s["text"]["text"].as_str().unwrap().len() <= MAX_SECTION_TEXT);
         }
+    }
+
+    #[test]
+    fn ages_and_lists() {
+        let now = time::macros::datetime!(2026-11-24 12:00 UTC);
+        assert_eq!(age(now - time::Duration::minutes(12), now), "12m");
+        assert_eq!(age(now - time::Duration::hours(50), now), "2d");
+        assert_eq!(age(now + time::Duration::hours(1), now), "0s");
+        let lines: Vec<String> = (0..45).map(|i| format!("line {i}")).collect();
+        let msg = list_message("Things", &lines, true, "none");
+        assert!(msg.text.contains("… and 5 more not shown."));
+        assert!(msg.text.contains("The list was cut after 45 items"));
+        assert_eq!(
+            list_message("Things", &[], false, "Nothing.").text,
+            "Nothing."
+        );
     }
 
     #[test]

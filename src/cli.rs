@@ -133,6 +133,7 @@ async fn serve(file: FileConfig, source: Source, settings: Settings) -> Result<(
         retry: RetryPolicy::default(),
         migrate: true,
         commands: Vec::new(),
+        http_timeout: app::DEFAULT_HTTP_TIMEOUT,
     })
     .await
     .map_err(|e| e.to_string())?;
@@ -290,6 +291,7 @@ async fn console(
         retry: RetryPolicy::default(),
         migrate: true,
         commands: Vec::new(),
+        http_timeout: app::DEFAULT_HTTP_TIMEOUT,
     })
     .await
     .map_err(|e| e.to_string())?;

@@ -205,6 +205,9 @@ pub struct GithubSection {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PagerDutySection {
+    /// Service `pager trigger` opens incidents on (a PagerDuty service id).
+    #[serde(default)]
+    pub default_service: Option<String>,
     /// Write actions that need a peer's approval (`ack`, `resolve`, `override`, `maintenance`,
     /// `trigger`). Empty by default.
     #[serde(default)]

@@ -1,6 +1,12 @@
 //! Outbound HTTP: one client for every call we make, with timeouts, a redirect rule that never
 //! leaves the host we were given, and retries with backoff on 5xx, 429 and transport failures.
 
+pub mod github;
+pub mod pagerduty;
+pub mod slack;
+pub mod vendor;
+pub mod zendesk;
+
 use std::time::Duration;
 
 use reqwest::{RequestBuilder, Response, StatusCode};

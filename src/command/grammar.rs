@@ -109,6 +109,8 @@ pub enum ArgType {
     Email,
     /// A regular expression typed in chat, compiled with a size limit.
     Regex,
+    /// One of a fixed set of words (stored lower-case).
+    Choice(&'static [&'static str]),
     /// A runbook parameter: the expression from config plus the rules all parameters share.
     Param(Arc<Regex>),
 }
@@ -502,6 +504,18 @@ fn typed(arg: &ArgSpec, raw: &str) -> Result<Value, String> {
             }
         }
         ArgType::Regex => compile_chat_regex(raw).map(Value::Regex),
+        ArgType::Choice(choices) => {
+            let lower = raw.to_lowercase();
+            if choices.contains(&lower.as_str()) {
+                Ok(Value::Text(lower))
+            } else {
+                Err(format!(
+                    "<{}> must be one of {}",
+                    arg.name,
+                    choices.join(", ")
+                ))
+            }
+        }
         ArgType::Param(re) => crate::domain::runbook::validate_value(&arg.name, raw, re)
             .map(|()| Value::Text(raw.to_owned()))
             .map_err(|e| e.to_string()),

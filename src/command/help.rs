@@ -70,7 +70,7 @@ pub fn render(
     }
     let footer = match &topic {
         None => format!(
-            "`{slash} help <topic>` for one topic: {}. Answers marked _(in channel)_ are posted for everyone.",
+            "`{slash} help &lt;topic&gt;` for one topic: {}. Answers marked _(in channel)_ are posted for everyone.",
             topics_list(&families)
         ),
         Some(_) => format!("`{slash} help` lists every command you may run."),

@@ -3,8 +3,11 @@
 //! all generated from those declarations.
 
 pub mod builtin;
+pub mod github;
 pub mod grammar;
 pub mod help;
+pub mod pagerduty;
+pub mod zendesk;
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
@@ -37,6 +40,34 @@ pub enum CommandError {
 }
 
 pub type HandlerResult = Result<Message, CommandError>;
+
+impl CommandContext {
+    /// Record one step of this command (a vendor call, a state change) in the audit trail,
+    /// under the command's correlation id. Steps that act must be recorded before they act, so
+    /// a failure to record stops the command.
+    pub async fn audit_step(
+        &self,
+        action: &str,
+        outcome: crate::audit::Outcome,
+        detail: impl Into<String>,
+    ) -> Result<(), CommandError> {
+        let inv = &self.invocation;
+        let entry =
+            crate::audit::AuditEntry::new(&inv.correlation_id, &inv.user_id, action, outcome)
+                .channel(&inv.channel_id)
+                .command(&inv.text)
+                .detail(detail);
+        self.services
+            .audit
+            .record(vec![entry])
+            .await
+            .map_err(|e| CommandError::User(format!("Nothing was done: {e}.")))
+    }
+
+    pub fn user(&self) -> &str {
+        &self.invocation.user_id
+    }
+}
 pub type Handler = Arc<dyn Fn(CommandContext) -> BoxFuture<HandlerResult> + Send + Sync>;
 
 /// Wrap an async function as a [`Handler`].

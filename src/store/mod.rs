@@ -152,6 +152,44 @@ impl Store {
     }
 }
 
+/// What we remember about a Slack user.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserPrefs {
+    pub pagerduty_email: Option<String>,
+    pub pagerduty_user_id: Option<String>,
+}
+
+impl Store {
+    // -- people --------------------------------------------------------------------------------
+
+    pub async fn user_prefs(&self, slack_user_id: &str) -> Result<Option<UserPrefs>> {
+        match self {
+            Store::Postgres(pool) => postgres::user_prefs(pool, slack_user_id).await,
+            Store::Sqlite(pool) => sqlite::user_prefs(pool, slack_user_id).await,
+        }
+    }
+
+    /// Remember a person's PagerDuty email (and user id, when known).
+    pub async fn set_pagerduty_identity(
+        &self,
+        slack_user_id: &str,
+        email: &str,
+        pagerduty_user_id: Option<&str>,
+    ) -> Result<()> {
+        let now = time::OffsetDateTime::now_utc();
+        match self {
+            Store::Postgres(pool) => {
+                postgres::set_pagerduty_identity(pool, slack_user_id, email, pagerduty_user_id, now)
+                    .await
+            }
+            Store::Sqlite(pool) => {
+                sqlite::set_pagerduty_identity(pool, slack_user_id, email, pagerduty_user_id, now)
+                    .await
+            }
+        }
+    }
+}
+
 fn outcome(raw: &str) -> Result<crate::audit::Outcome> {
     crate::audit::Outcome::parse(raw)
         .ok_or_else(|| StoreError::Corrupt(format!("audit outcome `{raw}`")))

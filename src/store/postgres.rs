@@ -86,3 +86,46 @@ pub(super) async fn audit_for(pool: &PgPool, correlation_id: &str) -> Result<Vec
     .await?;
     rows.into_iter().map(audit_row).collect()
 }
+
+pub(super) async fn user_prefs(
+    pool: &PgPool,
+    slack_user_id: &str,
+) -> Result<Option<super::UserPrefs>> {
+    let row = sqlx::query(
+        "SELECT pagerduty_email, pagerduty_user_id FROM user_prefs WHERE slack_user_id = $1",
+    )
+    .bind(slack_user_id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| {
+        Ok(super::UserPrefs {
+            pagerduty_email: r.try_get("pagerduty_email")?,
+            pagerduty_user_id: r.try_get("pagerduty_user_id")?,
+        })
+    })
+    .transpose()
+}
+
+pub(super) async fn set_pagerduty_identity(
+    pool: &PgPool,
+    slack_user_id: &str,
+    email: &str,
+    pagerduty_user_id: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO user_prefs (slack_user_id, pagerduty_email, pagerduty_user_id, updated_at)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (slack_user_id) DO UPDATE
+            SET pagerduty_email = excluded.pagerduty_email,
+                pagerduty_user_id = excluded.pagerduty_user_id,
+                updated_at = excluded.updated_at",
+    )
+    .bind(slack_user_id)
+    .bind(email)
+    .bind(pagerduty_user_id)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

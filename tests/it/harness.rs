@@ -201,6 +201,7 @@ impl TestAppBuilder {
             retry: RetryPolicy::fast(),
             migrate: true,
             commands: self.commands,
+            http_timeout: Duration::from_millis(700),
         })
         .await
         .expect("app builds");
@@ -260,9 +261,48 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
-    /// The response URL tests pass by default: a path on the local receiver.
+    /// The response URL tests pass by default: a path of its own on the local receiver, so
+    /// each command's reply can be told apart.
     pub fn response_url(&self) -> String {
-        format!("{}/commands/T1/1/abc", self.response_url_server.uri())
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}/commands/T1/{n}/abc", self.response_url_server.uri())
+    }
+
+    /// The reply posted to this command's response URL (waiting up to 10 s; Null if none).
+    pub async fn reply(&self, acked: &Acked) -> serde_json::Value {
+        self.replies_to(acked, 1)
+            .await
+            .pop()
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The first `n` replies posted to this command's response URL, in order.
+    pub async fn replies_to(&self, acked: &Acked, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let received: Vec<serde_json::Value> = self
+                .response_url_server
+                .received_requests()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .filter(|r| r.url.path() == acked.response_path)
+                .map(|r| serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null))
+                .collect();
+            if received.len() >= n || Instant::now() > deadline {
+                return received;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The text of this command's reply.
+    pub async fn reply_text(&self, acked: &Acked) -> String {
+        self.reply(acked).await["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// A signed slash command: `app.slash("/ops help").by(ALICE).send()`.
@@ -377,6 +417,8 @@ pub struct Acked {
     pub status: u16,
     pub body: String,
     pub correlation_id: String,
+    /// The path of the response URL this command was sent with.
+    pub response_path: String,
 }
 
 impl Acked {
@@ -434,6 +476,7 @@ impl SlashRequest<'_> {
 
     pub async fn send(self) -> Acked {
         let body = self.body();
+        let response_url = self.response_url.clone();
         let ts = self.timestamp.unwrap_or_else(now).to_string();
         let sig = sign_slack(&HmacKey::new(self.secret.as_bytes()), &ts, body.as_bytes());
         let resp = self
@@ -456,10 +499,14 @@ impl SlashRequest<'_> {
             .unwrap_or_default()
             .to_owned();
         let body = resp.text().await.unwrap_or_default();
+        let response_path = url::Url::parse(&response_url)
+            .map(|u| u.path().to_owned())
+            .unwrap_or_default();
         Acked {
             status,
             body,
             correlation_id,
+            response_path,
         }
     }
 }

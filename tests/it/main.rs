@@ -3,7 +3,11 @@
 mod harness;
 
 mod binary;
+mod contract;
+mod github;
 mod ops;
+mod pagerduty;
 mod signing;
 mod slash_commands;
 mod store_suite;
+mod zendesk;
