@@ -34,6 +34,9 @@ pub struct Services {
     pub pagerduty: Option<PagerDuty>,
     pub zendesk: Option<Zendesk>,
     pub github: Option<GitHub>,
+    pub links: crate::links::Links,
+    /// Woken when a job is queued, so idle workers claim it at once.
+    pub job_queued: tokio::sync::Notify,
     /// The slash command we answer, e.g. `/ops`.
     pub slash: String,
     /// Background commands in flight; past this the acknowledgement says "busy".
@@ -77,6 +80,8 @@ pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct App {
     pub services: Arc<Services>,
     audit_task: tokio::task::JoinHandle<()>,
+    stop_jobs: tokio::sync::watch::Sender<bool>,
+    job_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
@@ -129,6 +134,8 @@ impl App {
             .clone()
             .map(|t| GitHub::new(outbound.clone(), settings.github_api_url.clone(), t));
         let services = Services {
+            links: crate::links::Links::new(&settings, config.jobs.link_ttl),
+            job_queued: tokio::sync::Notify::new(),
             slack,
             pagerduty,
             zendesk,
@@ -144,9 +151,14 @@ impl App {
             access,
             registry,
         };
+        let services = Arc::new(services);
+        let (stop_jobs, stop) = tokio::sync::watch::channel(false);
+        let job_tasks = crate::jobs::spawn(services.clone(), stop);
         Ok(Self {
-            services: Arc::new(services),
+            services,
             audit_task,
+            stop_jobs,
+            job_tasks,
         })
     }
 
@@ -166,6 +178,7 @@ impl App {
         let state = AppState {
             services: self.services.clone(),
             slack_key: Arc::new(HmacKey::new(secret.expose_secret().as_bytes())),
+            replays: crate::http::interactions::replay_guard(),
         };
         Ok(http::router(state))
     }
@@ -187,8 +200,17 @@ impl App {
         Ok(())
     }
 
-    /// Wait for background commands, then stop the audit writer after it has committed.
+    /// Stop the job workers (a running job gets the handler timeout to finish; after that its
+    /// lease runs out and another replica reports it), wait for background commands, then stop
+    /// the audit writer after it has committed.
     pub async fn shutdown(self) {
+        let _ = self.stop_jobs.send(true);
+        let grace = self.services.config.limits.handler_timeout + Duration::from_secs(5);
+        for task in self.job_tasks {
+            if tokio::time::timeout(grace, task).await.is_err() {
+                tracing::warn!("a job was still running at shutdown; its lease will expire");
+            }
+        }
         let services = self.services;
         let all = u32::try_from(services.config.limits.max_in_flight).unwrap_or(u32::MAX);
         let grace = services.config.limits.handler_timeout + Duration::from_secs(5);
@@ -221,6 +243,7 @@ fn build_registry_with(
     declarations.extend(command::pagerduty::declarations());
     declarations.extend(command::zendesk::declarations());
     declarations.extend(command::github::declarations());
+    declarations.extend(command::runbook::declarations(config).map_err(BuildError::Registry)?);
     declarations.extend(extra);
     let registry = Registry::build(declarations).map_err(BuildError::Registry)?;
     let known = registry.permission_keys();

@@ -11,7 +11,7 @@ use std::{
 };
 
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use url::Url;
 
@@ -163,6 +163,52 @@ pub struct FileConfig {
     pub pagerduty: PagerDutySection,
     #[serde(default)]
     pub limits: LimitsSection,
+    #[serde(default)]
+    pub jobs: JobsSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsSection {
+    /// Worker tasks in this process.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// How long a claimed job stays ours without a heartbeat; a worker renews it every third.
+    #[serde(default = "default_lease", with = "duration_str")]
+    pub lease: Duration,
+    /// How often idle workers look for work queued by other processes.
+    #[serde(default = "default_poll", with = "duration_str")]
+    pub poll: Duration,
+    /// How long links to job pages stay valid.
+    #[serde(default = "default_link_ttl", with = "duration_str")]
+    pub link_ttl: Duration,
+}
+
+impl Default for JobsSection {
+    fn default() -> Self {
+        Self {
+            workers: default_workers(),
+            lease: default_lease(),
+            poll: default_poll(),
+            link_ttl: default_link_ttl(),
+        }
+    }
+}
+
+fn default_workers() -> usize {
+    4
+}
+
+fn default_lease() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_poll() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_link_ttl() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -242,7 +288,7 @@ fn default_max_in_flight() -> usize {
     512
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunbookConfig {
     pub name: Spanned<String>,
@@ -267,7 +313,7 @@ pub struct RunbookConfig {
     pub retry_safe: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RunConfig {
     Command {
@@ -296,7 +342,7 @@ pub enum RunConfig {
     },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalConfig {
     pub group: String,
@@ -331,7 +377,11 @@ pub struct RouteConfig {
 mod duration_str {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let raw = String::deserialize(d)?;
@@ -347,6 +397,13 @@ mod duration_str {
 
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
             super::deserialize(d).map(Some)
+        }
+
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
         }
     }
 }

@@ -318,8 +318,10 @@ async fn run_in_background(
     let (outcome, mut detail, message) = match tokio::time::timeout(timeout, &mut task).await {
         Ok(result) => {
             let (outcome, detail, message) = settle(&inv, &name, result);
-            let message = match outcome {
-                Outcome::Succeeded => message.with_visibility(visibility),
+            // An in-channel command answers in the channel; an ephemeral one lets its handler
+            // decide (a runbook answers in the channel when it cannot post there itself).
+            let message = match (outcome, visibility) {
+                (Outcome::Succeeded, Visibility::InChannel) => message.in_channel(),
                 _ => message,
             };
             (outcome, detail, message)

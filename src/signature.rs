@@ -59,6 +59,15 @@ impl HmacKey {
         hex::encode(mac.finalize().into_bytes())
     }
 
+    /// Constant-time check of a raw 32-byte tag over `parts`.
+    pub fn verify_tag(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+        let mut mac = self.mac();
+        for part in parts {
+            mac.update(part);
+        }
+        mac.verify_slice(tag).is_ok()
+    }
+
     fn verify_hex(&self, parts: &[&[u8]], tag_hex: &[u8]) -> Result<(), SignatureError> {
         let mut tag = [0u8; 32];
         hex::decode_to_slice(tag_hex, &mut tag).map_err(|_| SignatureError::MalformedSignature)?;

@@ -179,6 +179,45 @@ impl GitHub {
     }
 }
 
+impl GitHub {
+    /// Start a `workflow_dispatch` run. Returns the run's page when GitHub says (200 with run
+    /// details), None for the classic 204.
+    pub async fn dispatch_workflow(
+        &self,
+        repo: &str,
+        workflow: &str,
+        git_ref: &str,
+        inputs: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Option<String>, VendorError> {
+        let url = self
+            .base
+            .join(&format!(
+                "repos/{repo}/actions/workflows/{workflow}/dispatches"
+            ))
+            .map_err(|e| VendorError::malformed(NAME, e.to_string()))?;
+        let body =
+            serde_json::json!({"ref": git_ref, "inputs": inputs, "return_run_details": true});
+        let resp = self
+            .out
+            .send(|c| {
+                self.request(c, reqwest::Method::POST, url.clone())
+                    .json(&body)
+            })
+            .await
+            .map_err(|e| VendorError::transport(NAME, e))?;
+        let (_, body) = checked::<Gh>(resp, &format!("workflow {workflow} in {repo}")).await?;
+        if body.is_empty() {
+            return Ok(None);
+        }
+        #[derive(Deserialize)]
+        struct Run {
+            #[serde(default)]
+            html_url: Option<String>,
+        }
+        Ok(decode::<Run>(NAME, &body)?.html_url)
+    }
+}
+
 /// The `rel="next"` URL of a `Link` header.
 pub fn next_link(headers: &HeaderMap) -> Option<Url> {
     let link = headers.get("link")?.to_str().ok()?;

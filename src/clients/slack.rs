@@ -84,3 +84,119 @@ impl SlackApi {
             .filter(|e| !e.is_empty()))
     }
 }
+
+/// Where a posted message lives, for updates and threads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    pub channel: String,
+    pub ts: String,
+}
+
+#[derive(Deserialize)]
+struct ApiAnswer {
+    ok: bool,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    ts: Option<String>,
+}
+
+impl SlackApi {
+    async fn call(&self, method: &str, body: serde_json::Value) -> Result<ApiAnswer, VendorError> {
+        let token = self
+            .token
+            .as_ref()
+            .ok_or_else(|| VendorError::not_configured(NAME, "SLACK_BOT_TOKEN"))?;
+        let url = self
+            .base
+            .join(method)
+            .map_err(|e| VendorError::malformed(NAME, e.to_string()))?;
+        let resp = self
+            .out
+            .send(|c| {
+                c.post(url.clone())
+                    .bearer_auth(token.expose_secret())
+                    .json(&body)
+            })
+            .await
+            .map_err(|e| VendorError::transport(NAME, e))?;
+        let status = resp.status();
+        if status.as_u16() == 429 {
+            let resets = super::retry_after(&resp).map(|d| time::OffsetDateTime::now_utc() + d);
+            return Err(VendorError::new(
+                NAME,
+                super::vendor::ErrorKind::RateLimited { resets },
+            ));
+        }
+        if status.is_server_error() {
+            return Err(VendorError::new(
+                NAME,
+                super::vendor::ErrorKind::Server {
+                    status: status.as_u16(),
+                },
+            ));
+        }
+        let answer: ApiAnswer = resp
+            .json()
+            .await
+            .map_err(|e| VendorError::malformed(NAME, e.to_string()))?;
+        if !answer.ok {
+            let error = answer
+                .error
+                .clone()
+                .unwrap_or_else(|| "unknown_error".into());
+            let kind = match error.as_str() {
+                "invalid_auth" | "not_authed" | "token_revoked" | "account_inactive" => {
+                    super::vendor::ErrorKind::Unauthorized
+                }
+                "ratelimited" => super::vendor::ErrorKind::RateLimited { resets: None },
+                _ => super::vendor::ErrorKind::Rejected {
+                    status: status.as_u16(),
+                    message: error,
+                },
+            };
+            return Err(VendorError::new(NAME, kind));
+        }
+        Ok(answer)
+    }
+
+    /// `chat.postMessage`, optionally into a thread.
+    pub async fn post_message(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        message: &crate::chat::Message,
+    ) -> Result<Posted, VendorError> {
+        let mut body =
+            serde_json::json!({"channel": channel, "text": message.text, "unfurl_links": false});
+        if !message.blocks.is_empty() {
+            body["blocks"] = serde_json::Value::Array(message.blocks.clone());
+        }
+        if let Some(ts) = thread_ts {
+            body["thread_ts"] = serde_json::Value::String(ts.to_owned());
+        }
+        let answer = self.call("chat.postMessage", body).await?;
+        Ok(Posted {
+            channel: answer.channel.unwrap_or_else(|| channel.to_owned()),
+            ts: answer
+                .ts
+                .ok_or_else(|| VendorError::malformed(NAME, "no ts in chat.postMessage answer"))?,
+        })
+    }
+
+    /// `chat.update`: replace a message we posted.
+    pub async fn update_message(
+        &self,
+        channel: &str,
+        ts: &str,
+        message: &crate::chat::Message,
+    ) -> Result<(), VendorError> {
+        let body = serde_json::json!({
+            "channel": channel, "ts": ts, "text": message.text,
+            "blocks": serde_json::Value::Array(message.blocks.clone()),
+        });
+        self.call("chat.update", body).await.map(drop)
+    }
+}

@@ -7,6 +7,7 @@ pub mod github;
 pub mod grammar;
 pub mod help;
 pub mod pagerduty;
+pub mod runbook;
 pub mod zendesk;
 
 use std::{future::Future, pin::Pin, sync::Arc};

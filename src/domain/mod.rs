@@ -1,5 +1,7 @@
 //! Pure rules with no I/O: who may run what, runbook parameters, approvals, routing.
 
 pub mod access;
+pub mod approval;
+pub mod job;
 pub mod policy;
 pub mod runbook;

@@ -1,6 +1,8 @@
 //! The HTTP surface: one router, one module per surface.
 
+pub mod interactions;
 pub mod ops;
+pub mod pages;
 pub mod slack;
 
 use std::{sync::Arc, time::Instant};
@@ -18,11 +20,13 @@ use crate::{app::Services, signature::HmacKey};
 /// Slack's slash-command bodies are a few hundred bytes; interaction payloads carry the whole
 /// message they came from (up to 50 blocks), so they get more room.
 pub const SLACK_COMMAND_BODY_LIMIT: usize = 64 * 1024;
+pub const SLACK_INTERACTION_BODY_LIMIT: usize = 1024 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
     pub services: Arc<Services>,
     pub slack_key: Arc<HmacKey>,
+    pub replays: Arc<interactions::ReplayGuard>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -31,6 +35,12 @@ pub fn router(state: AppState) -> Router {
             "/slack/commands",
             post(slack::commands).layer(DefaultBodyLimit::max(SLACK_COMMAND_BODY_LIMIT)),
         )
+        .route(
+            "/slack/interactions",
+            post(interactions::interactions)
+                .layer(DefaultBodyLimit::max(SLACK_INTERACTION_BODY_LIMIT)),
+        )
+        .route("/jobs/{id}", get(pages::job_page))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

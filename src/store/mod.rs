@@ -7,7 +7,7 @@
 mod postgres;
 mod sqlite;
 
-use std::{str::FromStr, time::Duration};
+use std::{collections::BTreeMap, str::FromStr, time::Duration};
 
 use sqlx::{
     postgres::{PgConnectOptions, PgPool, PgPoolOptions},
@@ -16,7 +16,15 @@ use sqlx::{
     },
 };
 
-use crate::audit::{AuditEntry, AuditRecord};
+use time::OffsetDateTime;
+
+use crate::{
+    audit::{AuditEntry, AuditRecord},
+    domain::{
+        approval::{ApprovalRequest, Decision, NewApprovalRequest, Refusal},
+        job::{Heartbeat, Job, JobStatus, LogLine, NewJob},
+    },
+};
 
 static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -187,6 +195,172 @@ impl Store {
                     .await
             }
         }
+    }
+}
+
+/// What a vote did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VoteResult {
+    Counted { approvals: u32, required: u32 },
+    Approved { job_id: i64 },
+    Denied,
+    Withdrawn,
+    Expired,
+    Refused(Refusal),
+}
+
+fn params_json(params: &BTreeMap<String, String>) -> serde_json::Value {
+    serde_json::to_value(params).unwrap_or_default()
+}
+
+fn params_from_json(value: serde_json::Value) -> Result<BTreeMap<String, String>> {
+    serde_json::from_value(value).map_err(|e| StoreError::Corrupt(format!("params: {e}")))
+}
+
+/// Dispatch one call to the database's own implementation.
+macro_rules! by_db {
+    ($self:ident, $f:ident ( $($arg:expr),* )) => {
+        match $self {
+            Store::Postgres(pool) => postgres::$f(pool, $($arg),*).await,
+            Store::Sqlite(pool) => sqlite::$f(pool, $($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    // -- approvals -----------------------------------------------------------------------------
+
+    /// Create a pending request and its audit rows in one transaction; returns its id.
+    pub async fn create_approval_request(
+        &self,
+        new: &NewApprovalRequest,
+        audit: impl FnOnce(i64) -> Vec<AuditEntry>,
+    ) -> Result<i64> {
+        by_db!(self, create_approval_request(new, audit))
+    }
+
+    pub async fn approval_request(&self, id: i64) -> Result<Option<ApprovalRequest>> {
+        by_db!(self, approval_request(id))
+    }
+
+    pub async fn pending_approvals(&self) -> Result<Vec<ApprovalRequest>> {
+        by_db!(self, pending_approvals())
+    }
+
+    pub async fn set_approval_message(&self, id: i64, ts: &str) -> Result<()> {
+        by_db!(self, set_approval_message(id, ts))
+    }
+
+    /// One vote, as one transaction: lock the request, apply the rules, record the vote, and on
+    /// enough approvals mark it approved and enqueue its job; the audit rows `audit` makes are
+    /// written in the same transaction. Returns the request as it is afterwards.
+    pub async fn vote(
+        &self,
+        id: i64,
+        voter: &str,
+        decision: Decision,
+        qualified: bool,
+        now: OffsetDateTime,
+        audit: impl FnOnce(Option<&ApprovalRequest>, &VoteResult) -> Vec<AuditEntry>,
+    ) -> Result<(Option<ApprovalRequest>, VoteResult)> {
+        by_db!(self, vote(id, voter, decision, qualified, now, audit))
+    }
+
+    /// Mark pending requests past their expiry as expired; returns them.
+    pub async fn expire_due(
+        &self,
+        now: OffsetDateTime,
+        audit: impl Fn(&ApprovalRequest) -> AuditEntry,
+    ) -> Result<Vec<ApprovalRequest>> {
+        by_db!(self, expire_due(now, audit))
+    }
+
+    // -- jobs ----------------------------------------------------------------------------------
+
+    pub async fn enqueue_job(
+        &self,
+        job: &NewJob,
+        audit: impl FnOnce(i64) -> Vec<AuditEntry>,
+    ) -> Result<i64> {
+        by_db!(self, enqueue_job(job, audit))
+    }
+
+    /// Take the oldest queued job whose target has nothing running, leased to `worker`.
+    pub async fn claim_job(
+        &self,
+        worker: &str,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> Result<Option<Job>> {
+        by_db!(self, claim_job(worker, now, lease_until))
+    }
+
+    pub async fn heartbeat(
+        &self,
+        job_id: i64,
+        worker: &str,
+        lease_until: OffsetDateTime,
+    ) -> Result<Heartbeat> {
+        by_db!(self, heartbeat(job_id, worker, lease_until))
+    }
+
+    /// Record a job's end, if `worker` still holds it. False means it was taken away.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn finish_job(
+        &self,
+        job_id: i64,
+        worker: &str,
+        status: JobStatus,
+        exit_code: Option<i32>,
+        error: Option<&str>,
+        now: OffsetDateTime,
+        audit: Vec<AuditEntry>,
+    ) -> Result<bool> {
+        by_db!(
+            self,
+            finish_job(job_id, worker, status, exit_code, error, now, audit)
+        )
+    }
+
+    /// Cancel a queued job, or ask its worker to stop a running one. Returns the status it had.
+    pub async fn request_cancel(
+        &self,
+        job_id: i64,
+        now: OffsetDateTime,
+        audit: Vec<AuditEntry>,
+    ) -> Result<Option<JobStatus>> {
+        by_db!(self, request_cancel(job_id, now, audit))
+    }
+
+    /// Running jobs whose lease ran out: re-queued when safe to retry, otherwise interrupted.
+    pub async fn reap_expired_leases(
+        &self,
+        now: OffsetDateTime,
+        audit: impl Fn(&Job) -> AuditEntry,
+    ) -> Result<Vec<Job>> {
+        by_db!(self, reap_expired_leases(now, audit))
+    }
+
+    pub async fn set_job_thread(&self, job_id: i64, ts: &str) -> Result<()> {
+        by_db!(self, set_job_thread(job_id, ts))
+    }
+
+    pub async fn job(&self, id: i64) -> Result<Option<Job>> {
+        by_db!(self, job(id))
+    }
+
+    /// The newest `limit` jobs, of one runbook or all.
+    pub async fn jobs(&self, runbook: Option<&str>, limit: i64) -> Result<Vec<Job>> {
+        by_db!(self, jobs(runbook, limit))
+    }
+
+    pub async fn append_job_logs(&self, job_id: i64, lines: &[LogLine]) -> Result<()> {
+        by_db!(self, append_job_logs(job_id, lines))
+    }
+
+    /// A job's log, or its last `last` lines, oldest first.
+    pub async fn job_logs(&self, job_id: i64, last: Option<i64>) -> Result<Vec<LogLine>> {
+        by_db!(self, job_logs(job_id, last))
     }
 }
 

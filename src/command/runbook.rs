@@ -1,0 +1,342 @@
+//! Runbooks in the registry: every configured runbook's own syntax (`deploy {app} {version} to
+//! {env}`), `run <runbook> key=value …`, and the commands around jobs and approvals.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use time::OffsetDateTime;
+
+use super::{ArgType, CommandContext, CommandError, Declaration, HandlerResult, command, handler};
+use crate::{
+    audit::Outcome,
+    chat::{self, Message, escape},
+    config::FileConfig,
+    domain::{approval::Decision, job::JobStatus, runbook::compile_param_regex},
+    jobs::report,
+    runbooks::{self, Requester},
+};
+
+const ID: ArgType = ArgType::Int {
+    min: 1,
+    max: i64::MAX,
+};
+
+pub fn declarations(config: &FileConfig) -> Result<Vec<Declaration>, String> {
+    let mut out = Vec::new();
+    for runbook in &config.runbooks {
+        let name = runbook.name.get_ref().clone();
+        let mut declaration = command(
+            runbook.usage.get_ref(),
+            runbook.description.as_deref().unwrap_or("run this runbook"),
+            handler({
+                let name = name.clone();
+                move |ctx| request(ctx, name.clone(), None)
+            }),
+        )
+        .family(&name);
+        for (param, pattern) in &runbook.params {
+            declaration = declaration.arg(
+                param,
+                ArgType::Param(Arc::new(compile_param_regex(pattern.get_ref())?)),
+            );
+        }
+        out.push(declaration);
+    }
+    out.extend([
+        command(
+            "run <runbook> [params...]",
+            "run any runbook with key=value parameters",
+            handler(|ctx| async move {
+                let name = ctx.args.text("runbook").unwrap_or_default().to_owned();
+                let params = key_values(ctx.args.words("params"))?;
+                request(ctx, name, Some(params)).await
+            }),
+        )
+        .family("run"),
+        command(
+            "jobs [runbook]",
+            "recent jobs, of one runbook or all",
+            handler(jobs),
+        )
+        .family("jobs"),
+        command(
+            "job <id>",
+            "one job's status and its last log lines",
+            handler(job),
+        )
+        .arg("id", ID)
+        .family("jobs"),
+        command(
+            "cancel <id>",
+            "cancel a job (its requester or an admin)",
+            handler(cancel),
+        )
+        .arg("id", ID)
+        .family("jobs")
+        .in_channel(),
+        command(
+            "approvals",
+            "approval requests waiting for a decision",
+            handler(approvals),
+        )
+        .family("approvals"),
+        command(
+            "approve <id>",
+            "approve a request (same rules as the button)",
+            handler(|c| vote(c, Decision::Approve)),
+        )
+        .arg("id", ID)
+        .family("approvals"),
+        command(
+            "deny <id>",
+            "deny a request",
+            handler(|c| vote(c, Decision::Deny)),
+        )
+        .arg("id", ID)
+        .family("approvals"),
+        command(
+            "withdraw <id>",
+            "withdraw your own request",
+            handler(|c| vote(c, Decision::Withdraw)),
+        )
+        .arg("id", ID)
+        .family("approvals"),
+    ]);
+    Ok(out)
+}
+
+fn key_values(words: &[String]) -> Result<BTreeMap<String, String>, CommandError> {
+    let mut params = BTreeMap::new();
+    for word in words {
+        let (k, v) = word
+            .split_once('=')
+            .ok_or_else(|| CommandError::User(format!("`{}` is not `key=value`.", escape(word))))?;
+        if params.insert(k.to_owned(), v.to_owned()).is_some() {
+            return Err(CommandError::User(format!(
+                "`{}` is given twice.",
+                escape(k)
+            )));
+        }
+    }
+    Ok(params)
+}
+
+async fn request(
+    ctx: CommandContext,
+    name: String,
+    given: Option<BTreeMap<String, String>>,
+) -> HandlerResult {
+    let services = &ctx.services;
+    let Some(runbook) = runbooks::find(services, &name) else {
+        let known: Vec<&str> = services
+            .config
+            .runbooks
+            .iter()
+            .map(|r| r.name.get_ref().as_str())
+            .collect();
+        return Err(CommandError::User(format!(
+            "There is no runbook `{}`. Runbooks: {}.",
+            escape(&name),
+            if known.is_empty() {
+                "none configured".to_owned()
+            } else {
+                known.join(", ")
+            }
+        )));
+    };
+    // `run <runbook>` reaches every runbook, so it checks the runbook's own permission.
+    if given.is_some()
+        && let Err(refusal) = services.access.check(ctx.user(), &[name.as_str()], &[])
+    {
+        return Err(CommandError::User(
+            refusal.message(&format!("{} {name}", ctx.invocation.slash)),
+        ));
+    }
+    let params = given.unwrap_or_else(|| ctx.args.texts());
+    let who = Requester {
+        user: &ctx.invocation.user_id,
+        channel: &ctx.invocation.channel_id,
+        correlation_id: &ctx.invocation.correlation_id,
+        command: &ctx.invocation.text,
+    };
+    runbooks::request(services, &who, runbook, params)
+        .await
+        .map_err(CommandError::User)
+}
+
+async fn jobs(ctx: CommandContext) -> HandlerResult {
+    let runbook = ctx.args.text("runbook");
+    let list = ctx
+        .services
+        .store
+        .jobs(runbook, 20)
+        .await
+        .map_err(|e| CommandError::Internal(e.to_string()))?;
+    let now = OffsetDateTime::now_utc();
+    let lines: Vec<String> = list
+        .iter()
+        .map(|j| report::job_line(j, Some(&ctx.services.links.job_url(j.id, now))))
+        .collect();
+    let title = match runbook {
+        Some(r) => format!("Recent {r} jobs"),
+        None => "Recent jobs".to_owned(),
+    };
+    Ok(chat::list_message(&title, &lines, false, "No jobs yet."))
+}
+
+async fn job(ctx: CommandContext) -> HandlerResult {
+    let id = ctx.args.int("id").unwrap_or(0);
+    let Some(job) = ctx
+        .services
+        .store
+        .job(id)
+        .await
+        .map_err(|e| CommandError::Internal(e.to_string()))?
+    else {
+        return Err(CommandError::User(format!("There is no job #{id}.")));
+    };
+    let url = ctx.services.links.job_url(id, OffsetDateTime::now_utc());
+    let logs = ctx
+        .services
+        .store
+        .job_logs(id, Some(15))
+        .await
+        .map_err(|e| CommandError::Internal(e.to_string()))?;
+    let line = report::job_line(&job, Some(&url));
+    let mut blocks = vec![chat::section(&line)];
+    let mut text = line.clone();
+    if !logs.is_empty() {
+        let tail = logs
+            .iter()
+            .map(|l| l.line.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let tail = chat::truncate(&tail, 2800).replace("```", "'''");
+        blocks.push(chat::section(&format!("```{tail}```")));
+        text.push_str(&format!("\n{tail}"));
+    }
+    Ok(Message::blocks(text, blocks))
+}
+
+async fn cancel(ctx: CommandContext) -> HandlerResult {
+    let id = ctx.args.int("id").unwrap_or(0);
+    let services = &ctx.services;
+    let Some(job) = services
+        .store
+        .job(id)
+        .await
+        .map_err(|e| CommandError::Internal(e.to_string()))?
+    else {
+        return Err(CommandError::User(format!("There is no job #{id}.")));
+    };
+    let admin = services.access.in_group(ctx.user(), "admins");
+    if job.requested_by != ctx.user() && !admin {
+        return Err(CommandError::User(format!(
+            "Only <@{}> (who asked for it) or an admin can cancel job #{id}.",
+            job.requested_by
+        )));
+    }
+    if job.status.is_final() {
+        return Err(CommandError::User(format!(
+            "Job #{id} has already ended ({}).",
+            job.status.as_str()
+        )));
+    }
+    let entry = crate::audit::AuditEntry::new(
+        &ctx.invocation.correlation_id,
+        ctx.user(),
+        "job.cancel",
+        Outcome::Succeeded,
+    )
+    .channel(&ctx.invocation.channel_id)
+    .command(&ctx.invocation.text)
+    .detail(format!(
+        "cancel {} #{id} ({})",
+        job.runbook,
+        job.status.as_str()
+    ));
+    let before = services
+        .store
+        .request_cancel(id, OffsetDateTime::now_utc(), vec![entry])
+        .await
+        .map_err(|e| CommandError::Internal(e.to_string()))?;
+    let text = match before {
+        Some(JobStatus::Queued) => {
+            let mut cancelled = job.clone();
+            cancelled.status = JobStatus::Cancelled;
+            report::job_changed(
+                services,
+                &cancelled,
+                format!(
+                    "⏹ {} #{id} was cancelled by <@{}> before it started.",
+                    job.runbook,
+                    ctx.user()
+                ),
+            )
+            .await;
+            format!(
+                "<@{}> cancelled {} #{id} before it started.",
+                ctx.user(),
+                escape(&job.runbook)
+            )
+        }
+        Some(JobStatus::Running) => format!(
+            "<@{}> asked {} #{id} to stop; its process group is being stopped.",
+            ctx.user(),
+            escape(&job.runbook)
+        ),
+        Some(other) => format!("Job #{id} has already ended ({}).", other.as_str()),
+        None => format!("There is no job #{id}."),
+    };
+    Ok(Message::text(text))
+}
+
+async fn approvals(ctx: CommandContext) -> HandlerResult {
+    let pending = ctx
+        .services
+        .store
+        .pending_approvals()
+        .await
+        .map_err(|e| CommandError::Internal(e.to_string()))?;
+    let lines: Vec<String> = pending
+        .iter()
+        .map(|r| {
+            format!(
+                "#{} *{}* on `{}` by <@{}> · {} of {} from `{}` · expires {}",
+                r.id,
+                escape(&r.runbook),
+                escape(&r.target),
+                r.requester,
+                r.approvers().len(),
+                r.required,
+                escape(&r.approver_group),
+                chat::when(r.expires_at)
+            )
+        })
+        .collect();
+    Ok(chat::list_message(
+        "Waiting for approval",
+        &lines,
+        false,
+        "Nothing is waiting for approval.",
+    ))
+}
+
+async fn vote(ctx: CommandContext, decision: Decision) -> HandlerResult {
+    let id = ctx.args.int("id").unwrap_or(0);
+    let voted = runbooks::vote(
+        &ctx.services,
+        ctx.user(),
+        &ctx.invocation.channel_id,
+        &ctx.invocation.correlation_id,
+        id,
+        decision,
+    )
+    .await
+    .map_err(CommandError::Internal)?;
+    if voted.changed {
+        report::refresh_approval(&ctx.services, id).await;
+        Ok(Message::text(voted.reply))
+    } else {
+        Err(CommandError::User(voted.reply))
+    }
+}

@@ -1,0 +1,374 @@
+//! Approval requests: the rules of a peer's approval, with no I/O.
+//!
+//! A request is pending until enough distinct, qualified people other than the requester
+//! approve it (`required` of them), a qualified person denies it, the requester withdraws it, or
+//! it expires. The store applies [`decide`] inside one transaction, so any number of
+//! simultaneous clicks give exactly one decision.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::config::RunbookConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+    Withdrawn,
+}
+
+impl RequestStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestStatus::Pending => "pending",
+            RequestStatus::Approved => "approved",
+            RequestStatus::Denied => "denied",
+            RequestStatus::Expired => "expired",
+            RequestStatus::Withdrawn => "withdrawn",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => RequestStatus::Pending,
+            "approved" => RequestStatus::Approved,
+            "denied" => RequestStatus::Denied,
+            "expired" => RequestStatus::Expired,
+            "withdrawn" => RequestStatus::Withdrawn,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approve,
+    Deny,
+    /// The requester takes the request back.
+    Withdraw,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::Deny => "deny",
+            Decision::Withdraw => "withdraw",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "approve" => Decision::Approve,
+            "deny" => Decision::Deny,
+            "withdraw" => Decision::Withdraw,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Vote {
+    pub voter: String,
+    pub decision: Decision,
+    pub at: OffsetDateTime,
+}
+
+/// A request for a runbook run that waits for approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApprovalRequest {
+    pub id: i64,
+    pub runbook: String,
+    pub params: BTreeMap<String, String>,
+    /// What was approved: see [`binding`].
+    pub binding: String,
+    pub target: String,
+    pub requester: String,
+    pub channel: String,
+    pub approver_group: String,
+    pub required: u32,
+    pub status: RequestStatus,
+    pub plan_output: Option<String>,
+    pub message_ts: Option<String>,
+    pub correlation_id: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub decided_at: Option<OffsetDateTime>,
+    pub decided_by: Option<String>,
+    pub job_id: Option<i64>,
+    pub votes: Vec<Vote>,
+}
+
+impl ApprovalRequest {
+    pub fn approvers(&self) -> Vec<&str> {
+        self.votes
+            .iter()
+            .filter(|v| v.decision == Decision::Approve)
+            .map(|v| v.voter.as_str())
+            .collect()
+    }
+}
+
+/// A request to create.
+#[derive(Debug, Clone)]
+pub struct NewApprovalRequest {
+    pub runbook: String,
+    pub params: BTreeMap<String, String>,
+    pub binding: String,
+    pub target: String,
+    pub requester: String,
+    pub channel: String,
+    pub approver_group: String,
+    pub required: u32,
+    pub plan_output: Option<String>,
+    pub correlation_id: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub retry_safe: bool,
+}
+
+/// Why a click or command did not count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Unknown,
+    OwnRequest,
+    NotInGroup { group: String },
+    NotRequester,
+    AlreadyVoted,
+    AlreadyDecided(RequestStatus),
+    Expired,
+}
+
+impl Refusal {
+    /// The explanation the person who clicked sees.
+    pub fn message(&self, id: i64) -> String {
+        match self {
+            Refusal::Unknown => format!("There is no approval request #{id}."),
+            Refusal::OwnRequest => {
+                "You cannot approve or deny your own request; ask a peer.".to_owned()
+            }
+            Refusal::NotInGroup { group } => {
+                format!("Only members of the `{group}` group can decide request #{id}.")
+            }
+            Refusal::NotRequester => format!("Only the requester can withdraw request #{id}."),
+            Refusal::AlreadyVoted => format!("You have already voted on request #{id}."),
+            Refusal::AlreadyDecided(status) => {
+                format!("Request #{id} is already {}.", status.as_str())
+            }
+            Refusal::Expired => format!("Request #{id} has expired; ask for it again."),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Unknown => "unknown request",
+            Refusal::OwnRequest => "own request",
+            Refusal::NotInGroup { .. } => "not in group",
+            Refusal::NotRequester => "not the requester",
+            Refusal::AlreadyVoted => "already voted",
+            Refusal::AlreadyDecided(_) => "already decided",
+            Refusal::Expired => "expired",
+        }
+    }
+}
+
+/// What a vote does to a pending request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Counted; still waiting for `required - approvals` more.
+    Counted {
+        approvals: u32,
+        required: u32,
+    },
+    /// Enough approvals: approve and enqueue the job.
+    Approve,
+    Deny,
+    Withdraw,
+    /// Too late: mark the request expired.
+    Expire,
+}
+
+/// Apply the rules. `qualified` says whether the voter is in the request's approver group.
+pub fn decide(
+    request: &ApprovalRequest,
+    voter: &str,
+    decision: Decision,
+    qualified: bool,
+    now: OffsetDateTime,
+) -> Result<Transition, Refusal> {
+    if request.status != RequestStatus::Pending {
+        return Err(Refusal::AlreadyDecided(request.status));
+    }
+    if decision == Decision::Withdraw {
+        return if voter == request.requester {
+            Ok(Transition::Withdraw)
+        } else {
+            Err(Refusal::NotRequester)
+        };
+    }
+    if now >= request.expires_at {
+        return Ok(Transition::Expire);
+    }
+    if voter == request.requester {
+        return Err(Refusal::OwnRequest);
+    }
+    if !qualified {
+        return Err(Refusal::NotInGroup {
+            group: request.approver_group.clone(),
+        });
+    }
+    if request.votes.iter().any(|v| v.voter == voter) {
+        return Err(Refusal::AlreadyVoted);
+    }
+    match decision {
+        Decision::Deny => Ok(Transition::Deny),
+        Decision::Approve => {
+            let approvals = request.approvers().len() as u32 + 1;
+            if approvals >= request.required {
+                Ok(Transition::Approve)
+            } else {
+                Ok(Transition::Counted {
+                    approvals,
+                    required: request.required,
+                })
+            }
+        }
+        Decision::Withdraw => unreachable!("handled above"),
+    }
+}
+
+/// The binding of an approval: SHA-256 over the runbook's definition (as configured now) and
+/// the exact parameters. A job checks it again when it starts, so a changed runbook or changed
+/// parameters cannot ride on an old approval.
+pub fn binding(runbook: &RunbookConfig, params: &BTreeMap<String, String>) -> String {
+    // serde_json writes map keys in order (BTreeMap), so this is canonical.
+    let definition = serde_json::to_string(runbook).unwrap_or_default();
+    let params = serde_json::to_string(params).unwrap_or_default();
+    let mut hash = Sha256::new();
+    hash.update(b"pantheon-approval-v1\0");
+    hash.update(definition.as_bytes());
+    hash.update(b"\0");
+    hash.update(params.as_bytes());
+    hex::encode(hash.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(required: u32) -> ApprovalRequest {
+        let now = time::macros::datetime!(2026-11-24 12:00 UTC);
+        ApprovalRequest {
+            id: 7,
+            runbook: "deploy".into(),
+            params: BTreeMap::new(),
+            binding: "b".into(),
+            target: "api/production".into(),
+            requester: "U1ALICE".into(),
+            channel: "C1".into(),
+            approver_group: "approvers".into(),
+            required,
+            status: RequestStatus::Pending,
+            plan_output: None,
+            message_ts: None,
+            correlation_id: "c".into(),
+            created_at: now,
+            expires_at: now + time::Duration::hours(1),
+            decided_at: None,
+            decided_by: None,
+            job_id: None,
+            votes: Vec::new(),
+        }
+    }
+
+    fn at(minutes: i64) -> OffsetDateTime {
+        time::macros::datetime!(2026-11-24 12:00 UTC) + time::Duration::minutes(minutes)
+    }
+
+    #[test]
+    fn one_qualified_peer_approves() {
+        let r = request(1);
+        assert_eq!(
+            decide(&r, "U2JANE", Decision::Approve, true, at(5)),
+            Ok(Transition::Approve)
+        );
+        assert_eq!(
+            decide(&r, "U2JANE", Decision::Deny, true, at(5)),
+            Ok(Transition::Deny)
+        );
+    }
+
+    #[test]
+    fn the_requester_and_outsiders_cannot_decide() {
+        let r = request(1);
+        assert_eq!(
+            decide(&r, "U1ALICE", Decision::Approve, true, at(5)),
+            Err(Refusal::OwnRequest)
+        );
+        assert_eq!(
+            decide(&r, "U1ALICE", Decision::Deny, true, at(5)),
+            Err(Refusal::OwnRequest)
+        );
+        assert_eq!(
+            decide(&r, "U9BOB", Decision::Approve, false, at(5)),
+            Err(Refusal::NotInGroup {
+                group: "approvers".into()
+            })
+        );
+    }
+
+    #[test]
+    fn several_approvers_are_counted_once_each() {
+        let mut r = request(2);
+        assert_eq!(
+            decide(&r, "U2JANE", Decision::Approve, true, at(1)),
+            Ok(Transition::Counted {
+                approvals: 1,
+                required: 2
+            })
+        );
+        r.votes.push(Vote {
+            voter: "U2JANE".into(),
+            decision: Decision::Approve,
+            at: at(1),
+        });
+        assert_eq!(
+            decide(&r, "U2JANE", Decision::Approve, true, at(2)),
+            Err(Refusal::AlreadyVoted)
+        );
+        assert_eq!(
+            decide(&r, "U3JOE", Decision::Approve, true, at(2)),
+            Ok(Transition::Approve)
+        );
+    }
+
+    #[test]
+    fn expiry_withdrawal_and_decided_requests() {
+        let r = request(1);
+        assert_eq!(
+            decide(&r, "U2JANE", Decision::Approve, true, at(60)),
+            Ok(Transition::Expire)
+        );
+        assert_eq!(
+            decide(&r, "U1ALICE", Decision::Withdraw, false, at(5)),
+            Ok(Transition::Withdraw)
+        );
+        assert_eq!(
+            decide(&r, "U2JANE", Decision::Withdraw, true, at(5)),
+            Err(Refusal::NotRequester)
+        );
+        let mut done = request(1);
+        done.status = RequestStatus::Approved;
+        assert_eq!(
+            decide(&done, "U2JANE", Decision::Approve, true, at(5)),
+            Err(Refusal::AlreadyDecided(RequestStatus::Approved))
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! Jobs: one run of a runbook on the durable queue.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// Its worker died (the lease ran out) and the runbook is not safe to retry.
+    Interrupted,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => JobStatus::Queued,
+            "running" => JobStatus::Running,
+            "succeeded" => JobStatus::Succeeded,
+            "failed" => JobStatus::Failed,
+            "cancelled" => JobStatus::Cancelled,
+            "interrupted" => JobStatus::Interrupted,
+            _ => return None,
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobStatus::Queued | JobStatus::Running)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Job {
+    pub id: i64,
+    pub runbook: String,
+    pub params: BTreeMap<String, String>,
+    pub binding: String,
+    pub target: String,
+    pub requested_by: String,
+    pub approval_id: Option<i64>,
+    pub channel: String,
+    pub thread_ts: Option<String>,
+    pub status: JobStatus,
+    pub retry_safe: bool,
+    pub cancel_requested: bool,
+    pub attempts: i32,
+    pub worker: Option<String>,
+    pub lease_expires_at: Option<OffsetDateTime>,
+    pub correlation_id: String,
+    pub created_at: OffsetDateTime,
+    pub started_at: Option<OffsetDateTime>,
+    pub finished_at: Option<OffsetDateTime>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub runbook: String,
+    pub params: BTreeMap<String, String>,
+    pub binding: String,
+    pub target: String,
+    pub requested_by: String,
+    pub approval_id: Option<i64>,
+    pub channel: String,
+    pub thread_ts: Option<String>,
+    pub retry_safe: bool,
+    pub correlation_id: String,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    System,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+            Stream::System => "system",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "stdout" => Stream::Stdout,
+            "stderr" => Stream::Stderr,
+            "system" => Stream::System,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogLine {
+    pub seq: i32,
+    pub at: OffsetDateTime,
+    pub stream: Stream,
+    pub line: String,
+}
+
+/// What a lease renewal found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// Still ours; keep going.
+    Held,
+    /// Still ours, and someone asked to cancel it.
+    CancelRequested,
+    /// No longer ours (reaped after a stall): stop without recording a result.
+    Lost,
+}

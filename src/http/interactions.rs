@@ -1,0 +1,228 @@
+//! `POST /slack/interactions`: button clicks on approval messages.
+//!
+//! Verified like slash commands (the same extractor), then the `payload` field is parsed.
+//! A vote is one database transaction decided before we answer; what people see (the updated
+//! message, or an ephemeral "you cannot approve your own request") follows in the background.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+use tracing::Instrument;
+
+use super::{AppState, slack::VerifiedSlack};
+use crate::{
+    app::Services, chat::Message, dispatch::new_correlation_id, domain::approval::Decision,
+    error::ApiError, jobs::report, reply, runbooks,
+};
+
+#[derive(Debug, Deserialize)]
+struct Payload {
+    #[serde(rename = "type")]
+    kind: String,
+    user: User,
+    #[serde(default)]
+    actions: Vec<Action>,
+    #[serde(default)]
+    response_url: Option<String>,
+    #[serde(default)]
+    channel: Option<Channel>,
+    #[serde(default)]
+    container: Option<Container>,
+}
+
+#[derive(Debug, Deserialize)]
+struct User {
+    id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Action {
+    action_id: String,
+    #[serde(default)]
+    value: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Channel {
+    id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Container {
+    #[serde(default)]
+    channel_id: Option<String>,
+}
+
+/// Signatures seen in the last five minutes. Slack does not retry interactions, so a second
+/// arrival of the same signed request is a replay. (Across replicas, votes are idempotent too.)
+#[derive(Default)]
+pub struct ReplayGuard {
+    seen: Mutex<HashMap<String, Instant>>,
+}
+
+impl ReplayGuard {
+    /// True the first time a signature is seen within the window.
+    pub fn first_time(&self, signature: &str) -> bool {
+        let window = Duration::from_secs(crate::signature::MAX_CLOCK_SKEW_SECS as u64 * 2);
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() > 10_000 {
+            seen.retain(|_, at| now.duration_since(*at) < window);
+        }
+        match seen.get(signature) {
+            Some(at) if now.duration_since(*at) < window => false,
+            _ => {
+                seen.insert(signature.to_owned(), now);
+                true
+            }
+        }
+    }
+}
+
+fn parse(body: &[u8]) -> Result<Payload, String> {
+    let raw = form_urlencoded::parse(body)
+        .find(|(k, _)| k == "payload")
+        .map(|(_, v)| v.into_owned())
+        .ok_or_else(|| "no `payload` field".to_owned())?;
+    serde_json::from_str(&raw).map_err(|e| format!("`payload` is not an interaction: {e}"))
+}
+
+pub async fn interactions(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    VerifiedSlack(body): VerifiedSlack,
+) -> Response {
+    let signature = headers
+        .get("x-slack-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !state.replays.first_time(signature) {
+        crate::telemetry::record_signature_failure("slack", "replay");
+        tracing::warn!("replayed interaction refused");
+        return (StatusCode::UNAUTHORIZED, "replayed request\n").into_response();
+    }
+    let payload = match parse(&body) {
+        Ok(p) => p,
+        Err(why) => return ApiError::BadRequest(why).into_response(),
+    };
+    if payload.kind != "block_actions" {
+        tracing::info!(kind = %payload.kind, "interaction ignored");
+        return StatusCode::OK.into_response();
+    }
+    let services = state.services.clone();
+    let channel = payload
+        .channel
+        .as_ref()
+        .map(|c| c.id.clone())
+        .or_else(|| {
+            payload
+                .container
+                .as_ref()
+                .and_then(|c| c.channel_id.clone())
+        })
+        .unwrap_or_default();
+    for action in &payload.actions {
+        let decision = match action.action_id.as_str() {
+            "approval_approve" => Decision::Approve,
+            "approval_deny" => Decision::Deny,
+            "approval_withdraw" => Decision::Withdraw,
+            other => {
+                tracing::info!(action_id = other, "unknown action ignored");
+                continue;
+            }
+        };
+        let correlation_id = new_correlation_id();
+        let span = tracing::info_span!("interaction", correlation_id = %correlation_id, user = %payload.user.id, channel = %channel);
+        let id = action
+            .value
+            .as_deref()
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0);
+        let voted = runbooks::vote(
+            &services,
+            &payload.user.id,
+            &channel,
+            &correlation_id,
+            id,
+            decision,
+        )
+        .instrument(span.clone())
+        .await;
+        let response_url = payload.response_url.clone();
+        let services = services.clone();
+        tokio::spawn(
+            async move {
+                match voted {
+                    Ok(v) if v.changed => {
+                        if services.slack.configured()
+                            && v.request.as_ref().is_some_and(|r| r.message_ts.is_some())
+                        {
+                            report::refresh_approval(&services, id).await;
+                        } else if let (Some(url), Some(request)) = (response_url, v.request) {
+                            // No bot token: replace the message through the interaction's URL.
+                            let job = match request.job_id {
+                                Some(j) => services.store.job(j).await.ok().flatten(),
+                                None => None,
+                            };
+                            let link = request.job_id.map(|j| {
+                                services.links.job_url(j, time::OffsetDateTime::now_utc())
+                            });
+                            let message =
+                                report::approval_message(&request, job.as_ref(), link.as_deref())
+                                    .replacing_original();
+                            respond(&services, &url, &message).await;
+                        }
+                    }
+                    Ok(v) => {
+                        if let Some(url) = response_url {
+                            respond(&services, &url, &ephemeral(&v.reply)).await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "vote not recorded");
+                        if let Some(url) = response_url {
+                            respond(
+                                &services,
+                                &url,
+                                &ephemeral(&format!("{e} Nothing was decided; try again.")),
+                            )
+                            .await;
+                        }
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+    StatusCode::OK.into_response()
+}
+
+fn ephemeral(text: &str) -> Message {
+    let mut m = Message::text(text);
+    m.replace_original = Some(false);
+    m
+}
+
+async fn respond(services: &Services, raw_url: &str, message: &Message) {
+    match services.response_urls.check(raw_url) {
+        Ok(url) => {
+            if let Err(e) = reply::post_response(&services.outbound, &url, message).await {
+                tracing::warn!(error = %e, "interaction reply not delivered");
+            }
+        }
+        Err(why) => tracing::warn!(reason = %why, "interaction response_url refused"),
+    }
+}
+
+pub fn replay_guard() -> Arc<ReplayGuard> {
+    Arc::new(ReplayGuard::default())
+}

@@ -1,0 +1,417 @@
+//! The durable queue's workers: claim a job atomically, hold its lease with a heartbeat, run
+//! it, record how it ended. A reaper finds jobs whose worker died (the lease ran out) and
+//! reports them; an expirer closes approval requests nobody decided in time.
+
+pub mod report;
+pub mod runner;
+
+use std::{sync::Arc, time::Duration};
+
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::{
+    app::Services,
+    audit::{AuditEntry, Outcome},
+    domain::{
+        approval::binding,
+        job::{Heartbeat, Job, JobStatus, Stream},
+        runbook::{compile_param_regex, validate_value},
+    },
+};
+use runner::{LogSink, RunEnd};
+
+/// Start the workers, the reaper and the expirer. They stop when `stop` turns true, after the
+/// job in hand ends (running jobs are not abandoned by a graceful shutdown).
+pub fn spawn(
+    services: Arc<Services>,
+    stop: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let process = format!("{}-{}", hostname(), std::process::id());
+    for n in 0..services.config.jobs.workers {
+        let worker = format!("{process}/{n}");
+        tasks.push(tokio::spawn(work(services.clone(), worker, stop.clone())));
+    }
+    tasks.push(tokio::spawn(reap(services.clone(), stop.clone())));
+    tasks.push(tokio::spawn(expire(services, stop)));
+    tasks
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "pantheon".to_owned())
+}
+
+async fn work(services: Arc<Services>, worker: String, mut stop: watch::Receiver<bool>) {
+    let lease =
+        time::Duration::try_from(services.config.jobs.lease).unwrap_or(time::Duration::seconds(30));
+    let poll = services.config.jobs.poll;
+    while !*stop.borrow() {
+        let now = OffsetDateTime::now_utc();
+        match services.store.claim_job(&worker, now, now + lease).await {
+            Ok(Some(job)) => {
+                let span = tracing::info_span!("job", job_id = job.id, correlation_id = %job.correlation_id, runbook = %job.runbook);
+                run_job(&services, &worker, job).instrument(span).await;
+            }
+            Ok(None) => {
+                tokio::select! {
+                    () = services.job_queued.notified() => {}
+                    () = tokio::time::sleep(poll) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "claiming a job failed");
+                tokio::time::sleep(poll).await;
+            }
+        }
+    }
+}
+
+fn job_entry(job: &Job, outcome: Outcome, detail: String) -> AuditEntry {
+    AuditEntry::new(&job.correlation_id, "worker", "job", outcome)
+        .channel(&job.channel)
+        .command(&format!("{} #{}", job.runbook, job.id))
+        .detail(detail)
+}
+
+/// Run one claimed job to its end.
+async fn run_job(services: &Arc<Services>, worker: &str, job: Job) {
+    let started = std::time::Instant::now();
+    let log = LogSink::new(0);
+    let url = services.links.job_url(job.id, OffsetDateTime::now_utc());
+    metrics::counter!("pantheon_jobs_started_total", "runbook" => job.runbook.clone()).increment(1);
+    let waited = OffsetDateTime::now_utc() - job.created_at;
+    metrics::histogram!("pantheon_job_queue_wait_seconds").record(waited.as_seconds_f64().max(0.0));
+
+    // The job must still be what was asked for (and approved): same runbook definition, same
+    // parameters, every parameter still valid.
+    let checked = check_job(services, &job);
+    let (end, run_config) = match checked {
+        Err(why) => (
+            RunEnd::Failed {
+                exit_code: None,
+                error: why,
+            },
+            None,
+        ),
+        Ok(config) => (RunEnd::Succeeded, Some(config)),
+    };
+    let end = match run_config {
+        None => end,
+        Some(run) => {
+            log.line(
+                Stream::System,
+                &format!("started by {worker} (attempt {})", job.attempts),
+            )
+            .await;
+            let _ = services
+                .audit
+                .record(vec![job_entry(
+                    &job,
+                    Outcome::Started,
+                    format!("worker {worker}, attempt {}", job.attempts),
+                )])
+                .await;
+            let services_bg = services.clone();
+            let job_bg = job.clone();
+            let url_bg = url.clone();
+            tokio::spawn(async move {
+                report::job_changed(
+                    &services_bg,
+                    &job_bg,
+                    format!(
+                        "▶ {} #{} started. {}",
+                        job_bg.runbook,
+                        job_bg.id,
+                        crate::chat::link(&url_bg, "Live log")
+                    ),
+                )
+                .await;
+            });
+            let (cancel_tx, cancel_rx) = watch::channel(false);
+            let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let heartbeat = tokio::spawn(keep_lease(
+                services.clone(),
+                job.id,
+                worker.to_owned(),
+                cancel_tx,
+                lost.clone(),
+                log.clone(),
+            ));
+            let env = [
+                ("PANTHEON_JOB_ID", job.id.to_string()),
+                ("PANTHEON_RUNBOOK", job.runbook.clone()),
+                ("PANTHEON_REQUESTED_BY", job.requested_by.clone()),
+            ];
+            let end = runner::run(services, &run, &job.params, &env, &log, cancel_rx).await;
+            heartbeat.abort();
+            if lost.load(std::sync::atomic::Ordering::SeqCst) {
+                // Reaped while we were stuck: someone else owns the outcome now.
+                log.flush(services, job.id).await;
+                tracing::warn!(job_id = job.id, "lost the lease; result not recorded");
+                return;
+            }
+            end
+        }
+    };
+
+    let elapsed = started.elapsed();
+    let (status, exit_code, error, said) = match &end {
+        RunEnd::Succeeded => (
+            JobStatus::Succeeded,
+            Some(0),
+            None,
+            format!(
+                "✅ {} #{} succeeded in {}.",
+                job.runbook,
+                job.id,
+                report::human_duration(elapsed.try_into().unwrap_or_default())
+            ),
+        ),
+        RunEnd::Failed { exit_code, error } => (
+            JobStatus::Failed,
+            *exit_code,
+            Some(error.clone()),
+            format!(
+                "❌ {} #{} failed after {}: {}.",
+                job.runbook,
+                job.id,
+                report::human_duration(elapsed.try_into().unwrap_or_default()),
+                error
+            ),
+        ),
+        RunEnd::TimedOut { after } => (
+            JobStatus::Failed,
+            None,
+            Some(format!(
+                "timed out after {} and was stopped",
+                humantime::format_duration(*after)
+            )),
+            format!(
+                "⏱ {} #{} timed out after {} and was stopped.",
+                job.runbook,
+                job.id,
+                humantime::format_duration(*after)
+            ),
+        ),
+        RunEnd::Cancelled => (
+            JobStatus::Cancelled,
+            None,
+            Some("cancelled".to_owned()),
+            format!("⏹ {} #{} was cancelled.", job.runbook, job.id),
+        ),
+    };
+    log.line(
+        Stream::System,
+        &format!("{} ({})", status.as_str(), error.as_deref().unwrap_or("ok")),
+    )
+    .await;
+    log.flush(services, job.id).await;
+    let outcome = if status == JobStatus::Succeeded {
+        Outcome::Succeeded
+    } else {
+        Outcome::Failed
+    };
+    let entry = job_entry(
+        &job,
+        outcome,
+        format!(
+            "{}{}",
+            status.as_str(),
+            error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        ),
+    )
+    .duration(elapsed);
+    let recorded = services
+        .store
+        .finish_job(
+            job.id,
+            worker,
+            status,
+            exit_code,
+            error.as_deref(),
+            OffsetDateTime::now_utc(),
+            vec![entry],
+        )
+        .await;
+    match recorded {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(job_id = job.id, "the job was no longer ours when it ended");
+            return;
+        }
+        Err(e) => tracing::error!(job_id = job.id, error = %e, "job result not recorded"),
+    }
+    metrics::counter!("pantheon_jobs_finished_total", "runbook" => job.runbook.clone(), "status" => status.as_str()).increment(1);
+    let mut text = said;
+    if status != JobStatus::Succeeded {
+        let tail = log.tail(5).await;
+        if !tail.is_empty() {
+            text.push_str(&format!(
+                "\n```{}```",
+                crate::chat::truncate(&tail.join("\n"), 1500).replace("```", "'''")
+            ));
+        }
+    }
+    text.push(' ');
+    text.push_str(&crate::chat::link(&url, "Full log"));
+    let mut finished = job.clone();
+    finished.status = status;
+    report::job_changed(services, &finished, text).await;
+}
+
+/// Renew the lease every third of its length; flush log lines meanwhile; pass on a cancel.
+async fn keep_lease(
+    services: Arc<Services>,
+    job_id: i64,
+    worker: String,
+    cancel: watch::Sender<bool>,
+    lost: Arc<std::sync::atomic::AtomicBool>,
+    log: LogSink,
+) {
+    let lease = services.config.jobs.lease;
+    let every = (lease / 3).max(Duration::from_millis(100));
+    let flush_every = Duration::from_millis(250).min(every);
+    let mut next_beat = tokio::time::Instant::now() + every;
+    loop {
+        tokio::time::sleep(flush_every).await;
+        log.flush(&services, job_id).await;
+        if tokio::time::Instant::now() < next_beat {
+            continue;
+        }
+        next_beat = tokio::time::Instant::now() + every;
+        let until = OffsetDateTime::now_utc()
+            + time::Duration::try_from(lease).unwrap_or(time::Duration::seconds(30));
+        match services.store.heartbeat(job_id, &worker, until).await {
+            Ok(Heartbeat::Held) => {}
+            Ok(Heartbeat::CancelRequested) => {
+                log.line(Stream::System, "cancel requested; stopping").await;
+                let _ = cancel.send(true);
+            }
+            Ok(Heartbeat::Lost) => {
+                lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = cancel.send(true);
+                return;
+            }
+            Err(e) => tracing::warn!(job_id, error = %e, "heartbeat failed; will retry"),
+        }
+    }
+}
+
+/// The runbook's run configuration, if the job may still run.
+fn check_job(services: &Services, job: &Job) -> Result<crate::config::RunConfig, String> {
+    let Some(runbook) = services
+        .config
+        .runbooks
+        .iter()
+        .find(|r| r.name.get_ref() == &job.runbook)
+    else {
+        return Err(format!("runbook `{}` is no longer configured", job.runbook));
+    };
+    if binding(runbook, &job.params) != job.binding {
+        return Err("the runbook's definition or the parameters changed since this was requested and approved; ask again".to_owned());
+    }
+    for (name, value) in &job.params {
+        let pattern = runbook
+            .params
+            .get(name)
+            .ok_or_else(|| format!("`{name}` is not a parameter of `{}` any more", job.runbook))?;
+        let re = compile_param_regex(pattern.get_ref())?;
+        validate_value(name, value, &re).map_err(|e| e.to_string())?;
+    }
+    Ok(runbook.run.get_ref().clone())
+}
+
+async fn reap(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
+    let every =
+        (services.config.jobs.lease / 2).clamp(Duration::from_millis(200), Duration::from_secs(10));
+    while !*stop.borrow() {
+        let now = OffsetDateTime::now_utc();
+        let audit = |job: &Job| {
+            let (outcome, detail) = if job.status == JobStatus::Queued {
+                (
+                    Outcome::Started,
+                    "its worker stopped (lease expired); re-queued because the runbook is safe to retry",
+                )
+            } else {
+                (
+                    Outcome::Failed,
+                    "interrupted: its worker stopped before it finished (lease expired); not rerun",
+                )
+            };
+            job_entry(job, outcome, detail.to_owned())
+        };
+        match services.store.reap_expired_leases(now, audit).await {
+            Ok(reaped) => {
+                for job in reaped {
+                    tracing::warn!(
+                        job_id = job.id,
+                        status = job.status.as_str(),
+                        "reaped a job whose worker died"
+                    );
+                    metrics::counter!("pantheon_jobs_reaped_total", "status" => job.status.as_str()).increment(1);
+                    let url = services.links.job_url(job.id, now);
+                    let text = if job.status == JobStatus::Queued {
+                        services.job_queued.notify_waiters();
+                        format!(
+                            "⚠ {} #{} lost its worker and was re-queued (the runbook is safe to retry). {}",
+                            job.runbook,
+                            job.id,
+                            crate::chat::link(&url, "Log")
+                        )
+                    } else {
+                        format!(
+                            "⚠ {} #{} was interrupted: its worker stopped before it finished. It was *not* run again; check its effects, then ask again if needed. {}",
+                            job.runbook,
+                            job.id,
+                            crate::chat::link(&url, "Log so far")
+                        )
+                    };
+                    report::job_changed(&services, &job, text).await;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reaping failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+async fn expire(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
+    let every = Duration::from_secs(2);
+    while !*stop.borrow() {
+        let now = OffsetDateTime::now_utc();
+        let audit = |r: &crate::domain::approval::ApprovalRequest| {
+            AuditEntry::new(
+                &r.correlation_id,
+                "system",
+                "approval.expire",
+                Outcome::Succeeded,
+            )
+            .channel(&r.channel)
+            .command(&format!("{} request #{}", r.runbook, r.id))
+            .detail("expired without enough approvals")
+        };
+        match services.store.expire_due(now, audit).await {
+            Ok(expired) => {
+                for request in expired {
+                    report::refresh_approval(&services, request.id).await;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "expiring approval requests failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}

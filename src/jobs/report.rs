@@ -1,0 +1,238 @@
+//! What the team sees of approvals and jobs: the approval message (replaced in place as the
+//! request moves: pending → approved → running → succeeded or failed) and progress posted into
+//! its thread. Posting needs `SLACK_BOT_TOKEN`; without it, answers go through the command's
+//! response URL only and later progress is visible with `job <id>` and on the job page.
+
+use time::OffsetDateTime;
+
+use crate::{
+    app::Services,
+    chat::{self, Message, escape},
+    domain::{
+        approval::{ApprovalRequest, RequestStatus},
+        job::{Job, JobStatus},
+    },
+};
+
+fn params_lines(params: &std::collections::BTreeMap<String, String>) -> String {
+    params
+        .iter()
+        .map(|(k, v)| format!("`{}` = `{}`", escape(k), chat::escape_inline(v)))
+        .collect::<Vec<_>>()
+        .join("  ·  ")
+}
+
+fn mention_list(users: &[&str]) -> String {
+    match users {
+        [] => String::new(),
+        [one] => format!("<@{one}>"),
+        many => {
+            let (last, rest) = many.split_last().unwrap_or((&"", &[]));
+            format!(
+                "{} and <@{last}>",
+                rest.iter()
+                    .map(|u| format!("<@{u}>"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    }
+}
+
+/// The approval message for a request in its current state (and its job's, once there is one).
+pub fn approval_message(
+    request: &ApprovalRequest,
+    job: Option<&Job>,
+    job_url: Option<&str>,
+) -> Message {
+    let title = match request.status {
+        RequestStatus::Pending => format!("Approval needed: {}", request.runbook),
+        RequestStatus::Approved => match job.map(|j| j.status) {
+            Some(JobStatus::Running) => format!("Running: {}", request.runbook),
+            Some(JobStatus::Succeeded) => format!("Succeeded: {}", request.runbook),
+            Some(JobStatus::Failed) => format!("Failed: {}", request.runbook),
+            Some(JobStatus::Interrupted) => format!("Interrupted: {}", request.runbook),
+            Some(JobStatus::Cancelled) => format!("Cancelled: {}", request.runbook),
+            _ => format!("Approved: {}", request.runbook),
+        },
+        RequestStatus::Denied => format!("Denied: {}", request.runbook),
+        RequestStatus::Expired => format!("Expired: {}", request.runbook),
+        RequestStatus::Withdrawn => format!("Withdrawn: {}", request.runbook),
+    };
+    let asked = format!(
+        "<@{}> asks to run *{}* on `{}`\n{}",
+        request.requester,
+        escape(&request.runbook),
+        escape(&request.target),
+        params_lines(&request.params)
+    );
+    let approvers = request.approvers();
+    let status = match request.status {
+        RequestStatus::Pending => format!(
+            "Needs {} approval{} from `{}` ({} so far) · expires {} · request #{}",
+            request.required,
+            if request.required == 1 { "" } else { "s" },
+            escape(&request.approver_group),
+            approvers.len(),
+            chat::when(request.expires_at),
+            request.id
+        ),
+        RequestStatus::Approved => {
+            let job_text = match (job, request.job_id) {
+                (Some(j), _) => {
+                    let state = match j.status {
+                        JobStatus::Queued => "queued".to_owned(),
+                        JobStatus::Running => "running".to_owned(),
+                        JobStatus::Succeeded => format!("succeeded{}", took(j)),
+                        JobStatus::Failed => format!("failed{}", took(j)),
+                        JobStatus::Cancelled => "cancelled".to_owned(),
+                        JobStatus::Interrupted => "interrupted".to_owned(),
+                    };
+                    format!("{} #{} {state}", escape(&request.runbook), j.id)
+                }
+                (None, Some(id)) => format!("{} #{id} queued", escape(&request.runbook)),
+                (None, None) => "queued".to_owned(),
+            };
+            let link = job_url
+                .map(|u| format!(" · {}", chat::link(u, "job page")))
+                .unwrap_or_default();
+            format!(
+                "Approved by {} — {job_text}{link}",
+                mention_list(&approvers)
+            )
+        }
+        RequestStatus::Denied => format!(
+            "Denied by {}",
+            request
+                .decided_by
+                .as_deref()
+                .map(|u| format!("<@{u}>"))
+                .unwrap_or_default()
+        ),
+        RequestStatus::Expired => format!(
+            "Expired at {} without enough approvals",
+            chat::when(request.expires_at)
+        ),
+        RequestStatus::Withdrawn => format!("Withdrawn by <@{}>", request.requester),
+    };
+    let mut blocks = vec![chat::header(&title), chat::section(&asked)];
+    if let Some(plan) = request
+        .plan_output
+        .as_deref()
+        .filter(|p| !p.trim().is_empty())
+    {
+        let plan = chat::truncate(plan, 2800).replace("```", "'''");
+        blocks.push(chat::section(&format!("*Plan*\n```{plan}```")));
+    }
+    blocks.push(chat::context(&status));
+    if request.status == RequestStatus::Pending {
+        let id = request.id.to_string();
+        blocks.push(serde_json::json!({
+            "type": "actions",
+            "block_id": format!("approval:{id}"),
+            "elements": [
+                {"type": "button", "action_id": "approval_approve", "style": "primary", "value": id,
+                 "text": {"type": "plain_text", "text": "Approve"}},
+                {"type": "button", "action_id": "approval_deny", "style": "danger", "value": id,
+                 "text": {"type": "plain_text", "text": "Deny"}},
+                {"type": "button", "action_id": "approval_withdraw", "value": id,
+                 "text": {"type": "plain_text", "text": "Withdraw"}},
+            ]
+        }));
+    }
+    let fallback = format!("{title}\n{}\n{status}", asked.replace('*', ""));
+    Message::blocks(fallback, blocks).in_channel()
+}
+
+fn took(job: &Job) -> String {
+    match (job.started_at, job.finished_at) {
+        (Some(s), Some(f)) => format!(" in {}", human_duration(f - s)),
+        _ => String::new(),
+    }
+}
+
+pub fn human_duration(d: time::Duration) -> String {
+    let secs = d.whole_seconds().max(0);
+    match secs {
+        s if s < 60 => format!("{}.{}s", s, (d.whole_milliseconds().max(0) % 1000) / 100),
+        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
+        s => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// The one-line summary of a job, for lists and `job <id>`.
+pub fn job_line(job: &Job, url: Option<&str>) -> String {
+    let label = format!("{} #{}", job.runbook, job.id);
+    let head = match url {
+        Some(u) => chat::link(u, &label),
+        None => escape(&label),
+    };
+    let mut parts = vec![format!("{head} *{}*", job.status.as_str())];
+    parts.push(format!("on `{}`", escape(&job.target)));
+    parts.push(format!("by <@{}>", job.requested_by));
+    parts.push(chat::when(job.created_at));
+    if job.status.is_final() {
+        let t = took(job);
+        if !t.is_empty() {
+            parts.push(t.trim().to_owned());
+        }
+    }
+    if let Some(e) = &job.error {
+        parts.push(escape(&chat::truncate(e, 120)));
+    }
+    parts.join(" · ")
+}
+
+/// Replace the approval message with the request's current state (bot token and a posted
+/// message needed; otherwise nothing to update).
+pub async fn refresh_approval(services: &Services, request_id: i64) {
+    let Ok(Some(request)) = services.store.approval_request(request_id).await else {
+        return;
+    };
+    let Some(ts) = request.message_ts.clone() else {
+        return;
+    };
+    if !services.slack.configured() {
+        return;
+    }
+    let job = match request.job_id {
+        Some(id) => services.store.job(id).await.ok().flatten(),
+        None => None,
+    };
+    let url = request
+        .job_id
+        .map(|id| services.links.job_url(id, OffsetDateTime::now_utc()));
+    let message = approval_message(&request, job.as_ref(), url.as_deref());
+    if let Err(e) = services
+        .slack
+        .update_message(&request.channel, &ts, &message)
+        .await
+    {
+        tracing::warn!(request_id, error = %e, "approval message not updated");
+    }
+}
+
+/// Post into the job's thread (when it has one and we have a bot token).
+pub async fn to_thread(services: &Services, job: &Job, text: String) {
+    if !services.slack.configured() {
+        return;
+    }
+    let Some(thread) = job.thread_ts.as_deref() else {
+        return;
+    };
+    if let Err(e) = services
+        .slack
+        .post_message(&job.channel, Some(thread), &Message::text(text))
+        .await
+    {
+        tracing::warn!(job_id = job.id, error = %e, "thread message not posted");
+    }
+}
+
+/// The job changed state: say so in its thread and refresh its approval message.
+pub async fn job_changed(services: &Services, job: &Job, text: String) {
+    to_thread(services, job, text).await;
+    if let Some(request_id) = job.approval_id {
+        refresh_approval(services, request_id).await;
+    }
+}

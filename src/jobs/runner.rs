@@ -1,0 +1,445 @@
+//! Runners: what a job does. `command` runs a program without a shell, `github_workflow`
+//! dispatches a workflow, `http` posts JSON to a URL. Each writes its output to the job log line
+//! by line and honours cancellation and its timeout.
+
+use std::{collections::BTreeMap, path::PathBuf, process::Stdio, sync::Arc, time::Duration};
+
+use time::OffsetDateTime;
+use tokio::{
+    io::{AsyncBufReadExt as _, BufReader},
+    sync::{Mutex, watch},
+};
+
+use crate::{
+    app::Services,
+    config::RunConfig,
+    domain::{
+        job::{LogLine, Stream},
+        runbook::render,
+    },
+};
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    Succeeded,
+    Failed {
+        exit_code: Option<i32>,
+        error: String,
+    },
+    TimedOut {
+        after: Duration,
+    },
+    Cancelled,
+}
+
+/// Default time limit for commands and HTTP calls that do not set one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// After SIGTERM, how long a process group has before SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+/// Longest line kept in the log.
+const MAX_LINE: usize = 4000;
+
+/// Collects output lines and writes them to the job log in batches.
+#[derive(Clone)]
+pub struct LogSink {
+    inner: Arc<Mutex<SinkState>>,
+}
+
+struct SinkState {
+    seq: i32,
+    pending: Vec<LogLine>,
+    /// The last lines, for the chat report.
+    tail: std::collections::VecDeque<String>,
+}
+
+impl LogSink {
+    pub fn new(first_seq: i32) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(SinkState {
+                seq: first_seq,
+                pending: Vec::new(),
+                tail: std::collections::VecDeque::new(),
+            })),
+        }
+    }
+
+    pub async fn line(&self, stream: Stream, text: &str) {
+        let text: String = crate::redact::scrub(text.trim_end_matches(['\r', '\n']))
+            .chars()
+            .take(MAX_LINE)
+            .collect();
+        let mut s = self.inner.lock().await;
+        s.seq += 1;
+        let seq = s.seq;
+        if stream != Stream::System {
+            s.tail.push_back(text.clone());
+            if s.tail.len() > 10 {
+                s.tail.pop_front();
+            }
+        }
+        s.pending.push(LogLine {
+            seq,
+            at: OffsetDateTime::now_utc(),
+            stream,
+            line: text,
+        });
+    }
+
+    /// Write what has collected.
+    pub async fn flush(&self, services: &Services, job_id: i64) {
+        let lines = std::mem::take(&mut self.inner.lock().await.pending);
+        if lines.is_empty() {
+            return;
+        }
+        if let Err(e) = services.store.append_job_logs(job_id, &lines).await {
+            tracing::error!(job_id, error = %e, lines = lines.len(), "job log lines not stored");
+        }
+    }
+
+    pub async fn tail(&self, n: usize) -> Vec<String> {
+        let s = self.inner.lock().await;
+        s.tail.iter().rev().take(n).rev().cloned().collect()
+    }
+}
+
+/// Run `run` for a job with validated `params`.
+pub async fn run(
+    services: &Services,
+    run: &RunConfig,
+    params: &BTreeMap<String, String>,
+    extra_env: &[(&str, String)],
+    log: &LogSink,
+    cancel: watch::Receiver<bool>,
+) -> RunEnd {
+    match run {
+        RunConfig::Command {
+            argv,
+            timeout,
+            dir,
+            env,
+        } => {
+            let argv: Vec<String> = argv.iter().map(|a| render(a, params)).collect();
+            let env: Vec<(String, String)> = env
+                .iter()
+                .map(|(k, v)| (k.clone(), render(v, params)))
+                .chain(extra_env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())))
+                .collect();
+            run_command(
+                &argv,
+                dir.as_deref(),
+                &env,
+                timeout.unwrap_or(DEFAULT_TIMEOUT),
+                log,
+                cancel,
+            )
+            .await
+        }
+        RunConfig::GithubWorkflow {
+            repo,
+            workflow,
+            git_ref,
+            inputs,
+        } => {
+            let Some(gh) = &services.github else {
+                return RunEnd::Failed {
+                    exit_code: None,
+                    error: "GitHub is not configured: set GITHUB_TOKEN".into(),
+                };
+            };
+            let inputs: BTreeMap<String, String> = inputs
+                .iter()
+                .map(|(k, v)| (k.clone(), render(v, params)))
+                .collect();
+            let (repo, workflow, git_ref) = (
+                render(repo, params),
+                render(workflow, params),
+                render(git_ref, params),
+            );
+            log.line(
+                Stream::System,
+                &format!("dispatching workflow {workflow} in {repo} on {git_ref}"),
+            )
+            .await;
+            match gh
+                .dispatch_workflow(&repo, &workflow, &git_ref, &inputs)
+                .await
+            {
+                Ok(Some(url)) => {
+                    log.line(Stream::System, &format!("workflow run: {url}"))
+                        .await;
+                    RunEnd::Succeeded
+                }
+                Ok(None) => {
+                    log.line(Stream::System, "workflow dispatched").await;
+                    RunEnd::Succeeded
+                }
+                Err(e) => RunEnd::Failed {
+                    exit_code: None,
+                    error: e.to_string(),
+                },
+            }
+        }
+        RunConfig::Http { url, body, timeout } => {
+            let body: BTreeMap<String, String> = body
+                .iter()
+                .map(|(k, v)| (k.clone(), render(v, params)))
+                .collect();
+            let limit = timeout.unwrap_or(DEFAULT_TIMEOUT);
+            log.line(Stream::System, &format!("POST {url}")).await;
+            let call = services
+                .outbound
+                .client
+                .post(url)
+                .timeout(limit)
+                .json(&body)
+                .send();
+            let mut cancel = cancel;
+            let resp = tokio::select! {
+                r = call => r,
+                () = cancelled(&mut cancel) => return RunEnd::Cancelled,
+            };
+            match resp {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let text = resp.text().await.unwrap_or_default();
+                    log.line(Stream::System, &format!("HTTP {status}")).await;
+                    for line in text.lines().take(50) {
+                        log.line(Stream::Stdout, line).await;
+                    }
+                    if status.is_success() {
+                        RunEnd::Succeeded
+                    } else {
+                        RunEnd::Failed {
+                            exit_code: None,
+                            error: format!("the endpoint answered HTTP {}", status.as_u16()),
+                        }
+                    }
+                }
+                Err(e) if e.is_timeout() => RunEnd::TimedOut { after: limit },
+                Err(e) => RunEnd::Failed {
+                    exit_code: None,
+                    error: format!(
+                        "request failed: {}",
+                        crate::clients::TransportError::from(e)
+                    ),
+                },
+            }
+        }
+    }
+}
+
+/// Run a program with arguments (no shell), capturing stdout and stderr line by line.
+pub async fn run_command(
+    argv: &[String],
+    dir: Option<&std::path::Path>,
+    env: &[(String, String)],
+    timeout: Duration,
+    log: &LogSink,
+    mut cancel: watch::Receiver<bool>,
+) -> RunEnd {
+    let Some(program) = argv.first() else {
+        return RunEnd::Failed {
+            exit_code: None,
+            error: "no program to run".into(),
+        };
+    };
+    // A relative program path is relative to the runbook's directory.
+    let program: PathBuf = match dir {
+        Some(d) if program.contains('/') && !program.starts_with('/') => d.join(program),
+        _ => PathBuf::from(program),
+    };
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        )
+        .env("LANG", "C.UTF-8")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .kill_on_drop(true)
+        // Its own process group, so cancelling or timing out stops everything it started.
+        .process_group(0);
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal, so the
+    // program dies with its worker instead of running on unsupervised.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return RunEnd::Failed {
+                exit_code: None,
+                error: format!("cannot start {}: {e}", program.display()),
+            };
+        }
+    };
+    let pid = child.id();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let out = tokio::spawn(pump(stdout, Stream::Stdout, log.clone()));
+    let err = tokio::spawn(pump(stderr, Stream::Stderr, log.clone()));
+
+    let end = tokio::select! {
+        status = child.wait() => match status {
+            Ok(s) if s.success() => RunEnd::Succeeded,
+            Ok(s) => RunEnd::Failed {
+                exit_code: s.code(),
+                error: match s.code() {
+                    Some(code) => format!("exited with status {code}"),
+                    None => "killed by a signal".to_owned(),
+                },
+            },
+            Err(e) => RunEnd::Failed { exit_code: None, error: format!("waiting for it failed: {e}") },
+        },
+        () = tokio::time::sleep(timeout) => {
+            stop_group(pid, &mut child).await;
+            RunEnd::TimedOut { after: timeout }
+        }
+        () = cancelled(&mut cancel) => {
+            stop_group(pid, &mut child).await;
+            RunEnd::Cancelled
+        }
+    };
+    // Output still in the pipes belongs to this run.
+    let _ = tokio::time::timeout(Duration::from_secs(2), out).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), err).await;
+    end
+}
+
+/// Resolves when a cancel is signalled (never, if the sender is gone without one).
+async fn cancelled(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Copy a pipe into the log, one line at a time (bytes that are not UTF-8 are replaced).
+async fn pump<R: tokio::io::AsyncRead + Unpin>(reader: Option<R>, stream: Stream, log: LogSink) {
+    let Some(reader) = reader else { return };
+    let mut reader = BufReader::new(reader);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => log.line(stream, &String::from_utf8_lossy(&buf)).await,
+        }
+    }
+}
+
+/// SIGTERM the process group, then SIGKILL it if it is still there after the grace period.
+async fn stop_group(pid: Option<u32>, child: &mut tokio::process::Child) {
+    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else {
+        let _ = child.kill().await;
+        return;
+    };
+    // SAFETY: signals to the process group we created for this child.
+    unsafe { libc::killpg(pid, libc::SIGTERM) };
+    if tokio::time::timeout(KILL_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        unsafe { libc::killpg(pid, libc::SIGKILL) };
+        let _ = child.wait().await;
+    } else {
+        // The leader is gone; make sure nothing it started lingers.
+        unsafe { libc::killpg(pid, libc::SIGKILL) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn never() -> watch::Receiver<bool> {
+        let (tx, rx) = watch::channel(false);
+        std::mem::forget(tx);
+        rx
+    }
+
+    #[tokio::test]
+    async fn output_is_captured_line_by_line_and_exit_codes_reported() {
+        let log = LogSink::new(0);
+        let argv: Vec<String> = ["sh", "-c", "echo one; echo two >&2; echo three; exit 3"]
+            .map(String::from)
+            .to_vec();
+        let end = run_command(&argv, None, &[], Duration::from_secs(10), &log, never()).await;
+        assert_eq!(
+            end,
+            RunEnd::Failed {
+                exit_code: Some(3),
+                error: "exited with status 3".into()
+            }
+        );
+        let tail = log.tail(10).await;
+        assert_eq!(tail.len(), 3);
+        assert!(tail.contains(&"one".to_owned()) && tail.contains(&"two".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn arguments_are_not_interpreted_by_a_shell() {
+        let log = LogSink::new(0);
+        let argv: Vec<String> = ["echo", "; rm -rf / $(id) `id`"].map(String::from).to_vec();
+        let end = run_command(&argv, None, &[], Duration::from_secs(10), &log, never()).await;
+        assert_eq!(end, RunEnd::Succeeded);
+        assert_eq!(log.tail(1).await, ["; rm -rf / $(id) `id`"]);
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_whole_process_group() {
+        let log = LogSink::new(0);
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("survived");
+        let script = format!("(sleep 3; touch {}) & sleep 30", marker.display());
+        let argv: Vec<String> = vec!["sh".into(), "-c".into(), script];
+        let started = std::time::Instant::now();
+        let end = run_command(&argv, None, &[], Duration::from_millis(300), &log, never()).await;
+        assert_eq!(
+            end,
+            RunEnd::TimedOut {
+                after: Duration::from_millis(300)
+            }
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(!marker.exists(), "a grandchild outlived the timeout");
+    }
+
+    #[tokio::test]
+    async fn cancellation_stops_it() {
+        let log = LogSink::new(0);
+        let (tx, rx) = watch::channel(false);
+        let argv: Vec<String> = ["sleep", "30"].map(String::from).to_vec();
+        let run = tokio::spawn(async move {
+            run_command(&argv, None, &[], Duration::from_secs(60), &log, rx).await
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tx.send(true).unwrap();
+        assert_eq!(run.await.unwrap(), RunEnd::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_a_clear_failure() {
+        let log = LogSink::new(0);
+        let argv = vec!["/nonexistent/deploy.sh".to_owned()];
+        match run_command(&argv, None, &[], Duration::from_secs(5), &log, never()).await {
+            RunEnd::Failed { error, .. } => assert!(
+                error.starts_with("cannot start /nonexistent/deploy.sh"),
+                "{error}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Runbooks from chat: a request either becomes a queued job at once or an approval request
+//! with Approve / Deny buttons; votes (buttons or commands, same rules) move it along.
+
+use std::collections::BTreeMap;
+
+use time::OffsetDateTime;
+
+use crate::{
+    app::Services,
+    audit::{AuditEntry, Outcome},
+    chat::{self, Message, escape},
+    config::RunbookConfig,
+    domain::{
+        approval::{ApprovalRequest, Decision, NewApprovalRequest, binding},
+        job::NewJob,
+        runbook::{compile_param_regex, render, validate_value},
+    },
+    jobs::{report, runner},
+    store::VoteResult,
+};
+
+/// Who is asking, and where.
+#[derive(Debug, Clone)]
+pub struct Requester<'a> {
+    pub user: &'a str,
+    pub channel: &'a str,
+    pub correlation_id: &'a str,
+    pub command: &'a str,
+}
+
+impl Requester<'_> {
+    fn entry(&self, action: &str, outcome: Outcome) -> AuditEntry {
+        AuditEntry::new(self.correlation_id, self.user, action, outcome)
+            .channel(self.channel)
+            .command(self.command)
+    }
+}
+
+pub fn find<'a>(services: &'a Services, name: &str) -> Option<&'a RunbookConfig> {
+    services
+        .config
+        .runbooks
+        .iter()
+        .find(|r| r.name.get_ref() == name)
+}
+
+/// Check `params` against the runbook: every declared parameter present and valid, nothing else.
+pub fn validate(runbook: &RunbookConfig, params: &BTreeMap<String, String>) -> Result<(), String> {
+    for name in params.keys() {
+        if !runbook.params.contains_key(name) {
+            return Err(format!(
+                "`{}` is not a parameter of `{}`",
+                escape(name),
+                runbook.name.get_ref()
+            ));
+        }
+    }
+    for (name, pattern) in &runbook.params {
+        let value = params
+            .get(name)
+            .ok_or_else(|| format!("`{name}` is missing (give `{name}=…`)"))?;
+        let re = compile_param_regex(pattern.get_ref())?;
+        validate_value(name, value, &re).map_err(|e| chat::escape(&e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Whether this run needs approval: the runbook has a policy, and every `when` parameter has
+/// the value named.
+pub fn needs_approval(runbook: &RunbookConfig, params: &BTreeMap<String, String>) -> bool {
+    runbook.approval.as_ref().is_some_and(|a| {
+        a.get_ref()
+            .when
+            .iter()
+            .all(|(k, v)| params.get(k).is_some_and(|p| p == v))
+    })
+}
+
+pub fn target(runbook: &RunbookConfig, params: &BTreeMap<String, String>) -> String {
+    match &runbook.target {
+        Some(t) => render(t.get_ref(), params),
+        None => runbook.name.get_ref().clone(),
+    }
+}
+
+/// Ask for a run. Returns the answer for the person who asked.
+pub async fn request(
+    services: &Services,
+    who: &Requester<'_>,
+    runbook: &RunbookConfig,
+    params: BTreeMap<String, String>,
+) -> Result<Message, String> {
+    validate(runbook, &params)?;
+    let name = runbook.name.get_ref().clone();
+    let target = target(runbook, &params);
+    let bound = binding(runbook, &params);
+    let now = OffsetDateTime::now_utc();
+    let shown = params
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+
+    if !needs_approval(runbook, &params) {
+        let job = NewJob {
+            runbook: name.clone(),
+            params: params.clone(),
+            binding: bound,
+            target: target.clone(),
+            requested_by: who.user.to_owned(),
+            approval_id: None,
+            channel: who.channel.to_owned(),
+            thread_ts: None,
+            retry_safe: runbook.retry_safe,
+            correlation_id: who.correlation_id.to_owned(),
+            created_at: now,
+        };
+        let id = services
+            .store
+            .enqueue_job(&job, |id| {
+                vec![
+                    who.entry("job.enqueue", Outcome::Succeeded)
+                        .detail(format!("{name} #{id} queued on {target}: {shown}")),
+                ]
+            })
+            .await
+            .map_err(|e| format!("The job could not be queued: {e}"))?;
+        services.job_queued.notify_waiters();
+        let url = services.links.job_url(id, now);
+        let text = format!(
+            "<@{}> queued *{}* #{id} on `{}` ({}). {}",
+            who.user,
+            escape(&name),
+            escape(&target),
+            escape(&shown),
+            chat::link(&url, "Job page")
+        );
+        let message = Message::blocks(text.clone(), vec![chat::section(&text)]).in_channel();
+        return Ok(match post(services, who.channel, &message).await {
+            Some(ts) => {
+                let _ = services.store.set_job_thread(id, &ts).await;
+                Message::text(format!(
+                    "Queued {name} #{id}; progress follows in the thread."
+                ))
+            }
+            None => message,
+        });
+    }
+
+    let policy = runbook
+        .approval
+        .as_ref()
+        .map(|a| a.get_ref().clone())
+        .unwrap_or_else(|| unreachable!("checked by needs_approval"));
+    let plan_output = match &runbook.plan {
+        Some(plan) => Some(run_plan(services, plan.get_ref(), &params).await?),
+        None => None,
+    };
+    let expires =
+        now + time::Duration::try_from(policy.expires).unwrap_or(time::Duration::hours(1));
+    let new = NewApprovalRequest {
+        runbook: name.clone(),
+        params: params.clone(),
+        binding: bound,
+        target: target.clone(),
+        requester: who.user.to_owned(),
+        channel: who.channel.to_owned(),
+        approver_group: policy.group.clone(),
+        required: policy.count,
+        plan_output,
+        correlation_id: who.correlation_id.to_owned(),
+        created_at: now,
+        expires_at: expires,
+        retry_safe: runbook.retry_safe,
+    };
+    let id =
+        services
+            .store
+            .create_approval_request(&new, |id| {
+                vec![who.entry("approval.request", Outcome::Succeeded).detail(format!(
+                "request #{id}: {name} on {target} ({shown}); needs {} from {}; expires {}",
+                policy.count,
+                policy.group,
+                chat::when(expires)
+            ))]
+            })
+            .await
+            .map_err(|e| format!("The approval request could not be stored: {e}"))?;
+    let Ok(Some(request)) = services.store.approval_request(id).await else {
+        return Err("The approval request was stored but could not be read back.".into());
+    };
+    let message = report::approval_message(&request, None, None);
+    Ok(match post(services, who.channel, &message).await {
+        Some(ts) => {
+            let _ = services.store.set_approval_message(id, &ts).await;
+            Message::text(format!(
+                "Request #{id} for {name} is waiting for {} approval{} from `{}`.",
+                policy.count,
+                if policy.count == 1 { "" } else { "s" },
+                escape(&policy.group)
+            ))
+        }
+        // No bot token: the approval message goes back through the response URL, in channel.
+        None => message,
+    })
+}
+
+/// Post to the channel with the bot token; None without one (or when Slack refuses).
+async fn post(services: &Services, channel: &str, message: &Message) -> Option<String> {
+    if !services.slack.configured() || channel.is_empty() {
+        return None;
+    }
+    match services.slack.post_message(channel, None, message).await {
+        Ok(posted) => Some(posted.ts),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not post to the channel; answering through the response URL");
+            None
+        }
+    }
+}
+
+/// Run a runbook's plan step and return its output (the last 40 lines).
+async fn run_plan(
+    services: &Services,
+    plan: &crate::config::RunConfig,
+    params: &BTreeMap<String, String>,
+) -> Result<String, String> {
+    let log = runner::LogSink::new(0);
+    let (_never, cancel) = tokio::sync::watch::channel(false);
+    let end = runner::run(
+        services,
+        plan,
+        params,
+        &[("PANTHEON_PLAN", "1".to_owned())],
+        &log,
+        cancel,
+    )
+    .await;
+    let output = log.tail(40).await.join("\n");
+    match end {
+        runner::RunEnd::Succeeded => Ok(output),
+        other => Err(format!(
+            "The plan step did not succeed ({other:?}), so nothing was requested. Its output:\n```{}```",
+            chat::truncate(&output, 1500)
+        )),
+    }
+}
+
+/// The answer to a vote, and whether the approval message should be refreshed.
+pub struct Voted {
+    pub reply: String,
+    pub changed: bool,
+    pub request: Option<ApprovalRequest>,
+}
+
+/// Apply a vote (button click or command) by `voter` on request `id`.
+pub async fn vote(
+    services: &Services,
+    voter: &str,
+    channel: &str,
+    correlation_id: &str,
+    id: i64,
+    decision: Decision,
+) -> Result<Voted, String> {
+    let now = OffsetDateTime::now_utc();
+    let group = services
+        .store
+        .approval_request(id)
+        .await
+        .map_err(|e| format!("The request could not be read: {e}"))?
+        .map(|r| r.approver_group);
+    let qualified = group
+        .as_deref()
+        .is_some_and(|g| services.access.in_group(voter, g));
+    let action = format!("approval.{}", decision.as_str());
+    let audit = |request: Option<&ApprovalRequest>, result: &VoteResult| {
+        let base = AuditEntry::new(correlation_id, voter, &action, Outcome::Succeeded)
+            .channel(channel)
+            .command(&format!("{} request #{id}", decision.as_str()));
+        let (outcome, detail) = match result {
+            VoteResult::Refused(r) => (Outcome::Refused, format!("refused: {}", r.code())),
+            VoteResult::Counted {
+                approvals,
+                required,
+            } => (
+                Outcome::Succeeded,
+                format!("approval {approvals} of {required}"),
+            ),
+            VoteResult::Approved { job_id } => (
+                Outcome::Succeeded,
+                format!("approved; job #{job_id} queued"),
+            ),
+            VoteResult::Denied => (Outcome::Succeeded, "denied".to_owned()),
+            VoteResult::Withdrawn => (Outcome::Succeeded, "withdrawn".to_owned()),
+            VoteResult::Expired => (Outcome::Refused, "too late: the request expired".to_owned()),
+        };
+        let mut entry = base;
+        entry.outcome = outcome;
+        let mut entries = vec![entry.detail(detail)];
+        if let (VoteResult::Approved { job_id }, Some(r)) = (result, request) {
+            entries.push(
+                AuditEntry::new(&r.correlation_id, voter, "job.enqueue", Outcome::Succeeded)
+                    .channel(&r.channel)
+                    .command(&format!("{} #{job_id}", r.runbook))
+                    .detail(format!(
+                        "queued on {} after approval of request #{id}",
+                        r.target
+                    )),
+            );
+        }
+        entries
+    };
+    let (request, result) = services
+        .store
+        .vote(id, voter, decision, qualified, now, audit)
+        .await
+        .map_err(|e| format!("The vote could not be recorded: {e}"))?;
+    let name = request
+        .as_ref()
+        .map(|r| r.runbook.clone())
+        .unwrap_or_default();
+    let (reply, changed) = match &result {
+        VoteResult::Refused(refusal) => (refusal.message(id), false),
+        VoteResult::Counted {
+            approvals,
+            required,
+        } => (
+            format!("Your approval of request #{id} is counted ({approvals} of {required})."),
+            true,
+        ),
+        VoteResult::Approved { job_id } => {
+            services.job_queued.notify_waiters();
+            (format!("Approved: {name} #{job_id} is queued."), true)
+        }
+        VoteResult::Denied => (format!("Request #{id} is denied."), true),
+        VoteResult::Withdrawn => (format!("Request #{id} is withdrawn."), true),
+        VoteResult::Expired => (
+            format!("Request #{id} has expired; ask for it again."),
+            true,
+        ),
+    };
+    let counted = match &result {
+        VoteResult::Refused(_) => "refused",
+        VoteResult::Counted { .. } => "counted",
+        VoteResult::Approved { .. } => "approved",
+        VoteResult::Denied => "denied",
+        VoteResult::Withdrawn => "withdrawn",
+        VoteResult::Expired => "expired",
+    };
+    metrics::counter!("pantheon_approval_votes_total", "result" => counted).increment(1);
+    Ok(Voted {
+        reply,
+        changed,
+        request,
+    })
+}
