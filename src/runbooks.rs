@@ -102,6 +102,15 @@ pub async fn request(
         .join(" ");
 
     if !needs_approval(runbook, &params) {
+        // Post to the channel first (when we can), so the job is born knowing its thread.
+        let intro = format!(
+            "<@{}> asked for *{}* on `{}` ({}).",
+            who.user,
+            escape(&name),
+            escape(&target),
+            escape(&shown)
+        );
+        let posted = post(services, who.channel, &Message::text(intro).in_channel()).await;
         let job = NewJob {
             runbook: name.clone(),
             params: params.clone(),
@@ -110,7 +119,7 @@ pub async fn request(
             requested_by: who.user.to_owned(),
             approval_id: None,
             channel: who.channel.to_owned(),
-            thread_ts: None,
+            thread_ts: posted.clone(),
             retry_safe: runbook.retry_safe,
             correlation_id: who.correlation_id.to_owned(),
             created_at: now,
@@ -136,9 +145,15 @@ pub async fn request(
             chat::link(&url, "Job page")
         );
         let message = Message::blocks(text.clone(), vec![chat::section(&text)]).in_channel();
-        return Ok(match post(services, who.channel, &message).await {
+        return Ok(match posted {
             Some(ts) => {
-                let _ = services.store.set_job_thread(id, &ts).await;
+                if let Err(e) = services
+                    .slack
+                    .update_message(who.channel, &ts, &message)
+                    .await
+                {
+                    tracing::warn!(error = %e, "queued message not updated");
+                }
                 Message::text(format!(
                     "Queued {name} #{id}; progress follows in the thread."
                 ))

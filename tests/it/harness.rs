@@ -167,9 +167,57 @@ pub struct TestAppBuilder {
     config: String,
     env: Vec<(&'static str, String)>,
     commands: Vec<Declaration>,
+    slack_api: bool,
+}
+
+/// A stand-in for Slack's Web API: `chat.postMessage` answers with a new `ts` each time,
+/// `chat.update` with ok.
+pub async fn fake_slack_api() -> MockServer {
+    let server = MockServer::start().await;
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
+    Mock::given(matchers::method("POST"))
+        .and(matchers::path("/api/chat.postMessage"))
+        .respond_with(move |req: &wiremock::Request| {
+            let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "ok": true, "channel": body["channel"], "ts": format!("1700000000.{n:06}")
+            }))
+        })
+        .mount(&server)
+        .await;
+    Mock::given(matchers::method("POST"))
+        .and(matchers::path("/api/chat.update"))
+        .respond_with(|req: &wiremock::Request| {
+            let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+            ResponseTemplate::new(200).set_body_json(
+                serde_json::json!({"ok": true, "channel": body["channel"], "ts": body["ts"]}),
+            )
+        })
+        .mount(&server)
+        .await;
+    server
+}
+
+/// Bodies sent to one Slack API method, in order.
+pub async fn slack_calls(server: &MockServer, method: &str) -> Vec<serde_json::Value> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.url.path() == format!("/api/{method}"))
+        .map(|r| serde_json::from_slice(&r.body).unwrap_or_default())
+        .collect()
 }
 
 impl TestAppBuilder {
+    /// Give the app a bot token and a fake Slack Web API (`app.slack_api`).
+    pub fn with_slack_api(mut self) -> Self {
+        self.slack_api = true;
+        self
+    }
+
     pub fn config(mut self, toml: &str) -> Self {
         self.config = toml.to_owned();
         self
@@ -186,8 +234,18 @@ impl TestAppBuilder {
     }
 
     /// Start the app, or None when its database is unavailable outside CI.
-    pub async fn start(self) -> Option<TestApp> {
+    pub async fn start(mut self) -> Option<TestApp> {
         let db = TestDb::new(self.db, &self.test).await?;
+        let slack_api = if self.slack_api {
+            let server = fake_slack_api().await;
+            self.env
+                .push(("SLACK_BOT_TOKEN", "xoxb-test-bot-token-0000".into()));
+            self.env
+                .push(("SLACK_API_URL", format!("{}/api", server.uri())));
+            Some(server)
+        } else {
+            None
+        };
         let source = Source {
             path: "pantheon.toml".into(),
             text: self.config.clone().into(),
@@ -223,6 +281,7 @@ impl TestAppBuilder {
             .mount(&slack)
             .await;
         Some(TestApp {
+            slack_api,
             base: format!("http://{addr}"),
             client: crate::harness::client(),
             services,
@@ -240,6 +299,8 @@ pub struct TestApp {
     pub services: Arc<Services>,
     /// Stands in for hooks.slack.com: every POST gets 200.
     pub response_url_server: MockServer,
+    /// Stands in for slack.com/api when the app was built `with_slack_api`.
+    pub slack_api: Option<MockServer>,
     /// Kept so the database lives as long as the app.
     _db: TestDb,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -254,7 +315,57 @@ impl TestApp {
             config: String::new(),
             env: Vec::new(),
             commands: Vec::new(),
+            slack_api: false,
         }
+    }
+
+    /// A signed `block_actions` click by `user` on button `action_id` with `value`.
+    pub async fn click(&self, user: &str, action_id: &str, value: &str) -> Clicked {
+        let response_url = self.response_url();
+        let payload = serde_json::json!({
+            "type": "block_actions",
+            "user": {"id": user, "username": "someone", "team_id": "T1"},
+            "team": {"id": "T1"},
+            "api_app_id": "A1",
+            "container": {"type": "message", "message_ts": "1700000000.000001", "channel_id": CHANNEL, "is_ephemeral": false},
+            "channel": {"id": CHANNEL, "name": "ops"},
+            "trigger_id": "1.2.3",
+            "response_url": response_url,
+            "actions": [{"type": "button", "action_id": action_id, "block_id": "approval", "value": value, "action_ts": "1700000001.000000"}]
+        });
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", &payload.to_string())
+            .finish();
+        let ts = now().to_string();
+        let sig = sign_slack(&HmacKey::new(SECRET.as_bytes()), &ts, body.as_bytes());
+        let resp = self
+            .post_slack(
+                "/slack/interactions",
+                body,
+                &[
+                    ("content-type", "application/x-www-form-urlencoded".into()),
+                    ("x-slack-request-timestamp", ts),
+                    ("x-slack-signature", sig),
+                ],
+            )
+            .await;
+        Clicked {
+            status: resp.status().as_u16(),
+            response_path: url::Url::parse(&response_url)
+                .map(|u| u.path().to_owned())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The ephemeral answer (or message replacement) posted for a click.
+    pub async fn click_reply(&self, clicked: &Clicked) -> serde_json::Value {
+        let acked = Acked {
+            status: clicked.status,
+            body: String::new(),
+            correlation_id: String::new(),
+            response_path: clicked.response_path.clone(),
+        };
+        self.reply(&acked).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -410,6 +521,12 @@ pub struct SlashRequest<'a> {
     response_url: String,
     timestamp: Option<i64>,
     secret: String,
+}
+
+/// A click's HTTP status and the response URL it carried.
+pub struct Clicked {
+    pub status: u16,
+    pub response_path: String,
 }
 
 /// What came back: status, body, and the correlation id to look the request up by.

@@ -7,6 +7,7 @@ mod contract;
 mod github;
 mod ops;
 mod pagerduty;
+mod runbooks;
 mod signing;
 mod slash_commands;
 mod store_suite;

@@ -1,0 +1,1013 @@
+//! Runbooks, approvals and the job queue end to end, on SQLite and Postgres: signed slash
+//! commands and button clicks in, a fake Slack Web API and real processes out.
+
+use std::{path::Path, time::Duration};
+
+use pantheon::domain::job::JobStatus;
+use serde_json::Value;
+
+use crate::{
+    both_stores,
+    harness::{ALICE, CHANNEL, Db, JANE, JOE, TestApp, slack_calls},
+};
+
+/// A deploy script that says what it does; `SLEEP` seconds of work when the env asks.
+pub fn write_script(dir: &Path, name: &str, body: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    path.display().to_string()
+}
+
+pub fn config(script: &str, extra: &str) -> String {
+    format!(
+        r#"
+[groups]
+approvers = ["U02JANE", "U03JOE"]
+admins    = ["U03JOE"]
+deployers = ["*"]
+
+[permissions]
+deploy = ["deployers"]
+
+[jobs]
+workers = 2
+lease = "1s"
+poll = "100ms"
+
+[[runbooks]]
+name     = "deploy"
+description = "deploy an app"
+usage    = "deploy {{app}} {{version}} to {{env}}"
+params   = {{ app = "^[a-z0-9-]+$", version = "^[A-Za-z0-9._-]+$", env = "^(staging|production)$" }}
+target   = "{{app}}/{{env}}"
+run      = {{ kind = "command", argv = ["{script}", "{{app}}", "{{version}}", "{{env}}"], timeout = "10s" }}
+approval = {{ group = "approvers", count = 1, expires = "1h", when = {{ env = "production" }} }}
+{extra}
+"#
+    )
+}
+
+const DEPLOY: &str =
+    r#"echo "deploying $1 $2 to $3 (job $PANTHEON_JOB_ID)"; echo "careful <now>" >&2"#;
+
+async fn start(
+    db: Db,
+    test: &str,
+    script_body: &str,
+    extra: &str,
+) -> Option<(TestApp, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap();
+    let script = write_script(dir.path(), "deploy.sh", script_body);
+    let app = TestApp::on(db, test)
+        .config(&config(&script, extra))
+        .with_slack_api()
+        .start()
+        .await?;
+    Some((app, dir))
+}
+
+/// Wait (up to 15 s) until job `id` has ended; returns it.
+async fn job_ended(app: &TestApp, id: i64) -> pantheon::domain::job::Job {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let job = app.services.store.job(id).await.unwrap();
+        match job {
+            Some(job) if job.status.is_final() => return job,
+            Some(job) if std::time::Instant::now() > deadline => return job,
+            None if std::time::Instant::now() > deadline => panic!("job {id} was never created"),
+            _ => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    }
+}
+
+async fn wait_for_status(app: &TestApp, id: i64, status: JobStatus) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if app
+            .services
+            .store
+            .job(id)
+            .await
+            .unwrap()
+            .is_some_and(|j| j.status == status)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("job {id} never reached {status:?}");
+}
+
+/// Wait until Slack got at least `n` calls of `method`.
+async fn slack_wait(app: &TestApp, method: &str, n: usize) -> Vec<Value> {
+    let server = app.slack_api.as_ref().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let calls = slack_calls(server, method).await;
+        if calls.len() >= n || std::time::Instant::now() > deadline {
+            return calls;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn text_of(v: &Value) -> String {
+    v.to_string()
+}
+
+async fn only_request_id(app: &TestApp) -> i64 {
+    let pending = app.services.store.pending_approvals().await.unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    pending[0].id
+}
+
+both_stores!(
+    a_runbook_without_approval_runs_and_reports_in_its_thread,
+    a_gated_deploy_waits_for_a_peer_and_then_runs,
+    refused_clicks_are_explained_and_audited,
+    a_deny_ends_the_request,
+    two_approvals_need_two_people,
+    expired_requests_cannot_be_approved,
+    the_requester_can_withdraw,
+    fifty_concurrent_clicks_make_one_job,
+    injection_attempts_are_refused_before_storage,
+    forged_and_replayed_clicks_are_refused,
+    a_job_past_its_timeout_is_killed_and_reported,
+    cancel_is_for_the_requester_or_admins,
+    a_changed_binding_is_refused_at_start,
+    run_reaches_every_runbook,
+    job_pages_need_a_valid_signed_link,
+    one_job_per_target_at_a_time,
+);
+
+async fn a_runbook_without_approval_runs_and_reports_in_its_thread(db: Db) {
+    let Some((app, _dir)) = start(db, "rb_staging", DEPLOY, "").await else {
+        return;
+    };
+    let ack = app.slash("deploy api 1.2.3 to staging").send().await;
+    assert_eq!(ack.status, 200);
+    assert_eq!(ack.body, "", "runbooks answer in the background");
+    let reply = app.reply_text(&ack).await;
+    assert!(reply.starts_with("Queued deploy #1"), "{reply}");
+    let job = job_ended(&app, 1).await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
+    assert_eq!(job.target, "api/staging");
+    assert_eq!(job.exit_code, Some(0));
+    let logs = app.services.store.job_logs(1, None).await.unwrap();
+    let lines: Vec<&str> = logs.iter().map(|l| l.line.as_str()).collect();
+    assert!(
+        lines.contains(&"deploying api 1.2.3 to staging (job 1)"),
+        "{lines:?}"
+    );
+    assert!(lines.contains(&"careful <now>"), "{lines:?}");
+
+    // The queued message went to the channel; progress went into its thread.
+    let posts = slack_wait(&app, "chat.postMessage", 3).await;
+    assert_eq!(posts[0]["channel"], CHANNEL);
+    assert_eq!(
+        posts[0]["text"],
+        "<@U01ALICE> asked for *deploy* on `api/staging` (app=api env=staging version=1.2.3)."
+    );
+    // …then the same message names the job and links its page.
+    let updates = slack_wait(&app, "chat.update", 1).await;
+    assert_eq!(updates[0]["ts"], "1700000000.000001");
+    assert!(
+        updates[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("<@U01ALICE> queued *deploy* #1 on `api/staging`"),
+        "{}",
+        updates[0]
+    );
+    let thread = "1700000000.000001";
+    assert!(
+        posts[1..].iter().all(|p| p["thread_ts"] == thread),
+        "{posts:?}"
+    );
+    assert!(
+        posts.iter().any(|p| p["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("▶ deploy #1 started")),
+        "{posts:?}"
+    );
+    let done = slack_wait(&app, "chat.postMessage", 3).await;
+    assert!(
+        done.iter().any(|p| p["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("✅ deploy #1 succeeded in")),
+        "{done:?}"
+    );
+
+    let rows = app.audit_for(&job.correlation_id).await;
+    let actions: Vec<(String, &str)> = rows
+        .iter()
+        .map(|r| (r.entry.action.clone(), r.entry.outcome.as_str()))
+        .collect();
+    for expected in [
+        ("command", "received"),
+        ("job.enqueue", "succeeded"),
+        ("job", "started"),
+        ("job", "succeeded"),
+    ] {
+        assert!(
+            actions.contains(&(expected.0.to_owned(), expected.1)),
+            "{actions:?}"
+        );
+    }
+    app.stop().await;
+}
+
+async fn a_gated_deploy_waits_for_a_peer_and_then_runs(db: Db) {
+    let Some((app, _dir)) = start(db, "rb_production", DEPLOY, "").await else {
+        return;
+    };
+    let ack = app
+        .slash("deploy api 2.0.0 to production")
+        .by(ALICE)
+        .send()
+        .await;
+    let reply = app.reply_text(&ack).await;
+    assert_eq!(
+        reply,
+        "Request #1 for deploy is waiting for 1 approval from `approvers`."
+    );
+    assert!(
+        app.services.store.jobs(None, 10).await.unwrap().is_empty(),
+        "nothing runs before approval"
+    );
+
+    let posted = slack_wait(&app, "chat.postMessage", 1).await;
+    let message = &posted[0];
+    assert_eq!(message["channel"], CHANNEL);
+    let blocks = message["blocks"].as_array().unwrap();
+    assert_eq!(blocks[0]["text"]["text"], "Approval needed: deploy");
+    assert!(
+        text_of(&blocks[1]).contains("<@U01ALICE> asks to run *deploy* on `api/production`"),
+        "{}",
+        blocks[1]
+    );
+    assert!(
+        text_of(&blocks[1]).contains("`version` = `2.0.0`"),
+        "{}",
+        blocks[1]
+    );
+    let actions = blocks
+        .iter()
+        .find(|b| b["type"] == "actions")
+        .expect("buttons");
+    let ids: Vec<&str> = actions["elements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["approval_approve", "approval_deny", "approval_withdraw"]
+    );
+    assert!(
+        text_of(message).contains("Needs 1 approval from `approvers` (0 so far)"),
+        "{message}"
+    );
+
+    let click = app.click(JANE, "approval_approve", "1").await;
+    assert_eq!(click.status, 200);
+    let request = app
+        .services
+        .store
+        .approval_request(1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(request.status.as_str(), "approved");
+    let job_id = request.job_id.expect("a job");
+    let job = job_ended(&app, job_id).await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
+    assert_eq!(job.approval_id, Some(1));
+    assert_eq!(
+        job.thread_ts.as_deref(),
+        Some("1700000000.000001"),
+        "progress goes into the approval's thread"
+    );
+
+    // The message was replaced in place: approved, then running, then succeeded.
+    let updates = slack_wait(&app, "chat.update", 3).await;
+    assert!(updates.iter().all(|u| u["ts"] == "1700000000.000001"));
+    let all: Vec<String> = updates.iter().map(text_of).collect();
+    assert!(
+        all.iter().any(|t| t.contains("Approved by <@U02JANE>")),
+        "{all:?}"
+    );
+    let last = all.last().unwrap();
+    assert!(
+        last.contains("Succeeded: deploy") && last.contains("deploy #1 succeeded"),
+        "{last}"
+    );
+    assert!(last.contains("|job page>"), "{last}");
+    assert!(
+        !last.contains("approval_approve"),
+        "decided messages have no buttons: {last}"
+    );
+
+    // The request's own steps share its correlation id; the click has its own.
+    let rows = app.audit_for(&request.correlation_id).await;
+    let actions: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{}:{}", r.entry.action, r.entry.outcome.as_str()))
+        .collect();
+    let click = app.services.store.recent_audit(100).await.unwrap();
+    assert!(click.iter().any(|r| r.entry.action == "approval.approve"
+        && r.entry.actor == JANE
+        && r.entry.detail.as_deref() == Some("approved; job #1 queued")));
+    for expected in [
+        "approval.request:succeeded",
+        "job.enqueue:succeeded",
+        "job:started",
+        "job:succeeded",
+    ] {
+        assert!(actions.contains(&expected.to_owned()), "{actions:?}");
+    }
+    app.stop().await;
+}
+
+async fn refused_clicks_are_explained_and_audited(db: Db) {
+    let Some((app, _dir)) = start(db, "rb_refused", DEPLOY, "").await else {
+        return;
+    };
+    app.slash("deploy api 2.0.0 to production")
+        .by(ALICE)
+        .send()
+        .await;
+    let _ = slack_wait(&app, "chat.postMessage", 1).await;
+    let id = only_request_id(&app).await;
+    let own = app.click(ALICE, "approval_approve", &id.to_string()).await;
+    let reply = app.click_reply(&own).await;
+    assert_eq!(
+        reply["text"],
+        "You cannot approve or deny your own request; ask a peer."
+    );
+    assert_eq!(reply["response_type"], "ephemeral");
+    assert_eq!(reply["replace_original"], false);
+    let outsider = app
+        .click("U09BOB", "approval_approve", &id.to_string())
+        .await;
+    assert_eq!(
+        app.click_reply(&outsider).await["text"],
+        "Only members of the `approvers` group can decide request #1."
+    );
+    let unknown = app.click(JANE, "approval_approve", "999").await;
+    assert_eq!(
+        app.click_reply(&unknown).await["text"],
+        "There is no approval request #999."
+    );
+    let garbage = app.click(JANE, "approval_approve", "not-a-number").await;
+    assert_eq!(garbage.status, 200);
+    // Approve, then a late click.
+    app.click(JANE, "approval_approve", &id.to_string()).await;
+    let late = app.click(JOE, "approval_approve", &id.to_string()).await;
+    assert_eq!(
+        app.click_reply(&late).await["text"],
+        "Request #1 is already approved."
+    );
+    let jobs = app.services.store.jobs(None, 10).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    let request = app
+        .services
+        .store
+        .approval_request(id)
+        .await
+        .unwrap()
+        .unwrap();
+    let rows = app.audit_for(&request.correlation_id).await;
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.entry.action == "approval.approve")
+            .count(),
+        0,
+        "clicks get their own correlation ids"
+    );
+    let all = app.services.store.recent_audit(200).await.unwrap();
+    let refused: Vec<&str> = all
+        .iter()
+        .filter(|r| r.entry.action == "approval.approve" && r.entry.outcome.as_str() == "refused")
+        .filter_map(|r| r.entry.detail.as_deref())
+        .collect();
+    for reason in [
+        "refused: own request",
+        "refused: not in group",
+        "refused: unknown request",
+        "refused: already decided",
+    ] {
+        assert!(refused.contains(&reason), "{refused:?}");
+    }
+    app.stop().await;
+}
+
+async fn a_deny_ends_the_request(db: Db) {
+    let Some((app, _dir)) = start(db, "rb_deny", DEPLOY, "").await else {
+        return;
+    };
+    app.slash("deploy api 2.0.0 to production")
+        .by(ALICE)
+        .send()
+        .await;
+    let _ = slack_wait(&app, "chat.postMessage", 1).await;
+    let id = only_request_id(&app).await;
+    app.click(JOE, "approval_deny", &id.to_string()).await;
+    let request = app
+        .services
+        .store
+        .approval_request(id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(request.status.as_str(), "denied");
+    assert_eq!(request.decided_by.as_deref(), Some(JOE));
+    let updates = slack_wait(&app, "chat.update", 1).await;
+    assert!(
+        text_of(updates.last().unwrap()).contains("Denied by <@U03JOE>"),
+        "{updates:?}"
+    );
+    let again = app.click(JANE, "approval_approve", &id.to_string()).await;
+    assert_eq!(
+        app.click_reply(&again).await["text"],
+        "Request #1 is already denied."
+    );
+    assert!(app.services.store.jobs(None, 10).await.unwrap().is_empty());
+    app.stop().await;
+}
+
+async fn two_approvals_need_two_people(db: Db) {
+    let extra = r#"
+[[runbooks]]
+name = "failover"
+usage = "failover {db}"
+params = { db = "^[a-z]+$" }
+run = { kind = "command", argv = ["true"] }
+approval = { group = "approvers", count = 2, expires = "1h" }
+"#;
+    let Some((app, _dir)) = start(db, "rb_two", DEPLOY, extra).await else {
+        return;
+    };
+    app.slash("failover main").by(ALICE).send().await;
+    let _ = slack_wait(&app, "chat.postMessage", 1).await;
+    let id = only_request_id(&app).await;
+    let first = app.click(JANE, "approval_approve", &id.to_string()).await;
+    let _ = first;
+    let request = app
+        .services
+        .store
+        .approval_request(id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(request.status.as_str(), "pending");
+    assert_eq!(request.approvers(), [JANE]);
+    let twice = app.click(JANE, "approval_approve", &id.to_string()).await;
+    assert_eq!(
+        app.click_reply(&twice).await["text"],
+        "You have already voted on request #1."
+    );
+    app.click(JOE, "approval_approve", &id.to_string()).await;
+    let request = app
+        .services
+        .store
+        .approval_request(id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(request.status.as_str(), "approved");
+    let job = job_ended(&app, request.job_id.unwrap()).await;
+    assert_eq!(job.status, JobStatus::Succeeded);
+    let updates = slack_wait(&app, "chat.update", 2).await;
+    assert!(
+        updates
+            .iter()
+            .any(|u| text_of(u).contains("Approved by <@U02JANE> and <@U03JOE>")),
+        "{updates:?}"
+    );
+    app.stop().await;
+}
+
+async fn expired_requests_cannot_be_approved(db: Db) {
+    let extra = r#"
+[[runbooks]]
+name = "rotate"
+usage = "rotate {key}"
+params = { key = "^[a-z]+$" }
+run = { kind = "command", argv = ["true"] }
+approval = { group = "approvers", expires = "1s" }
+"#;
+    let Some((app, _dir)) = start(db, "rb_expire", DEPLOY, extra).await else {
+        return;
+    };
+    app.slash("rotate tls").by(ALICE).send().await;
+    let _ = slack_wait(&app, "chat.postMessage", 1).await;
+    let id = only_request_id(&app).await;
+    // The expirer closes it and updates its message.
+    let updates = slack_wait(&app, "chat.update", 1).await;
+    assert!(
+        updates
+            .iter()
+            .any(|u| text_of(u).contains("Expired: rotate")),
+        "{updates:?}"
+    );
+    let late = app.click(JANE, "approval_approve", &id.to_string()).await;
+    assert_eq!(
+        app.click_reply(&late).await["text"],
+        "Request #1 is already expired."
+    );
+    assert!(app.services.store.jobs(None, 10).await.unwrap().is_empty());
+    app.stop().await;
+}
+
+async fn the_requester_can_withdraw(db: Db) {
+    let Some((app, _dir)) = start(db, "rb_withdraw", DEPLOY, "").await else {
+        return;
+    };
+    app.slash("deploy api 2.0.0 to production")
+        .by(ALICE)
+        .send()
+        .await;
+    let _ = slack_wait(&app, "chat.postMessage", 1).await;
+    let id = only_request_id(&app).await;
+    let not_mine = app.click(JANE, "approval_withdraw", &id.to_string()).await;
+    assert_eq!(
+        app.click_reply(&not_mine).await["text"],
+        "Only the requester can withdraw request #1."
+    );
+    let ack = app.slash(&format!("withdraw {id}")).by(ALICE).send().await;
+    assert_eq!(app.reply_text(&ack).await, "Request #1 is withdrawn.");
+    let request = app
+        .services
+        .store
+        .approval_request(id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(request.status.as_str(), "withdrawn");
+    app.stop().await;
+}
+
+async fn fifty_concurrent_clicks_make_one_job(db: Db) {
+    let Some((app, _dir)) = start(db, "rb_fifty", DEPLOY, "").await else {
+        return;
+    };
+    // Everyone below is an approver, so every click is qualified.
+    app.slash("deploy api 2.0.0 to production")
+        .by(ALICE)
+        .send()
+        .await;
+    let _ = slack_wait(&app, "chat.postMessage", 1).await;
+    let id = only_request_id(&app).await;
+    let app = std::sync::Arc::new(app);
+    let mut clicks = Vec::new();
+    for i in 0..50 {
+        let app = app.clone();
+        // Jane and Joe are the approvers; half the clicks are each of them, racing.
+        let who = if i % 2 == 0 { JANE } else { JOE };
+        clicks.push(tokio::spawn(async move {
+            app.click(who, "approval_approve", &id.to_string())
+                .await
+                .status
+        }));
+    }
+    for c in clicks {
+        assert_eq!(c.await.unwrap(), 200);
+    }
+    let jobs = app.services.store.jobs(None, 100).await.unwrap();
+    assert_eq!(jobs.len(), 1, "exactly one job: {jobs:?}");
+    let request = app
+        .services
+        .store
+        .approval_request(id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(request.status.as_str(), "approved");
+    assert_eq!(
+        request.votes.len(),
+        1,
+        "one vote decided it: {:?}",
+        request.votes
+    );
+    let all = app.services.store.recent_audit(500).await.unwrap();
+    let clicks: Vec<_> = all
+        .iter()
+        .filter(|r| r.entry.action == "approval.approve")
+        .collect();
+    assert_eq!(clicks.len(), 50, "every click is audited");
+    assert_eq!(
+        clicks
+            .iter()
+            .filter(|r| r.entry.outcome.as_str() == "succeeded")
+            .count(),
+        1
+    );
+    let app = std::sync::Arc::try_unwrap(app)
+        .ok()
+        .expect("no other owners");
+    app.stop().await;
+}
+
+async fn injection_attempts_are_refused_before_storage(db: Db) {
+    let Some((app, _dir)) = start(db, "rb_injection", DEPLOY, "").await else {
+        return;
+    };
+    for attempt in [
+        "deploy api \"1.2; rm -rf /\" to staging",
+        "deploy api $(reboot) to staging",
+        "deploy api `id` to staging",
+        "deploy api --force to staging",
+        "deploy api \"1.2\nrm -rf /\" to staging",
+        "deploy ../etc 1.2 to staging",
+        "deploy api 1.2 to prod|uction",
+        "run deploy app=api version=--upload-pack=evil env=staging",
+        "run deploy app=api version=1.2 env=staging extra=1",
+        "run deploy app=api env=staging",
+    ] {
+        let ack = app.slash(attempt).send().await;
+        let answer = if ack.body.is_empty() {
+            app.reply_text(&ack).await
+        } else {
+            ack.text()
+        };
+        assert!(
+            answer.contains("is not a valid")
+                || answer.contains("may not start with")
+                || answer.contains("control character")
+                || answer.contains("is not a parameter")
+                || answer.contains("is missing")
+                || answer.contains("expected `to`")
+                || answer.contains("unexpected"),
+            "{attempt:?} → {answer}"
+        );
+    }
+    assert!(
+        app.services.store.jobs(None, 100).await.unwrap().is_empty(),
+        "nothing was stored"
+    );
+    assert!(
+        app.services
+            .store
+            .pending_approvals()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    app.stop().await;
+}
+
+async fn forged_and_replayed_clicks_are_refused(db: Db) {
+    let Some((app, _dir)) = start(db, "rb_forged", DEPLOY, "").await else {
+        return;
+    };
+    app.slash("deploy api 2.0.0 to production")
+        .by(ALICE)
+        .send()
+        .await;
+    let _ = slack_wait(&app, "chat.postMessage", 1).await;
+    let payload = serde_json::json!({"type": "block_actions", "user": {"id": JANE}, "actions": [{"action_id": "approval_approve", "value": "1"}], "response_url": app.response_url()});
+    let body = form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", &payload.to_string())
+        .finish();
+    let post = |ts: String, sig: String| {
+        let body = body.clone();
+        let app = &app;
+        async move {
+            app.post_slack(
+                "/slack/interactions",
+                body,
+                &[
+                    ("content-type", "application/x-www-form-urlencoded".into()),
+                    ("x-slack-request-timestamp", ts),
+                    ("x-slack-signature", sig),
+                ],
+            )
+            .await
+            .status()
+            .as_u16()
+        }
+    };
+    let now = crate::harness::now();
+    let forged = pantheon::signature::sign_slack(
+        &pantheon::signature::HmacKey::new(b"guessed"),
+        &now.to_string(),
+        body.as_bytes(),
+    );
+    assert_eq!(post(now.to_string(), forged).await, 401);
+    let old = (now - 600).to_string();
+    let stale = pantheon::signature::sign_slack(
+        &pantheon::signature::HmacKey::new(crate::harness::SECRET.as_bytes()),
+        &old,
+        body.as_bytes(),
+    );
+    assert_eq!(post(old, stale).await, 401);
+    let good = pantheon::signature::sign_slack(
+        &pantheon::signature::HmacKey::new(crate::harness::SECRET.as_bytes()),
+        &now.to_string(),
+        body.as_bytes(),
+    );
+    assert_eq!(post(now.to_string(), good.clone()).await, 200);
+    assert_eq!(
+        post(now.to_string(), good).await,
+        401,
+        "the same signed click twice is a replay"
+    );
+    // Not a payload at all.
+    let junk = "payload=%7Bnot-json";
+    let sig = pantheon::signature::sign_slack(
+        &pantheon::signature::HmacKey::new(crate::harness::SECRET.as_bytes()),
+        &now.to_string(),
+        junk.as_bytes(),
+    );
+    let status = app
+        .post_slack(
+            "/slack/interactions",
+            junk,
+            &[
+                ("content-type", "application/x-www-form-urlencoded".into()),
+                ("x-slack-request-timestamp", now.to_string()),
+                ("x-slack-signature", sig),
+            ],
+        )
+        .await
+        .status();
+    assert_eq!(status, 400);
+    let request = app
+        .services
+        .store
+        .approval_request(1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(request.votes.len(), 1, "only the genuine click counted");
+    app.stop().await;
+}
+
+async fn a_job_past_its_timeout_is_killed_and_reported(db: Db) {
+    let extra = r#"
+[[runbooks]]
+name = "slow"
+usage = "slow"
+run = { kind = "command", argv = ["sh", "-c", "echo working; sleep 30"], timeout = "1s" }
+"#;
+    let Some((app, _dir)) = start(db, "rb_timeout", DEPLOY, extra).await else {
+        return;
+    };
+    app.slash("slow").send().await;
+    let _ = slack_wait(&app, "chat.postMessage", 1).await;
+    let started = std::time::Instant::now();
+    let job = job_ended(&app, 1).await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(
+        job.error.as_deref(),
+        Some("timed out after 1s and was stopped")
+    );
+    let posts = slack_wait(&app, "chat.postMessage", 3).await;
+    let last = posts
+        .iter()
+        .map(|p| p["text"].as_str().unwrap_or_default().to_owned())
+        .find(|t| t.starts_with("⏱"))
+        .unwrap_or_default();
+    assert!(
+        last.starts_with("⏱ slow #1 timed out after 1s and was stopped."),
+        "{posts:?}"
+    );
+    assert!(
+        last.contains("working"),
+        "the last output lines are shown: {last}"
+    );
+    app.stop().await;
+}
+
+async fn cancel_is_for_the_requester_or_admins(db: Db) {
+    let extra = r#"
+[[runbooks]]
+name = "long"
+usage = "long {n}"
+params = { n = "^[0-9]+$" }
+run = { kind = "command", argv = ["sleep", "{n}"] }
+"#;
+    let Some((app, _dir)) = start(db, "rb_cancel", DEPLOY, extra).await else {
+        return;
+    };
+    app.slash("long 30").by(ALICE).send().await;
+    wait_for_status(&app, 1, JobStatus::Running).await;
+    let other = app.slash("cancel 1").by(JANE).send().await;
+    assert_eq!(
+        app.reply_text(&other).await,
+        "Only <@U01ALICE> (who asked for it) or an admin can cancel job #1."
+    );
+    let mine = app.slash("cancel 1").by(ALICE).send().await;
+    assert!(
+        app.reply_text(&mine)
+            .await
+            .contains("asked long #1 to stop")
+    );
+    let job = job_ended(&app, 1).await;
+    assert_eq!(job.status, JobStatus::Cancelled);
+    // A queued one (behind a running job on the same target) is cancelled outright by an admin.
+    app.slash("long 30").by(ALICE).send().await;
+    wait_for_status(&app, 2, JobStatus::Running).await;
+    let queued = app.slash("long 31").by(ALICE).send().await;
+    let _ = app.reply_text(&queued).await;
+    assert_eq!(
+        app.services
+            .store
+            .job(3)
+            .await
+            .unwrap()
+            .expect("queued")
+            .status,
+        JobStatus::Queued
+    );
+    let ack = app.slash("cancel 3").by(JOE).send().await;
+    let reply = app.reply_text(&ack).await;
+    assert!(
+        reply.contains("cancelled long #3 before it started")
+            || reply.contains("asked long #3 to stop"),
+        "{reply}"
+    );
+    let ack = app.slash("cancel 2").by(JOE).send().await;
+    let _ = app.reply_text(&ack).await;
+    assert_eq!(job_ended(&app, 2).await.status, JobStatus::Cancelled);
+    assert_eq!(job_ended(&app, 3).await.status, JobStatus::Cancelled);
+    app.stop().await;
+}
+
+async fn a_changed_binding_is_refused_at_start(db: Db) {
+    let Some((app, _dir)) = start(db, "rb_binding", DEPLOY, "").await else {
+        return;
+    };
+    // A job whose binding does not match the runbook as configured now (as if the runbook had
+    // changed after it was approved).
+    let params = std::collections::BTreeMap::from([
+        ("app".to_owned(), "api".to_owned()),
+        ("version".to_owned(), "1.0".to_owned()),
+        ("env".to_owned(), "staging".to_owned()),
+    ]);
+    let job = pantheon::domain::job::NewJob {
+        runbook: "deploy".into(),
+        params,
+        binding: "0".repeat(64),
+        target: "api/staging".into(),
+        requested_by: ALICE.into(),
+        approval_id: None,
+        channel: CHANNEL.into(),
+        thread_ts: None,
+        retry_safe: false,
+        correlation_id: "binding-test".into(),
+        created_at: time::OffsetDateTime::now_utc(),
+    };
+    let id = app
+        .services
+        .store
+        .enqueue_job(&job, |_| Vec::new())
+        .await
+        .unwrap();
+    app.services.job_queued.notify_waiters();
+    let ended = job_ended(&app, id).await;
+    assert_eq!(ended.status, JobStatus::Failed);
+    assert!(
+        ended
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("changed since this was requested and approved"),
+        "{ended:?}"
+    );
+    assert!(
+        app.services
+            .store
+            .job_logs(id, None)
+            .await
+            .unwrap()
+            .iter()
+            .all(|l| !l.line.starts_with("deploying")),
+        "the script never ran"
+    );
+    app.stop().await;
+}
+
+async fn run_reaches_every_runbook(db: Db) {
+    let Some((app, _dir)) = start(db, "rb_run", DEPLOY, "").await else {
+        return;
+    };
+    let ack = app
+        .slash("run deploy app=web version=9 env=staging")
+        .send()
+        .await;
+    assert!(app.reply_text(&ack).await.starts_with("Queued deploy #1"));
+    assert_eq!(job_ended(&app, 1).await.status, JobStatus::Succeeded);
+    let ack = app.slash("run nothing a=b").send().await;
+    assert_eq!(
+        app.reply_text(&ack).await,
+        "There is no runbook `nothing`. Runbooks: deploy."
+    );
+    let ack = app.slash("jobs").send().await;
+    let text = app.reply_text(&ack).await;
+    assert!(
+        text.contains("deploy #1> *succeeded* · on `web/staging` · by <@U01ALICE>"),
+        "{text}"
+    );
+    let ack = app.slash("job 1").send().await;
+    let text = app.reply_text(&ack).await;
+    assert!(
+        text.contains("deploying web 9 to staging (job 1)"),
+        "{text}"
+    );
+    app.stop().await;
+}
+
+async fn job_pages_need_a_valid_signed_link(db: Db) {
+    let Some((app, _dir)) = start(db, "rb_page", DEPLOY, "").await else {
+        return;
+    };
+    app.slash("deploy api 1.0 to staging").send().await;
+    job_ended(&app, 1).await;
+    let link = app
+        .services
+        .links
+        .job_url(1, time::OffsetDateTime::now_utc());
+    let url = url::Url::parse(&link).unwrap();
+    let local = app.url(&format!("{}?{}", url.path(), url.query().unwrap()));
+    let page = app.client.get(&local).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<title>deploy #1</title>"), "{html}");
+    assert!(html.contains("deploying api 1.0 to staging (job 1)"));
+    assert!(
+        html.contains("careful &lt;now&gt;"),
+        "output is escaped: {html}"
+    );
+    assert!(!html.contains("careful <now>"));
+    let tampered = local.replace("/jobs/1?", "/jobs/2?");
+    assert_eq!(
+        app.client.get(&tampered).send().await.unwrap().status(),
+        403
+    );
+    let flipped = if local.ends_with('0') { '1' } else { '0' };
+    let bad_sig = format!("{}{flipped}", &local[..local.len() - 1]);
+    assert_eq!(app.client.get(&bad_sig).send().await.unwrap().status(), 403);
+    assert_eq!(
+        app.client
+            .get(app.url("/jobs/1"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    app.stop().await;
+}
+
+async fn one_job_per_target_at_a_time(db: Db) {
+    let Some((app, dir)) = start(db, "rb_target", "sleep 1; echo done", "").await else {
+        return;
+    };
+    let _ = dir;
+    app.slash("deploy api 1 to staging").send().await;
+    app.slash("deploy api 2 to staging").send().await;
+    app.slash("deploy web 1 to staging").send().await;
+    for id in 1..=3 {
+        assert_eq!(job_ended(&app, id).await.status, JobStatus::Succeeded);
+    }
+    let jobs = app.services.store.jobs(None, 10).await.unwrap();
+    let find = |app_name: &str, version: &str| {
+        jobs.iter()
+            .find(|j| j.params["app"] == app_name && j.params["version"] == version)
+            .cloned()
+            .unwrap()
+    };
+    let (a1, a2, web) = (find("api", "1"), find("api", "2"), find("web", "1"));
+    // api/staging ran one after the other; web/staging alongside.
+    let (first, second) = if a1.started_at < a2.started_at {
+        (&a1, &a2)
+    } else {
+        (&a2, &a1)
+    };
+    assert!(
+        second.started_at.unwrap() >= first.finished_at.unwrap(),
+        "two jobs of one target overlapped: {first:?} {second:?}"
+    );
+    assert!(
+        web.started_at.unwrap() < second.started_at.unwrap(),
+        "another target was held up: {web:?}"
+    );
+    app.stop().await;
+}
