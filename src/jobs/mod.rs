@@ -81,7 +81,18 @@ fn job_entry(job: &Job, outcome: Outcome, detail: String) -> AuditEntry {
 /// Run one claimed job to its end.
 async fn run_job(services: &Arc<Services>, worker: &str, job: Job) {
     let started = std::time::Instant::now();
-    let log = LogSink::new(0);
+    // A retried job keeps its earlier attempts' lines; continue after them.
+    let first_seq = match job.attempts {
+        0 | 1 => 0,
+        _ => services
+            .store
+            .job_logs(job.id, Some(1))
+            .await
+            .ok()
+            .and_then(|l| l.last().map(|l| l.seq))
+            .unwrap_or(0),
+    };
+    let log = LogSink::new(first_seq);
     let url = services.links.job_url(job.id, OffsetDateTime::now_utc());
     metrics::counter!("pantheon_jobs_started_total", "runbook" => job.runbook.clone()).increment(1);
     let waited = OffsetDateTime::now_utc() - job.created_at;

@@ -4,6 +4,7 @@ mod harness;
 
 mod binary;
 mod contract;
+mod crash;
 mod github;
 mod ops;
 mod pagerduty;

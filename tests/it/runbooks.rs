@@ -1011,3 +1011,106 @@ async fn one_job_per_target_at_a_time(db: Db) {
     );
     app.stop().await;
 }
+
+both_stores!(workflow_and_http_runners);
+
+async fn workflow_and_http_runners(db: Db) {
+    use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
+    let gh = MockServer::start().await;
+    let jenkins = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .and(matchers::path(
+            "/repos/acme/api/actions/workflows/deploy.yml/dispatches",
+        ))
+        .and(matchers::header(
+            "authorization",
+            "Bearer ghp_runnertest0000000000000000000000",
+        ))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&gh)
+        .await;
+    Mock::given(matchers::method("POST"))
+        .and(matchers::path("/job/deploy/buildWithParameters"))
+        .respond_with(ResponseTemplate::new(201).set_body_string("queued build 17\nsee console"))
+        .expect(1)
+        .mount(&jenkins)
+        .await;
+    Mock::given(matchers::method("POST"))
+        .and(matchers::path("/job/broken/build"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("stack trace here"))
+        .mount(&jenkins)
+        .await;
+    let extra = format!(
+        r#"
+[[runbooks]]
+name = "ship"
+usage = "ship {{version}}"
+params = {{ version = "^[0-9.]+$" }}
+run = {{ kind = "github_workflow", repo = "acme/api", workflow = "deploy.yml", ref = "main", inputs = {{ version = "{{version}}" }} }}
+
+[[runbooks]]
+name = "build"
+usage = "build {{branch}}"
+params = {{ branch = "^[a-z0-9-]+$" }}
+run = {{ kind = "http", url = "{j}/job/deploy/buildWithParameters", body = {{ BRANCH = "{{branch}}" }}, timeout = "5s" }}
+
+[[runbooks]]
+name = "broken"
+usage = "broken"
+run = {{ kind = "http", url = "{j}/job/broken/build" }}
+"#,
+        j = jenkins.uri()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let script = write_script(dir.path(), "deploy.sh", DEPLOY);
+    let Some(app) = TestApp::on(db, "rb_runners")
+        .config(&config(&script, &extra))
+        .env("GITHUB_TOKEN", "ghp_runnertest0000000000000000000000")
+        .env("GITHUB_API_URL", gh.uri())
+        .start()
+        .await
+    else {
+        return;
+    };
+    let ack = app.slash("ship 1.4.0").send().await;
+    // No bot token here: the queued message comes back through the response URL, in channel.
+    let reply = app.reply(&ack).await;
+    assert_eq!(reply["response_type"], "in_channel");
+    assert!(
+        reply["text"].as_str().unwrap().contains("queued *ship* #1"),
+        "{reply}"
+    );
+    assert_eq!(job_ended(&app, 1).await.status, JobStatus::Succeeded);
+    let sent = gh.received_requests().await.unwrap();
+    let body: Value = serde_json::from_slice(&sent[0].body).unwrap();
+    assert_eq!(body["ref"], "main");
+    assert_eq!(body["inputs"], serde_json::json!({"version": "1.4.0"}));
+
+    app.slash("build feature-x").send().await;
+    assert_eq!(job_ended(&app, 2).await.status, JobStatus::Succeeded);
+    let sent = jenkins.received_requests().await.unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&sent[0].body).unwrap(),
+        serde_json::json!({"BRANCH": "feature-x"})
+    );
+    let logs: Vec<String> = app
+        .services
+        .store
+        .job_logs(2, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.line)
+        .collect();
+    assert!(logs.contains(&"queued build 17".to_owned()), "{logs:?}");
+
+    app.slash("broken").send().await;
+    let broken = job_ended(&app, 3).await;
+    assert_eq!(broken.status, JobStatus::Failed);
+    assert_eq!(
+        broken.error.as_deref(),
+        Some("the endpoint answered HTTP 500")
+    );
+    app.stop().await;
+}
