@@ -596,7 +596,8 @@ async fn audit_lists_recent_entries_for_admins(db: Db) {
     let Some(app) = app(db, "audit").await else {
         return;
     };
-    app.slash("whoami").by(ALICE).send().await;
+    let whoami = app.slash("whoami").by(ALICE).send().await;
+    app.finished_audit(&whoami.correlation_id).await;
     let ack = app.slash("audit 3").by(JOE).send().await;
     assert_eq!(ack.status, 200);
     let replies = app.replies(1).await;
