@@ -37,6 +37,11 @@ pub struct Services {
     pub links: crate::links::Links,
     /// Woken when a job is queued, so idle workers claim it at once.
     pub job_queued: tokio::sync::Notify,
+    /// The Web API client the outbox sender uses: no retries of its own, since the sender
+    /// paces and retries per channel.
+    pub slack_outbox: SlackApi,
+    /// Woken when messages are queued.
+    pub outbox_ready: tokio::sync::Notify,
     /// The slash command we answer, e.g. `/ops`.
     pub slash: String,
     /// Background commands in flight; past this the acknowledgement says "busy".
@@ -133,7 +138,20 @@ impl App {
             .github_token
             .clone()
             .map(|t| GitHub::new(outbound.clone(), settings.github_api_url.clone(), t));
+        let slack_outbox = SlackApi::new(
+            Outbound::new(
+                RetryPolicy {
+                    attempts: 1,
+                    ..retry
+                },
+                http_timeout,
+            ),
+            settings.slack_api_url.clone(),
+            settings.slack_bot_token.clone(),
+        );
         let services = Services {
+            slack_outbox,
+            outbox_ready: tokio::sync::Notify::new(),
             links: crate::links::Links::new(&settings, config.jobs.link_ttl),
             job_queued: tokio::sync::Notify::new(),
             slack,
@@ -153,7 +171,11 @@ impl App {
         };
         let services = Arc::new(services);
         let (stop_jobs, stop) = tokio::sync::watch::channel(false);
-        let job_tasks = crate::jobs::spawn(services.clone(), stop);
+        let mut job_tasks = crate::jobs::spawn(services.clone(), stop.clone());
+        job_tasks.push(tokio::spawn(crate::notify::sender::run(
+            services.clone(),
+            stop,
+        )));
         Ok(Self {
             services,
             audit_task,

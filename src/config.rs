@@ -165,6 +165,37 @@ pub struct FileConfig {
     pub limits: LimitsSection,
     #[serde(default)]
     pub jobs: JobsSection,
+    #[serde(default)]
+    pub notifications: NotificationsSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsSection {
+    /// How long bursty events (pushes) wait so that a burst to one channel becomes one message.
+    /// `0s` posts each at once.
+    #[serde(default = "default_coalesce_window", with = "duration_str")]
+    pub coalesce_window: Duration,
+    /// Attempts before a message is given up on (5xx and network failures, with backoff).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: i32,
+}
+
+impl Default for NotificationsSection {
+    fn default() -> Self {
+        Self {
+            coalesce_window: default_coalesce_window(),
+            max_attempts: default_max_attempts(),
+        }
+    }
+}
+
+fn default_coalesce_window() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_max_attempts() -> i32 {
+    12
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -537,6 +568,18 @@ impl FileConfig {
                         SOURCES.join(", ")
                     ),
                 ));
+            }
+            for field in route.matches.keys() {
+                if !crate::domain::routing::MATCH_FIELDS.contains(&field.as_str()) {
+                    return Err(source.error_at(
+                        route.source.span(),
+                        format!("routes[{i}].match.{field}"),
+                        format!(
+                            "unknown match field `{field}`; expected one of {}",
+                            crate::domain::routing::MATCH_FIELDS.join(", ")
+                        ),
+                    ));
+                }
             }
             if route.channel.get_ref().trim().is_empty() {
                 return Err(source.error_at(

@@ -26,6 +26,8 @@ pub enum ReplyTarget {
     ResponseUrl(String),
     /// The local console.
     Console(mpsc::UnboundedSender<Message>),
+    /// A thread in a channel (an @mention), posted with the bot token.
+    Thread { channel: String, thread_ts: String },
 }
 
 /// One command as someone typed it.
@@ -47,6 +49,7 @@ pub struct Invocation {
 enum Delivery {
     ResponseUrl(Url),
     Console(mpsc::UnboundedSender<Message>),
+    Thread { channel: String, thread_ts: String },
 }
 
 /// The acknowledgement: what the HTTP response carries.
@@ -162,6 +165,10 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
 
     let delivery = match &inv.reply {
         ReplyTarget::Console(tx) => Delivery::Console(tx.clone()),
+        ReplyTarget::Thread { channel, thread_ts } => Delivery::Thread {
+            channel: channel.clone(),
+            thread_ts: thread_ts.clone(),
+        },
         ReplyTarget::ResponseUrl(raw) => match services.response_urls.check(raw) {
             Ok(url) => Delivery::ResponseUrl(url),
             Err(why) => {
@@ -365,5 +372,11 @@ async fn deliver(services: &Services, delivery: &Delivery, message: Message) -> 
             .await
             .map_err(|e| e.to_string()),
         Delivery::Console(tx) => tx.send(message).map_err(|_| "console closed".to_owned()),
+        Delivery::Thread { channel, thread_ts } => services
+            .slack
+            .post_message(channel, Some(thread_ts), &message)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string()),
     }
 }

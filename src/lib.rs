@@ -14,6 +14,7 @@ pub mod http;
 pub mod jobs;
 pub mod links;
 pub mod manifest;
+pub mod notify;
 pub mod redact;
 pub mod reply;
 pub mod runbooks;

@@ -4,4 +4,5 @@ pub mod access;
 pub mod approval;
 pub mod job;
 pub mod policy;
+pub mod routing;
 pub mod runbook;

@@ -101,6 +101,9 @@ pub async fn interactions(
     headers: axum::http::HeaderMap,
     VerifiedSlack(body): VerifiedSlack,
 ) -> Response {
+    if let Err(e) = super::slack::require_form(&headers) {
+        return e.into_response();
+    }
     let signature = headers
         .get("x-slack-signature")
         .and_then(|v| v.to_str().ok())

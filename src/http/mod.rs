@@ -1,9 +1,11 @@
 //! The HTTP surface: one router, one module per surface.
 
+pub mod events;
 pub mod interactions;
 pub mod ops;
 pub mod pages;
 pub mod slack;
+pub mod webhooks;
 
 use std::{sync::Arc, time::Instant};
 
@@ -39,6 +41,22 @@ pub fn router(state: AppState) -> Router {
             "/slack/interactions",
             post(interactions::interactions)
                 .layer(DefaultBodyLimit::max(SLACK_INTERACTION_BODY_LIMIT)),
+        )
+        .route(
+            "/slack/events",
+            post(events::events).layer(DefaultBodyLimit::max(SLACK_INTERACTION_BODY_LIMIT)),
+        )
+        .route(
+            "/webhooks/github",
+            post(webhooks::github).layer(DefaultBodyLimit::max(webhooks::GITHUB_BODY_LIMIT)),
+        )
+        .route(
+            "/webhooks/pagerduty",
+            post(webhooks::pagerduty).layer(DefaultBodyLimit::max(webhooks::SMALL_WEBHOOK_LIMIT)),
+        )
+        .route(
+            "/webhooks/zendesk",
+            post(webhooks::zendesk).layer(DefaultBodyLimit::max(webhooks::SMALL_WEBHOOK_LIMIT)),
         )
         .route("/jobs/{id}", get(pages::job_page))
         .route("/healthz", get(ops::healthz))

@@ -43,12 +43,6 @@ impl FromRequest<AppState> for VerifiedSlack {
             crate::telemetry::record_signature_failure("slack", reason_label(e));
             ApiError::from(e).into_response()
         })?;
-        if !is_form(&headers) {
-            return Err(ApiError::BadRequest(
-                "expected Content-Type application/x-www-form-urlencoded".into(),
-            )
-            .into_response());
-        }
         Ok(Self(body))
     }
 }
@@ -63,7 +57,7 @@ fn reason_label(e: signature::SignatureError) -> &'static str {
     }
 }
 
-fn is_form(headers: &HeaderMap) -> bool {
+pub fn is_form(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -150,10 +144,26 @@ impl SlashForm {
     }
 }
 
+/// 400 unless the request says it is a form.
+pub fn require_form(headers: &HeaderMap) -> Result<(), Response> {
+    if is_form(headers) {
+        Ok(())
+    } else {
+        Err(
+            ApiError::BadRequest("expected Content-Type application/x-www-form-urlencoded".into())
+                .into_response(),
+        )
+    }
+}
+
 pub async fn commands(
     State(state): State<AppState>,
+    headers: HeaderMap,
     VerifiedSlack(body): VerifiedSlack,
 ) -> Response {
+    if let Err(e) = require_form(&headers) {
+        return e.into_response();
+    }
     let cmd = match SlashForm::parse(&body) {
         Ok(SlashForm::SslCheck) => return StatusCode::OK.into_response(),
         Ok(SlashForm::Command(cmd)) => cmd,

@@ -24,6 +24,7 @@ use crate::{
         approval::{ApprovalRequest, Decision, NewApprovalRequest, Refusal},
         job::{Heartbeat, Job, JobStatus, LogLine, NewJob},
     },
+    notify::{NewOutbox, OutboxCounts, OutboxRow, Recorded},
 };
 
 static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -361,6 +362,82 @@ impl Store {
     /// A job's log, or its last `last` lines, oldest first.
     pub async fn job_logs(&self, job_id: i64, last: Option<i64>) -> Result<Vec<LogLine>> {
         by_db!(self, job_logs(job_id, last))
+    }
+}
+
+impl Store {
+    // -- webhooks and the outbox ---------------------------------------------------------------
+
+    /// Store a delivery and queue its messages in one transaction, unless this source's
+    /// delivery id was seen before.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_delivery(
+        &self,
+        source: &str,
+        delivery_id: &str,
+        event: &str,
+        payload: &serde_json::Value,
+        now: OffsetDateTime,
+        messages: &[NewOutbox],
+        audit: Vec<AuditEntry>,
+    ) -> Result<Recorded> {
+        by_db!(
+            self,
+            record_delivery(source, delivery_id, event, payload, now, messages, audit)
+        )
+    }
+
+    /// Take up to `limit` due messages, oldest first, hidden from other senders until
+    /// `lease_until` (if we die, they are tried again then).
+    pub async fn claim_outbox(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>> {
+        by_db!(self, claim_outbox(now, lease_until, limit))
+    }
+
+    /// `first` was posted (as Slack message `ts`), carrying `merged` with it.
+    pub async fn outbox_sent(
+        &self,
+        first: i64,
+        merged: &[i64],
+        ts: &str,
+        now: OffsetDateTime,
+        audit: Vec<AuditEntry>,
+    ) -> Result<()> {
+        by_db!(self, outbox_sent(first, merged, ts, now, audit))
+    }
+
+    /// Try these again at `at` (counting an attempt when the try failed).
+    pub async fn outbox_retry(
+        &self,
+        ids: &[i64],
+        at: OffsetDateTime,
+        error: Option<&str>,
+        count_attempt: bool,
+    ) -> Result<()> {
+        by_db!(self, outbox_retry(ids, at, error, count_attempt))
+    }
+
+    pub async fn outbox_failed(
+        &self,
+        ids: &[i64],
+        error: &str,
+        now: OffsetDateTime,
+        audit: Vec<AuditEntry>,
+    ) -> Result<()> {
+        by_db!(self, outbox_failed(ids, error, now, audit))
+    }
+
+    pub async fn outbox_counts(&self) -> Result<OutboxCounts> {
+        by_db!(self, outbox_counts())
+    }
+
+    /// When the next pending message is due, if any.
+    pub async fn next_outbox_due(&self) -> Result<Option<OffsetDateTime>> {
+        by_db!(self, next_outbox_due())
     }
 }
 

@@ -730,3 +730,188 @@ pub(super) async fn job_logs(
         })
         .collect()
 }
+
+// -- webhooks and the outbox -------------------------------------------------------------------
+
+use crate::notify::{NewOutbox, OutboxCounts, OutboxRow, Recorded};
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn record_delivery(
+    pool: &PgPool,
+    source: &str,
+    delivery_id: &str,
+    event: &str,
+    payload: &serde_json::Value,
+    now: OffsetDateTime,
+    messages: &[NewOutbox],
+    audit: Vec<AuditEntry>,
+) -> Result<Recorded> {
+    let mut tx = pool.begin().await?;
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO webhook_deliveries (source, delivery_id, event, payload, messages, received_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (source, delivery_id) DO NOTHING RETURNING id",
+    )
+    .bind(source)
+    .bind(delivery_id)
+    .bind(event)
+    .bind(payload)
+    .bind(i32::try_from(messages.len()).unwrap_or(i32::MAX))
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(id) = id else {
+        tx.commit().await?;
+        return Ok(Recorded::Duplicate);
+    };
+    for m in messages {
+        sqlx::query(
+            "INSERT INTO outbox (delivery, channel, text, blocks, coalesce_key, coalesce_label, next_attempt_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id)
+        .bind(&m.channel)
+        .bind(&m.text)
+        .bind(serde_json::Value::Array(m.blocks.clone()))
+        .bind(&m.coalesce_key)
+        .bind(&m.coalesce_label)
+        .bind(m.next_attempt_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    insert_audit_in(&mut tx, &audit).await?;
+    tx.commit().await?;
+    Ok(Recorded::New { id })
+}
+
+fn outbox_row(row: &PgRow) -> Result<OutboxRow> {
+    let blocks: serde_json::Value = row.try_get("blocks")?;
+    Ok(OutboxRow {
+        id: row.try_get("id")?,
+        channel: row.try_get("channel")?,
+        text: row.try_get("text")?,
+        blocks: blocks.as_array().cloned().unwrap_or_default(),
+        coalesce_key: row.try_get("coalesce_key")?,
+        coalesce_label: row.try_get("coalesce_label")?,
+        attempts: row.try_get("attempts")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+pub(super) async fn claim_outbox(
+    pool: &PgPool,
+    now: OffsetDateTime,
+    lease_until: OffsetDateTime,
+    limit: i64,
+) -> Result<Vec<OutboxRow>> {
+    let rows = sqlx::query(
+        "UPDATE outbox SET next_attempt_at = $2
+          WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1
+                        ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+          RETURNING id, channel, text, blocks, coalesce_key, coalesce_label, attempts, created_at",
+    )
+    .bind(now)
+    .bind(lease_until)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let mut out: Vec<OutboxRow> = rows.iter().map(outbox_row).collect::<Result<_>>()?;
+    out.sort_by_key(|r| r.id);
+    Ok(out)
+}
+
+pub(super) async fn outbox_sent(
+    pool: &PgPool,
+    first: i64,
+    merged: &[i64],
+    ts: &str,
+    now: OffsetDateTime,
+    audit: Vec<AuditEntry>,
+) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("UPDATE outbox SET status = 'sent', slack_ts = $2, sent_at = $3, attempts = attempts + 1 WHERE id = $1")
+        .bind(first)
+        .bind(ts)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    if !merged.is_empty() {
+        sqlx::query("UPDATE outbox SET status = 'merged', merged_into = $2, sent_at = $3 WHERE id = ANY($1)")
+            .bind(merged)
+            .bind(first)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+    }
+    insert_audit_in(&mut tx, &audit).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn outbox_retry(
+    pool: &PgPool,
+    ids: &[i64],
+    at: OffsetDateTime,
+    error: Option<&str>,
+    count_attempt: bool,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE outbox SET next_attempt_at = $2, last_error = COALESCE($3, last_error),
+                           attempts = attempts + CASE WHEN $4 THEN 1 ELSE 0 END
+          WHERE id = ANY($1) AND status = 'pending'",
+    )
+    .bind(ids)
+    .bind(at)
+    .bind(error)
+    .bind(count_attempt)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn outbox_failed(
+    pool: &PgPool,
+    ids: &[i64],
+    error: &str,
+    now: OffsetDateTime,
+    audit: Vec<AuditEntry>,
+) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("UPDATE outbox SET status = 'failed', last_error = $2, sent_at = $3, attempts = attempts + 1 WHERE id = ANY($1)")
+        .bind(ids)
+        .bind(error)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    insert_audit_in(&mut tx, &audit).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn outbox_counts(pool: &PgPool) -> Result<OutboxCounts> {
+    let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM outbox GROUP BY status")
+        .fetch_all(pool)
+        .await?;
+    let mut c = OutboxCounts::default();
+    for r in rows {
+        let status: String = r.try_get("status")?;
+        let n: i64 = r.try_get("n")?;
+        match status.as_str() {
+            "pending" => c.pending = n,
+            "sent" => c.sent = n,
+            "merged" => c.merged = n,
+            "failed" => c.failed = n,
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
+pub(super) async fn next_outbox_due(pool: &PgPool) -> Result<Option<OffsetDateTime>> {
+    Ok(
+        sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
+            .fetch_one(pool)
+            .await?,
+    )
+}

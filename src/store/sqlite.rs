@@ -761,3 +761,192 @@ pub(super) async fn job_logs(
         })
         .collect()
 }
+
+// -- webhooks and the outbox -------------------------------------------------------------------
+
+use crate::notify::{NewOutbox, OutboxCounts, OutboxRow, Recorded};
+
+fn ids_json(ids: &[i64]) -> String {
+    serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn record_delivery(
+    pool: &SqlitePool,
+    source: &str,
+    delivery_id: &str,
+    event: &str,
+    payload: &serde_json::Value,
+    now: OffsetDateTime,
+    messages: &[NewOutbox],
+    audit: Vec<AuditEntry>,
+) -> Result<Recorded> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO webhook_deliveries (source, delivery_id, event, payload, messages, received_at)
+         VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (source, delivery_id) DO NOTHING RETURNING id",
+    )
+    .bind(source)
+    .bind(delivery_id)
+    .bind(event)
+    .bind(payload.to_string())
+    .bind(i64::try_from(messages.len()).unwrap_or(i64::MAX))
+    .bind(ts(now))
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(id) = id else {
+        tx.commit().await?;
+        return Ok(Recorded::Duplicate);
+    };
+    for m in messages {
+        sqlx::query(
+            "INSERT INTO outbox (delivery, channel, text, blocks, coalesce_key, coalesce_label, next_attempt_at, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(&m.channel)
+        .bind(&m.text)
+        .bind(serde_json::Value::Array(m.blocks.clone()).to_string())
+        .bind(&m.coalesce_key)
+        .bind(&m.coalesce_label)
+        .bind(ts(m.next_attempt_at))
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await?;
+    }
+    insert_audit_in(&mut tx, &audit).await?;
+    tx.commit().await?;
+    Ok(Recorded::New { id })
+}
+
+fn outbox_row(row: &SqliteRow) -> Result<OutboxRow> {
+    Ok(OutboxRow {
+        id: row.try_get("id")?,
+        channel: row.try_get("channel")?,
+        text: row.try_get("text")?,
+        blocks: json_col(row, "blocks")?
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+        coalesce_key: row.try_get("coalesce_key")?,
+        coalesce_label: row.try_get("coalesce_label")?,
+        attempts: row.try_get("attempts")?,
+        created_at: req_ts(row, "created_at")?,
+    })
+}
+
+pub(super) async fn claim_outbox(
+    pool: &SqlitePool,
+    now: OffsetDateTime,
+    lease_until: OffsetDateTime,
+    limit: i64,
+) -> Result<Vec<OutboxRow>> {
+    let rows = sqlx::query(
+        "UPDATE outbox SET next_attempt_at = ?2
+          WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?3)
+          RETURNING id, channel, text, blocks, coalesce_key, coalesce_label, attempts, created_at",
+    )
+    .bind(ts(now))
+    .bind(ts(lease_until))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let mut out: Vec<OutboxRow> = rows.iter().map(outbox_row).collect::<Result<_>>()?;
+    out.sort_by_key(|r| r.id);
+    Ok(out)
+}
+
+pub(super) async fn outbox_sent(
+    pool: &SqlitePool,
+    first: i64,
+    merged: &[i64],
+    slack_ts: &str,
+    now: OffsetDateTime,
+    audit: Vec<AuditEntry>,
+) -> Result<()> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query("UPDATE outbox SET status = 'sent', slack_ts = ?, sent_at = ?, attempts = attempts + 1 WHERE id = ?")
+        .bind(slack_ts)
+        .bind(ts(now))
+        .bind(first)
+        .execute(&mut *tx)
+        .await?;
+    if !merged.is_empty() {
+        sqlx::query("UPDATE outbox SET status = 'merged', merged_into = ?, sent_at = ? WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(first)
+            .bind(ts(now))
+            .bind(ids_json(merged))
+            .execute(&mut *tx)
+            .await?;
+    }
+    insert_audit_in(&mut tx, &audit).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn outbox_retry(
+    pool: &SqlitePool,
+    ids: &[i64],
+    at: OffsetDateTime,
+    error: Option<&str>,
+    count_attempt: bool,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE outbox SET next_attempt_at = ?, last_error = COALESCE(?, last_error), attempts = attempts + ?
+          WHERE id IN (SELECT value FROM json_each(?)) AND status = 'pending'",
+    )
+    .bind(ts(at))
+    .bind(error)
+    .bind(i64::from(count_attempt))
+    .bind(ids_json(ids))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn outbox_failed(
+    pool: &SqlitePool,
+    ids: &[i64],
+    error: &str,
+    now: OffsetDateTime,
+    audit: Vec<AuditEntry>,
+) -> Result<()> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query("UPDATE outbox SET status = 'failed', last_error = ?, sent_at = ?, attempts = attempts + 1 WHERE id IN (SELECT value FROM json_each(?))")
+        .bind(error)
+        .bind(ts(now))
+        .bind(ids_json(ids))
+        .execute(&mut *tx)
+        .await?;
+    insert_audit_in(&mut tx, &audit).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn outbox_counts(pool: &SqlitePool) -> Result<OutboxCounts> {
+    let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM outbox GROUP BY status")
+        .fetch_all(pool)
+        .await?;
+    let mut c = OutboxCounts::default();
+    for r in rows {
+        let status: String = r.try_get("status")?;
+        let n: i64 = r.try_get("n")?;
+        match status.as_str() {
+            "pending" => c.pending = n,
+            "sent" => c.sent = n,
+            "merged" => c.merged = n,
+            "failed" => c.failed = n,
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
+pub(super) async fn next_outbox_due(pool: &SqlitePool) -> Result<Option<OffsetDateTime>> {
+    let raw: Option<String> =
+        sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
+            .fetch_one(pool)
+            .await?;
+    raw.as_deref().map(parse_ts).transpose()
+}

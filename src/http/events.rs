@@ -1,0 +1,128 @@
+//! `POST /slack/events`: the Events API. The `url_verification` challenge is answered, and an
+//! `app_mention` ("@pantheon pager incidents") runs through the same command registry as the
+//! slash command, answered in a thread. Slack retries events (`X-Slack-Retry-Num`); each event
+//! id is handled once.
+
+use axum::{
+    Json,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+
+use super::{AppState, slack::VerifiedSlack};
+use crate::{
+    dispatch::{self, Ack, Invocation, ReplyTarget},
+    error::ApiError,
+    notify::Recorded,
+};
+
+pub async fn events(State(state): State<AppState>, VerifiedSlack(body): VerifiedSlack) -> Response {
+    let payload: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return ApiError::BadRequest(format!("the body is not JSON: {e}")).into_response();
+        }
+    };
+    match payload["type"].as_str() {
+        Some("url_verification") => {
+            let challenge = payload["challenge"].as_str().unwrap_or_default();
+            return Json(json!({"challenge": challenge})).into_response();
+        }
+        Some("event_callback") => {}
+        _ => return StatusCode::OK.into_response(),
+    }
+    let event = &payload["event"];
+    if event["type"].as_str() != Some("app_mention")
+        || event.get("bot_id").is_some_and(|b| !b.is_null())
+    {
+        return StatusCode::OK.into_response();
+    }
+    let Some(event_id) = payload["event_id"].as_str() else {
+        return ApiError::BadRequest("no event_id".into()).into_response();
+    };
+    // Remember the event before acting on it, so a retry is recognised.
+    let services = &state.services;
+    let entry =
+        crate::audit::AuditEntry::new(event_id, "slack", "event", crate::audit::Outcome::Received)
+            .detail(format!("app_mention {event_id}"));
+    match services
+        .store
+        .record_delivery(
+            "slack",
+            event_id,
+            "app_mention",
+            &payload,
+            time::OffsetDateTime::now_utc(),
+            &[],
+            vec![entry],
+        )
+        .await
+    {
+        Ok(Recorded::Duplicate) => return StatusCode::OK.into_response(),
+        Ok(Recorded::New { .. }) => {}
+        Err(e) => return ApiError::Unavailable(format!("event not stored: {e}")).into_response(),
+    }
+    let (Some(user), Some(channel)) = (event["user"].as_str(), event["channel"].as_str()) else {
+        return StatusCode::OK.into_response();
+    };
+    let thread = event["thread_ts"]
+        .as_str()
+        .or(event["ts"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let text = strip_mentions(event["text"].as_str().unwrap_or_default());
+    let invocation = Invocation {
+        correlation_id: dispatch::new_correlation_id(),
+        user_id: user.to_owned(),
+        user_name: user.to_owned(),
+        channel_id: channel.to_owned(),
+        team_id: payload["team_id"].as_str().unwrap_or_default().to_owned(),
+        slash: format!("@{}", services.config.slack.app_name.to_lowercase()),
+        text,
+        reply: ReplyTarget::Thread {
+            channel: channel.to_owned(),
+            thread_ts: thread.clone(),
+        },
+    };
+    let services = services.clone();
+    let channel = channel.to_owned();
+    // Events are acknowledged at once; even an answer-in-the-ack is posted to the thread.
+    tokio::spawn(async move {
+        if let Ack::Message(message) = dispatch::dispatch(&services, invocation).await
+            && let Err(e) = services
+                .slack
+                .post_message(&channel, Some(&thread), &message)
+                .await
+        {
+            tracing::warn!(error = %e, "mention answer not posted");
+        }
+    });
+    StatusCode::OK.into_response()
+}
+
+/// The text after the mentions that address us (`<@U123> pager incidents` → `pager incidents`).
+fn strip_mentions(text: &str) -> String {
+    let mut rest = text.trim();
+    while let Some(after) = rest.strip_prefix("<@") {
+        match after.find('>') {
+            Some(end) => rest = after[end + 1..].trim_start(),
+            None => break,
+        }
+    }
+    rest.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn leading_mentions_are_dropped() {
+        assert_eq!(
+            super::strip_mentions("<@U0BOT> pager incidents"),
+            "pager incidents"
+        );
+        assert_eq!(super::strip_mentions("  <@U0BOT|pantheon>   help"), "help");
+        assert_eq!(super::strip_mentions("help <@U9>"), "help <@U9>");
+    }
+}

@@ -1,0 +1,128 @@
+//! Notifications: verified webhooks become stored deliveries (de-duplicated by delivery id),
+//! routed to channels, and queued in the outbox that [`sender`] posts from.
+
+pub mod format;
+pub mod sender;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::{
+    app::Services,
+    audit::{AuditEntry, Outcome},
+    domain::routing,
+    store::StoreError,
+};
+use format::Formatted;
+
+/// A message to queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOutbox {
+    pub channel: String,
+    pub text: String,
+    pub blocks: Vec<Value>,
+    pub coalesce_key: Option<String>,
+    pub coalesce_label: Option<String>,
+    pub next_attempt_at: OffsetDateTime,
+}
+
+/// A queued message, claimed for sending.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub channel: String,
+    pub text: String,
+    pub blocks: Vec<Value>,
+    pub coalesce_key: Option<String>,
+    pub coalesce_label: Option<String>,
+    pub attempts: i32,
+    pub created_at: OffsetDateTime,
+}
+
+/// What storing a delivery found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    New {
+        id: i64,
+    },
+    /// Seen before (a redelivery or a retry): acknowledged, nothing posted again.
+    Duplicate,
+}
+
+/// Outbox counts by status, for tests and `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    pub pending: i64,
+    pub sent: i64,
+    pub merged: i64,
+    pub failed: i64,
+}
+
+/// Store a verified delivery and queue its messages, in one transaction.
+pub async fn accept(
+    services: &Services,
+    source: &str,
+    delivery_id: &str,
+    formatted: Formatted,
+    payload: &Value,
+) -> Result<(Recorded, usize), StoreError> {
+    let now = OffsetDateTime::now_utc();
+    let channels = routing::channels(&services.config.routes, &formatted.facts);
+    // Events that come in bursts wait a moment so a burst becomes one message.
+    let hold = if formatted.coalesce.is_some() {
+        services.config.notifications.coalesce_window
+    } else {
+        Duration::ZERO
+    };
+    let due = now + time::Duration::try_from(hold).unwrap_or(time::Duration::ZERO);
+    let messages: Vec<NewOutbox> = channels
+        .iter()
+        .map(|channel| NewOutbox {
+            channel: channel.clone(),
+            text: formatted.text.clone(),
+            blocks: formatted.blocks.clone(),
+            coalesce_key: formatted.coalesce.as_ref().map(|(k, _)| k.clone()),
+            coalesce_label: formatted.coalesce.as_ref().map(|(_, l)| l.clone()),
+            next_attempt_at: due,
+        })
+        .collect();
+    let kind = formatted.facts.kind.clone();
+    let detail = if channels.is_empty() {
+        format!("{source} {kind} ({delivery_id}): stored, no route")
+    } else {
+        format!("{source} {kind} ({delivery_id}) → {}", channels.join(", "))
+    };
+    let entry = AuditEntry::new(delivery_id, source, "webhook", Outcome::Received).detail(detail);
+    let recorded = services
+        .store
+        .record_delivery(
+            source,
+            delivery_id,
+            &kind,
+            payload,
+            now,
+            &messages,
+            vec![entry],
+        )
+        .await?;
+    let label = if formatted.facts.known {
+        kind.as_str()
+    } else {
+        "unknown"
+    };
+    let result = match recorded {
+        Recorded::New { .. } => "new",
+        Recorded::Duplicate => "duplicate",
+    };
+    metrics::counter!("pantheon_webhooks_total", "source" => source.to_owned(), "event" => label.to_owned(), "result" => result).increment(1);
+    if !formatted.facts.known {
+        metrics::counter!("pantheon_webhooks_unknown_total", "source" => source.to_owned())
+            .increment(1);
+    }
+    if matches!(recorded, Recorded::New { .. }) && !messages.is_empty() {
+        services.outbox_ready.notify_one();
+    }
+    Ok((recorded, messages.len()))
+}

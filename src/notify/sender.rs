@@ -1,0 +1,308 @@
+//! The outbox sender: posts queued messages with `chat.postMessage`, about one per second per
+//! channel, coalescing waiting messages with the same key into one; honours `Retry-After` on
+//! 429, retries 5xx and network failures with backoff, and records each message as sent,
+//! merged or failed. Rows live in the database, so nothing is lost across a restart; a row
+//! claimed by a sender that dies is tried again when its claim lapses.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use serde_json::Value;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use super::OutboxRow;
+use crate::{
+    app::Services,
+    audit::{AuditEntry, Outcome},
+    chat::{self, Message},
+    clients::vendor::{ErrorKind, VendorError},
+};
+
+/// How long claimed rows stay hidden from other senders.
+const CLAIM: time::Duration = time::Duration::seconds(30);
+/// One message per channel per this long (Slack's documented pace for chat.postMessage).
+const PER_CHANNEL: time::Duration = time::Duration::seconds(1);
+const BATCH: i64 = 200;
+
+pub async fn run(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
+    let mut next_allowed: HashMap<String, OffsetDateTime> = HashMap::new();
+    let mut warned = false;
+    while !*stop.borrow() {
+        if !services.slack_outbox.configured() {
+            if !warned {
+                tracing::warn!(
+                    "SLACK_BOT_TOKEN is not set: notifications wait in the outbox until it is"
+                );
+                warned = true;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(60)) => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        let now = OffsetDateTime::now_utc();
+        let rows = match services.store.claim_outbox(now, now + CLAIM, BATCH).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, "outbox claim failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if rows.is_empty() {
+            let wait = match services.store.next_outbox_due().await {
+                Ok(Some(due)) => {
+                    (due - now).clamp(time::Duration::milliseconds(5), time::Duration::seconds(1))
+                }
+                _ => time::Duration::seconds(1),
+            };
+            tokio::select! {
+                () = services.outbox_ready.notified() => {}
+                () = tokio::time::sleep(wait.try_into().unwrap_or(Duration::from_secs(1))) => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        // Per channel, in order: one message now, the rest when the channel's pace allows.
+        let mut by_channel: Vec<(String, Vec<OutboxRow>)> = Vec::new();
+        for row in rows {
+            match by_channel.iter_mut().find(|(c, _)| *c == row.channel) {
+                Some((_, list)) => list.push(row),
+                None => by_channel.push((row.channel.clone(), vec![row])),
+            }
+        }
+        let sends = by_channel.into_iter().map(|(channel, rows)| {
+            let allowed = next_allowed.get(&channel).copied();
+            let services = services.clone();
+            async move {
+                let next = send_channel(&services, &channel, rows, allowed).await;
+                (channel, next)
+            }
+        });
+        for (channel, next) in futures_join_all(sends).await {
+            next_allowed.insert(channel, next);
+        }
+        next_allowed.retain(|_, t| *t > OffsetDateTime::now_utc() - time::Duration::minutes(5));
+    }
+}
+
+/// Run the per-channel sends concurrently (each channel is independent).
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Send the first message (or coalesced group) of one channel; put the rest back for later.
+/// Returns when the channel may be posted to next.
+async fn send_channel(
+    services: &Services,
+    channel: &str,
+    rows: Vec<OutboxRow>,
+    allowed: Option<OffsetDateTime>,
+) -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    let ids = |rows: &[OutboxRow]| rows.iter().map(|r| r.id).collect::<Vec<_>>();
+    if let Some(at) = allowed.filter(|at| *at > now) {
+        release(services, &ids(&rows), at, None, false).await;
+        return at;
+    }
+    // The first row, and every waiting row with its coalescing key, go as one message.
+    let key = rows[0].coalesce_key.clone();
+    let (unit, rest): (Vec<OutboxRow>, Vec<OutboxRow>) = match &key {
+        Some(k) => rows
+            .into_iter()
+            .partition(|r| r.coalesce_key.as_ref() == Some(k)),
+        None => {
+            let mut rows = rows;
+            let rest = rows.split_off(1);
+            (rows, rest)
+        }
+    };
+    if !rest.is_empty() {
+        release(services, &ids(&rest), now + PER_CHANNEL, None, false).await;
+    }
+    let message = compose(&unit);
+    let first = unit[0].id;
+    let merged: Vec<i64> = unit[1..].iter().map(|r| r.id).collect();
+    let attempts = unit.iter().map(|r| r.attempts).max().unwrap_or(0);
+    let started = std::time::Instant::now();
+    match services
+        .slack_outbox
+        .post_message(channel, None, &message)
+        .await
+    {
+        Ok(posted) => {
+            metrics::counter!("pantheon_outbox_sent_total").increment(1);
+            metrics::counter!("pantheon_outbox_merged_total").increment(merged.len() as u64);
+            for r in &unit {
+                let age = (OffsetDateTime::now_utc() - r.created_at)
+                    .as_seconds_f64()
+                    .max(0.0);
+                metrics::histogram!("pantheon_outbox_delivery_seconds").record(age);
+            }
+            let detail = if merged.is_empty() {
+                format!("posted to {channel} (ts {})", posted.ts)
+            } else {
+                format!(
+                    "posted {} messages as one to {channel} (ts {})",
+                    unit.len(),
+                    posted.ts
+                )
+            };
+            let entry = AuditEntry::new(
+                &format!("outbox-{first}"),
+                "notifier",
+                "notify.post",
+                Outcome::Succeeded,
+            )
+            .channel(channel)
+            .detail(detail)
+            .duration(started.elapsed());
+            if let Err(e) = services
+                .store
+                .outbox_sent(
+                    first,
+                    &merged,
+                    &posted.ts,
+                    OffsetDateTime::now_utc(),
+                    vec![entry],
+                )
+                .await
+            {
+                tracing::error!(error = %e, "outbox row posted but not marked sent");
+            }
+            OffsetDateTime::now_utc() + PER_CHANNEL
+        }
+        Err(VendorError {
+            kind: ErrorKind::RateLimited { resets },
+            ..
+        }) => {
+            let at = resets
+                .unwrap_or(now + time::Duration::seconds(30))
+                .max(now + PER_CHANNEL);
+            tracing::info!(channel, retry_at = %at, "Slack rate limit; waiting as told");
+            metrics::counter!("pantheon_outbox_rate_limited_total").increment(1);
+            release(services, &ids(&unit), at, Some("rate limited (429)"), false).await;
+            at
+        }
+        Err(e) if transient(&e) => {
+            let attempt = attempts + 1;
+            if attempt >= services.config.notifications.max_attempts {
+                give_up(services, channel, &unit, &e.to_string()).await;
+            } else {
+                let backoff = time::Duration::seconds(1i64 << attempt.clamp(0, 8))
+                    .min(time::Duration::minutes(5));
+                tracing::warn!(channel, error = %e, attempt, "posting failed; will retry");
+                release(
+                    services,
+                    &ids(&unit),
+                    now + backoff,
+                    Some(&e.to_string()),
+                    true,
+                )
+                .await;
+            }
+            now + PER_CHANNEL
+        }
+        Err(e) => {
+            give_up(services, channel, &unit, &e.to_string()).await;
+            now + PER_CHANNEL
+        }
+    }
+}
+
+fn transient(e: &VendorError) -> bool {
+    matches!(
+        e.kind,
+        ErrorKind::Server { .. }
+            | ErrorKind::Timeout
+            | ErrorKind::Unreachable
+            | ErrorKind::Malformed { .. }
+    )
+}
+
+async fn release(
+    services: &Services,
+    ids: &[i64],
+    at: OffsetDateTime,
+    error: Option<&str>,
+    count_attempt: bool,
+) {
+    if let Err(e) = services
+        .store
+        .outbox_retry(ids, at, error, count_attempt)
+        .await
+    {
+        tracing::error!(error = %e, "outbox rows not rescheduled; their claim will lapse");
+    }
+}
+
+async fn give_up(services: &Services, channel: &str, unit: &[OutboxRow], error: &str) {
+    tracing::error!(
+        channel,
+        error,
+        rows = unit.len(),
+        "notification not delivered"
+    );
+    metrics::counter!("pantheon_outbox_failed_total").increment(unit.len() as u64);
+    let entries = unit
+        .iter()
+        .map(|r| {
+            AuditEntry::new(
+                &format!("outbox-{}", r.id),
+                "notifier",
+                "notify.post",
+                Outcome::Failed,
+            )
+            .channel(channel)
+            .detail(format!("not delivered: {error}"))
+        })
+        .collect();
+    let ids: Vec<i64> = unit.iter().map(|r| r.id).collect();
+    if let Err(e) = services
+        .store
+        .outbox_failed(&ids, error, OffsetDateTime::now_utc(), entries)
+        .await
+    {
+        tracing::error!(error = %e, "outbox rows not marked failed");
+    }
+}
+
+/// One row as it was; several as one message under their label ("5 pushes to acme/api main").
+fn compose(unit: &[OutboxRow]) -> Message {
+    if let [one] = unit {
+        return Message::blocks(one.text.clone(), one.blocks.clone());
+    }
+    let label = unit[0]
+        .coalesce_label
+        .clone()
+        .unwrap_or_else(|| "updates".to_owned());
+    let title = format!("{} {label}", unit.len());
+    let mut blocks: Vec<Value> = vec![chat::section(&format!("*{}*", chat::escape(&title)))];
+    let lines: Vec<String> = unit
+        .iter()
+        .flat_map(|r| r.text.lines().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    let shown: Vec<String> = lines.iter().take(chat::MAX_LIST_LINES).cloned().collect();
+    blocks.extend(chat::sections_of_lines(&shown));
+    if lines.len() > shown.len() {
+        blocks.push(chat::context(&format!(
+            "… and {} more lines",
+            lines.len() - shown.len()
+        )));
+    }
+    Message::blocks(format!("{title}\n{}", shown.join("\n")), blocks)
+}
