@@ -145,14 +145,13 @@ impl SlashForm {
 }
 
 /// 400 unless the request says it is a form.
-pub fn require_form(headers: &HeaderMap) -> Result<(), Response> {
+pub fn require_form(headers: &HeaderMap) -> Result<(), ApiError> {
     if is_form(headers) {
         Ok(())
     } else {
-        Err(
-            ApiError::BadRequest("expected Content-Type application/x-www-form-urlencoded".into())
-                .into_response(),
-        )
+        Err(ApiError::BadRequest(
+            "expected Content-Type application/x-www-form-urlencoded".into(),
+        ))
     }
 }
 

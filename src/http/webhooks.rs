@@ -86,9 +86,9 @@ async fn finish(
     }
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, Response> {
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")).into_response())
+        .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))
 }
 
 pub async fn github(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -150,7 +150,7 @@ pub async fn pagerduty(State(state): State<AppState>, headers: HeaderMap, body: 
     }
     let payload = match parse_json(&body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let Some(delivery) = header_str(&headers, "x-webhook-id")
         .map(str::to_owned)
@@ -179,7 +179,7 @@ pub async fn zendesk(State(state): State<AppState>, headers: HeaderMap, body: By
     }
     let payload = match parse_json(&body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let Some(delivery) = payload["id"]
         .as_str()

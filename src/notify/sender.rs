@@ -88,11 +88,9 @@ pub async fn run(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
 }
 
 /// Run the per-channel sends concurrently (each channel is independent).
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output>
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.map(tokio::spawn).collect();
