@@ -95,14 +95,13 @@ pub fn unescape(text: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// Escape text for inside mrkdwn emphasis or code spans as well: the formatting characters
-/// become look-alikes so a title like "*urgent*" cannot restyle our message.
+/// Escape text for inside our own `*bold*` or `` `code` `` spans as well: their delimiters
+/// become look-alikes, so a title like "*urgent*" cannot end our span early and restyle the
+/// rest of the message.
 pub fn escape_inline(text: &str) -> String {
     escape(text)
         .replace('`', "\u{2018}")
         .replace('*', "\u{2217}")
-        .replace('_', "\u{ff3f}")
-        .replace('~', "\u{223c}")
 }
 
 /// A link with escaped label; the URL is ours (built from a base URL and ids) or vendor-given,
@@ -225,7 +224,8 @@ mod tests {
             escape("<!channel> & <@U1>"),
             "&lt;!channel&gt; &amp; &lt;@U1&gt;"
         );
-        assert!(!escape_inline("*bold* `code` _it_ ~s~").contains(['*', '`', '_', '~']));
+        assert!(!escape_inline("*bold* `code`").contains(['*', '`']));
+        assert_eq!(escape_inline("snake_case"), "snake_case");
         assert_eq!(
             link("https://x.test/a|b>c", "A <b>"),
             "<https://x.test/a%7Cb%3Ec|A &lt;b&gt;>"

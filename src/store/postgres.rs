@@ -766,8 +766,12 @@ pub(super) async fn record_delivery(
     };
     for m in messages {
         sqlx::query(
+            // A row joining a burst already waiting is due when the burst is.
             "INSERT INTO outbox (delivery, channel, text, blocks, coalesce_key, coalesce_label, next_attempt_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             VALUES ($1, $2, $3, $4, $5, $6,
+                     COALESCE((SELECT MIN(next_attempt_at) FROM outbox
+                                WHERE status = 'pending' AND channel = $2 AND coalesce_key = $5), $7),
+                     $8)",
         )
         .bind(id)
         .bind(&m.channel)

@@ -168,6 +168,7 @@ pub struct TestAppBuilder {
     env: Vec<(&'static str, String)>,
     commands: Vec<Declaration>,
     slack_api: bool,
+    existing_db: Option<TestDb>,
 }
 
 /// A stand-in for Slack's Web API: `chat.postMessage` answers with a new `ts` each time,
@@ -212,6 +213,12 @@ pub async fn slack_calls(server: &MockServer, method: &str) -> Vec<serde_json::V
 }
 
 impl TestAppBuilder {
+    /// Run on a database another app used (see [`TestApp::stop_keeping_db`]).
+    pub fn on_database(mut self, db: TestDb) -> Self {
+        self.existing_db = Some(db);
+        self
+    }
+
     /// Give the app a bot token and a fake Slack Web API (`app.slack_api`).
     pub fn with_slack_api(mut self) -> Self {
         self.slack_api = true;
@@ -235,7 +242,10 @@ impl TestAppBuilder {
 
     /// Start the app, or None when its database is unavailable outside CI.
     pub async fn start(mut self) -> Option<TestApp> {
-        let db = TestDb::new(self.db, &self.test).await?;
+        let db = match self.existing_db.take() {
+            Some(db) => db,
+            None => TestDb::new(self.db, &self.test).await?,
+        };
         let slack_api = if self.slack_api {
             let server = fake_slack_api().await;
             self.env
@@ -316,6 +326,7 @@ impl TestApp {
             env: Vec::new(),
             commands: Vec::new(),
             slack_api: false,
+            existing_db: None,
         }
     }
 
@@ -487,6 +498,25 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Stop the app but keep its database for another.
+    pub async fn stop_keeping_db(self) -> TestDb {
+        let TestApp {
+            services,
+            stop,
+            server,
+            _db,
+            ..
+        } = self;
+        drop(services);
+        if let Some(stop) = stop {
+            let _ = stop.send(());
+        }
+        if let Some(server) = server {
+            let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
+        }
+        _db
     }
 
     pub async fn stop(self) {

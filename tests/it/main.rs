@@ -6,6 +6,7 @@ mod binary;
 mod contract;
 mod crash;
 mod github;
+mod notifications;
 mod ops;
 mod pagerduty;
 mod runbooks;
