@@ -26,20 +26,29 @@ impl Respond for Recorder {
     fn respond(&self, req: &Request) -> ResponseTemplate {
         let at = Instant::now();
         let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
-        let _ = self.0.send((body["channel"].as_str().unwrap_or_default().to_owned(), at));
-        ResponseTemplate::new(200).set_body_json(serde_json::json!({"ok": true, "channel": body["channel"], "ts": "1.1"}))
+        let _ = self
+            .0
+            .send((body["channel"].as_str().unwrap_or_default().to_owned(), at));
+        ResponseTemplate::new(200)
+            .set_body_json(serde_json::json!({"ok": true, "channel": body["channel"], "ts": "1.1"}))
     }
 }
 
 async fn measure(database_url: &str) -> Vec<f64> {
     let slack = MockServer::start().await;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    Mock::given(matchers::path("/api/chat.postMessage")).respond_with(Recorder(tx)).mount(&slack).await;
+    Mock::given(matchers::path("/api/chat.postMessage"))
+        .respond_with(Recorder(tx))
+        .mount(&slack)
+        .await;
     let mut config = String::from("[notifications]\ncoalesce_window = \"0s\"\n");
     for i in 0..N {
         config.push_str(&format!("[[routes]]\nsource = \"github\"\nmatch = {{ repository = \"acme/r{i}\" }}\nchannel = \"C{i}\"\n"));
     }
-    let source = Source { path: "bench.toml".into(), text: config.into() };
+    let source = Source {
+        path: "bench.toml".into(),
+        text: config.into(),
+    };
     let file = FileConfig::parse(&source).unwrap();
     let env = [
         ("SLACK_SIGNING_SECRET", "unused-signing-secret".to_owned()),
@@ -48,7 +57,9 @@ async fn measure(database_url: &str) -> Vec<f64> {
         ("SLACK_BOT_TOKEN", "xoxb-bench".to_owned()),
         ("SLACK_API_URL", format!("{}/api", slack.uri())),
     ];
-    let settings = Settings::from_lookup(|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())).unwrap();
+    let settings =
+        Settings::from_lookup(|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
+            .unwrap();
     let app = App::build(Options {
         config: file,
         source,
@@ -81,14 +92,20 @@ async fn measure(database_url: &str) -> Vec<f64> {
             .post(format!("{base}/webhooks/github"))
             .header("content-type", "application/json")
             .header("x-github-event", "pull_request")
-            .header("x-github-delivery", format!("bench-{i}-{}", uuid::Uuid::new_v4()))
+            .header(
+                "x-github-delivery",
+                format!("bench-{i}-{}", uuid::Uuid::new_v4()),
+            )
             .header("x-hub-signature-256", sig)
             .body(body)
             .send()
             .await
             .unwrap();
         assert_eq!(resp.status(), 202);
-        let (channel, at) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+        let (channel, at) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(channel, format!("C{i}"));
         samples.push((at - start).as_secs_f64() * 1000.0);
     }
@@ -97,7 +114,11 @@ async fn measure(database_url: &str) -> Vec<f64> {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let at = |s: &[f64], q: f64| s[((s.len() - 1) as f64 * q) as usize];
         let dir = tempfile::tempdir().unwrap();
