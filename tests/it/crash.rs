@@ -146,7 +146,18 @@ run = {{ kind = "command", argv = ["{retryable}"] }}
     assert_eq!(slash(&addr, "migrate").await, 200);
     assert_eq!(slash(&addr, "sync").await, 200);
     let store = Store::connect(&test_db.url).await.unwrap();
-    for id in [1, 2] {
+    // The two commands run side by side; learn which job is which.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (migrate_id, sync_id) = loop {
+        let jobs = store.jobs(None, 10).await.unwrap();
+        let id = |name: &str| jobs.iter().find(|j| j.runbook == name).map(|j| j.id);
+        if let (Some(m), Some(s)) = (id("migrate"), id("sync")) {
+            break (m, s);
+        }
+        assert!(Instant::now() < deadline, "the jobs were never queued");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for id in [migrate_id, sync_id] {
         let job = wait_job(
             &store,
             id,
@@ -164,7 +175,13 @@ run = {{ kind = "command", argv = ["{retryable}"] }}
     let crashed_at = time::OffsetDateTime::now_utc();
 
     let (mut second, _addr) = serve(dir.path(), &env);
-    let migrate = wait_job(&store, 1, |s| s.is_final(), Duration::from_secs(15)).await;
+    let migrate = wait_job(
+        &store,
+        migrate_id,
+        |s| s.is_final(),
+        Duration::from_secs(15),
+    )
+    .await;
     assert_eq!(migrate.status, JobStatus::Interrupted, "{migrate:?}");
     assert_eq!(migrate.attempts, 1);
     assert!(
@@ -175,17 +192,17 @@ run = {{ kind = "command", argv = ["{retryable}"] }}
             .contains("worker stopped before it finished")
     );
     assert!(migrate.finished_at.unwrap() >= crashed_at);
-    let logs = store.job_logs(1, None).await.unwrap();
+    let logs = store.job_logs(migrate_id, None).await.unwrap();
     assert!(
         logs.iter().any(|l| l.line == "migrating"),
         "the log up to the crash is kept: {logs:?}"
     );
 
     // The retry-safe one ran again and finished.
-    let sync = wait_job(&store, 2, |s| s.is_final(), Duration::from_secs(15)).await;
+    let sync = wait_job(&store, sync_id, |s| s.is_final(), Duration::from_secs(15)).await;
     assert_eq!(sync.status, JobStatus::Succeeded, "{sync:?}");
     assert_eq!(sync.attempts, 2);
-    let sync_logs = store.job_logs(2, None).await.unwrap();
+    let sync_logs = store.job_logs(sync_id, None).await.unwrap();
     assert!(
         sync_logs.iter().any(|l| l.line == "second run: done"),
         "{sync_logs:?}"
@@ -205,12 +222,14 @@ run = {{ kind = "command", argv = ["{retryable}"] }}
                 p["text"]
                     .as_str()
                     .unwrap_or_default()
-                    .starts_with("⚠ migrate #1 was interrupted")
+                    .starts_with(&format!("⚠ migrate #{migrate_id} was interrupted"))
             })
             .cloned();
-        let requeued = texts
-            .iter()
-            .any(|t| t.starts_with("⚠ sync #2 lost its worker and was re-queued"));
+        let requeued = texts.iter().any(|t| {
+            t.starts_with(&format!(
+                "⚠ sync #{sync_id} lost its worker and was re-queued"
+            ))
+        });
         if (interrupted.is_some() && requeued) || Instant::now() > deadline {
             break (interrupted, requeued);
         }
@@ -231,7 +250,7 @@ run = {{ kind = "command", argv = ["{retryable}"] }}
 
     // And it stays interrupted: not run again behind our backs.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let later = store.job(1).await.unwrap().unwrap();
+    let later = store.job(migrate_id).await.unwrap().unwrap();
     assert_eq!((later.status, later.attempts), (JobStatus::Interrupted, 1));
     let audit = store.audit_for(&migrate.correlation_id).await.unwrap();
     assert!(

@@ -112,6 +112,18 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// The same database without the duty to drop it, for a second app beside the first
+    /// (which must outlive it).
+    pub fn borrowed(&self) -> TestDb {
+        TestDb {
+            url: self.url.clone(),
+            _dir: None,
+            postgres: None,
+        }
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some((admin, name)) = self.postgres.take() {
@@ -312,7 +324,7 @@ pub struct TestApp {
     /// Stands in for slack.com/api when the app was built `with_slack_api`.
     pub slack_api: Option<MockServer>,
     /// Kept so the database lives as long as the app.
-    _db: TestDb,
+    pub _db: TestDb,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }

@@ -1,7 +1,7 @@
 //! Runbooks, approvals and the job queue end to end, on SQLite and Postgres: signed slash
 //! commands and button clicks in, a fake Slack Web API and real processes out.
 
-use std::{path::Path, time::Duration};
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use pantheon::domain::job::JobStatus;
 use serde_json::Value;
@@ -1111,6 +1111,145 @@ run = {{ kind = "http", url = "{j}/job/broken/build" }}
     assert_eq!(
         broken.error.as_deref(),
         Some("the endpoint answered HTTP 500")
+    );
+    app.stop().await;
+}
+
+both_stores!(
+    two_processes_never_run_a_job_twice,
+    a_plan_is_shown_in_the_approval_message
+);
+
+/// Two apps (as two replicas would: separate pools and workers, one database) with four
+/// workers each: every job runs exactly once.
+async fn two_processes_never_run_a_job_twice(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = dir.path().join("runs");
+    let script = write_script(
+        dir.path(),
+        "count.sh",
+        &format!("echo \"$PANTHEON_JOB_ID\" >> {}", counter.display()),
+    );
+    let config = format!(
+        r#"
+[jobs]
+workers = 4
+lease = "5s"
+poll = "50ms"
+
+[[runbooks]]
+name = "tick"
+usage = "tick {{n}}"
+params = {{ n = "^[0-9]+$" }}
+target = "t{{n}}"
+run = {{ kind = "command", argv = ["{script}"] }}
+"#
+    );
+    let Some(first) = TestApp::on(db, "rb_two_processes")
+        .config(&config)
+        .start()
+        .await
+    else {
+        return;
+    };
+    let second = TestApp::on(db, "rb_two_processes")
+        .on_database(first._db.borrowed())
+        .config(&config)
+        .start()
+        .await
+        .unwrap();
+    let total = 60;
+    for n in 0..total {
+        // Queue through both processes' stores directly, as fast as possible.
+        let app = if n % 2 == 0 { &first } else { &second };
+        let who = pantheon::runbooks::Requester {
+            user: ALICE,
+            channel: CHANNEL,
+            correlation_id: "two",
+            command: "tick",
+        };
+        let runbook = pantheon::runbooks::find(&app.services, "tick").unwrap();
+        let p = BTreeMap::from([("n".to_owned(), n.to_string())]);
+        pantheon::runbooks::request(&app.services, &who, runbook, p)
+            .await
+            .unwrap();
+    }
+    for id in 1..=total {
+        let job = job_ended(&first, id).await;
+        assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
+        assert_eq!(job.attempts, 1, "{job:?}");
+    }
+    let runs = std::fs::read_to_string(&counter).unwrap();
+    let mut ids: Vec<i64> = runs.lines().map(|l| l.parse().unwrap()).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        (1..=total).collect::<Vec<_>>(),
+        "each job ran exactly once"
+    );
+    let workers: std::collections::BTreeSet<String> = first
+        .services
+        .store
+        .jobs(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|j| j.worker)
+        .collect();
+    assert!(workers.len() > 1, "several workers took part: {workers:?}");
+    second.stop().await;
+    first.stop().await;
+}
+
+async fn a_plan_is_shown_in_the_approval_message(db: Db) {
+    let extra = r#"
+[[runbooks]]
+name = "scale"
+usage = "scale {svc} {n}"
+params = { svc = "^[a-z]+$", n = "^[0-9]+$" }
+plan = { kind = "command", argv = ["sh", "-c", "echo \"would scale $0 to $1 replicas\"", "{svc}", "{n}"] }
+run = { kind = "command", argv = ["true"] }
+approval = { group = "approvers" }
+
+[[runbooks]]
+name = "risky"
+usage = "risky"
+plan = { kind = "command", argv = ["sh", "-c", "echo 'plan: 3 changes'; echo 'error: drift' >&2; exit 2"] }
+run = { kind = "command", argv = ["true"] }
+approval = { group = "approvers" }
+"#;
+    let Some((app, _dir)) = start(db, "rb_plan", DEPLOY, extra).await else {
+        return;
+    };
+    app.slash("scale web 5").by(ALICE).send().await;
+    let posted = slack_wait(&app, "chat.postMessage", 1).await;
+    let text = text_of(&posted[0]);
+    assert!(
+        text.contains("*Plan*") && text.contains("would scale web to 5 replicas"),
+        "{text}"
+    );
+    let request = app
+        .services
+        .store
+        .pending_approvals()
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        request.plan_output.as_deref(),
+        Some("would scale web to 5 replicas")
+    );
+    // A failing plan requests nothing and says why.
+    let ack = app.slash("risky").by(ALICE).send().await;
+    let reply = app.reply_text(&ack).await;
+    assert!(
+        reply.starts_with("The plan step did not succeed"),
+        "{reply}"
+    );
+    assert!(reply.contains("error: drift"), "{reply}");
+    assert_eq!(
+        app.services.store.pending_approvals().await.unwrap().len(),
+        1
     );
     app.stop().await;
 }
