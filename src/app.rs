@@ -42,6 +42,8 @@ pub struct Services {
     pub slack_outbox: SlackApi,
     /// Woken when messages are queued.
     pub outbox_ready: tokio::sync::Notify,
+    /// Stores webhook deliveries with group commit.
+    pub deliveries: crate::notify::DeliveryWriter,
     /// The slash command we answer, e.g. `/ops`.
     pub slash: String,
     /// Background commands in flight; past this the acknowledgement says "busy".
@@ -111,6 +113,7 @@ impl App {
             store.migrate().await?;
         }
         let (audit, audit_task) = AuditLog::spawn(store.clone());
+        let (deliveries, _delivery_task) = crate::notify::DeliveryWriter::spawn(store.clone());
         let outbound = Outbound::new(retry, http_timeout);
         let slack = SlackApi::new(
             outbound.clone(),
@@ -150,6 +153,7 @@ impl App {
             settings.slack_bot_token.clone(),
         );
         let services = Services {
+            deliveries,
             slack_outbox,
             outbox_ready: tokio::sync::Notify::new(),
             links: crate::links::Links::new(&settings, config.jobs.link_ttl),

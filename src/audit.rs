@@ -146,7 +146,7 @@ impl AuditLog {
 
     /// Log and durably store `entries`, returning once they are committed.
     pub async fn record(&self, entries: Vec<AuditEntry>) -> Result<(), AuditError> {
-        log(&entries);
+        log_entries(&entries);
         let (done, wait) = oneshot::channel();
         self.enqueue(entries, Some(done)).await?;
         wait.await.map_err(|_| stopped())?
@@ -159,7 +159,7 @@ impl AuditLog {
     /// Log and queue `entries` for the next commit without waiting for it. Only for steps
     /// that change nothing; a failed commit is logged by the writer.
     pub async fn submit(&self, entries: Vec<AuditEntry>) -> Result<(), AuditError> {
-        log(&entries);
+        log_entries(&entries);
         self.enqueue(entries, None).await
     }
 
@@ -179,7 +179,8 @@ fn stopped() -> AuditError {
     AuditError("the audit writer has stopped".into())
 }
 
-fn log(entries: &[AuditEntry]) {
+/// One structured log line per entry (entries written outside [`AuditLog`] use this too).
+pub fn log_entries(entries: &[AuditEntry]) {
     for e in entries {
         tracing::info!(
             target: "pantheon::audit",

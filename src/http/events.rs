@@ -47,19 +47,16 @@ pub async fn events(State(state): State<AppState>, VerifiedSlack(body): Verified
     let entry =
         crate::audit::AuditEntry::new(event_id, "slack", "event", crate::audit::Outcome::Received)
             .detail(format!("app_mention {event_id}"));
-    match services
-        .store
-        .record_delivery(
-            "slack",
-            event_id,
-            "app_mention",
-            &payload,
-            time::OffsetDateTime::now_utc(),
-            &[],
-            vec![entry],
-        )
-        .await
-    {
+    let delivery = crate::notify::Delivery {
+        source: "slack".into(),
+        delivery_id: event_id.to_owned(),
+        event: "app_mention".into(),
+        payload: payload.clone(),
+        now: time::OffsetDateTime::now_utc(),
+        messages: Vec::new(),
+        audit: vec![entry],
+    };
+    match services.deliveries.record(delivery).await {
         Ok(Recorded::Duplicate) => return StatusCode::OK.into_response(),
         Ok(Recorded::New { .. }) => {}
         Err(e) => return ApiError::Unavailable(format!("event not stored: {e}")).into_response(),

@@ -41,6 +41,72 @@ pub struct OutboxRow {
     pub created_at: OffsetDateTime,
 }
 
+/// A verified delivery to store, with the messages it routes to and its audit rows.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub source: String,
+    pub delivery_id: String,
+    pub event: String,
+    pub payload: Value,
+    pub now: OffsetDateTime,
+    pub messages: Vec<NewOutbox>,
+    pub audit: Vec<AuditEntry>,
+}
+
+type Pending = (
+    Delivery,
+    tokio::sync::oneshot::Sender<Result<Recorded, String>>,
+);
+
+/// Group commit for deliveries: callers wait until their delivery is committed, and one writer
+/// commits whatever queued meanwhile in one transaction, so a burst of webhooks costs a few
+/// commits rather than one each.
+#[derive(Clone)]
+pub struct DeliveryWriter {
+    tx: tokio::sync::mpsc::Sender<Pending>,
+}
+
+impl DeliveryWriter {
+    pub fn spawn(store: crate::store::Store) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(4096);
+        let task = tokio::spawn(async move {
+            let mut batch: Vec<Pending> = Vec::new();
+            while rx.recv_many(&mut batch, 256).await > 0 {
+                let deliveries: Vec<Delivery> = batch.iter().map(|(d, _)| d.clone()).collect();
+                for d in &deliveries {
+                    crate::audit::log_entries(&d.audit);
+                }
+                let result = store.record_deliveries(&deliveries).await;
+                match result {
+                    Ok(recorded) => {
+                        for ((_, done), r) in batch.drain(..).zip(recorded) {
+                            let _ = done.send(Ok(r));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, deliveries = batch.len(), "deliveries not stored");
+                        for (_, done) in batch.drain(..) {
+                            let _ = done.send(Err(e.to_string()));
+                        }
+                    }
+                }
+            }
+        });
+        (Self { tx }, task)
+    }
+
+    /// Store one delivery; returns once it is committed.
+    pub async fn record(&self, delivery: Delivery) -> Result<Recorded, String> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((delivery, done))
+            .await
+            .map_err(|_| "the delivery writer has stopped".to_owned())?;
+        wait.await
+            .map_err(|_| "the delivery writer has stopped".to_owned())?
+    }
+}
+
 /// What storing a delivery found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
@@ -95,18 +161,20 @@ pub async fn accept(
         format!("{source} {kind} ({delivery_id}) → {}", channels.join(", "))
     };
     let entry = AuditEntry::new(delivery_id, source, "webhook", Outcome::Received).detail(detail);
+    let count = messages.len();
     let recorded = services
-        .store
-        .record_delivery(
-            source,
-            delivery_id,
-            &kind,
-            payload,
+        .deliveries
+        .record(Delivery {
+            source: source.to_owned(),
+            delivery_id: delivery_id.to_owned(),
+            event: kind.clone(),
+            payload: payload.clone(),
             now,
-            &messages,
-            vec![entry],
-        )
-        .await?;
+            messages,
+            audit: vec![entry],
+        })
+        .await
+        .map_err(StoreError::Unavailable)?;
     let label = if formatted.facts.known {
         kind.as_str()
     } else {
@@ -121,8 +189,8 @@ pub async fn accept(
         metrics::counter!("pantheon_webhooks_unknown_total", "source" => source.to_owned())
             .increment(1);
     }
-    if matches!(recorded, Recorded::New { .. }) && !messages.is_empty() {
+    if matches!(recorded, Recorded::New { .. }) && count > 0 {
         services.outbox_ready.notify_one();
     }
-    Ok((recorded, messages.len()))
+    Ok((recorded, count))
 }

@@ -24,7 +24,7 @@ use crate::{
         approval::{ApprovalRequest, Decision, NewApprovalRequest, Refusal},
         job::{Heartbeat, Job, JobStatus, LogLine, NewJob},
     },
-    notify::{NewOutbox, OutboxCounts, OutboxRow, Recorded},
+    notify::{Delivery, OutboxCounts, OutboxRow, Recorded},
 };
 
 static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -40,6 +40,8 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is not valid: {0}")]
     Corrupt(String),
+    #[error("could not store: {0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -368,23 +370,13 @@ impl Store {
 impl Store {
     // -- webhooks and the outbox ---------------------------------------------------------------
 
-    /// Store a delivery and queue its messages in one transaction, unless this source's
-    /// delivery id was seen before.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn record_delivery(
-        &self,
-        source: &str,
-        delivery_id: &str,
-        event: &str,
-        payload: &serde_json::Value,
-        now: OffsetDateTime,
-        messages: &[NewOutbox],
-        audit: Vec<AuditEntry>,
-    ) -> Result<Recorded> {
-        by_db!(
-            self,
-            record_delivery(source, delivery_id, event, payload, now, messages, audit)
-        )
+    /// Store deliveries and queue their messages in one transaction; each one is new, or a
+    /// duplicate of a delivery id seen before from its source.
+    pub async fn record_deliveries(&self, batch: &[Delivery]) -> Result<Vec<Recorded>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        by_db!(self, record_deliveries(batch))
     }
 
     /// Take up to `limit` due messages, oldest first, hidden from other senders until

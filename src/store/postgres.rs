@@ -733,20 +733,30 @@ pub(super) async fn job_logs(
 
 // -- webhooks and the outbox -------------------------------------------------------------------
 
-use crate::notify::{NewOutbox, OutboxCounts, OutboxRow, Recorded};
+use crate::notify::{Delivery, OutboxCounts, OutboxRow, Recorded};
 
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn record_delivery(
-    pool: &PgPool,
-    source: &str,
-    delivery_id: &str,
-    event: &str,
-    payload: &serde_json::Value,
-    now: OffsetDateTime,
-    messages: &[NewOutbox],
-    audit: Vec<AuditEntry>,
-) -> Result<Recorded> {
+/// Several deliveries in one transaction (group commit); each is new or a duplicate.
+pub(super) async fn record_deliveries(pool: &PgPool, batch: &[Delivery]) -> Result<Vec<Recorded>> {
     let mut tx = pool.begin().await?;
+    let mut out = Vec::with_capacity(batch.len());
+    for d in batch {
+        out.push(record_one(&mut tx, d).await?);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+async fn record_one(tx: &mut PgConnection, d: &Delivery) -> Result<Recorded> {
+    let Delivery {
+        source,
+        delivery_id,
+        event,
+        payload,
+        now,
+        messages,
+        audit,
+    } = d;
+    let now = *now;
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO webhook_deliveries (source, delivery_id, event, payload, messages, received_at)
          VALUES ($1, $2, $3, $4, $5, $6)
@@ -761,7 +771,6 @@ pub(super) async fn record_delivery(
     .fetch_optional(&mut *tx)
     .await?;
     let Some(id) = id else {
-        tx.commit().await?;
         return Ok(Recorded::Duplicate);
     };
     for m in messages {
@@ -769,8 +778,10 @@ pub(super) async fn record_delivery(
             // A row joining a burst already waiting is due when the burst is.
             "INSERT INTO outbox (delivery, channel, text, blocks, coalesce_key, coalesce_label, next_attempt_at, created_at)
              VALUES ($1, $2, $3, $4, $5, $6,
-                     COALESCE((SELECT MIN(next_attempt_at) FROM outbox
-                                WHERE status = 'pending' AND channel = $2 AND coalesce_key = $5), $7),
+                     CASE WHEN $5::text IS NULL THEN $7
+                          ELSE COALESCE((SELECT MIN(next_attempt_at) FROM outbox
+                                          WHERE status = 'pending' AND channel = $2 AND coalesce_key = $5
+                                            AND coalesce_key IS NOT NULL), $7) END,
                      $8)",
         )
         .bind(id)
@@ -784,8 +795,7 @@ pub(super) async fn record_delivery(
         .execute(&mut *tx)
         .await?;
     }
-    insert_audit_in(&mut tx, &audit).await?;
-    tx.commit().await?;
+    insert_audit_in(tx, audit).await?;
     Ok(Recorded::New { id })
 }
 

@@ -764,24 +764,37 @@ pub(super) async fn job_logs(
 
 // -- webhooks and the outbox -------------------------------------------------------------------
 
-use crate::notify::{NewOutbox, OutboxCounts, OutboxRow, Recorded};
+use crate::notify::{Delivery, OutboxCounts, OutboxRow, Recorded};
 
 fn ids_json(ids: &[i64]) -> String {
     serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn record_delivery(
+/// Several deliveries in one transaction (group commit); each is new or a duplicate.
+pub(super) async fn record_deliveries(
     pool: &SqlitePool,
-    source: &str,
-    delivery_id: &str,
-    event: &str,
-    payload: &serde_json::Value,
-    now: OffsetDateTime,
-    messages: &[NewOutbox],
-    audit: Vec<AuditEntry>,
-) -> Result<Recorded> {
+    batch: &[Delivery],
+) -> Result<Vec<Recorded>> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut out = Vec::with_capacity(batch.len());
+    for d in batch {
+        out.push(record_one(&mut tx, d).await?);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+async fn record_one(tx: &mut SqliteConnection, d: &Delivery) -> Result<Recorded> {
+    let Delivery {
+        source,
+        delivery_id,
+        event,
+        payload,
+        now,
+        messages,
+        audit,
+    } = d;
+    let now = *now;
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO webhook_deliveries (source, delivery_id, event, payload, messages, received_at)
          VALUES (?, ?, ?, ?, ?, ?)
@@ -796,7 +809,6 @@ pub(super) async fn record_delivery(
     .fetch_optional(&mut *tx)
     .await?;
     let Some(id) = id else {
-        tx.commit().await?;
         return Ok(Recorded::Duplicate);
     };
     for m in messages {
@@ -804,8 +816,10 @@ pub(super) async fn record_delivery(
             // A row joining a burst already waiting is due when the burst is.
             "INSERT INTO outbox (delivery, channel, text, blocks, coalesce_key, coalesce_label, next_attempt_at, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6,
-                     COALESCE((SELECT MIN(next_attempt_at) FROM outbox
-                                WHERE status = 'pending' AND channel = ?2 AND coalesce_key = ?5), ?7),
+                     CASE WHEN ?5 IS NULL THEN ?7
+                          ELSE COALESCE((SELECT MIN(next_attempt_at) FROM outbox
+                                          WHERE status = 'pending' AND channel = ?2 AND coalesce_key = ?5
+                                            AND coalesce_key IS NOT NULL), ?7) END,
                      ?8)",
         )
         .bind(id)
@@ -819,8 +833,7 @@ pub(super) async fn record_delivery(
         .execute(&mut *tx)
         .await?;
     }
-    insert_audit_in(&mut tx, &audit).await?;
-    tx.commit().await?;
+    insert_audit_in(tx, audit).await?;
     Ok(Recorded::New { id })
 }
 
