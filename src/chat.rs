@@ -104,6 +104,15 @@ pub fn escape_inline(text: &str) -> String {
         .replace('*', "\u{2217}")
 }
 
+/// Program output shown in a ```code block```: escaped like any text we did not write (so it
+/// cannot mention `@channel` or plant a link), cut to `max`, and unable to close the block.
+pub fn code_block(output: &str, max: usize) -> String {
+    format!(
+        "```{}```",
+        escape(&truncate(output, max)).replace("```", "'''")
+    )
+}
+
 /// A link with escaped label; the URL is ours (built from a base URL and ids) or vendor-given,
 /// and `|`/`>` would end it early, so those are percent-encoded.
 pub fn link(url: &str, label: &str) -> String {
@@ -229,6 +238,15 @@ mod tests {
         assert_eq!(
             link("https://x.test/a|b>c", "A <b>"),
             "<https://x.test/a%7Cb%3Ec|A &lt;b&gt;>"
+        );
+    }
+
+    #[test]
+    fn program_output_is_inert() {
+        let block = code_block("done <!channel> <https://evil.example|click> ``` *x*", 200);
+        assert_eq!(
+            block,
+            "```done &lt;!channel&gt; &lt;https://evil.example|click&gt; ''' *x*```"
         );
     }
 

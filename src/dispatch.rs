@@ -129,11 +129,7 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
     };
     let name = spec.name.clone();
 
-    if let Err(refusal) = services.access.check(
-        &inv.user_id,
-        &spec.permission_keys(),
-        &spec.default_groups(),
-    ) {
+    if let Err(refusal) = spec.allowed(&services.access, &inv.user_id) {
         let text = refusal.message(&format!("{} {}", inv.slash, name));
         return answer_inline(
             services,
@@ -216,10 +212,7 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
 }
 
 fn may_run(services: &Services, user: &str, spec: &CommandSpec) -> bool {
-    services
-        .access
-        .check(user, &spec.permission_keys(), &spec.default_groups())
-        .is_ok()
+    spec.allowed(&services.access, user).is_ok()
 }
 
 /// Answer in the acknowledgement. The audit rows are queued, not waited for: these answers

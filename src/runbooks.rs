@@ -255,8 +255,8 @@ async fn run_plan(
     match end {
         runner::RunEnd::Succeeded => Ok(output),
         other => Err(format!(
-            "The plan step did not succeed ({other:?}), so nothing was requested. Its output:\n```{}```",
-            chat::truncate(&output, 1500)
+            "The plan step did not succeed ({other:?}), so nothing was requested. Its output:\n{}",
+            chat::code_block(&output, 1500)
         )),
     }
 }

@@ -199,7 +199,7 @@ impl GitHub {
             serde_json::json!({"ref": git_ref, "inputs": inputs, "return_run_details": true});
         let resp = self
             .out
-            .send(|c| {
+            .send_once(|c| {
                 self.request(c, reqwest::Method::POST, url.clone())
                     .json(&body)
             })

@@ -117,10 +117,11 @@ impl Outbound {
             .redirect(reqwest::redirect::Policy::custom(|attempt| {
                 // Follow a few redirects, and only within the host we were sent to: an
                 // allow-listed URL must not bounce us somewhere else.
-                let same_host = attempt
-                    .previous()
-                    .first()
-                    .is_some_and(|first| first.host_str() == attempt.url().host_str());
+                let same_host = attempt.previous().first().is_some_and(|first| {
+                    first.scheme() == attempt.url().scheme()
+                        && first.host_str() == attempt.url().host_str()
+                        && first.port_or_known_default() == attempt.url().port_or_known_default()
+                });
                 if attempt.previous().len() > 3 || !same_host {
                     attempt.stop()
                 } else {
@@ -134,10 +135,28 @@ impl Outbound {
 
     /// Send the request `build` makes, again if it fails in a way worth retrying. Returns the
     /// last response whatever its status (callers map statuses to their own errors), or the
-    /// transport error if no response ever came.
+    /// transport error if no response ever came. For requests that are safe to repeat.
     pub async fn send(
         &self,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response, TransportError> {
+        self.send_with(build, true).await
+    }
+
+    /// For requests that create something (an incident, a deploy): retried only when the
+    /// server cannot have acted on them (the connection was never made, or a 429), never after
+    /// a timeout or a 5xx, which may hide a success.
+    pub async fn send_once(
+        &self,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response, TransportError> {
+        self.send_with(build, false).await
+    }
+
+    async fn send_with(
+        &self,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+        idempotent: bool,
     ) -> Result<Response, TransportError> {
         let mut attempt = 0;
         loop {
@@ -145,8 +164,8 @@ impl Outbound {
             match build(&self.client).send().await {
                 Ok(resp) => {
                     let status = resp.status();
-                    let retryable =
-                        status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+                    let retryable = (idempotent && status.is_server_error())
+                        || status == StatusCode::TOO_MANY_REQUESTS;
                     if !retryable || last {
                         return Ok(resp);
                     }
@@ -160,7 +179,7 @@ impl Outbound {
                 }
                 Err(e) => {
                     let err = TransportError::from(e);
-                    if last {
+                    if last || (!idempotent && err.kind != TransportKind::Connect) {
                         return Err(err);
                     }
                     tracing::debug!(error = %err, attempt, "retrying");

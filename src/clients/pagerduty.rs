@@ -277,6 +277,20 @@ impl PagerDuty {
         checked::<Pd>(resp, what).await.map(|(_, body)| body)
     }
 
+    /// Like `send`, for calls that create something: not repeated after a timeout or a 5xx.
+    async fn create(
+        &self,
+        what: &str,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<bytes::Bytes, VendorError> {
+        let resp = self
+            .out
+            .send_once(build)
+            .await
+            .map_err(|e| VendorError::transport(NAME, e))?;
+        checked::<Pd>(resp, what).await.map(|(_, body)| body)
+    }
+
     /// Fetch every page of `path` (up to [`MAX_ITEMS`]), items under `key`.
     async fn list<T: serde::de::DeserializeOwned>(
         &self,
@@ -374,7 +388,7 @@ impl PagerDuty {
             "assignments": [{"assignee": {"id": assignee_id, "type": "user_reference"}}],
         }});
         let answer = self
-            .send("service", |c| {
+            .create("service", |c| {
                 self.request(c, Method::POST, "incidents")
                     .header("From", from)
                     .json(&body)
@@ -454,7 +468,7 @@ impl PagerDuty {
             "user": {"id": user_id, "type": "user_reference"},
         }]});
         let answer = self
-            .send(&format!("schedule {schedule_id}"), |c| {
+            .create(&format!("schedule {schedule_id}"), |c| {
                 self.request(c, Method::POST, &path).json(&body)
             })
             .await?;
@@ -514,7 +528,7 @@ impl PagerDuty {
             "services": service_ids.iter().map(|id| json!({"id": id, "type": "service_reference"})).collect::<Vec<_>>(),
         }});
         let answer = self
-            .send("service", |c| {
+            .create("service", |c| {
                 self.request(c, Method::POST, "maintenance_windows")
                     .header("From", from)
                     .json(&body)

@@ -26,12 +26,7 @@ async fn help_command(ctx: CommandContext) -> HandlerResult {
     let services = &ctx.services;
     let user = &ctx.invocation.user_id;
     let topic = ctx.args.words("topic").join(" ");
-    let may_run = |spec: &super::CommandSpec| {
-        services
-            .access
-            .check(user, &spec.permission_keys(), &spec.default_groups())
-            .is_ok()
-    };
+    let may_run = |spec: &super::CommandSpec| spec.allowed(&services.access, user).is_ok();
     Ok(help::render(
         &services.registry,
         &ctx.invocation.slash,

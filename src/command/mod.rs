@@ -178,6 +178,20 @@ impl std::fmt::Debug for CommandSpec {
 }
 
 impl CommandSpec {
+    /// Whether `user` may run this command.
+    pub fn allowed(
+        &self,
+        access: &crate::domain::access::Access,
+        user: &str,
+    ) -> Result<(), crate::domain::access::Refusal> {
+        access.check(
+            user,
+            self.permission.as_deref(),
+            &self.family,
+            &self.default_groups(),
+        )
+    }
+
     /// Permission keys, most specific first.
     pub fn permission_keys(&self) -> Vec<&str> {
         let mut keys = Vec::with_capacity(2);

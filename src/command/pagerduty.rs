@@ -588,6 +588,21 @@ async fn my_schedule(ctx: CommandContext) -> HandlerResult {
 async fn me_as(ctx: CommandContext) -> HandlerResult {
     let email = ctx.args.text("email").unwrap_or_default().to_owned();
     let store = &ctx.services.store;
+    // You may only claim your own identity: when Slack tells us your email, it must match,
+    // unless you may set anyone's (`pager.identity`, default admins).
+    if let Some(own) = ctx.services.slack.user_email(ctx.user()).await? {
+        let may_set_any = ctx
+            .services
+            .access
+            .check(ctx.user(), Some("pager.identity"), "pager", &["admins"])
+            .is_ok();
+        if !own.eq_ignore_ascii_case(&email) && !may_set_any {
+            return Err(CommandError::User(format!(
+                "Your Slack profile's email is `{}`; you can only claim your own PagerDuty identity. An admin can set another.",
+                escape(&own)
+            )));
+        }
+    }
     let user = match &ctx.services.pagerduty {
         Some(pd) => Some(pd.user_by_email(&email).await?.ok_or_else(|| {
             CommandError::User(format!(

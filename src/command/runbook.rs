@@ -145,7 +145,7 @@ async fn request(
     };
     // `run <runbook>` reaches every runbook, so it checks the runbook's own permission.
     if given.is_some()
-        && let Err(refusal) = services.access.check(ctx.user(), &[name.as_str()], &[])
+        && let Err(refusal) = services.access.check(ctx.user(), None, &name, &[])
     {
         return Err(CommandError::User(
             refusal.message(&format!("{} {name}", ctx.invocation.slash)),
@@ -210,9 +210,8 @@ async fn job(ctx: CommandContext) -> HandlerResult {
             .map(|l| l.line.as_str())
             .collect::<Vec<_>>()
             .join("\n");
-        let tail = chat::truncate(&tail, 2800).replace("```", "'''");
-        blocks.push(chat::section(&format!("```{tail}```")));
-        text.push_str(&format!("\n{tail}"));
+        blocks.push(chat::section(&chat::code_block(&tail, 2800)));
+        text.push_str(&format!("\n{}", chat::escape(&tail)));
     }
     Ok(Message::blocks(text, blocks))
 }
@@ -228,8 +227,12 @@ async fn cancel(ctx: CommandContext) -> HandlerResult {
     else {
         return Err(CommandError::User(format!("There is no job #{id}.")));
     };
-    let admin = services.access.in_group(ctx.user(), "admins");
-    if job.requested_by != ctx.user() && !admin {
+    // Anyone may cancel their own job; others' need `jobs.cancel` (default: admins).
+    let may_cancel_others = services
+        .access
+        .check(ctx.user(), Some("jobs.cancel"), "jobs", &["admins"])
+        .is_ok();
+    if job.requested_by != ctx.user() && !may_cancel_others {
         return Err(CommandError::User(format!(
             "Only <@{}> (who asked for it) or an admin can cancel job #{id}.",
             job.requested_by

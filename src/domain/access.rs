@@ -90,14 +90,37 @@ impl Access {
         self.groups.get(group).is_some_and(|m| m.contains(user))
     }
 
-    /// Whether `user` may use a command whose permission keys are `keys` (most specific first,
-    /// e.g. `["pager.all", "pager"]`). The first key that `[permissions]` lists decides; when
-    /// none is listed, `default_groups` decides, and an empty default means everyone.
-    pub fn check(&self, user: &str, keys: &[&str], default_groups: &[&str]) -> Result<(), Refusal> {
-        let needed: Vec<&str> = match keys.iter().find_map(|k| self.permissions.get(*k)) {
-            Some(groups) => groups.iter().map(String::as_str).collect(),
-            None if default_groups.is_empty() => return Ok(()),
-            None => default_groups.to_vec(),
+    /// Whether `user` may use a command of `family`, with an optional more specific key
+    /// (`pager.all`) and the groups the command allows when configuration says nothing.
+    ///
+    /// The specific key decides when `[permissions]` lists it. A command that declares its own
+    /// stricter default (like `pager ack!`, admins only) keeps it when only its family is
+    /// listed: opening `pager` to a group does not open `pager ack!` to it. Otherwise the
+    /// family's entry decides; with none, the default applies, and an empty default means
+    /// everyone.
+    pub fn check(
+        &self,
+        user: &str,
+        specific: Option<&str>,
+        family: &str,
+        default_groups: &[&str],
+    ) -> Result<(), Refusal> {
+        let listed = |key: &str| {
+            self.permissions
+                .get(key)
+                .map(|g| g.iter().map(String::as_str).collect::<Vec<_>>())
+        };
+        let needed: Vec<&str> = match (
+            specific.and_then(listed),
+            specific.is_some() && !default_groups.is_empty(),
+        ) {
+            (Some(groups), _) => groups,
+            (None, true) => default_groups.to_vec(),
+            (None, false) => match listed(family) {
+                Some(groups) => groups,
+                None if default_groups.is_empty() => return Ok(()),
+                None => default_groups.to_vec(),
+            },
         };
         if needed.iter().any(|g| self.in_group(user, g)) {
             Ok(())
@@ -153,28 +176,50 @@ audit  = ["admins"]
     #[test]
     fn the_most_specific_listed_key_decides() {
         let a = access(CONFIG);
-        assert_eq!(a.check("U02JANE", &["deploy"], &[]), Ok(()));
+        assert_eq!(a.check("U02JANE", None, "deploy", &[]), Ok(()));
         assert_eq!(
-            a.check("U02JANE", &["audit"], &[]),
+            a.check("U02JANE", None, "audit", &[]),
             Err(Refusal {
                 needed: vec!["admins".into()]
             })
         );
-        assert_eq!(a.check("U03JOE", &["audit"], &[]), Ok(()));
+        assert_eq!(a.check("U03JOE", None, "audit", &[]), Ok(()));
         // `pager.all` is listed, so `pager`'s openness does not apply to it.
-        assert!(a.check("U02JANE", &["pager.all", "pager"], &[]).is_err());
-        assert_eq!(a.check("U02JANE", &["pager.ack", "pager"], &[]), Ok(()));
+        assert!(a.check("U02JANE", Some("pager.all"), "pager", &[]).is_err());
+        assert_eq!(a.check("U02JANE", Some("pager.ack"), "pager", &[]), Ok(()));
+    }
+
+    #[test]
+    fn a_family_entry_does_not_loosen_a_stricter_default() {
+        let a = access(
+            "[groups]\noncall = [\"U02JANE\"]\nadmins = [\"U03JOE\"]\n\n[permissions]\npager = [\"oncall\"]\n",
+        );
+        // `pager ack!` defaults to admins; listing `pager` for oncall does not change that.
+        assert!(
+            a.check("U02JANE", Some("pager.all"), "pager", &["admins"])
+                .is_err()
+        );
+        assert_eq!(
+            a.check("U03JOE", Some("pager.all"), "pager", &["admins"]),
+            Ok(())
+        );
+        // ...while the family's ordinary commands follow the family entry.
+        assert_eq!(a.check("U02JANE", None, "pager", &[]), Ok(()));
+        assert!(a.check("U03JOE", None, "pager", &[]).is_err());
     }
 
     #[test]
     fn defaults_apply_only_when_nothing_is_listed() {
         let a = access(CONFIG);
-        assert_eq!(a.check("U02JANE", &["whoami"], &[]), Ok(()));
-        assert!(a.check("U02JANE", &["secret-stuff"], &["admins"]).is_err());
-        assert_eq!(a.check("U03JOE", &["secret-stuff"], &["admins"]), Ok(()));
+        assert_eq!(a.check("U02JANE", None, "whoami", &[]), Ok(()));
+        assert!(
+            a.check("U02JANE", None, "secret-stuff", &["admins"])
+                .is_err()
+        );
+        assert_eq!(a.check("U03JOE", None, "secret-stuff", &["admins"]), Ok(()));
         let none = access("");
         assert_eq!(
-            none.check("U1", &["audit"], &["admins"]),
+            none.check("U1", None, "audit", &["admins"]),
             Err(Refusal {
                 needed: vec!["admins".into()]
             })

@@ -5,7 +5,7 @@
 //! message, or an ephemeral "you cannot approve your own request") follows in the background.
 
 use std::{
-    collections::HashMap,
+    collections::HashSet,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -62,29 +62,53 @@ struct Container {
     channel_id: Option<String>,
 }
 
-/// Signatures seen in the last five minutes. Slack does not retry interactions, so a second
-/// arrival of the same signed request is a replay. (Across replicas, votes are idempotent too.)
-#[derive(Default)]
+/// Signatures seen within the replay window. Slack does not retry slash commands or
+/// interactions, so a second arrival of the same signed request is a replay. Two generations of
+/// sets, swapped every window, keep the check O(1); each generation is capped so a flood cannot
+/// exhaust memory (past the cap, requests are still verified and audited, just not remembered).
+/// Across replicas, votes are idempotent and audited anyway.
 pub struct ReplayGuard {
-    seen: Mutex<HashMap<String, Instant>>,
+    state: Mutex<Generations>,
+}
+
+struct Generations {
+    current: HashSet<String>,
+    previous: HashSet<String>,
+    started: Instant,
+}
+
+const REPLAY_CAP: usize = 200_000;
+
+impl Default for ReplayGuard {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(Generations {
+                current: HashSet::new(),
+                previous: HashSet::new(),
+                started: Instant::now(),
+            }),
+        }
+    }
 }
 
 impl ReplayGuard {
-    /// True the first time a signature is seen within the window.
+    /// True the first time a signature is seen within the window. Hex case is folded, since
+    /// verification accepts either.
     pub fn first_time(&self, signature: &str) -> bool {
         let window = Duration::from_secs(crate::signature::MAX_CLOCK_SKEW_SECS as u64 * 2);
-        let now = Instant::now();
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() > 10_000 {
-            seen.retain(|_, at| now.duration_since(*at) < window);
+        let key = signature.trim().to_ascii_lowercase();
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if g.started.elapsed() >= window {
+            g.previous = std::mem::take(&mut g.current);
+            g.started = Instant::now();
         }
-        match seen.get(signature) {
-            Some(at) if now.duration_since(*at) < window => false,
-            _ => {
-                seen.insert(signature.to_owned(), now);
-                true
-            }
+        if g.current.contains(&key) || g.previous.contains(&key) {
+            return false;
         }
+        if g.current.len() < REPLAY_CAP {
+            g.current.insert(key);
+        }
+        true
     }
 }
 

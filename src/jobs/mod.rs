@@ -29,7 +29,10 @@ pub fn spawn(
     stop: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
-    let process = format!("{}-{}", hostname(), std::process::id());
+    // Unique per app instance, even for two apps in one process or two containers that share
+    // a hostname and pid: heartbeats and results are fenced on this id.
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let process = format!("{}-{}-{}", hostname(), std::process::id(), &nonce[..8]);
     for n in 0..services.config.jobs.workers {
         let worker = format!("{process}/{n}");
         tasks.push(tokio::spawn(work(services.clone(), worker, stop.clone())));
@@ -240,18 +243,26 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job) {
         ),
     )
     .duration(elapsed);
-    let recorded = services
-        .store
-        .finish_job(
-            job.id,
-            worker,
-            status,
-            exit_code,
-            error.as_deref(),
-            OffsetDateTime::now_utc(),
-            vec![entry],
-        )
-        .await;
+    // A transient database error must not turn a finished job into an "interrupted" one.
+    let mut recorded = Err(crate::store::StoreError::Unavailable("not tried".into()));
+    for attempt in 0..5u32 {
+        recorded = services
+            .store
+            .finish_job(
+                job.id,
+                worker,
+                status,
+                exit_code,
+                error.as_deref(),
+                OffsetDateTime::now_utc(),
+                vec![entry.clone()],
+            )
+            .await;
+        if recorded.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
+    }
     match recorded {
         Ok(true) => {}
         Ok(false) => {
@@ -265,10 +276,8 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job) {
     if status != JobStatus::Succeeded {
         let tail = log.tail(5).await;
         if !tail.is_empty() {
-            text.push_str(&format!(
-                "\n```{}```",
-                crate::chat::truncate(&tail.join("\n"), 1500).replace("```", "'''")
-            ));
+            text.push('\n');
+            text.push_str(&crate::chat::code_block(&tail.join("\n"), 1500));
         }
     }
     text.push(' ');
@@ -279,6 +288,8 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job) {
 }
 
 /// Renew the lease every third of its length; flush log lines meanwhile; pass on a cancel.
+/// If the lease cannot be renewed before it would run out, stop the job ourselves: by then the
+/// reaper may hand it to someone else, and two runs must never overlap.
 async fn keep_lease(
     services: Arc<Services>,
     job_id: i64,
@@ -288,21 +299,37 @@ async fn keep_lease(
     log: LogSink,
 ) {
     let lease = services.config.jobs.lease;
+    let lease_t = time::Duration::try_from(lease).unwrap_or(time::Duration::seconds(30));
     let every = (lease / 3).max(Duration::from_millis(100));
     let flush_every = Duration::from_millis(250).min(every);
     let mut next_beat = tokio::time::Instant::now() + every;
+    // The lease as granted at the claim (a little less, for the claim's own round trip).
+    let mut held_until = OffsetDateTime::now_utc() + lease_t - lease_t / 10;
     loop {
         tokio::time::sleep(flush_every).await;
         log.flush(&services, job_id).await;
+        if OffsetDateTime::now_utc() >= held_until - lease_t / 6 {
+            tracing::error!(
+                job_id,
+                "could not renew the lease in time; stopping the job"
+            );
+            lost.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = cancel.send(true);
+            return;
+        }
         if tokio::time::Instant::now() < next_beat {
             continue;
         }
         next_beat = tokio::time::Instant::now() + every;
-        let until = OffsetDateTime::now_utc()
-            + time::Duration::try_from(lease).unwrap_or(time::Duration::seconds(30));
-        match services.store.heartbeat(job_id, &worker, until).await {
-            Ok(Heartbeat::Held) => {}
+        let asked_at = OffsetDateTime::now_utc();
+        match services
+            .store
+            .heartbeat(job_id, &worker, asked_at + lease_t)
+            .await
+        {
+            Ok(Heartbeat::Held) => held_until = asked_at + lease_t,
             Ok(Heartbeat::CancelRequested) => {
+                held_until = asked_at + lease_t;
                 log.line(Stream::System, "cancel requested; stopping").await;
                 let _ = cancel.send(true);
             }
@@ -346,20 +373,27 @@ async fn reap(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
     while !*stop.borrow() {
         let now = OffsetDateTime::now_utc();
         let audit = |job: &Job| {
-            let (outcome, detail) = if job.status == JobStatus::Queued {
-                (
+            let (outcome, detail) = match job.status {
+                JobStatus::Queued => (
                     Outcome::Started,
                     "its worker stopped (lease expired); re-queued because the runbook is safe to retry",
-                )
-            } else {
-                (
+                ),
+                JobStatus::Cancelled => (
+                    Outcome::Failed,
+                    "cancelled: its worker stopped after a cancel was asked",
+                ),
+                _ => (
                     Outcome::Failed,
                     "interrupted: its worker stopped before it finished (lease expired); not rerun",
-                )
+                ),
             };
             job_entry(job, outcome, detail.to_owned())
         };
-        match services.store.reap_expired_leases(now, audit).await {
+        // A grace of half a lease absorbs clock differences between replicas.
+        let cutoff = now
+            - time::Duration::try_from(services.config.jobs.lease / 2)
+                .unwrap_or(time::Duration::ZERO);
+        match services.store.reap_expired_leases(now, cutoff, audit).await {
             Ok(reaped) => {
                 for job in reaped {
                     tracing::warn!(
@@ -369,7 +403,12 @@ async fn reap(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
                     );
                     metrics::counter!("pantheon_jobs_reaped_total", "status" => job.status.as_str()).increment(1);
                     let url = services.links.job_url(job.id, now);
-                    let text = if job.status == JobStatus::Queued {
+                    let text = if job.status == JobStatus::Cancelled {
+                        format!(
+                            "⏹ {} #{} was cancelled (its worker stopped).",
+                            job.runbook, job.id
+                        )
+                    } else if job.status == JobStatus::Queued {
                         services.job_queued.notify_waiters();
                         format!(
                             "⚠ {} #{} lost its worker and was re-queued (the runbook is safe to retry). {}",

@@ -121,8 +121,10 @@ pub fn approval_message(
         .as_deref()
         .filter(|p| !p.trim().is_empty())
     {
-        let plan = chat::truncate(plan, 2800).replace("```", "'''");
-        blocks.push(chat::section(&format!("*Plan*\n```{plan}```")));
+        blocks.push(chat::section(&format!(
+            "*Plan*\n{}",
+            chat::code_block(plan, 2800)
+        )));
     }
     blocks.push(chat::context(&status));
     if request.status == RequestStatus::Pending {

@@ -335,13 +335,15 @@ impl Store {
         by_db!(self, request_cancel(job_id, now, audit))
     }
 
-    /// Running jobs whose lease ran out: re-queued when safe to retry, otherwise interrupted.
+    /// Running jobs whose lease ran out before `cutoff`: re-queued when safe to retry (and not
+    /// asked to cancel), otherwise interrupted (or cancelled).
     pub async fn reap_expired_leases(
         &self,
         now: OffsetDateTime,
+        cutoff: OffsetDateTime,
         audit: impl Fn(&Job) -> AuditEntry,
     ) -> Result<Vec<Job>> {
-        by_db!(self, reap_expired_leases(now, audit))
+        by_db!(self, reap_expired_leases(now, cutoff, audit))
     }
 
     pub async fn set_job_thread(&self, job_id: i64, ts: &str) -> Result<()> {

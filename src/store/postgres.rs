@@ -613,19 +613,27 @@ pub(super) async fn request_cancel(
 pub(super) async fn reap_expired_leases(
     pool: &PgPool,
     now: OffsetDateTime,
+    cutoff: OffsetDateTime,
     audit: impl Fn(&Job) -> AuditEntry,
 ) -> Result<Vec<Job>> {
     let mut tx = pool.begin().await?;
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {JOB_COLUMNS_SQL} FROM jobs WHERE status = 'running' AND lease_expires_at < $1 FOR UPDATE SKIP LOCKED"
     )))
-    .bind(now)
+    .bind(cutoff)
     .fetch_all(&mut *tx)
     .await?;
     let mut reaped = Vec::new();
     for row in &rows {
         let mut job = job_row(row)?;
-        if job.retry_safe {
+        if job.cancel_requested {
+            sqlx::query("UPDATE jobs SET status = 'cancelled', finished_at = $2, lease_expires_at = NULL, error = 'cancelled (its worker stopped)' WHERE id = $1")
+                .bind(job.id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            job.status = JobStatus::Cancelled;
+        } else if job.retry_safe {
             sqlx::query("UPDATE jobs SET status = 'queued', worker = NULL, lease_expires_at = NULL WHERE id = $1")
                 .bind(job.id)
                 .execute(&mut *tx)

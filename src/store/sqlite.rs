@@ -645,19 +645,27 @@ pub(super) async fn request_cancel(
 pub(super) async fn reap_expired_leases(
     pool: &SqlitePool,
     now: OffsetDateTime,
+    cutoff: OffsetDateTime,
     audit: impl Fn(&Job) -> AuditEntry,
 ) -> Result<Vec<Job>> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "{JOB_SELECT} WHERE status = 'running' AND lease_expires_at < ?"
     )))
-    .bind(ts(now))
+    .bind(ts(cutoff))
     .fetch_all(&mut *tx)
     .await?;
     let mut reaped = Vec::new();
     for row in &rows {
         let mut job = job_row(row)?;
-        if job.retry_safe {
+        if job.cancel_requested {
+            sqlx::query("UPDATE jobs SET status = 'cancelled', finished_at = ?, lease_expires_at = NULL, error = 'cancelled (its worker stopped)' WHERE id = ?")
+                .bind(ts(now))
+                .bind(job.id)
+                .execute(&mut *tx)
+                .await?;
+            job.status = JobStatus::Cancelled;
+        } else if job.retry_safe {
             sqlx::query("UPDATE jobs SET status = 'queued', worker = NULL, lease_expires_at = NULL WHERE id = ?")
                 .bind(job.id)
                 .execute(&mut *tx)
