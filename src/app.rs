@@ -87,6 +87,7 @@ pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct App {
     pub services: Arc<Services>,
     audit_task: tokio::task::JoinHandle<()>,
+    delivery_task: tokio::task::JoinHandle<()>,
     stop_jobs: tokio::sync::watch::Sender<bool>,
     job_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -113,7 +114,7 @@ impl App {
             store.migrate().await?;
         }
         let (audit, audit_task) = AuditLog::spawn(store.clone());
-        let (deliveries, _delivery_task) = crate::notify::DeliveryWriter::spawn(store.clone());
+        let (deliveries, delivery_task) = crate::notify::DeliveryWriter::spawn(store.clone());
         let outbound = Outbound::new(retry, http_timeout);
         let slack = SlackApi::new(
             outbound.clone(),
@@ -183,6 +184,7 @@ impl App {
         Ok(Self {
             services,
             audit_task,
+            delivery_task,
             stop_jobs,
             job_tasks,
         })
@@ -226,21 +228,22 @@ impl App {
         Ok(())
     }
 
-    /// Stop the job workers (a running job gets the handler timeout to finish; after that its
-    /// lease runs out and another replica reports it), wait for background commands, then stop
-    /// the audit writer after it has committed.
+    /// Stop the job workers and the outbox sender, wait for background commands (all within
+    /// one grace period: the handler timeout plus 5 s), then let the delivery and audit writers
+    /// commit what they hold before the pool closes. A job still running after the grace period
+    /// is left to its lease: another replica reports it.
     pub async fn shutdown(self) {
         let _ = self.stop_jobs.send(true);
         let grace = self.services.config.limits.handler_timeout + Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + grace;
         for task in self.job_tasks {
-            if tokio::time::timeout(grace, task).await.is_err() {
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
                 tracing::warn!("a job was still running at shutdown; its lease will expire");
             }
         }
         let services = self.services;
         let all = u32::try_from(services.config.limits.max_in_flight).unwrap_or(u32::MAX);
-        let grace = services.config.limits.handler_timeout + Duration::from_secs(5);
-        if tokio::time::timeout(grace, services.permits.acquire_many(all))
+        if tokio::time::timeout_at(deadline, services.permits.acquire_many(all))
             .await
             .is_err()
         {
@@ -248,7 +251,9 @@ impl App {
         }
         let store = services.store.clone();
         drop(services);
-        // The writer ends once every AuditLog handle is gone; handlers may still hold one.
+        // The writers end once every handle is gone (a detached task may still hold one); give
+        // them a moment to commit, then close.
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.delivery_task).await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.audit_task).await;
         store.close().await;
     }
@@ -305,6 +310,12 @@ fn register_secrets(settings: &Settings) {
         &settings.pagerduty_webhook_secrets,
         &settings.zendesk_webhook_secrets,
     ];
+    let db_password = url::Url::parse(&settings.database_url)
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned));
+    if let Some(password) = &db_password {
+        crate::redact::register_secrets([password.as_str()]);
+    }
     crate::redact::register_secrets(
         singles
             .into_iter()

@@ -148,13 +148,7 @@ async fn serve(file: FileConfig, source: Source, settings: Settings) -> Result<(
 
 /// A database URL without its password, for logs.
 fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("REDACTED"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
-    }
+    crate::store::without_password(url)
 }
 
 async fn migrate(settings: &Settings) -> Result<(), String> {

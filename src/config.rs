@@ -605,6 +605,66 @@ impl FileConfig {
         if self.limits.max_in_flight == 0 {
             return Err(source.error_unlocated("limits.max_in_flight", "must be at least 1"));
         }
+        let within = |key: &str, d: Duration, min: Duration, max: Duration| {
+            if d < min || d > max {
+                Err(source.error_unlocated(
+                    key,
+                    format!(
+                        "must be between {} and {}",
+                        humantime::format_duration(min),
+                        humantime::format_duration(max)
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let secs = Duration::from_secs;
+        within(
+            "limits.handler_timeout",
+            self.limits.handler_timeout,
+            Duration::from_millis(100),
+            secs(3600),
+        )?;
+        within("jobs.lease", self.jobs.lease, secs(1), secs(3600))?;
+        within(
+            "jobs.poll",
+            self.jobs.poll,
+            Duration::from_millis(10),
+            secs(60),
+        )?;
+        within(
+            "jobs.link_ttl",
+            self.jobs.link_ttl,
+            secs(60),
+            secs(365 * 24 * 3600),
+        )?;
+        within(
+            "notifications.coalesce_window",
+            self.notifications.coalesce_window,
+            Duration::ZERO,
+            secs(60),
+        )?;
+        if self.jobs.workers > 64 {
+            return Err(source.error_unlocated("jobs.workers", "at most 64 workers per process"));
+        }
+        if !(1..=50).contains(&self.notifications.max_attempts) {
+            return Err(
+                source.error_unlocated("notifications.max_attempts", "must be between 1 and 50")
+            );
+        }
+        for (i, runbook) in self.runbooks.iter().enumerate() {
+            if let Some(approval) = &runbook.approval {
+                let expires = approval.get_ref().expires;
+                if expires < secs(1) || expires > secs(30 * 24 * 3600) {
+                    return Err(source.error_at(
+                        approval.span(),
+                        format!("runbooks[{i}].approval.expires"),
+                        "must be between 1s and 30 days",
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 

@@ -133,7 +133,7 @@ pub async fn request(
                 ]
             })
             .await
-            .map_err(|e| format!("The job could not be queued: {e}"))?;
+            .map_err(|e| store_failed("The job could not be queued", &e))?;
         services.job_queued.notify_waiters();
         let url = services.links.job_url(id, now);
         let text = format!(
@@ -200,7 +200,7 @@ pub async fn request(
             ))]
             })
             .await
-            .map_err(|e| format!("The approval request could not be stored: {e}"))?;
+            .map_err(|e| store_failed("The approval request could not be stored", &e))?;
     let Ok(Some(request)) = services.store.approval_request(id).await else {
         return Err("The approval request was stored but could not be read back.".into());
     };
@@ -218,6 +218,13 @@ pub async fn request(
         // No bot token: the approval message goes back through the response URL, in channel.
         None => message,
     })
+}
+
+/// A store failure as the person sees it: what did not happen, not the database's words
+/// (those go to the log).
+fn store_failed(what: &str, e: &crate::store::StoreError) -> String {
+    tracing::error!(error = %e, "{what}");
+    format!("{what} (the database did not answer); nothing was changed. Try again shortly.")
 }
 
 /// Post to the channel with the bot token; None without one (or when Slack refuses).
@@ -282,7 +289,7 @@ pub async fn vote(
         .store
         .approval_request(id)
         .await
-        .map_err(|e| format!("The request could not be read: {e}"))?
+        .map_err(|e| store_failed("The request could not be read", &e))?
         .map(|r| r.approver_group);
     let qualified = group
         .as_deref()
@@ -329,7 +336,7 @@ pub async fn vote(
         .store
         .vote(id, voter, decision, qualified, now, audit)
         .await
-        .map_err(|e| format!("The vote could not be recorded: {e}"))?;
+        .map_err(|e| store_failed("The vote could not be recorded", &e))?;
     let name = request
         .as_ref()
         .map(|r| r.runbook.clone())

@@ -49,7 +49,7 @@ impl Dialect for Pd {
             .trim()
             .parse()
             .ok()?;
-        Some(now + time::Duration::seconds(secs))
+        now.checked_add(time::Duration::seconds(secs))
     }
 }
 

@@ -124,7 +124,9 @@ impl SlackApi {
             .map_err(|e| VendorError::transport(NAME, e))?;
         let status = resp.status();
         if status.as_u16() == 429 {
-            let resets = super::retry_after(&resp).map(|d| time::OffsetDateTime::now_utc() + d);
+            let resets = super::retry_after(&resp).and_then(|d| {
+                time::OffsetDateTime::now_utc().checked_add(time::Duration::try_from(d).ok()?)
+            });
             return Err(VendorError::new(
                 NAME,
                 super::vendor::ErrorKind::RateLimited { resets },

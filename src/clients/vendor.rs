@@ -161,8 +161,10 @@ pub async fn checked<D: Dialect>(
             what: what.to_owned(),
         },
         StatusCode::TOO_MANY_REQUESTS => ErrorKind::RateLimited {
-            resets: D::rate_limit_reset(&headers, now)
-                .or_else(|| retry_after(&headers).map(|d| now + d)),
+            resets: D::rate_limit_reset(&headers, now).or_else(|| {
+                retry_after(&headers)
+                    .and_then(|d| now.checked_add(time::Duration::try_from(d).ok()?))
+            }),
         },
         s if s.is_server_error() => ErrorKind::Server { status: s.as_u16() },
         s => ErrorKind::Rejected {

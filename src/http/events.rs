@@ -50,6 +50,7 @@ pub async fn events(State(state): State<AppState>, VerifiedSlack(body): Verified
     let delivery = crate::notify::Delivery {
         source: "slack".into(),
         delivery_id: event_id.to_owned(),
+        body_sha256: None,
         event: "app_mention".into(),
         payload: payload.clone(),
         now: time::OffsetDateTime::now_utc(),

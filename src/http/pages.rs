@@ -109,7 +109,15 @@ pub async fn job_page(
             );
         }
     };
-    let logs = services.store.job_logs(id, None).await.unwrap_or_default();
+    // The page shows the last lines; a huge log would make it unusable anyway.
+    const SHOWN: i64 = 5000;
+    let logs = services
+        .store
+        .job_logs(id, Some(SHOWN + 1))
+        .await
+        .unwrap_or_default();
+    let cut = logs.len() as i64 > SHOWN;
+    let logs = if cut { logs[1..].to_vec() } else { logs };
     let approval = match job.approval_id {
         Some(a) => services.store.approval_request(a).await.ok().flatten(),
         None => None,
@@ -169,7 +177,11 @@ pub async fn job_page(
             ),
         ));
     }
-    body.push_str("</table><h2>Log</h2><pre>");
+    body.push_str("</table><h2>Log</h2>");
+    if cut {
+        body.push_str(&format!("<p>Showing the last {SHOWN} lines.</p>"));
+    }
+    body.push_str("<pre>");
     if logs.is_empty() {
         body.push_str("(no output yet)");
     }

@@ -70,10 +70,20 @@ async fn finish(
     state: &AppState,
     source: &str,
     delivery_id: &str,
+    body: &[u8],
     formatted: format::Formatted,
     payload: &Value,
 ) -> Response {
-    match notify::accept(&state.services, source, delivery_id, formatted, payload).await {
+    match notify::accept(
+        &state.services,
+        source,
+        delivery_id,
+        body,
+        formatted,
+        payload,
+    )
+    .await
+    {
         Ok((Recorded::New { .. }, messages)) => (
             StatusCode::ACCEPTED,
             Json(json!({"status": "accepted", "messages": messages})),
@@ -133,7 +143,7 @@ pub async fn github(State(state): State<AppState>, headers: HeaderMap, body: Byt
         return ApiError::BadRequest("the payload is not a JSON object".into()).into_response();
     }
     let formatted = format::github(event, &payload);
-    finish(&state, "github", delivery, formatted, &payload).await
+    finish(&state, "github", delivery, &body, formatted, &payload).await
 }
 
 pub async fn pagerduty(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -152,14 +162,16 @@ pub async fn pagerduty(State(state): State<AppState>, headers: HeaderMap, body: 
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let Some(delivery) = header_str(&headers, "x-webhook-id")
+    // The event id is inside the signed body; X-Webhook-Id is not signed.
+    let Some(delivery) = payload["event"]["id"]
+        .as_str()
         .map(str::to_owned)
-        .or_else(|| payload["event"]["id"].as_str().map(str::to_owned))
+        .or_else(|| header_str(&headers, "x-webhook-id").map(str::to_owned))
     else {
         return ApiError::BadRequest("no X-Webhook-Id and no event.id".into()).into_response();
     };
     let formatted = format::pagerduty(&payload);
-    finish(&state, "pagerduty", &delivery, formatted, &payload).await
+    finish(&state, "pagerduty", &delivery, &body, formatted, &payload).await
 }
 
 pub async fn zendesk(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -193,5 +205,5 @@ pub async fn zendesk(State(state): State<AppState>, headers: HeaderMap, body: By
         let id: u64 = id.parse().ok()?;
         zendesk.as_ref().map(|z| z.ticket_link(id))
     });
-    finish(&state, "zendesk", &delivery, formatted, &payload).await
+    finish(&state, "zendesk", &delivery, &body, formatted, &payload).await
 }

@@ -5,10 +5,7 @@
 use std::{collections::BTreeMap, path::PathBuf, process::Stdio, sync::Arc, time::Duration};
 
 use time::OffsetDateTime;
-use tokio::{
-    io::{AsyncBufReadExt as _, BufReader},
-    sync::{Mutex, watch},
-};
+use tokio::sync::{Mutex, watch};
 
 use crate::{
     app::Services,
@@ -39,6 +36,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const KILL_GRACE: Duration = Duration::from_secs(5);
 /// Longest line kept in the log.
 const MAX_LINE: usize = 4000;
+/// Most output lines kept per run.
+pub const MAX_LINES: usize = 50_000;
 
 /// Collects output lines and writes them to the job log in batches.
 #[derive(Clone)]
@@ -48,6 +47,9 @@ pub struct LogSink {
 
 struct SinkState {
     seq: i32,
+    /// Lines kept so far; past [`MAX_LINES`] the rest are counted, not stored.
+    kept: usize,
+    dropped: usize,
     pending: Vec<LogLine>,
     /// The last lines, for the chat report.
     tail: std::collections::VecDeque<String>,
@@ -58,6 +60,8 @@ impl LogSink {
         Self {
             inner: Arc::new(Mutex::new(SinkState {
                 seq: first_seq,
+                kept: 0,
+                dropped: 0,
                 pending: Vec::new(),
                 tail: std::collections::VecDeque::new(),
             })),
@@ -67,9 +71,26 @@ impl LogSink {
     pub async fn line(&self, stream: Stream, text: &str) {
         let text: String = crate::redact::scrub(text.trim_end_matches(['\r', '\n']))
             .chars()
-            .take(MAX_LINE)
+            .take(MAX_LINE + 20)
             .collect();
         let mut s = self.inner.lock().await;
+        if stream != Stream::System && s.kept >= MAX_LINES {
+            s.dropped += 1;
+            if s.dropped == 1 {
+                s.seq += 1;
+                let seq = s.seq;
+                s.pending.push(LogLine {
+                    seq,
+                    at: OffsetDateTime::now_utc(),
+                    stream: Stream::System,
+                    line: format!("more than {MAX_LINES} lines of output: the rest is not kept"),
+                });
+            }
+            return;
+        }
+        if stream != Stream::System {
+            s.kept += 1;
+        }
         s.seq += 1;
         let seq = s.seq;
         if stream != Stream::System {
@@ -186,7 +207,18 @@ pub async fn run(
                 .map(|(k, v)| (k.clone(), render(v, params)))
                 .collect();
             let limit = timeout.unwrap_or(DEFAULT_TIMEOUT);
-            log.line(Stream::System, &format!("POST {url}")).await;
+            // Credentials may sit in the URL (query or user info); the log shows neither.
+            let shown = url::Url::parse(url)
+                .map(|u| {
+                    format!(
+                        "{}://{}{}",
+                        u.scheme(),
+                        u.host_str().unwrap_or(""),
+                        u.path()
+                    )
+                })
+                .unwrap_or_else(|_| "(the configured URL)".to_owned());
+            log.line(Stream::System, &format!("POST {shown}")).await;
             let call = services
                 .outbound
                 .client
@@ -286,6 +318,9 @@ pub async fn run_command(
         }
     };
     let pid = child.id();
+    // If this future is dropped (the command's handler timed out, the process is stopping),
+    // take the whole process group down, not just its leader.
+    let mut group = GroupGuard(pid.and_then(|p| i32::try_from(p).ok()));
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let out = tokio::spawn(pump(stdout, Stream::Stdout, log.clone()));
@@ -312,6 +347,7 @@ pub async fn run_command(
             RunEnd::Cancelled
         }
     };
+    group.disarm();
     // Output still in the pipes belongs to this run.
     let _ = tokio::time::timeout(Duration::from_secs(2), out).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), err).await;
@@ -325,16 +361,58 @@ async fn cancelled(rx: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Copy a pipe into the log, one line at a time (bytes that are not UTF-8 are replaced).
+/// Copy a pipe into the log, one line at a time (bytes that are not UTF-8 are replaced). A
+/// line longer than [`MAX_LINE`] is cut, and the rest of it skipped, so a program that never
+/// prints a newline cannot grow our memory.
 async fn pump<R: tokio::io::AsyncRead + Unpin>(reader: Option<R>, stream: Stream, log: LogSink) {
-    let Some(reader) = reader else { return };
-    let mut reader = BufReader::new(reader);
-    let mut buf = Vec::new();
+    use tokio::io::AsyncReadExt as _;
+    let Some(mut reader) = reader else { return };
+    let mut line: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let mut skipping = false;
     loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
+        let n = match reader.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
-            Ok(_) => log.line(stream, &String::from_utf8_lossy(&buf)).await,
+            Ok(n) => n,
+        };
+        for &b in &chunk[..n] {
+            if b == b'\n' {
+                if !skipping {
+                    log.line(stream, &String::from_utf8_lossy(&line)).await;
+                }
+                line.clear();
+                skipping = false;
+            } else if skipping {
+                // The rest of a line already cut.
+            } else if line.len() < MAX_LINE {
+                line.push(b);
+            } else {
+                line.extend_from_slice(" [line cut]".as_bytes());
+                log.line(stream, &String::from_utf8_lossy(&line)).await;
+                line.clear();
+                skipping = true;
+            }
+        }
+    }
+    if !line.is_empty() {
+        log.line(stream, &String::from_utf8_lossy(&line)).await;
+    }
+}
+
+/// Kills a process group when dropped while armed.
+struct GroupGuard(Option<i32>);
+
+impl GroupGuard {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            // SAFETY: a signal to the process group we created for this run.
+            unsafe { libc::killpg(pgid, libc::SIGKILL) };
         }
     }
 }
@@ -428,6 +506,34 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         tx.send(true).unwrap();
         assert_eq!(run.await.unwrap(), RunEnd::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn an_endless_line_is_cut_not_hoarded() {
+        let log = LogSink::new(0);
+        let argv: Vec<String> = [
+            "sh",
+            "-c",
+            "head -c 100000 /dev/zero | tr '\\0' x; echo; echo after",
+        ]
+        .map(String::from)
+        .to_vec();
+        let end = run_command(&argv, None, &[], Duration::from_secs(10), &log, never()).await;
+        assert_eq!(end, RunEnd::Succeeded);
+        let tail = log.tail(5).await;
+        assert_eq!(
+            tail.len(),
+            2,
+            "{:?}",
+            tail.iter().map(String::len).collect::<Vec<_>>()
+        );
+        assert!(
+            tail[0].ends_with("[line cut]"),
+            "{}",
+            &tail[0][tail[0].len() - 20..]
+        );
+        assert!(tail[0].len() <= MAX_LINE + 20);
+        assert_eq!(tail[1], "after");
     }
 
     #[tokio::test]

@@ -46,6 +46,8 @@ pub struct OutboxRow {
 pub struct Delivery {
     pub source: String,
     pub delivery_id: String,
+    /// SHA-256 of the signed body (hex): a second delivery of the same bytes is a duplicate.
+    pub body_sha256: Option<String>,
     pub event: String,
     pub payload: Value,
     pub now: OffsetDateTime,
@@ -72,21 +74,27 @@ impl DeliveryWriter {
         let task = tokio::spawn(async move {
             let mut batch: Vec<Pending> = Vec::new();
             while rx.recv_many(&mut batch, 256).await > 0 {
-                let deliveries: Vec<Delivery> = batch.iter().map(|(d, _)| d.clone()).collect();
+                let (deliveries, waiters): (Vec<Delivery>, Vec<_>) = batch.drain(..).unzip();
                 for d in &deliveries {
                     crate::audit::log_entries(&d.audit);
                 }
-                let result = store.record_deliveries(&deliveries).await;
-                match result {
+                match store.record_deliveries(&deliveries).await {
                     Ok(recorded) => {
-                        for ((_, done), r) in batch.drain(..).zip(recorded) {
+                        for (done, r) in waiters.into_iter().zip(recorded) {
                             let _ = done.send(Ok(r));
                         }
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, deliveries = batch.len(), "deliveries not stored");
-                        for (_, done) in batch.drain(..) {
-                            let _ = done.send(Err(e.to_string()));
+                        // One bad delivery (or a deadlock with another replica) must not fail
+                        // the others: try each on its own.
+                        tracing::warn!(error = %e, deliveries = deliveries.len(), "batch not stored; storing one by one");
+                        for (d, done) in deliveries.into_iter().zip(waiters) {
+                            let one = store
+                                .record_deliveries(std::slice::from_ref(&d))
+                                .await
+                                .map(|mut r| r.remove(0))
+                                .map_err(|e| e.to_string());
+                            let _ = done.send(one);
                         }
                     }
                 }
@@ -126,11 +134,17 @@ pub struct OutboxCounts {
     pub failed: i64,
 }
 
+pub fn body_hash(body: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(body))
+}
+
 /// Store a verified delivery and queue its messages, in one transaction.
 pub async fn accept(
     services: &Services,
     source: &str,
     delivery_id: &str,
+    body: &[u8],
     formatted: Formatted,
     payload: &Value,
 ) -> Result<(Recorded, usize), StoreError> {
@@ -167,6 +181,7 @@ pub async fn accept(
         .record(Delivery {
             source: source.to_owned(),
             delivery_id: delivery_id.to_owned(),
+            body_sha256: Some(body_hash(body)),
             event: kind.clone(),
             payload: payload.clone(),
             now,

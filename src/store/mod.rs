@@ -32,6 +32,7 @@ static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sql
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Holds the URL with any password removed.
     #[error("`{0}` is not a database URL; use postgres://... or sqlite://...")]
     UnsupportedUrl(String),
     #[error("database error: {0}")]
@@ -68,7 +69,8 @@ impl Store {
                 // An in-memory database is private to each pooled connection: several
                 // connections would each see a different, empty database.
                 return Err(StoreError::UnsupportedUrl(format!(
-                    "{url} (in-memory SQLite cannot be shared by a pool; use a file)"
+                    "{} (in-memory SQLite cannot be shared by a pool; use a file)",
+                    without_password(url)
                 )));
             }
             let options = SqliteConnectOptions::from_str(url)?
@@ -84,7 +86,7 @@ impl Store {
                 .await?;
             Ok(Store::Sqlite(pool))
         } else {
-            Err(StoreError::UnsupportedUrl(url.to_owned()))
+            Err(StoreError::UnsupportedUrl(without_password(url)))
         }
     }
 
@@ -160,6 +162,19 @@ impl Store {
             Store::Postgres(pool) => postgres::audit_for(pool, correlation_id).await,
             Store::Sqlite(pool) => sqlite::audit_for(pool, correlation_id).await,
         }
+    }
+}
+
+/// A database URL fit for messages: any password replaced.
+pub fn without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("REDACTED"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) if !url.contains('@') => url.to_owned(),
+        Err(_) => "(a URL that does not parse)".to_owned(),
     }
 }
 

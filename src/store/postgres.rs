@@ -758,6 +758,7 @@ async fn record_one(tx: &mut PgConnection, d: &Delivery) -> Result<Recorded> {
     let Delivery {
         source,
         delivery_id,
+        body_sha256,
         event,
         payload,
         now,
@@ -766,9 +767,9 @@ async fn record_one(tx: &mut PgConnection, d: &Delivery) -> Result<Recorded> {
     } = d;
     let now = *now;
     let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO webhook_deliveries (source, delivery_id, event, payload, messages, received_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (source, delivery_id) DO NOTHING RETURNING id",
+        "INSERT INTO webhook_deliveries (source, delivery_id, event, payload, messages, received_at, body_sha256)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT DO NOTHING RETURNING id",
     )
     .bind(source)
     .bind(delivery_id)
@@ -776,6 +777,7 @@ async fn record_one(tx: &mut PgConnection, d: &Delivery) -> Result<Recorded> {
     .bind(payload)
     .bind(i32::try_from(messages.len()).unwrap_or(i32::MAX))
     .bind(now)
+    .bind(body_sha256)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(id) = id else {
@@ -789,7 +791,7 @@ async fn record_one(tx: &mut PgConnection, d: &Delivery) -> Result<Recorded> {
                      CASE WHEN $5::text IS NULL THEN $7
                           ELSE COALESCE((SELECT MIN(next_attempt_at) FROM outbox
                                           WHERE status = 'pending' AND channel = $2 AND coalesce_key = $5
-                                            AND coalesce_key IS NOT NULL), $7) END,
+                                            AND coalesce_key IS NOT NULL AND next_attempt_at <= $7), $7) END,
                      $8)",
         )
         .bind(id)

@@ -224,6 +224,12 @@ async fn a_redelivered_github_delivery_is_posted_once(db: Db) {
         again.json::<Value>().await.unwrap(),
         json!({"status": "duplicate"})
     );
+    // The same signed body under a new delivery id (a replay, or a second hook) is a duplicate.
+    let replayed = github(&app, "pull_request", "d-0002", &body, GH_NEW).await;
+    assert_eq!(
+        replayed.json::<Value>().await.unwrap(),
+        json!({"status": "duplicate"})
+    );
     let calls = posted(&slack, 1).await;
     assert_eq!(calls.len(), 1, "one chat message, not two: {calls:?}");
     assert_eq!(calls[0]["channel"], "C0DEV");
@@ -352,12 +358,14 @@ async fn signatures_are_checked_for_every_source(db: Db) {
         pagerduty(&app, pd, "w-2", Some(rotating)).await.status(),
         202
     );
+    // A second event (its own id), signed with the old secret only.
+    let pd2 = r#"{"event":{"id":"e2","event_type":"incident.triggered","data":{}}}"#;
     let old_secret = format!(
         "v1={}",
-        HmacKey::new(b"pd-old-secret-000").sign_hex(&[pd.as_bytes()])
+        HmacKey::new(b"pd-old-secret-000").sign_hex(&[pd2.as_bytes()])
     );
     assert_eq!(
-        pagerduty(&app, pd, "w-3", Some(old_secret)).await.status(),
+        pagerduty(&app, pd2, "w-3", Some(old_secret)).await.status(),
         202
     );
     // Zendesk: fresh timestamp accepted; stale or future refused.
@@ -456,9 +464,14 @@ async fn pagerduty_incidents_and_zendesk_tickets_are_posted(db: Db) {
             .unwrap();
     let resp = pagerduty(&app, &triggered, "w-trig", None).await;
     assert_eq!(resp.status(), 202);
-    // The same delivery retried by PagerDuty: acknowledged, not posted again.
+    // The same delivery retried by PagerDuty: acknowledged, not posted again, whatever its
+    // (unsigned) X-Webhook-Id says.
     assert_eq!(
         pagerduty(&app, &triggered, "w-trig", None).await.status(),
+        200
+    );
+    assert_eq!(
+        pagerduty(&app, &triggered, "w-other", None).await.status(),
         200
     );
     let ticket =

@@ -114,6 +114,8 @@ both_stores!(
     services_are_listed,
     trigger_assigns_to_a_slack_user,
     unknown_identity_is_explained,
+    a_pager_permission_does_not_open_ack_all,
+    a_failed_trigger_is_not_sent_twice,
     identity_comes_from_slack_when_not_told,
     not_configured_is_explained,
     vendor_failures_become_clear_messages,
@@ -944,5 +946,56 @@ async fn an_empty_list_says_so(db: Db) {
         app.reply_text(&ack).await,
         "No triggered or acknowledged incidents."
     );
+    app.stop().await;
+}
+
+async fn a_pager_permission_does_not_open_ack_all(db: Db) {
+    let pd = MockServer::start().await;
+    let config = "[groups]\noncall = [\"U02JANE\"]\nadmins = [\"U03JOE\"]\n\n[permissions]\npager = [\"oncall\"]\n";
+    let Some(app) = TestApp::on(db, "pd_perm")
+        .config(config)
+        .env("PAGERDUTY_API_TOKEN", TOKEN)
+        .env("PAGERDUTY_API_URL", pd.uri())
+        .start()
+        .await
+    else {
+        return;
+    };
+    let ack = app.slash("pager ack!").by(JANE).send().await;
+    assert_eq!(
+        ack.text(),
+        "You are not allowed to run `/ops pager ack!`: it needs the `admins` group."
+    );
+    let alice = app.slash("pager incidents").by(ALICE).send().await;
+    assert_eq!(
+        alice.text(),
+        "You are not allowed to run `/ops pager incidents`: it needs the `oncall` group."
+    );
+    app.stop().await;
+}
+
+async fn a_failed_trigger_is_not_sent_twice(db: Db) {
+    let Some((app, pd)) = start(db, "pd_no_retry").await else {
+        return;
+    };
+    jane_is_known(&app, &pd).await;
+    Mock::given(method("POST"))
+        .and(path("/incidents"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(1)
+        .mount(&pd)
+        .await;
+    let ack = app
+        .slash("pager trigger jane@acme.test db down")
+        .by(JANE)
+        .send()
+        .await;
+    assert_eq!(
+        app.reply_text(&ack).await,
+        "PagerDuty is having trouble (HTTP 500); try again shortly"
+    );
+    // A 500 may hide a created incident: asking again is the person's call, not ours.
+    let posts = requests_to(&pd.received_requests().await.unwrap(), "POST", "/incidents").len();
+    assert_eq!(posts, 1);
     app.stop().await;
 }

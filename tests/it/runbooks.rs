@@ -717,9 +717,15 @@ async fn forged_and_replayed_clicks_are_refused(db: Db) {
     );
     assert_eq!(post(now.to_string(), good.clone()).await, 200);
     assert_eq!(
-        post(now.to_string(), good).await,
+        post(now.to_string(), good.clone()).await,
         401,
         "the same signed click twice is a replay"
+    );
+    let shouting = format!("v0={}", good[3..].to_ascii_uppercase());
+    assert_eq!(
+        post(now.to_string(), shouting).await,
+        401,
+        "hex case does not make a new click"
     );
     // Not a payload at all.
     let junk = "payload=%7Bnot-json";
@@ -1207,7 +1213,7 @@ async fn a_plan_is_shown_in_the_approval_message(db: Db) {
 name = "scale"
 usage = "scale {svc} {n}"
 params = { svc = "^[a-z]+$", n = "^[0-9]+$" }
-plan = { kind = "command", argv = ["sh", "-c", "echo \"would scale $0 to $1 replicas\"", "{svc}", "{n}"] }
+plan = { kind = "command", argv = ["sh", "-c", "echo \"would scale $0 to $1 replicas\"; echo '<!channel> ``` <https://evil.example|ok>'", "{svc}", "{n}"] }
 run = { kind = "command", argv = ["true"] }
 approval = { group = "approvers" }
 
@@ -1228,6 +1234,12 @@ approval = { group = "approvers" }
         text.contains("*Plan*") && text.contains("would scale web to 5 replicas"),
         "{text}"
     );
+    // The plan's output cannot mention the channel, close the code block or plant a link.
+    assert!(
+        text.contains("&lt;!channel&gt; ''' &lt;https://evil.example|ok&gt;"),
+        "{text}"
+    );
+    assert!(!text.contains("<!channel>"), "{text}");
     let request = app
         .services
         .store
@@ -1237,7 +1249,7 @@ approval = { group = "approvers" }
         .remove(0);
     assert_eq!(
         request.plan_output.as_deref(),
-        Some("would scale web to 5 replicas")
+        Some("would scale web to 5 replicas\n<!channel> ``` <https://evil.example|ok>")
     );
     // A failing plan requests nothing and says why.
     let ack = app.slash("risky").by(ALICE).send().await;
@@ -1250,6 +1262,62 @@ approval = { group = "approvers" }
     assert_eq!(
         app.services.store.pending_approvals().await.unwrap().len(),
         1
+    );
+    app.stop().await;
+}
+
+both_stores!(a_worker_that_loses_its_lease_stops_its_job);
+
+/// If a job's lease is taken from it (here: reaped while the worker still runs it), the worker
+/// stops the job at its next heartbeat and records nothing over the reaper's verdict.
+async fn a_worker_that_loses_its_lease_stops_its_job(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("still-running");
+    let extra = format!(
+        r#"
+[[runbooks]]
+name = "slowpoke"
+usage = "slowpoke"
+run = {{ kind = "command", argv = ["sh", "-c", "sleep 2; touch {}"] }}
+"#,
+        marker.display()
+    );
+    let script = write_script(dir.path(), "deploy.sh", DEPLOY);
+    let Some(app) = TestApp::on(db, "rb_lease_loss")
+        .config(&config(&script, &extra))
+        .start()
+        .await
+    else {
+        return;
+    };
+    app.slash("slowpoke").send().await;
+    wait_for_status(&app, 1, JobStatus::Running).await;
+    // Reap it now, as another replica would after a long stall.
+    let now = time::OffsetDateTime::now_utc();
+    let reaped = app
+        .services
+        .store
+        .reap_expired_leases(now, now + time::Duration::hours(1), |j| {
+            pantheon::audit::AuditEntry::new(
+                &j.correlation_id,
+                "test",
+                "job",
+                pantheon::audit::Outcome::Failed,
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(reaped.len(), 1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !marker.exists(),
+        "the worker stopped the job when it found its lease gone"
+    );
+    let job = app.services.store.job(1).await.unwrap().unwrap();
+    assert_eq!(
+        job.status,
+        JobStatus::Interrupted,
+        "the reaper's verdict stands: {job:?}"
     );
     app.stop().await;
 }
