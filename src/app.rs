@@ -44,6 +44,9 @@ pub struct Services {
     pub outbox_ready: tokio::sync::Notify,
     /// Stores webhook deliveries with group commit.
     pub deliveries: crate::notify::DeliveryWriter,
+    /// One approval-message refresh at a time per request.
+    pub approval_locks:
+        std::sync::Mutex<std::collections::HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// The slash command we answer, e.g. `/ops`.
     pub slash: String,
     /// Background commands in flight; past this the acknowledgement says "busy".
@@ -154,6 +157,7 @@ impl App {
             settings.slack_bot_token.clone(),
         );
         let services = Services {
+            approval_locks: std::sync::Mutex::default(),
             deliveries,
             slack_outbox,
             outbox_ready: tokio::sync::Notify::new(),
