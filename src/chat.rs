@@ -62,11 +62,6 @@ impl Message {
         self
     }
 
-    pub fn with_visibility(mut self, visibility: Visibility) -> Self {
-        self.response_type = visibility;
-        self
-    }
-
     pub fn replacing_original(mut self) -> Self {
         self.replace_original = Some(true);
         self

@@ -264,30 +264,36 @@ impl PagerDuty {
             .header("Content-Type", "application/json")
     }
 
+    /// A call safe to repeat, retried on 429 and 5xx.
     async fn send(
         &self,
         what: &str,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<bytes::Bytes, VendorError> {
-        let resp = self
-            .out
-            .send(build)
-            .await
-            .map_err(|e| VendorError::transport(NAME, e))?;
-        checked::<Pd>(resp, what).await.map(|(_, body)| body)
+        self.call(what, build, true).await
     }
 
-    /// Like `send`, for calls that create something: not repeated after a timeout or a 5xx.
+    /// A call that creates something: not repeated after a timeout or a 5xx.
     async fn create(
         &self,
         what: &str,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<bytes::Bytes, VendorError> {
-        let resp = self
-            .out
-            .send_once(build)
-            .await
-            .map_err(|e| VendorError::transport(NAME, e))?;
+        self.call(what, build, false).await
+    }
+
+    async fn call(
+        &self,
+        what: &str,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+        idempotent: bool,
+    ) -> Result<bytes::Bytes, VendorError> {
+        let sent = if idempotent {
+            self.out.send(build).await
+        } else {
+            self.out.send_once(build).await
+        };
+        let resp = sent.map_err(|e| VendorError::transport(NAME, e))?;
         checked::<Pd>(resp, what).await.map(|(_, body)| body)
     }
 

@@ -130,11 +130,6 @@ impl Access {
             })
         }
     }
-
-    /// The permission keys named in the configuration, for checking them against the registry.
-    pub fn configured_keys(&self) -> impl Iterator<Item = &str> {
-        self.permissions.keys().map(String::as_str)
-    }
 }
 
 #[cfg(test)]
