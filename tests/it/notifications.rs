@@ -891,3 +891,105 @@ fn zendesk_vectors_from_fixtures() {
         Ok(())
     );
 }
+
+/// Every example payload GitHub's own `@octokit/webhooks-examples` ships (58 events, 329
+/// payloads) is accepted by the endpoint, and the event types we have messages for get theirs,
+/// naming the repository.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_octokit_example_is_accepted_and_formatted() {
+    let index = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/tools/node_modules/@octokit/webhooks-examples/api.github.com/index.json");
+    if !index.exists() {
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        assert!(
+            !ci,
+            "@octokit/webhooks-examples is not installed (scripts/test runs npm ci in tests/tools)"
+        );
+        eprintln!("SKIPPED octokit examples: run `npm ci` in tests/tools");
+        return;
+    }
+    let defs: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(index).unwrap()).unwrap();
+    let config = "[notifications]\ncoalesce_window = \"0s\"\n\n[[routes]]\nsource = \"github\"\nchannel = \"C0ALL\"\n";
+    let Some((app, _slack)) = start_with(Db::Sqlite, "wh_octokit_examples", config, None).await
+    else {
+        return;
+    };
+    let known = [
+        "push",
+        "pull_request",
+        "pull_request_review",
+        "issues",
+        "issue_comment",
+        "release",
+        "deployment",
+        "deployment_status",
+        "workflow_run",
+        "check_suite",
+    ];
+    let mut sent = 0;
+    let mut formatted_known = 0;
+    for def in &defs {
+        let name = def["name"].as_str().unwrap();
+        for (i, example) in def["examples"].as_array().unwrap().iter().enumerate() {
+            let body = example.to_string();
+            let resp = github(&app, name, &format!("ex-{name}-{i}"), &body, GH_NEW).await;
+            let status = resp.status().as_u16();
+            assert!(
+                matches!(status, 200 | 202),
+                "{name} example {i}: HTTP {status}"
+            );
+            sent += 1;
+            let f = pantheon::notify::format::github(name, example);
+            assert!(!f.text.is_empty());
+            if known.contains(&name) {
+                formatted_known += 1;
+                assert!(f.facts.known, "{name}");
+                assert!(
+                    !f.text.starts_with("GitHub event"),
+                    "{name} example {i} got the generic message: {}",
+                    f.text
+                );
+                if let Some(repo) = example["repository"]["full_name"].as_str() {
+                    assert!(
+                        f.text.contains(repo),
+                        "{name} example {i} does not name {repo}: {}",
+                        f.text
+                    );
+                }
+            }
+        }
+    }
+    eprintln!(
+        "octokit examples: {sent} payloads accepted, {formatted_known} with their own message"
+    );
+    assert!(sent >= 300, "{sent}");
+    app.stop().await;
+}
+
+#[test]
+fn every_pagerduty_incident_fixture_gets_its_message() {
+    let Some(shared) = shared_dir("pagerduty fixtures") else {
+        return;
+    };
+    let expected = [
+        ("triggered", "🔴 Triggered"),
+        ("acknowledged", "🟡 Acknowledged"),
+        ("unacknowledged", "🔴 Unacknowledged"),
+        ("resolved", "✅ Resolved"),
+        ("reopened", "🔴 Reopened"),
+        ("escalated", "⏫ Escalated"),
+        ("reassigned", "↪ Reassigned"),
+        ("annotated", "📝 Note on"),
+    ];
+    for (kind, verb) in expected {
+        let path = shared.join(format!(
+            "fixtures/pagerduty/derived/v3.incident.{kind}.json"
+        ));
+        let payload: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let f = pantheon::notify::format::pagerduty(&payload);
+        assert!(f.facts.known, "{kind}");
+        assert_eq!(f.facts.kind, format!("incident.{kind}"));
+        assert!(f.text.starts_with(verb), "{kind}: {}", f.text);
+    }
+}
