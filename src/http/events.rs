@@ -18,7 +18,8 @@ use crate::{
     notify::Recorded,
 };
 
-pub async fn events(State(state): State<AppState>, VerifiedSlack(body): VerifiedSlack) -> Response {
+pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Response {
+    let body = request.body;
     let payload: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {

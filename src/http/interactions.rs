@@ -120,23 +120,17 @@ fn parse(body: &[u8]) -> Result<Payload, String> {
     serde_json::from_str(&raw).map_err(|e| format!("`payload` is not an interaction: {e}"))
 }
 
-pub async fn interactions(
-    State(state): State<AppState>,
-    headers: axum::http::HeaderMap,
-    VerifiedSlack(body): VerifiedSlack,
-) -> Response {
-    if let Err(e) = super::slack::require_form(&headers) {
+pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack) -> Response {
+    if let Err(e) = request.require_form() {
         return e.into_response();
     }
-    let signature = headers
-        .get("x-slack-signature")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let signature = request.signature.to_str().unwrap_or_default();
     if !state.replays.first_time(signature) {
         crate::telemetry::record_signature_failure("slack", "replay");
         tracing::warn!("replayed interaction refused");
         return (StatusCode::UNAUTHORIZED, "replayed request\n").into_response();
     }
+    let body = request.body;
     let payload = match parse(&body) {
         Ok(p) => p,
         Err(why) => return ApiError::BadRequest(why).into_response(),

@@ -18,24 +18,31 @@ use crate::{
     signature,
 };
 
-/// A request body whose Slack signature has been verified.
-pub struct VerifiedSlack(pub Bytes);
+/// A request whose Slack signature has been verified: its body, whether it says it is a form,
+/// and the signature (for replay checks).
+pub struct VerifiedSlack {
+    pub body: Bytes,
+    pub form: bool,
+    pub signature: HeaderValue,
+}
 
 impl FromRequest<AppState> for VerifiedSlack {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let headers = req.headers().clone();
+        // Only what the check needs is kept from the headers (cloning a HeaderValue is cheap).
+        let headers = req.headers();
+        let timestamp = headers.get("x-slack-request-timestamp").cloned();
+        let signature = headers.get("x-slack-signature").cloned();
+        let form = is_form(headers);
         let body = Bytes::from_request(req, state)
             .await
             .map_err(IntoResponse::into_response)?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         signature::verify_slack(
             &state.slack_key,
-            headers
-                .get("x-slack-request-timestamp")
-                .map(HeaderValue::as_bytes),
-            headers.get("x-slack-signature").map(HeaderValue::as_bytes),
+            timestamp.as_ref().map(HeaderValue::as_bytes),
+            signature.as_ref().map(HeaderValue::as_bytes),
             &body,
             now,
         )
@@ -43,7 +50,24 @@ impl FromRequest<AppState> for VerifiedSlack {
             crate::telemetry::record_signature_failure("slack", reason_label(e));
             ApiError::from(e).into_response()
         })?;
-        Ok(Self(body))
+        Ok(Self {
+            body,
+            form,
+            signature: signature.unwrap_or_else(|| HeaderValue::from_static("")),
+        })
+    }
+}
+
+impl VerifiedSlack {
+    /// 400 unless the request said it is a form.
+    pub fn require_form(&self) -> Result<(), ApiError> {
+        if self.form {
+            Ok(())
+        } else {
+            Err(ApiError::BadRequest(
+                "expected Content-Type application/x-www-form-urlencoded".into(),
+            ))
+        }
     }
 }
 
@@ -144,25 +168,11 @@ impl SlashForm {
     }
 }
 
-/// 400 unless the request says it is a form.
-pub fn require_form(headers: &HeaderMap) -> Result<(), ApiError> {
-    if is_form(headers) {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(
-            "expected Content-Type application/x-www-form-urlencoded".into(),
-        ))
-    }
-}
-
-pub async fn commands(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    VerifiedSlack(body): VerifiedSlack,
-) -> Response {
-    if let Err(e) = require_form(&headers) {
+pub async fn commands(State(state): State<AppState>, request: VerifiedSlack) -> Response {
+    if let Err(e) = request.require_form() {
         return e.into_response();
     }
+    let body = request.body;
     let cmd = match SlashForm::parse(&body) {
         Ok(SlashForm::SslCheck) => return StatusCode::OK.into_response(),
         Ok(SlashForm::Command(cmd)) => cmd,
