@@ -107,7 +107,7 @@ impl App {
             http_timeout,
         } = options;
         register_secrets(&settings);
-        crate::telemetry::metrics_handle();
+        crate::telemetry::spawn_metrics_upkeep();
 
         let registry = build_registry_with(&config, &source, commands)?;
         let access = Access::from_config(&config);

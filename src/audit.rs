@@ -132,8 +132,8 @@ pub struct AuditLog {
     tx: mpsc::Sender<Pending>,
 }
 
-/// Most entries committed in one transaction.
-const MAX_BATCH: usize = 512;
+/// Most queued submissions (each a few entries) committed in one transaction.
+const MAX_BATCH: usize = 2048;
 
 impl AuditLog {
     /// Start the writer. It stops when every `AuditLog` handle is dropped, after committing
@@ -196,12 +196,18 @@ pub fn log_entries(entries: &[AuditEntry]) {
     }
 }
 
-/// Batches committed concurrently. Overlapping commits keeps the writer from being paced by
-/// one round trip at a time when the runtime is busy serving requests.
-const MAX_IN_FLIGHT: usize = 4;
+/// Batches committed concurrently. On Postgres, overlapping commits keep the writer from being
+/// paced by one round trip at a time. SQLite has one writer per file: a second commit would
+/// only wait on the file lock, while rows queued behind a single commit join the next batch.
+fn max_in_flight(store: &Store) -> usize {
+    match store {
+        Store::Postgres(_) => 4,
+        Store::Sqlite(_) => 1,
+    }
+}
 
 async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>) {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max_in_flight(&store)));
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {

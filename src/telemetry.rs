@@ -80,6 +80,21 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     })
 }
 
+/// Histogram samples wait in lock-free buckets until someone folds them into the totals. A
+/// scrape of `/metrics` does that, but a server nobody scrapes would keep every sample in memory
+/// forever, so fold them in every few seconds. Runs until the runtime stops.
+pub fn spawn_metrics_upkeep() {
+    let handle = metrics_handle();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            handle.run_upkeep();
+        }
+    });
+}
+
 pub fn record_http(route: &str, method: &str, status: u16, elapsed: Duration) {
     let status = status.to_string();
     metrics::counter!(
