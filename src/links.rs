@@ -1,6 +1,10 @@
-//! Signed, expiring links to job pages: no login, nothing guessable.
+//! Signed, expiring links to pages: no login, nothing guessable.
 //!
-//! `/jobs/{id}?exp=<unix seconds>&sig=<hex HMAC(key, "job:{id}:{exp}")>`.
+//! - `/jobs/{id}?exp=<unix seconds>&sig=<hex HMAC(key, "job:{id}:{exp}")>`, handed out with
+//!   every job message, valid for `[jobs] link_ttl`;
+//! - `/audit?for=<user>&exp=<unix seconds>&sig=<hex HMAC(key, "audit:{user}:{exp}")>`, handed
+//!   out only to those who may run `audit`, in their own (ephemeral) reply, valid for at most an
+//!   hour. The user it was issued to is part of what is signed, so views are attributed.
 
 use secrecy::ExposeSecret;
 use time::OffsetDateTime;
@@ -35,25 +39,30 @@ impl Links {
         }
     }
 
-    fn signature(&self, id: i64, exp: i64) -> String {
-        self.key.sign_hex(&[format!("job:{id}:{exp}").as_bytes()])
-    }
-
-    /// A link to job `id`, valid for the configured time from `now`.
-    pub fn job_url(&self, id: i64, now: OffsetDateTime) -> String {
-        let exp = (now + self.ttl).unix_timestamp();
+    fn link(
+        &self,
+        path: &str,
+        subject: &str,
+        extra: &[(&str, &str)],
+        ttl: time::Duration,
+        now: OffsetDateTime,
+    ) -> String {
+        let exp = (now + ttl).unix_timestamp();
         let mut url = self
             .public_url
-            .join(&format!("jobs/{id}"))
+            .join(path)
             .unwrap_or_else(|_| self.public_url.clone());
         url.query_pairs_mut()
+            .extend_pairs(extra)
             .append_pair("exp", &exp.to_string())
-            .append_pair("sig", &self.signature(id, exp));
+            .append_pair(
+                "sig",
+                &self.key.sign_hex(&[format!("{subject}:{exp}").as_bytes()]),
+            );
         url.to_string()
     }
 
-    /// Whether `sig` is our signature for job `id` until `exp`, and `exp` has not passed.
-    pub fn verify(&self, id: i64, exp: i64, sig: &str, now: OffsetDateTime) -> bool {
+    fn verify_subject(&self, subject: &str, exp: i64, sig: &str, now: OffsetDateTime) -> bool {
         if exp < now.unix_timestamp() {
             return false;
         }
@@ -62,9 +71,45 @@ impl Links {
             return false;
         }
         self.key
-            .verify_tag(&[format!("job:{id}:{exp}").as_bytes()], &tag)
+            .verify_tag(&[format!("{subject}:{exp}").as_bytes()], &tag)
+    }
+
+    /// A link to job `id`, valid for the configured time from `now`.
+    pub fn job_url(&self, id: i64, now: OffsetDateTime) -> String {
+        self.link(
+            &format!("jobs/{id}"),
+            &format!("job:{id}"),
+            &[],
+            self.ttl,
+            now,
+        )
+    }
+
+    /// Whether `sig` is our signature for job `id` until `exp`, and `exp` has not passed.
+    pub fn verify(&self, id: i64, exp: i64, sig: &str, now: OffsetDateTime) -> bool {
+        self.verify_subject(&format!("job:{id}"), exp, sig, now)
+    }
+
+    /// How long an audit link stays valid: the whole trail is behind it, so it is short-lived
+    /// whatever `link_ttl` says.
+    pub fn audit_ttl(&self) -> time::Duration {
+        self.ttl.min(AUDIT_LINK_TTL)
+    }
+
+    /// A link to the audit trail page for `user`.
+    pub fn audit_url(&self, user: &str, now: OffsetDateTime) -> String {
+        let subject = format!("audit:{user}");
+        self.link("audit", &subject, &[("for", user)], self.audit_ttl(), now)
+    }
+
+    /// Whether `sig` is our signature for `user`'s audit link until `exp`, and `exp` has not
+    /// passed.
+    pub fn verify_audit(&self, user: &str, exp: i64, sig: &str, now: OffsetDateTime) -> bool {
+        self.verify_subject(&format!("audit:{user}"), exp, sig, now)
     }
 }
+
+const AUDIT_LINK_TTL: time::Duration = time::Duration::hours(1);
 
 #[cfg(test)]
 mod tests {
@@ -92,5 +137,41 @@ mod tests {
         assert!(!links.verify(42, exp + 1, &q["sig"], now));
         assert!(!links.verify(42, exp, &q["sig"], now + time::Duration::hours(2)));
         assert!(!links.verify(42, exp, "zz", now));
+    }
+
+    #[test]
+    fn audit_links_are_short_lived_and_not_job_links() {
+        let settings = Settings::from_lookup(|k| match k {
+            "SLACK_SIGNING_SECRET" => Some("s3cret-s3cret".into()),
+            "PUBLIC_URL" => Some("https://ops.example.com/pantheon/".into()),
+            _ => None,
+        })
+        .unwrap();
+        let links = Links::new(&settings, std::time::Duration::from_secs(7 * 24 * 3600));
+        let now = OffsetDateTime::now_utc();
+        let url = Url::parse(&links.audit_url("U03JOE", now)).unwrap();
+        assert!(
+            url.as_str()
+                .starts_with("https://ops.example.com/pantheon/audit?for=U03JOE&exp=")
+        );
+        let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+        let exp: i64 = q["exp"].parse().unwrap();
+        assert_eq!(exp, (now + time::Duration::hours(1)).unix_timestamp());
+        assert!(links.verify_audit("U03JOE", exp, &q["sig"], now));
+        assert!(!links.verify_audit("U03JOE", exp, &q["sig"], now + time::Duration::minutes(61)));
+        assert!(!links.verify_audit("U03JOE", exp + 1, &q["sig"], now));
+        assert!(
+            !links.verify_audit("U01ALICE", exp, &q["sig"], now),
+            "bound to its user"
+        );
+        // A job link's signature does not open the audit page, nor the other way round.
+        let job = Url::parse(&links.job_url(1, now)).unwrap();
+        let jq: std::collections::HashMap<_, _> = job.query_pairs().into_owned().collect();
+        let jexp: i64 = jq["exp"].parse().unwrap();
+        assert!(!links.verify_audit("U03JOE", jexp, &jq["sig"], now));
+        assert!(!links.verify(1, exp, &q["sig"], now));
+        // A shorter link_ttl wins.
+        let short = Links::new(&settings, std::time::Duration::from_secs(60));
+        assert_eq!(short.audit_ttl(), time::Duration::minutes(1));
     }
 }

@@ -98,8 +98,15 @@ async fn audit(ctx: CommandContext) -> HandlerResult {
         })
         .collect();
     let title = format!("Last {} audit entries (newest first, UTC)", records.len());
+    let links = &ctx.services.links;
+    let url = links.audit_url(ctx.user(), time::OffsetDateTime::now_utc());
+    let minutes = links.audit_ttl().whole_minutes();
+    let more = format!(
+        "The whole trail, with every step of each request: <{url}|audit page> (this link is yours, valid for {minutes} minutes)."
+    );
     let mut blocks = vec![chat::header(&title)];
     blocks.extend(chat::sections_of_lines(&lines));
-    let fallback = format!("{title}\n{}", lines.join("\n"));
+    blocks.push(chat::context(&more));
+    let fallback = format!("{title}\n{}\n{more}", lines.join("\n"));
     Ok(Message::blocks(fallback, blocks))
 }

@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
             post(webhooks::zendesk).layer(DefaultBodyLimit::max(webhooks::SMALL_WEBHOOK_LIMIT)),
         )
         .route("/jobs/{id}", get(pages::job_page))
+        .route("/audit", get(pages::audit_page))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

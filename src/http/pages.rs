@@ -201,3 +201,162 @@ pub async fn job_page(
 fn title(job: &Job) -> String {
     format!("{} #{}", job.runbook, job.id)
 }
+
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    #[serde(default, rename = "for")]
+    user: Option<String>,
+    #[serde(default)]
+    exp: Option<i64>,
+    #[serde(default)]
+    sig: Option<String>,
+    /// Show entries older than this id (the next page).
+    #[serde(default)]
+    before: Option<i64>,
+    /// Show every step of one request.
+    #[serde(default)]
+    correlation_id: Option<String>,
+}
+
+/// Entries per page of the audit trail.
+const AUDIT_PAGE: i64 = 200;
+
+/// `GET /audit`: the audit trail, reached by the signed link in an `audit` reply. The link is
+/// bound to the user it was issued to and works only while that user may still run `audit`.
+/// Each view is itself audited.
+pub async fn audit_page(State(state): State<AppState>, Query(q): Query<AuditQuery>) -> Response {
+    let services = &state.services;
+    let now = OffsetDateTime::now_utc();
+    let (Some(user), Some(exp), Some(sig)) = (q.user.as_deref(), q.exp, q.sig.as_deref()) else {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Link not valid",
+            "<p>This link is incomplete. Run <code>audit</code> in chat for a link.</p>",
+            false,
+        );
+    };
+    let still_allowed = services
+        .registry
+        .specs()
+        .iter()
+        .find(|spec| spec.name == "audit")
+        .is_some_and(|spec| spec.allowed(&services.access, user).is_ok());
+    if !services.links.verify_audit(user, exp, sig, now) || !still_allowed {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Link not valid",
+            "<p>This link is not valid or has expired. Run <code>audit</code> in chat for a fresh one.</p>",
+            false,
+        );
+    }
+    let filter = q
+        .correlation_id
+        .as_deref()
+        .filter(|c| !c.is_empty() && c.len() <= 64);
+    let records = match (filter, q.before) {
+        (Some(c), _) => services.store.audit_for(c).await,
+        (None, Some(before)) => services.store.audit_before(before, AUDIT_PAGE).await,
+        (None, None) => services.store.recent_audit(AUDIT_PAGE).await,
+    };
+    let records = match records {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "audit page: store error");
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "<p>Try again in a moment.</p>",
+                false,
+            );
+        }
+    };
+    let shown = match (filter, q.before) {
+        (Some(c), _) => format!("request {c}"),
+        (None, Some(b)) => format!("before entry {b}"),
+        (None, None) => "latest".to_owned(),
+    };
+    let view = crate::audit::AuditEntry::new(
+        &crate::dispatch::new_correlation_id(),
+        user,
+        "audit.page",
+        crate::audit::Outcome::Succeeded,
+    )
+    .detail(format!("viewed the audit trail ({shown}) by signed link"));
+    if let Err(e) = services.audit.submit(vec![view]).await {
+        tracing::error!(error = %e, "audit page: could not audit the view");
+        return page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "<p>Try again in a moment.</p>",
+            false,
+        );
+    }
+
+    // Links inside the page carry the same signed parameters.
+    let href = |extra: &[(&str, &str)]| {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        query
+            .append_pair("for", user)
+            .append_pair("exp", &exp.to_string())
+            .append_pair("sig", sig)
+            .extend_pairs(extra);
+        esc(&format!("?{}", query.finish()))
+    };
+    let expires = OffsetDateTime::from_unix_timestamp(exp)
+        .map(crate::chat::when)
+        .unwrap_or_default();
+    let mut body = String::new();
+    if let Some(c) = filter {
+        body.push_str(&format!(
+            r#"<p>Every step of request <code>{}</code>, oldest first. <a href="{}">The whole trail</a></p>"#,
+            esc(c),
+            href(&[])
+        ));
+    } else {
+        body.push_str("<p>Newest first. Times are UTC.</p>");
+    }
+    body.push_str(&format!(
+        "<p class=\"system\">Link for {} · expires {}</p>",
+        esc(user),
+        esc(&expires)
+    ));
+    if records.is_empty() {
+        body.push_str("<p>No entries.</p>");
+    } else {
+        body.push_str(
+            "<table><tr><th>#</th><th>when</th><th>actor</th><th>channel</th><th>action</th>\
+             <th>command</th><th>outcome</th><th>ms</th><th>detail</th><th>request</th></tr>",
+        );
+        let format =
+            time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+        for r in &records {
+            let e = &r.entry;
+            body.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td>\
+                 <td class=\"{o}\">{o}</td><td>{}</td><td>{}</td><td><a href=\"{}\"><code>{}</code></a></td></tr>",
+                r.id,
+                esc(&e.at.format(&format).unwrap_or_default()),
+                esc(&e.actor),
+                esc(e.channel.as_deref().unwrap_or("")),
+                esc(&e.action),
+                esc(e.command.as_deref().unwrap_or("")),
+                e.duration_ms.map(|ms| ms.to_string()).unwrap_or_default(),
+                esc(e.detail.as_deref().unwrap_or("")),
+                href(&[("correlation_id", &e.correlation_id)]),
+                esc(&e.correlation_id),
+                o = e.outcome.as_str(),
+            ));
+        }
+        body.push_str("</table>");
+    }
+    if filter.is_none()
+        && records.len() as i64 == AUDIT_PAGE
+        && let Some(last) = records.last()
+    {
+        body.push_str(&format!(
+            r#"<p><a href="{}">Older entries</a></p>"#,
+            href(&[("before", &last.id.to_string())])
+        ));
+    }
+    page(StatusCode::OK, "Audit trail", &body, false)
+}

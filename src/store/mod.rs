@@ -153,9 +153,15 @@ impl Store {
 
     /// The newest `limit` entries, newest first.
     pub async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditRecord>> {
+        self.audit_before(i64::MAX, limit).await
+    }
+
+    /// The newest `limit` entries older than entry `before` (by id), newest first: the next
+    /// page after one that ended at `before`.
+    pub async fn audit_before(&self, before: i64, limit: i64) -> Result<Vec<AuditRecord>> {
         match self {
-            Store::Postgres(pool) => postgres::recent_audit(pool, limit).await,
-            Store::Sqlite(pool) => sqlite::recent_audit(pool, limit).await,
+            Store::Postgres(pool) => postgres::audit_before(pool, before, limit).await,
+            Store::Sqlite(pool) => sqlite::audit_before(pool, before, limit).await,
         }
     }
 

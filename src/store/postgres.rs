@@ -73,11 +73,16 @@ fn audit_row(row: PgRow) -> Result<AuditRecord> {
     })
 }
 
-pub(super) async fn recent_audit(pool: &PgPool, limit: i64) -> Result<Vec<AuditRecord>> {
+pub(super) async fn audit_before(
+    pool: &PgPool,
+    before: i64,
+    limit: i64,
+) -> Result<Vec<AuditRecord>> {
     let rows = sqlx::query(
         "SELECT id, at, correlation_id, actor, channel, action, command, outcome, detail, duration_ms
-           FROM audit_log ORDER BY id DESC LIMIT $1",
+           FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2",
     )
+    .bind(before)
     .bind(limit)
     .fetch_all(pool)
     .await?;

@@ -68,11 +68,16 @@ fn audit_row(row: SqliteRow) -> Result<AuditRecord> {
     })
 }
 
-pub(super) async fn recent_audit(pool: &SqlitePool, limit: i64) -> Result<Vec<AuditRecord>> {
+pub(super) async fn audit_before(
+    pool: &SqlitePool,
+    before: i64,
+    limit: i64,
+) -> Result<Vec<AuditRecord>> {
     let rows = sqlx::query(
         "SELECT id, at, correlation_id, actor, channel, action, command, outcome, detail, duration_ms
-           FROM audit_log ORDER BY id DESC LIMIT ?",
+           FROM audit_log WHERE id < ? ORDER BY id DESC LIMIT ?",
     )
+    .bind(before)
     .bind(limit)
     .fetch_all(pool)
     .await?;

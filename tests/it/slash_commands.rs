@@ -596,6 +596,8 @@ async fn audit_lists_recent_entries_for_admins(db: Db) {
     let Some(app) = app(db, "audit").await else {
         return;
     };
+    let odd = app.slash("nosuch <b>x</b>").by(ALICE).send().await;
+    app.finished_audit(&odd.correlation_id).await;
     let whoami = app.slash("whoami").by(ALICE).send().await;
     app.finished_audit(&whoami.correlation_id).await;
     let ack = app.slash("audit 3").by(JOE).send().await;
@@ -609,6 +611,91 @@ async fn audit_lists_recent_entries_for_admins(db: Db) {
     );
     let rows = app.finished_audit(&ack.correlation_id).await;
     assert_eq!(outcomes(&rows), ["received", "started", "succeeded"]);
+
+    // The reply links to the audit page, signed for the admin who asked.
+    let link = text
+        .split(['<', '|'])
+        .find(|part| part.contains("/audit?"))
+        .unwrap_or_else(|| panic!("an audit page link in: {text}"));
+    let link = url::Url::parse(link).unwrap();
+    let local = app.url(&format!("{}?{}", link.path(), link.query().unwrap()));
+    let page = app.client.get(&local).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<title>Audit trail</title>"), "{html}");
+    assert!(html.contains("Link for U03JOE"), "{html}");
+    assert!(html.contains(&whoami.correlation_id), "{html}");
+    assert!(html.contains("<code>audit 3</code>"), "{html}");
+    assert!(
+        html.contains("nosuch &lt;b&gt;x&lt;/b&gt;"),
+        "user text is escaped: {html}"
+    );
+    assert!(!html.contains("<b>x</b>"));
+
+    // One request's steps, through the link the page gives for it.
+    let one = format!("{local}&correlation_id={}", whoami.correlation_id);
+    let html = app
+        .client
+        .get(&one)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("oldest first"), "{html}");
+    assert!(html.contains("<code>whoami</code>"), "{html}");
+    assert!(
+        !html.contains("<code>audit 3</code>"),
+        "only that request: {html}"
+    );
+
+    // Viewing is audited, attributed to the admin the link was issued to.
+    let mut viewed = Vec::new();
+    for _ in 0..100 {
+        viewed = app
+            .services
+            .store
+            .recent_audit(20)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.entry.action == "audit.page")
+            .collect();
+        if viewed.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(viewed.len(), 2, "{viewed:?}");
+    assert!(viewed.iter().all(|r| r.entry.actor == JOE));
+
+    // The link is bound to its user; a valid link for someone who may not run `audit` is
+    // refused; so are no link and an expired one.
+    let forged = local.replace("for=U03JOE", "for=U01ALICE");
+    assert_eq!(app.client.get(&forged).send().await.unwrap().status(), 403);
+    let now = time::OffsetDateTime::now_utc();
+    let alice = url::Url::parse(&app.services.links.audit_url(ALICE, now)).unwrap();
+    let alice = app.url(&format!("/audit?{}", alice.query().unwrap()));
+    assert_eq!(app.client.get(&alice).send().await.unwrap().status(), 403);
+    assert_eq!(
+        app.client
+            .get(app.url("/audit"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let old = url::Url::parse(
+        &app.services
+            .links
+            .audit_url(JOE, now - time::Duration::hours(2)),
+    )
+    .unwrap();
+    let old = app.url(&format!("/audit?{}", old.query().unwrap()));
+    assert_eq!(app.client.get(&old).send().await.unwrap().status(), 403);
     app.stop().await;
 }
 

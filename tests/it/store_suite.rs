@@ -56,6 +56,16 @@ async fn audit_entries_round_trip(db: Db) {
     let recent = store.recent_audit(2).await.unwrap();
     assert_eq!(recent.len(), 2);
     assert_eq!(recent[0].entry.correlation_id, "corr-2", "newest first");
+    let older = store.audit_before(recent[1].id, 10).await.unwrap();
+    assert_eq!(older.len(), 1, "the page after the last one shown");
+    assert_eq!(older[0].entry, first);
+    assert!(
+        store
+            .audit_before(older[0].id, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(store.audit_for("nope").await.unwrap().is_empty());
     store.close().await;
 }
@@ -69,7 +79,12 @@ async fn a_large_batch_is_one_insert(db: Db) {
         .collect();
     let refs: Vec<&AuditEntry> = entries.iter().collect();
     store.insert_audit(&refs).await.unwrap();
-    assert_eq!(store.audit_for("batch").await.unwrap().len(), 1000);
+    let rows = store.audit_for("batch").await.unwrap();
+    assert_eq!(rows.len(), 1000);
+    // Ids follow the order of the batch.
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row.entry.actor, format!("U{i}"));
+    }
     store.close().await;
 }
 
