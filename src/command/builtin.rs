@@ -1,7 +1,10 @@
 //! The commands every Pantheon has: `help`, `whoami`, `audit`.
 
 use super::{ArgType, CommandContext, Declaration, HandlerResult, command, handler, help};
-use crate::chat::{self, Message};
+use crate::{
+    chat::{self, Message},
+    dispatch::ReplyTarget,
+};
 
 pub fn declarations() -> Vec<Declaration> {
     vec![
@@ -98,12 +101,26 @@ async fn audit(ctx: CommandContext) -> HandlerResult {
         })
         .collect();
     let title = format!("Last {} audit entries (newest first, UTC)", records.len());
-    let links = &ctx.services.links;
-    let url = links.audit_url(ctx.user(), time::OffsetDateTime::now_utc());
-    let minutes = links.audit_ttl().whole_minutes();
-    let more = format!(
-        "The whole trail, with every step of each request: <{url}|audit page> (this link is yours, valid for {minutes} minutes)."
+    // The link opens the whole trail for whoever holds it, so it goes only into replies no one
+    // else sees: the slash command's ephemeral reply, or the local console. A reply in a
+    // channel thread (an @mention) does not get it.
+    let private = matches!(
+        ctx.invocation.reply,
+        ReplyTarget::ResponseUrl(_) | ReplyTarget::Console(_)
     );
+    let more = if private {
+        let links = &ctx.services.links;
+        let url = links.audit_url(ctx.user(), time::OffsetDateTime::now_utc());
+        let minutes = links.audit_ttl().whole_minutes();
+        format!(
+            "The whole trail, with every step of each request: <{url}|audit page> (this link is yours, valid for {minutes} minutes)."
+        )
+    } else {
+        format!(
+            "For a link to the whole trail, run `{} audit` yourself: the link is sent only to you.",
+            ctx.services.slash
+        )
+    };
     let mut blocks = vec![chat::header(&title)];
     blocks.extend(chat::sections_of_lines(&lines));
     blocks.push(chat::context(&more));

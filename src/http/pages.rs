@@ -222,8 +222,8 @@ pub struct AuditQuery {
 const AUDIT_PAGE: i64 = 200;
 
 /// `GET /audit`: the audit trail, reached by the signed link in an `audit` reply. The link is
-/// bound to the user it was issued to and works only while that user may still run `audit`.
-/// Each view is itself audited.
+/// bound to the user it was issued to and works only while that user may still run `audit` (as
+/// the groups read at start say). Each view is itself audited before anything is shown.
 pub async fn audit_page(State(state): State<AppState>, Query(q): Query<AuditQuery>) -> Response {
     let services = &state.services;
     let now = OffsetDateTime::now_utc();
@@ -249,10 +249,18 @@ pub async fn audit_page(State(state): State<AppState>, Query(q): Query<AuditQuer
             false,
         );
     }
-    let filter = q
-        .correlation_id
-        .as_deref()
-        .filter(|c| !c.is_empty() && c.len() <= 64);
+    let filter = match q.correlation_id.as_deref() {
+        None => None,
+        Some(c) if !c.is_empty() && c.len() <= 64 => Some(c),
+        Some(_) => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Not a request id",
+                "<p><code>correlation_id</code> must be a request id (1 to 64 characters).</p>",
+                false,
+            );
+        }
+    };
     let records = match (filter, q.before) {
         (Some(c), _) => services.store.audit_for(c).await,
         (None, Some(before)) => services.store.audit_before(before, AUDIT_PAGE).await,
@@ -282,7 +290,8 @@ pub async fn audit_page(State(state): State<AppState>, Query(q): Query<AuditQuer
         crate::audit::Outcome::Succeeded,
     )
     .detail(format!("viewed the audit trail ({shown}) by signed link"));
-    if let Err(e) = services.audit.submit(vec![view]).await {
+    // Waited for, like any other step: the trail is not shown unless the view is on it.
+    if let Err(e) = services.audit.record(vec![view]).await {
         tracing::error!(error = %e, "audit page: could not audit the view");
         return page(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -15,7 +15,8 @@ async fn insert_audit_exec(conn: &mut PgConnection, entries: &[&AuditEntry]) -> 
     if entries.is_empty() {
         return Ok(());
     }
-    // One statement for the whole batch: arrays in, UNNEST turns them into rows.
+    // One statement for the whole batch: arrays in, UNNEST turns them into rows, in batch order
+    // (WITH ORDINALITY + ORDER BY, so ids follow the order the steps happened in).
     let mut at = Vec::with_capacity(entries.len());
     let mut correlation = Vec::with_capacity(entries.len());
     let mut actor = Vec::with_capacity(entries.len());
@@ -39,8 +40,13 @@ async fn insert_audit_exec(conn: &mut PgConnection, entries: &[&AuditEntry]) -> 
     sqlx::query(
         "INSERT INTO audit_log
              (at, correlation_id, actor, channel, action, command, outcome, detail, duration_ms)
-         SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[],
-                              $6::text[], $7::text[], $8::text[], $9::bigint[])",
+         SELECT at, correlation_id, actor, channel, action, command, outcome, detail, duration_ms
+           FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[],
+                       $6::text[], $7::text[], $8::text[], $9::bigint[])
+                WITH ORDINALITY
+                AS batch (at, correlation_id, actor, channel, action, command, outcome, detail,
+                          duration_ms, n)
+          ORDER BY n",
     )
     .bind(at)
     .bind(correlation)

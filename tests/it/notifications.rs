@@ -204,6 +204,7 @@ both_stores!(
     the_outbox_survives_a_restart,
     messages_to_one_channel_are_paced,
     mentions_run_commands_once,
+    an_audit_asked_for_in_a_thread_carries_no_link,
 );
 
 async fn a_redelivered_github_delivery_is_posted_once(db: Db) {
@@ -768,6 +769,37 @@ async fn mentions_run_commands_once(db: Db) {
         "{}",
         calls[0]
     );
+    app.stop().await;
+}
+
+/// `audit` by @mention is answered in the channel's thread, which everyone there can read: the
+/// answer lists the entries but leaves out the link to the whole trail.
+async fn an_audit_asked_for_in_a_thread_carries_no_link(db: Db) {
+    let config = format!("{ROUTES}\n[groups]\nadmins = [\"U01ALICE\"]\n");
+    let Some((app, Some(slack))) = start_with(db, "wh_mention_audit", &config, None).await else {
+        return;
+    };
+    let mention = json!({"type": "event_callback", "team_id": "T1", "event_id": "Ev02",
+        "event": {"type": "app_mention", "user": "U01ALICE", "text": "<@U0BOT> audit", "channel": "C0OPS", "ts": "1700000002.000100"}}).to_string();
+    let ts = now().to_string();
+    let sig =
+        pantheon::signature::sign_slack(&HmacKey::new(SECRET.as_bytes()), &ts, mention.as_bytes());
+    let headers = vec![
+        ("content-type", "application/json".to_owned()),
+        ("x-slack-request-timestamp", ts),
+        ("x-slack-signature", sig),
+    ];
+    assert_eq!(
+        app.post_slack("/slack/events", mention.clone(), &headers)
+            .await
+            .status(),
+        200
+    );
+    let calls = posted(&slack, 1).await;
+    let posted = calls[0].to_string();
+    assert!(posted.contains("audit entries"), "{posted}");
+    assert!(posted.contains("run `/ops audit` yourself"), "{posted}");
+    assert!(!posted.contains("/audit?"), "no link in a thread: {posted}");
     app.stop().await;
 }
 

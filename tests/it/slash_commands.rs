@@ -593,7 +593,16 @@ async fn whoami_names_the_groups(db: Db) {
 }
 
 async fn audit_lists_recent_entries_for_admins(db: Db) {
-    let Some(app) = app(db, "audit").await else {
+    // A second admin, to show that a link is bound to the admin it was issued to.
+    let config = CONFIG.replace(
+        r#"admins    = ["U03JOE"]"#,
+        r#"admins    = ["U03JOE", "U04ANN"]"#,
+    );
+    let mut builder = TestApp::on(db, "audit").config(&config);
+    for c in test_commands() {
+        builder = builder.command(c);
+    }
+    let Some(app) = builder.start().await else {
         return;
     };
     let odd = app.slash("nosuch <b>x</b>").by(ALICE).send().await;
@@ -634,10 +643,17 @@ async fn audit_lists_recent_entries_for_admins(db: Db) {
     assert!(!html.contains("<b>x</b>"));
 
     // One request's steps, through the link the page gives for it.
-    let one = format!("{local}&correlation_id={}", whoami.correlation_id);
+    let href = html
+        .split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .find(|h| h.contains(&whoami.correlation_id))
+        .unwrap_or_else(|| panic!("a link to the whoami request in: {html}"))
+        .replace("&amp;", "&");
+    let one = url::Url::parse(&local).unwrap().join(&href).unwrap();
     let html = app
         .client
-        .get(&one)
+        .get(one)
         .send()
         .await
         .unwrap()
@@ -673,8 +689,22 @@ async fn audit_lists_recent_entries_for_admins(db: Db) {
 
     // The link is bound to its user; a valid link for someone who may not run `audit` is
     // refused; so are no link and an expired one.
-    let forged = local.replace("for=U03JOE", "for=U01ALICE");
+    let forged = local.replace("for=U03JOE", "for=U04ANN");
+    assert_ne!(forged, local);
     assert_eq!(app.client.get(&forged).send().await.unwrap().status(), 403);
+    let sig_at = local.find("sig=").unwrap() + 4;
+    let mut tampered = local.clone().into_bytes();
+    tampered[sig_at] = if tampered[sig_at] == b'0' { b'1' } else { b'0' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    assert_eq!(
+        app.client.get(&tampered).send().await.unwrap().status(),
+        403
+    );
+    let too_long = format!("{local}&correlation_id={}", "x".repeat(65));
+    assert_eq!(
+        app.client.get(&too_long).send().await.unwrap().status(),
+        400
+    );
     let now = time::OffsetDateTime::now_utc();
     let alice = url::Url::parse(&app.services.links.audit_url(ALICE, now)).unwrap();
     let alice = app.url(&format!("/audit?{}", alice.query().unwrap()));
