@@ -51,6 +51,9 @@ pub struct Services {
     pub slash: String,
     /// Background commands in flight; past this the acknowledgement says "busy".
     pub permits: Arc<Semaphore>,
+    /// Runbooks made from `[pagerduty] approval_required`: each holds one kind of PagerDuty
+    /// write for approval. Not chat commands and not reachable with `run`.
+    pub held: Vec<crate::config::RunbookConfig>,
 }
 
 impl Services {
@@ -168,6 +171,7 @@ impl App {
             zendesk,
             github,
             slash: config.slack.command.get_ref().clone(),
+            held: crate::runbooks::held_runbooks(&config),
             permits: Arc::new(Semaphore::new(config.limits.max_in_flight)),
             response_urls: ResponseUrlPolicy::new(settings.response_url_hosts.clone()),
             outbound,

@@ -286,9 +286,28 @@ pub struct PagerDutySection {
     #[serde(default)]
     pub default_service: Option<String>,
     /// Write actions that need a peer's approval (`ack`, `resolve`, `override`, `maintenance`,
-    /// `trigger`). Empty by default.
+    /// `trigger`). Empty by default. Such a command opens an approval request, and runs as the
+    /// person who asked once approved.
     #[serde(default)]
     pub approval_required: Vec<Spanned<String>>,
+    /// Who approves those actions; default: one member of `approvers`, within an hour.
+    #[serde(default)]
+    pub approval: Option<Spanned<ApprovalConfig>>,
+}
+
+impl PagerDutySection {
+    /// The approval policy for held PagerDuty actions.
+    pub fn approval_policy(&self) -> ApprovalConfig {
+        self.approval
+            .as_ref()
+            .map(|a| a.get_ref().clone())
+            .unwrap_or_else(|| ApprovalConfig {
+                group: "approvers".to_owned(),
+                count: 1,
+                expires: default_expiry(),
+                when: BTreeMap::new(),
+            })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -371,6 +390,11 @@ pub enum RunConfig {
         #[serde(default, with = "duration_str::option")]
         timeout: Option<Duration>,
     },
+    /// Never read from pantheon.toml: a chat command held for approval (`[pagerduty]
+    /// approval_required`), run as the person who asked once it is approved. The command as
+    /// typed is the job's `command` parameter.
+    #[serde(skip_deserializing)]
+    HeldCommand,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -599,6 +623,41 @@ impl FileConfig {
                         action.get_ref(),
                         PAGERDUTY_WRITE_ACTIONS.join(", ")
                     ),
+                ));
+            }
+        }
+        if !self.pagerduty.approval_required.is_empty() {
+            let policy = self.pagerduty.approval_policy();
+            let span = self
+                .pagerduty
+                .approval
+                .as_ref()
+                .map(Spanned::span)
+                .or_else(|| self.pagerduty.approval_required.first().map(Spanned::span))
+                .unwrap_or_default();
+            if !self.groups.contains_key(&policy.group) {
+                return Err(source.error_at(
+                    span,
+                    "pagerduty.approval.group",
+                    format!(
+                        "unknown group `{}`{} (pagerduty.approval_required needs approvers: define the group or set pagerduty.approval)",
+                        policy.group,
+                        self.known_groups()
+                    ),
+                ));
+            }
+            if policy.count == 0 {
+                return Err(source.error_at(
+                    span,
+                    "pagerduty.approval.count",
+                    "count must be at least 1",
+                ));
+            }
+            if !policy.when.is_empty() {
+                return Err(source.error_at(
+                    span,
+                    "pagerduty.approval.when",
+                    "`when` is for runbook parameters; PagerDuty actions listed in approval_required always need approval",
                 ));
             }
         }
@@ -983,6 +1042,29 @@ channel = "C0DEV"
         assert_eq!(err.key.as_deref(), Some("permissions.audit"));
         assert!(err.message.contains("unknown group `admin`"), "{err}");
         assert!(err.message.contains("defined groups: admins"), "{err}");
+    }
+
+    #[test]
+    fn held_pagerduty_actions_need_a_known_approver_group() {
+        let err = parse(
+            "[groups]\nadmins = [\"U03JOE\"]\n\n[pagerduty]\napproval_required = [\"resolve\"]\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("pagerduty.approval.group"));
+        assert_eq!(err.location.as_ref().unwrap().line, 5);
+        assert!(err.message.contains("unknown group `approvers`"), "{err}");
+        let ok = parse(
+            "[groups]\nadmins = [\"U03JOE\"]\n\n[pagerduty]\napproval_required = [\"resolve\"]\napproval = { group = \"admins\", count = 1, expires = \"30m\" }\n",
+        )
+        .unwrap();
+        let policy = ok.pagerduty.approval_policy();
+        assert_eq!(policy.group, "admins");
+        assert_eq!(policy.expires, Duration::from_secs(1800));
+        let err = parse(
+            "[groups]\nadmins = [\"U03JOE\"]\n\n[pagerduty]\napproval_required = [\"resolve\"]\napproval = { group = \"admins\", count = 0 }\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("pagerduty.approval.count"));
     }
 
     #[test]

@@ -145,6 +145,7 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
         invocation: Arc::new(inv.clone()),
         args,
         command: name.clone(),
+        approved: false,
     };
 
     if spec.inline {
@@ -249,6 +250,11 @@ fn settle(inv: &Invocation, name: &str, result: Joined) -> (Outcome, Option<Stri
         Ok(Err(CommandError::User(text))) => {
             (Outcome::Failed, Some(text.clone()), Message::text(text))
         }
+        Ok(Err(CommandError::Held(message))) => (
+            Outcome::Succeeded,
+            Some("held for approval".to_owned()),
+            *message,
+        ),
         Ok(Err(CommandError::Internal(detail))) => {
             tracing::error!(error = %detail, command = name, "command failed");
             (

@@ -44,6 +44,48 @@ pub fn find<'a>(services: &'a Services, name: &str) -> Option<&'a RunbookConfig>
         .find(|r| r.name.get_ref() == name)
 }
 
+/// A runbook by name, including those that hold PagerDuty writes for approval: what a job or
+/// an approval request may name.
+pub fn find_any<'a>(services: &'a Services, name: &str) -> Option<&'a RunbookConfig> {
+    find(services, name).or_else(|| services.held.iter().find(|r| r.name.get_ref() == name))
+}
+
+/// The name of the runbook that holds PagerDuty `action` for approval. Configured runbook names
+/// cannot contain a dot, so these never clash with them.
+pub fn held_name(action: &str) -> String {
+    format!("pagerduty.{action}")
+}
+
+/// One runbook per action in `[pagerduty] approval_required`. Its one parameter, `command`, is
+/// the command as typed; once approved, a job runs it as the person who asked.
+pub fn held_runbooks(config: &crate::config::FileConfig) -> Vec<RunbookConfig> {
+    use toml::Spanned;
+    let policy = config.pagerduty.approval_policy();
+    config
+        .pagerduty
+        .approval_required
+        .iter()
+        .map(|action| {
+            let name = held_name(action.get_ref());
+            let spanned = |v| Spanned::new(action.span(), v);
+            RunbookConfig {
+                name: spanned(name.clone()),
+                usage: spanned(format!("pager {}", action.get_ref())),
+                description: Some(format!(
+                    "PagerDuty `{}`, held for approval",
+                    action.get_ref()
+                )),
+                params: BTreeMap::from([("command".to_owned(), spanned(".+".to_owned()))]),
+                target: None,
+                run: Spanned::new(action.span(), crate::config::RunConfig::HeldCommand),
+                plan: None,
+                approval: Some(Spanned::new(action.span(), policy.clone())),
+                retry_safe: false,
+            }
+        })
+        .collect()
+}
+
 /// Check `params` against the runbook: every declared parameter present and valid, nothing else.
 pub fn validate(runbook: &RunbookConfig, params: &BTreeMap<String, String>) -> Result<(), String> {
     for name in params.keys() {

@@ -27,10 +27,12 @@ pub struct CommandContext {
     pub args: Args,
     /// The matched command's name, e.g. `pager ack`.
     pub command: String,
+    /// Set when a job runs the command after a peer approved it: approval gates are passed.
+    pub approved: bool,
 }
 
 /// A failure the handler reports.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CommandError {
     /// Said to the user as is (it must hold no secret); the audit row says failed.
     #[error("{0}")]
@@ -38,6 +40,10 @@ pub enum CommandError {
     /// Logged in full; the user gets a short apology with the correlation id.
     #[error("internal error: {0}")]
     Internal(String),
+    /// Not run now: held for a peer's approval. The message says so (and where to vote); the
+    /// audit row says succeeded, with the request's own steps beside it.
+    #[error("held for approval")]
+    Held(Box<Message>),
 }
 
 pub type HandlerResult = Result<Message, CommandError>;

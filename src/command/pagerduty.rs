@@ -182,11 +182,9 @@ async fn write<T>(
     call: impl std::future::Future<Output = Result<T, VendorError>>,
     answered: impl Fn(&T) -> String,
 ) -> Result<T, CommandError> {
-    if policy::pagerduty_gate(&ctx.services.config, action) == Gate::NeedsApproval {
-        return Err(CommandError::User(format!(
-            "`{} {}` needs a peer's approval here (pagerduty.approval_required); ask an approver to run it, or request it with approvals once they are enabled for PagerDuty actions.",
-            ctx.invocation.slash, ctx.command
-        )));
+    if policy::pagerduty_gate(&ctx.services.config, action) == Gate::NeedsApproval && !ctx.approved
+    {
+        return Err(hold_for_approval(ctx, action).await);
     }
     let step = format!("pagerduty.{action}");
     ctx.audit_step(&step, Outcome::Started, format!("asked: {asked}"))
@@ -206,6 +204,28 @@ async fn write<T>(
                 .await?;
             Err(e.into())
         }
+    }
+}
+
+/// Open an approval request for this command instead of running it; once approved, a job runs
+/// it as typed, as the person who asked.
+async fn hold_for_approval(ctx: &CommandContext, action: &str) -> CommandError {
+    let services = &ctx.services;
+    let name = crate::runbooks::held_name(action);
+    let Some(runbook) = crate::runbooks::find_any(services, &name) else {
+        return CommandError::Internal(format!("no held runbook `{name}`"));
+    };
+    let inv = &ctx.invocation;
+    let who = crate::runbooks::Requester {
+        user: &inv.user_id,
+        channel: &inv.channel_id,
+        correlation_id: &inv.correlation_id,
+        command: &inv.text,
+    };
+    let params = std::collections::BTreeMap::from([("command".to_owned(), inv.text.clone())]);
+    match crate::runbooks::request(services, &who, runbook, params).await {
+        Ok(message) => CommandError::Held(Box::new(message)),
+        Err(why) => CommandError::User(why),
     }
 }
 

@@ -9,7 +9,8 @@ pub enum Gate {
 }
 
 /// PagerDuty write actions (`ack`, `resolve`, `override`, `maintenance`, `trigger`) listed in
-/// `[pagerduty] approval_required` need approval; none do by default.
+/// `[pagerduty] approval_required` need approval; none do by default. Such a command opens an
+/// approval request for the runbook `pagerduty.<action>` (see `runbooks::held_runbooks`).
 pub fn pagerduty_gate(config: &FileConfig, action: &str) -> Gate {
     if config
         .pagerduty

@@ -2,6 +2,7 @@
 //! it, record how it ended. A reaper finds jobs whose worker died (the lease ran out) and
 //! reports them; an expirer closes approval requests nobody decided in time.
 
+mod held;
 pub mod report;
 pub mod runner;
 
@@ -14,6 +15,7 @@ use tracing::Instrument;
 use crate::{
     app::Services,
     audit::{AuditEntry, Outcome},
+    config::RunConfig,
     domain::{
         approval::binding,
         job::{Heartbeat, Job, JobStatus, Stream},
@@ -161,7 +163,10 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job) {
                 ("PANTHEON_RUNBOOK", job.runbook.clone()),
                 ("PANTHEON_REQUESTED_BY", job.requested_by.clone()),
             ];
-            let end = runner::run(services, &run, &job.params, &env, &log, cancel_rx).await;
+            let end = match run {
+                RunConfig::HeldCommand => held::run(services, &job, &log, cancel_rx).await,
+                run => runner::run(services, &run, &job.params, &env, &log, cancel_rx).await,
+            };
             heartbeat.abort();
             if lost.load(std::sync::atomic::Ordering::SeqCst) {
                 // Reaped while we were stuck: someone else owns the outcome now.
@@ -345,12 +350,7 @@ async fn keep_lease(
 
 /// The runbook's run configuration, if the job may still run.
 fn check_job(services: &Services, job: &Job) -> Result<crate::config::RunConfig, String> {
-    let Some(runbook) = services
-        .config
-        .runbooks
-        .iter()
-        .find(|r| r.name.get_ref() == &job.runbook)
-    else {
+    let Some(runbook) = crate::runbooks::find_any(services, &job.runbook) else {
         return Err(format!("runbook `{}` is no longer configured", job.runbook));
     };
     if binding(runbook, &job.params) != job.binding {

@@ -258,6 +258,11 @@ pub async fn run(
                 },
             }
         }
+        // Run by the worker itself (it needs the job's requester); never reaches here.
+        RunConfig::HeldCommand => RunEnd::Failed {
+            exit_code: None,
+            error: "a held command is run by the job worker".into(),
+        },
     }
 }
 
@@ -355,7 +360,7 @@ pub async fn run_command(
 }
 
 /// Resolves when a cancel is signalled (never, if the sender is gone without one).
-async fn cancelled(rx: &mut watch::Receiver<bool>) {
+pub(super) async fn cancelled(rx: &mut watch::Receiver<bool>) {
     if rx.wait_for(|c| *c).await.is_err() {
         std::future::pending::<()>().await;
     }

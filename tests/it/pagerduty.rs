@@ -121,6 +121,7 @@ both_stores!(
     vendor_failures_become_clear_messages,
     rate_limits_are_honoured,
     an_empty_list_says_so,
+    held_actions_wait_for_a_peer_and_run_as_the_requester,
 );
 
 async fn incidents_are_listed_across_pages(db: Db) {
@@ -997,5 +998,109 @@ async fn a_failed_trigger_is_not_sent_twice(db: Db) {
     // A 500 may hide a created incident: asking again is the person's call, not ours.
     let posts = requests_to(&pd.received_requests().await.unwrap(), "POST", "/incidents").len();
     assert_eq!(posts, 1);
+    app.stop().await;
+}
+
+/// `[pagerduty] approval_required`: the command opens an approval request instead of calling
+/// PagerDuty; once a peer approves, a job makes the call as the person who asked.
+async fn held_actions_wait_for_a_peer_and_run_as_the_requester(db: Db) {
+    let config = format!("{CONFIG}approval_required = [\"resolve\"]\n\n[jobs]\npoll = \"100ms\"\n");
+    let pd = MockServer::start().await;
+    let Some(app) = TestApp::on(db, "pd_held")
+        .config(&config)
+        .env("PAGERDUTY_API_TOKEN", TOKEN)
+        .env("PAGERDUTY_API_URL", pd.uri())
+        .start()
+        .await
+    else {
+        return;
+    };
+    jane_is_known(&app, &pd).await;
+    Mock::given(method("PUT"))
+        .and(path("/incidents"))
+        .and(header("from", "jane@acme.test"))
+        .and(body_json(json!({"incidents": [{"id": "PT1", "type": "incident_reference", "status": "resolved"}]})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"incidents": [incident("PT1", 101, "resolved", "db")]})))
+        .expect(1)
+        .mount(&pd)
+        .await;
+
+    let ack = app.slash("pager resolve PT1").by(JANE).send().await;
+    assert_eq!(ack.status, 200);
+    let rows = app.finished_audit(&ack.correlation_id).await;
+    let steps: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{}:{}", r.entry.action, r.entry.outcome.as_str()))
+        .collect();
+    assert!(
+        steps.contains(&"approval.request:succeeded".to_owned()),
+        "{steps:?}"
+    );
+    assert!(
+        !steps.iter().any(|s| s.starts_with("pagerduty.resolve")),
+        "nothing sent yet: {steps:?}"
+    );
+    let reply = app.reply(&ack).await;
+    let text = reply["text"].as_str().unwrap();
+    assert!(text.contains("approval"), "{text}");
+    let all = pd.received_requests().await.unwrap();
+    assert!(requests_to(&all, "PUT", "/incidents").is_empty());
+
+    let request = app
+        .services
+        .store
+        .approval_request(1)
+        .await
+        .unwrap()
+        .expect("an approval request");
+    assert_eq!(request.runbook, "pagerduty.resolve");
+    assert_eq!(request.requester, JANE);
+    assert_eq!(request.params["command"], "pager resolve PT1");
+
+    // Jane cannot approve her own request; Joe, an approver, can.
+    let own = app.click(JANE, "approval_approve", "1").await;
+    assert_eq!(
+        app.click_reply(&own).await["text"],
+        "You cannot approve or deny your own request; ask a peer."
+    );
+    assert_eq!(app.click(JOE, "approval_approve", "1").await.status, 200);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let job = loop {
+        let job = app.services.store.job(1).await.unwrap();
+        match job {
+            Some(job) if job.status.is_final() => break job,
+            _ if std::time::Instant::now() > deadline => panic!("job 1 did not end: {job:?}"),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(25)).await,
+        }
+    };
+    assert_eq!(job.status.as_str(), "succeeded", "{job:?}");
+    assert_eq!(job.requested_by, JANE);
+    let log: Vec<String> = app
+        .services
+        .store
+        .job_logs(1, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.line)
+        .collect();
+    assert!(
+        log.iter().any(|l| l.contains("resolved 1 incident")),
+        "PagerDuty's answer is in the job log: {log:?}"
+    );
+    assert_pd_headers(&pd).await;
+
+    // The PagerDuty steps are audited under the request's correlation id, as Jane.
+    let rows = app.audit_for(&ack.correlation_id).await;
+    let resolved: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.entry.action == "pagerduty.resolve")
+        .map(|r| {
+            assert_eq!(r.entry.actor, JANE);
+            r.entry.outcome.as_str()
+        })
+        .collect();
+    assert_eq!(resolved, ["started", "succeeded"], "{rows:?}");
     app.stop().await;
 }

@@ -1,0 +1,110 @@
+//! Chat commands held for approval (`[pagerduty] approval_required`). Once a peer approves, a
+//! job runs the command as it was typed, as the person who asked, with the approval gate
+//! passed. Its answer goes to the job log and, with the job's report, to the approval thread.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::runner::{LogSink, RunEnd, cancelled};
+use crate::{
+    app::Services,
+    command::{CommandContext, CommandError},
+    dispatch::{Invocation, ReplyTarget},
+    domain::job::{Job, Stream},
+};
+
+fn failed(error: impl Into<String>) -> RunEnd {
+    RunEnd::Failed {
+        exit_code: None,
+        error: error.into(),
+    }
+}
+
+pub async fn run(
+    services: &Arc<Services>,
+    job: &Job,
+    log: &LogSink,
+    mut cancel: watch::Receiver<bool>,
+) -> RunEnd {
+    let Some(text) = job.params.get("command") else {
+        return failed("the job names no command");
+    };
+    let user = &job.requested_by;
+    let slash = &services.slash;
+    // Parsed and authorized again: the requester must still be allowed to run it.
+    let may_run = |spec: &crate::command::CommandSpec| spec.allowed(&services.access, user).is_ok();
+    let (spec, args) = match services.registry.parse(text, may_run) {
+        Ok(found) => found,
+        Err(e) => {
+            return failed(format!(
+                "`{slash} {text}` no longer parses: {}",
+                e.message(slash)
+            ));
+        }
+    };
+    if let Err(refusal) = spec.allowed(&services.access, user) {
+        return failed(refusal.message(&format!("{slash} {}", spec.name)));
+    }
+    log.line(
+        Stream::System,
+        &format!("running `{slash} {text}` as {user}, approved"),
+    )
+    .await;
+    let ctx = CommandContext {
+        services: services.clone(),
+        invocation: Arc::new(Invocation {
+            correlation_id: job.correlation_id.clone(),
+            user_id: user.clone(),
+            user_name: String::new(),
+            channel_id: job.channel.clone(),
+            team_id: String::new(),
+            slash: slash.clone(),
+            text: text.clone(),
+            reply: ReplyTarget::Thread {
+                channel: job.channel.clone(),
+                thread_ts: job.thread_ts.clone().unwrap_or_default(),
+            },
+        }),
+        args,
+        command: spec.name.clone(),
+        approved: true,
+    };
+    let limit = services.limits().handler_timeout;
+    // In its own task, so a panicking handler fails the job rather than the worker.
+    let mut handler = tokio::spawn((spec.handler)(ctx));
+    let joined = tokio::select! {
+        r = tokio::time::timeout(limit, &mut handler) => r,
+        () = cancelled(&mut cancel) => {
+            handler.abort();
+            return RunEnd::Cancelled;
+        }
+    };
+    match joined {
+        Err(_) => {
+            handler.abort();
+            RunEnd::TimedOut { after: limit }
+        }
+        Ok(Ok(Ok(message))) => {
+            for line in message.text.lines() {
+                log.line(Stream::Stdout, line).await;
+            }
+            RunEnd::Succeeded
+        }
+        Ok(Ok(Err(CommandError::User(text)))) => failed(text),
+        Ok(Ok(Err(CommandError::Internal(detail)))) => {
+            tracing::error!(job_id = job.id, error = %detail, "held command failed");
+            failed(format!(
+                "internal error; reference `{}`",
+                job.correlation_id
+            ))
+        }
+        Ok(Ok(Err(CommandError::Held(_)))) => {
+            failed("the command asked for approval again; this is a bug in Pantheon")
+        }
+        Ok(Err(join)) => {
+            tracing::error!(job_id = job.id, error = %join, "held command panicked");
+            failed("the command failed unexpectedly; this is a bug in Pantheon")
+        }
+    }
+}
