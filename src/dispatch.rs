@@ -75,7 +75,9 @@ pub fn new_correlation_id() -> String {
 
 /// Handle one invocation up to its acknowledgement, spawning the rest.
 pub async fn dispatch(services: &Arc<Services>, inv: Invocation) -> Ack {
-    let span = tracing::info_span!(
+    // At ERROR level so the span is on whenever any of its events can be: a warning logged
+    // under `RUST_LOG=warn` still carries the correlation id. (Spans' levels only filter.)
+    let span = tracing::error_span!(
         "command",
         correlation_id = %inv.correlation_id,
         user = %inv.user_id,
@@ -140,7 +142,8 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
         .await;
     }
 
-    let ctx = CommandContext {
+    // Built only for a command that will run (a refusal below needs none).
+    let context = |args| CommandContext {
         services: services.clone(),
         invocation: Arc::new(inv.clone()),
         args,
@@ -151,7 +154,7 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
     if spec.inline {
         // Cheap handlers without I/O answer in the acknowledgement. They still run in their
         // own task so a bug that panics costs an apology, not the connection.
-        let result = tokio::spawn((spec.handler)(ctx)).await;
+        let result = tokio::spawn((spec.handler)(context(args))).await;
         let (outcome, detail, message) = settle(&inv, &name, result);
         let mut done = entry(outcome);
         if let Some(d) = detail {
@@ -196,6 +199,7 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
         .await;
     };
 
+    let ctx = context(args);
     let visibility = spec.visibility;
     let handler = spec.handler.clone();
     let services_bg = services.clone();

@@ -162,7 +162,7 @@ pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack)
             }
         };
         let correlation_id = new_correlation_id();
-        let span = tracing::info_span!("interaction", correlation_id = %correlation_id, user = %payload.user.id, channel = %channel);
+        let span = tracing::error_span!("interaction", correlation_id = %correlation_id, user = %payload.user.id, channel = %channel);
         let id = action
             .value
             .as_deref()

@@ -58,7 +58,7 @@ async fn work(services: Arc<Services>, worker: String, mut stop: watch::Receiver
         let now = OffsetDateTime::now_utc();
         match services.store.claim_job(&worker, now, now + lease).await {
             Ok(Some(job)) => {
-                let span = tracing::info_span!("job", job_id = job.id, correlation_id = %job.correlation_id, runbook = %job.runbook);
+                let span = tracing::error_span!("job", job_id = job.id, correlation_id = %job.correlation_id, runbook = %job.runbook);
                 run_job(&services, &worker, job).instrument(span).await;
             }
             Ok(None) => {

@@ -100,6 +100,54 @@ fn signed_command(text: &str) -> (String, Vec<(&'static str, String)>) {
     )
 }
 
+/// At `RUST_LOG=warn` (a usual production level) a request's warnings still carry its
+/// correlation id: the request span is enabled at every level.
+#[tokio::test]
+async fn warnings_carry_the_correlation_id_at_warn_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            ("SLACK_SIGNING_SECRET", SECRET),
+            ("LOG_FORMAT", "json"),
+            ("RUST_LOG", "warn"),
+            // hooks.slack.com (the request's response_url) is then off the allow-list.
+            ("RESPONSE_URL_HOSTS", "example.com"),
+        ],
+    );
+    let client = crate::harness::client();
+    let (body, headers) = signed_command("pager incidents");
+    let mut req = client
+        .post(format!("http://{}/slack/commands", server.addr))
+        .body(body);
+    for (k, v) in &headers {
+        req = req.header(*k, v);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let correlation_id = resp.headers()["x-correlation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (_, logs) = server.stop();
+    let refused: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "response_url refused")
+        .collect();
+    assert_eq!(refused.len(), 1, "{logs}");
+    assert_eq!(refused[0]["level"], "WARN");
+    assert_eq!(
+        refused[0]["span"]["correlation_id"],
+        correlation_id.as_str(),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("\"level\":\"INFO\""),
+        "RUST_LOG=warn shows no info lines: {logs}"
+    );
+}
+
 #[tokio::test]
 async fn serve_with_only_the_signing_secret_runs_on_sqlite_and_logs_json_without_secrets() {
     let dir = tempfile::tempdir().unwrap();
