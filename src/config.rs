@@ -626,7 +626,7 @@ impl FileConfig {
                 ));
             }
         }
-        if !self.pagerduty.approval_required.is_empty() {
+        if !self.pagerduty.approval_required.is_empty() || self.pagerduty.approval.is_some() {
             let policy = self.pagerduty.approval_policy();
             let span = self
                 .pagerduty
@@ -1065,6 +1065,12 @@ channel = "C0DEV"
         )
         .unwrap_err();
         assert_eq!(err.key.as_deref(), Some("pagerduty.approval.count"));
+        let err = parse(
+            "[groups]\nadmins = [\"U03JOE\"]\n\n[pagerduty]\napproval = { group = \"admins\", when = { env = \"production\" } }\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("pagerduty.approval.when"));
+        assert_eq!(err.location.as_ref().unwrap().line, 5);
     }
 
     #[test]

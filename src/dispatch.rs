@@ -148,7 +148,7 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
         invocation: Arc::new(inv.clone()),
         args,
         command: name.clone(),
-        approved: false,
+        approved: None,
     };
 
     if spec.inline {

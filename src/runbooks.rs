@@ -56,8 +56,15 @@ pub fn held_name(action: &str) -> String {
     format!("pagerduty.{action}")
 }
 
-/// One runbook per action in `[pagerduty] approval_required`. Its one parameter, `command`, is
-/// the command as typed; once approved, a job runs it as the person who asked.
+/// Whether `name` is one of the runbooks [`held_runbooks`] makes.
+pub fn is_held_name(name: &str) -> bool {
+    name.strip_prefix("pagerduty.")
+        .is_some_and(|action| crate::config::PAGERDUTY_WRITE_ACTIONS.contains(&action))
+}
+
+/// One runbook per action in `[pagerduty] approval_required`. Its parameters: `command`, the
+/// command as typed, and `check`, a digest of what it was to act on; once approved, a job runs
+/// the command as the person who asked, and only if it would still act on the same things.
 pub fn held_runbooks(config: &crate::config::FileConfig) -> Vec<RunbookConfig> {
     use toml::Spanned;
     let policy = config.pagerduty.approval_policy();
@@ -75,7 +82,10 @@ pub fn held_runbooks(config: &crate::config::FileConfig) -> Vec<RunbookConfig> {
                     "PagerDuty `{}`, held for approval",
                     action.get_ref()
                 )),
-                params: BTreeMap::from([("command".to_owned(), spanned(".+".to_owned()))]),
+                params: BTreeMap::from([
+                    ("command".to_owned(), spanned(".+".to_owned())),
+                    ("check".to_owned(), spanned("[0-9a-f]{64}".to_owned())),
+                ]),
                 target: None,
                 run: Spanned::new(action.span(), crate::config::RunConfig::HeldCommand),
                 plan: None,
@@ -131,6 +141,18 @@ pub async fn request(
     who: &Requester<'_>,
     runbook: &RunbookConfig,
     params: BTreeMap<String, String>,
+) -> Result<Message, String> {
+    request_with_preview(services, who, runbook, params, None).await
+}
+
+/// [`request`], with `preview` shown to approvers where a runbook without a `plan` shows
+/// nothing: for held PagerDuty commands, what the command would do.
+pub async fn request_with_preview(
+    services: &Services,
+    who: &Requester<'_>,
+    runbook: &RunbookConfig,
+    params: BTreeMap<String, String>,
+    preview: Option<String>,
 ) -> Result<Message, String> {
     validate(runbook, &params)?;
     let name = runbook.name.get_ref().clone();
@@ -211,7 +233,7 @@ pub async fn request(
         .unwrap_or_else(|| unreachable!("checked by needs_approval"));
     let plan_output = match &runbook.plan {
         Some(plan) => Some(run_plan(services, plan.get_ref(), &params).await?),
-        None => None,
+        None => preview,
     };
     let expires =
         now + time::Duration::try_from(policy.expires).unwrap_or(time::Duration::hours(1));

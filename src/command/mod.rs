@@ -27,8 +27,17 @@ pub struct CommandContext {
     pub args: Args,
     /// The matched command's name, e.g. `pager ack`.
     pub command: String,
-    /// Set when a job runs the command after a peer approved it: approval gates are passed.
-    pub approved: bool,
+    /// Set when a job runs the command after a peer approved it: the approval gate of that
+    /// action is passed, provided the command still does what was approved.
+    pub approved: Option<Approved>,
+}
+
+/// What a peer approved: one PagerDuty action, and a digest of what it was to act on (ids,
+/// names, identity), so the job does only that.
+#[derive(Debug, Clone)]
+pub struct Approved {
+    pub action: String,
+    pub check: String,
 }
 
 /// A failure the handler reports.

@@ -182,9 +182,37 @@ async fn write<T>(
     call: impl std::future::Future<Output = Result<T, VendorError>>,
     answered: impl Fn(&T) -> String,
 ) -> Result<T, CommandError> {
-    if policy::pagerduty_gate(&ctx.services.config, action) == Gate::NeedsApproval && !ctx.approved
-    {
-        return Err(hold_for_approval(ctx, action).await);
+    let pinned = asked.clone();
+    write_pinned(ctx, action, asked, &pinned, call, answered).await
+}
+
+/// [`write`], where `pinned` is the part of `asked` an approval holds to (what is acted on
+/// and as whom; not, say, a start time that is "now" whenever it runs).
+async fn write_pinned<T>(
+    ctx: &CommandContext,
+    action: &str,
+    asked: String,
+    pinned: &str,
+    call: impl std::future::Future<Output = Result<T, VendorError>>,
+    answered: impl Fn(&T) -> String,
+) -> Result<T, CommandError> {
+    let gated = policy::pagerduty_gate(&ctx.services.config, action) == Gate::NeedsApproval;
+    match &ctx.approved {
+        Some(approved) if approved.action != action => {
+            return Err(CommandError::User(format!(
+                "This was approved for PagerDuty `{}`, but the command now does `{action}`. Nothing was done.",
+                approved.action
+            )));
+        }
+        Some(approved) if approved.check != held_check(pinned) => {
+            return Err(CommandError::User(format!(
+                "What this would do changed since it was approved: it would now {}. Nothing was done; ask again.",
+                escape(&asked)
+            )));
+        }
+        Some(_) => {}
+        None if gated => return Err(hold_for_approval(ctx, action, &asked, pinned).await),
+        None => {}
     }
     let step = format!("pagerduty.{action}");
     ctx.audit_step(&step, Outcome::Started, format!("asked: {asked}"))
@@ -207,23 +235,51 @@ async fn write<T>(
     }
 }
 
-/// Open an approval request for this command instead of running it; once approved, a job runs
-/// it as typed, as the person who asked.
-async fn hold_for_approval(ctx: &CommandContext, action: &str) -> CommandError {
+/// The digest an approval of `pinned` carries.
+fn held_check(pinned: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(pinned.as_bytes()))
+}
+
+/// Open an approval request for this command instead of running it. The approvers see what it
+/// would do now (`asked`); once approved, a job runs the command as typed, as the person who
+/// asked, and does nothing if what it would act on (`pinned`) has changed.
+async fn hold_for_approval(
+    ctx: &CommandContext,
+    action: &str,
+    asked: &str,
+    pinned: &str,
+) -> CommandError {
     let services = &ctx.services;
     let name = crate::runbooks::held_name(action);
     let Some(runbook) = crate::runbooks::find_any(services, &name) else {
         return CommandError::Internal(format!("no held runbook `{name}`"));
     };
     let inv = &ctx.invocation;
+    if inv.text.chars().count() > crate::domain::runbook::MAX_PARAM_LEN
+        || inv.text.chars().any(char::is_control)
+    {
+        return CommandError::User(format!(
+            "`{} {}` needs a peer's approval here, and a command held for approval must be one line of at most {} characters. Nothing was done.",
+            inv.slash,
+            ctx.command,
+            crate::domain::runbook::MAX_PARAM_LEN
+        ));
+    }
     let who = crate::runbooks::Requester {
         user: &inv.user_id,
         channel: &inv.channel_id,
         correlation_id: &inv.correlation_id,
         command: &inv.text,
     };
-    let params = std::collections::BTreeMap::from([("command".to_owned(), inv.text.clone())]);
-    match crate::runbooks::request(services, &who, runbook, params).await {
+    let params = std::collections::BTreeMap::from([
+        ("command".to_owned(), inv.text.clone()),
+        ("check".to_owned(), held_check(pinned)),
+    ]);
+    let preview = format!("Would {asked}");
+    match crate::runbooks::request_with_preview(services, &who, runbook, params, Some(preview))
+        .await
+    {
         Ok(message) => CommandError::Held(Box::new(message)),
         Err(why) => CommandError::User(why),
     }
@@ -669,10 +725,14 @@ async fn take_pager(ctx: CommandContext) -> HandlerResult {
         chat::when(start),
         chat::when(end)
     );
-    let created = write(
+    // An approval holds to the schedule and the person, not the clock: approved later, the
+    // override starts then.
+    let pinned = format!("override {} for {}", schedule.id, me.email);
+    let created = write_pinned(
         &ctx,
         "override",
         asked,
+        &pinned,
         pd.create_override(&schedule.id, &me.user_id, start, end),
         |o| format!("override {} created", o.id.as_deref().unwrap_or("(no id)")),
     )

@@ -5,11 +5,12 @@
 use std::sync::Arc;
 
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use super::runner::{LogSink, RunEnd, cancelled};
 use crate::{
     app::Services,
-    command::{CommandContext, CommandError},
+    command::{Approved, CommandContext, CommandError},
     dispatch::{Invocation, ReplyTarget},
     domain::job::{Job, Stream},
 };
@@ -27,8 +28,15 @@ pub async fn run(
     log: &LogSink,
     mut cancel: watch::Receiver<bool>,
 ) -> RunEnd {
-    let Some(text) = job.params.get("command") else {
+    let (Some(text), Some(check)) = (job.params.get("command"), job.params.get("check")) else {
         return failed("the job names no command");
+    };
+    let Some(action) = job
+        .runbook
+        .strip_prefix("pagerduty.")
+        .filter(|_| crate::runbooks::is_held_name(&job.runbook))
+    else {
+        return failed(format!("`{}` is not a held PagerDuty action", job.runbook));
     };
     let user = &job.requested_by;
     let slash = &services.slash;
@@ -56,7 +64,8 @@ pub async fn run(
         invocation: Arc::new(Invocation {
             correlation_id: job.correlation_id.clone(),
             user_id: user.clone(),
-            user_name: String::new(),
+            // Slack's display name is not kept with the job; the id stands in for it.
+            user_name: user.clone(),
             channel_id: job.channel.clone(),
             team_id: String::new(),
             slash: slash.clone(),
@@ -68,11 +77,14 @@ pub async fn run(
         }),
         args,
         command: spec.name.clone(),
-        approved: true,
+        approved: Some(Approved {
+            action: action.to_owned(),
+            check: check.clone(),
+        }),
     };
     let limit = services.limits().handler_timeout;
     // In its own task, so a panicking handler fails the job rather than the worker.
-    let mut handler = tokio::spawn((spec.handler)(ctx));
+    let mut handler = tokio::spawn((spec.handler)(ctx).in_current_span());
     let joined = tokio::select! {
         r = tokio::time::timeout(limit, &mut handler) => r,
         () = cancelled(&mut cancel) => {
@@ -89,6 +101,8 @@ pub async fn run(
             for line in message.text.lines() {
                 log.line(Stream::Stdout, line).await;
             }
+            // What PagerDuty did, where the request was approved.
+            super::report::to_thread(services, job, message.text).await;
             RunEnd::Succeeded
         }
         Ok(Ok(Err(CommandError::User(text)))) => failed(text),

@@ -59,13 +59,27 @@ pub fn approval_message(
         RequestStatus::Expired => format!("Expired: {}", request.runbook),
         RequestStatus::Withdrawn => format!("Withdrawn: {}", request.runbook),
     };
-    let asked = format!(
-        "<@{}> asks to run *{}* on `{}`\n{}",
-        request.requester,
-        escape(&request.runbook),
-        escape(&request.target),
-        params_lines(&request.params)
-    );
+    // A held PagerDuty command reads as itself and what it would do; its `check` parameter is
+    // a digest, of no use to a person.
+    let held = request
+        .params
+        .get("command")
+        .filter(|_| crate::runbooks::is_held_name(&request.runbook));
+    let asked = match held {
+        Some(command) => format!(
+            "<@{}> asks to run `{}`\n{}",
+            request.requester,
+            chat::escape_inline(command),
+            escape(request.plan_output.as_deref().unwrap_or_default())
+        ),
+        None => format!(
+            "<@{}> asks to run *{}* on `{}`\n{}",
+            request.requester,
+            escape(&request.runbook),
+            escape(&request.target),
+            params_lines(&request.params)
+        ),
+    };
     let approvers = request.approvers();
     let status = match request.status {
         RequestStatus::Pending => format!(
@@ -119,7 +133,7 @@ pub fn approval_message(
     if let Some(plan) = request
         .plan_output
         .as_deref()
-        .filter(|p| !p.trim().is_empty())
+        .filter(|p| !p.trim().is_empty() && held.is_none())
     {
         blocks.push(chat::section(&format!(
             "*Plan*\n{}",

@@ -122,6 +122,7 @@ both_stores!(
     rate_limits_are_honoured,
     an_empty_list_says_so,
     held_actions_wait_for_a_peer_and_run_as_the_requester,
+    an_approval_holds_to_what_was_shown,
 );
 
 async fn incidents_are_listed_across_pages(db: Db) {
@@ -1042,7 +1043,14 @@ async fn held_actions_wait_for_a_peer_and_run_as_the_requester(db: Db) {
     );
     let reply = app.reply(&ack).await;
     let text = reply["text"].as_str().unwrap();
-    assert!(text.contains("approval"), "{text}");
+    assert!(
+        text.contains("Approval needed: pagerduty.resolve"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Would resolve PT1 (the given incidents) as jane@acme.test"),
+        "approvers see what it would do: {text}"
+    );
     let all = pd.received_requests().await.unwrap();
     assert!(requests_to(&all, "PUT", "/incidents").is_empty());
 
@@ -1102,5 +1110,69 @@ async fn held_actions_wait_for_a_peer_and_run_as_the_requester(db: Db) {
         })
         .collect();
     assert_eq!(resolved, ["started", "succeeded"], "{rows:?}");
+    app.stop().await;
+}
+
+/// `pager ack` (my incidents), held for approval: if by the time it is approved the set of
+/// incidents has changed, the job does nothing and says why.
+async fn an_approval_holds_to_what_was_shown(db: Db) {
+    let config = format!("{CONFIG}approval_required = [\"ack\"]\n\n[jobs]\npoll = \"100ms\"\n");
+    let pd = MockServer::start().await;
+    let Some(app) = TestApp::on(db, "pd_held_changed")
+        .config(&config)
+        .env("PAGERDUTY_API_TOKEN", TOKEN)
+        .env("PAGERDUTY_API_URL", pd.uri())
+        .start()
+        .await
+    else {
+        return;
+    };
+    jane_is_known(&app, &pd).await;
+    let mine = |items: Value| {
+        Mock::given(method("GET"))
+            .and(path("/incidents"))
+            .and(query_param("user_ids[]", "PJANE"))
+            .respond_with(page("incidents", items, false))
+    };
+    // One incident when Jane asks; a second one has arrived by the time Joe approves.
+    mine(json!([incident("PT9", 109, "triggered", "mine")]))
+        .up_to_n_times(1)
+        .mount(&pd)
+        .await;
+    let ack = app.slash("pager ack").by(JANE).send().await;
+    let text = app.reply(&ack).await["text"].as_str().unwrap().to_owned();
+    assert!(
+        text.contains("Would ack PT9 (your incidents) as jane@acme.test"),
+        "{text}"
+    );
+    mine(json!([
+        incident("PT9", 109, "triggered", "mine"),
+        incident("PT10", 110, "triggered", "new")
+    ]))
+    .mount(&pd)
+    .await;
+    Mock::given(method("PUT"))
+        .and(path("/incidents"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&pd)
+        .await;
+    assert_eq!(app.click(JOE, "approval_approve", "1").await.status, 200);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let job = loop {
+        let job = app.services.store.job(1).await.unwrap();
+        match job {
+            Some(job) if job.status.is_final() => break job,
+            _ if std::time::Instant::now() > deadline => panic!("job 1 did not end: {job:?}"),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(25)).await,
+        }
+    };
+    assert_eq!(job.status.as_str(), "failed", "{job:?}");
+    let error = job.error.unwrap_or_default();
+    assert!(
+        error.contains("changed since it was approved") && error.contains("PT9, PT10"),
+        "{error}"
+    );
     app.stop().await;
 }
