@@ -1002,18 +1002,37 @@ async fn a_failed_trigger_is_not_sent_twice(db: Db) {
     app.stop().await;
 }
 
-/// `[pagerduty] approval_required`: the command opens an approval request instead of calling
-/// PagerDuty; once a peer approves, a job makes the call as the person who asked.
-async fn held_actions_wait_for_a_peer_and_run_as_the_requester(db: Db) {
-    let config = format!("{CONFIG}approval_required = [\"resolve\"]\n\n[jobs]\npoll = \"100ms\"\n");
+/// An app whose PagerDuty `action` is held for approval, with a fast job queue.
+async fn start_held(db: Db, test: &str, action: &str) -> Option<(TestApp, MockServer)> {
+    let config =
+        format!("{CONFIG}approval_required = [\"{action}\"]\n\n[jobs]\npoll = \"100ms\"\n");
     let pd = MockServer::start().await;
-    let Some(app) = TestApp::on(db, "pd_held")
+    let app = TestApp::on(db, test)
         .config(&config)
         .env("PAGERDUTY_API_TOKEN", TOKEN)
         .env("PAGERDUTY_API_URL", pd.uri())
         .start()
-        .await
-    else {
+        .await?;
+    Some((app, pd))
+}
+
+/// Job 1, once it has ended (up to 15 s).
+async fn first_job_ended(app: &TestApp) -> pantheon::domain::job::Job {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let job = app.services.store.job(1).await.unwrap();
+        match job {
+            Some(job) if job.status.is_final() => return job,
+            _ if std::time::Instant::now() > deadline => panic!("job 1 did not end: {job:?}"),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(25)).await,
+        }
+    }
+}
+
+/// `[pagerduty] approval_required`: the command opens an approval request instead of calling
+/// PagerDuty; once a peer approves, a job makes the call as the person who asked.
+async fn held_actions_wait_for_a_peer_and_run_as_the_requester(db: Db) {
+    let Some((app, pd)) = start_held(db, "pd_held", "resolve").await else {
         return;
     };
     jane_is_known(&app, &pd).await;
@@ -1073,15 +1092,7 @@ async fn held_actions_wait_for_a_peer_and_run_as_the_requester(db: Db) {
     );
     assert_eq!(app.click(JOE, "approval_approve", "1").await.status, 200);
 
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    let job = loop {
-        let job = app.services.store.job(1).await.unwrap();
-        match job {
-            Some(job) if job.status.is_final() => break job,
-            _ if std::time::Instant::now() > deadline => panic!("job 1 did not end: {job:?}"),
-            _ => tokio::time::sleep(std::time::Duration::from_millis(25)).await,
-        }
-    };
+    let job = first_job_ended(&app).await;
     assert_eq!(job.status.as_str(), "succeeded", "{job:?}");
     assert_eq!(job.requested_by, JANE);
     let log: Vec<String> = app
@@ -1116,15 +1127,7 @@ async fn held_actions_wait_for_a_peer_and_run_as_the_requester(db: Db) {
 /// `pager ack` (my incidents), held for approval: if by the time it is approved the set of
 /// incidents has changed, the job does nothing and says why.
 async fn an_approval_holds_to_what_was_shown(db: Db) {
-    let config = format!("{CONFIG}approval_required = [\"ack\"]\n\n[jobs]\npoll = \"100ms\"\n");
-    let pd = MockServer::start().await;
-    let Some(app) = TestApp::on(db, "pd_held_changed")
-        .config(&config)
-        .env("PAGERDUTY_API_TOKEN", TOKEN)
-        .env("PAGERDUTY_API_URL", pd.uri())
-        .start()
-        .await
-    else {
+    let Some((app, pd)) = start_held(db, "pd_held_changed", "ack").await else {
         return;
     };
     jane_is_known(&app, &pd).await;
@@ -1159,15 +1162,7 @@ async fn an_approval_holds_to_what_was_shown(db: Db) {
         .await;
     assert_eq!(app.click(JOE, "approval_approve", "1").await.status, 200);
 
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    let job = loop {
-        let job = app.services.store.job(1).await.unwrap();
-        match job {
-            Some(job) if job.status.is_final() => break job,
-            _ if std::time::Instant::now() > deadline => panic!("job 1 did not end: {job:?}"),
-            _ => tokio::time::sleep(std::time::Duration::from_millis(25)).await,
-        }
-    };
+    let job = first_job_ended(&app).await;
     assert_eq!(job.status.as_str(), "failed", "{job:?}");
     let error = job.error.unwrap_or_default();
     assert!(
