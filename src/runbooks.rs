@@ -50,16 +50,19 @@ pub fn find_any<'a>(services: &'a Services, name: &str) -> Option<&'a RunbookCon
     find(services, name).or_else(|| services.held.iter().find(|r| r.name.get_ref() == name))
 }
 
-/// The name of the runbook that holds PagerDuty `action` for approval. Configured runbook names
-/// cannot contain a dot, so these never clash with them.
+/// Names of the runbooks that hold PagerDuty writes start so. Configured runbook names cannot
+/// contain a dot, so these never clash with them.
+const HELD_PREFIX: &str = "pagerduty.";
+
+/// The name of the runbook that holds PagerDuty `action` for approval.
 pub fn held_name(action: &str) -> String {
-    format!("pagerduty.{action}")
+    format!("{HELD_PREFIX}{action}")
 }
 
-/// Whether `name` is one of the runbooks [`held_runbooks`] makes.
-pub fn is_held_name(name: &str) -> bool {
-    name.strip_prefix("pagerduty.")
-        .is_some_and(|action| crate::config::PAGERDUTY_WRITE_ACTIONS.contains(&action))
+/// The PagerDuty action `name` holds, if it is one of the runbooks [`held_runbooks`] makes.
+pub fn held_action(name: &str) -> Option<&str> {
+    name.strip_prefix(HELD_PREFIX)
+        .filter(|action| crate::config::PAGERDUTY_WRITE_ACTIONS.contains(action))
 }
 
 /// One runbook per action in `[pagerduty] approval_required`. Its parameters: `command`, the

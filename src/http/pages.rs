@@ -261,10 +261,16 @@ pub async fn audit_page(State(state): State<AppState>, Query(q): Query<AuditQuer
             );
         }
     };
-    let records = match (filter, q.before) {
-        (Some(c), _) => services.store.audit_for(c).await,
-        (None, Some(before)) => services.store.audit_before(before, AUDIT_PAGE).await,
-        (None, None) => services.store.recent_audit(AUDIT_PAGE).await,
+    let (records, shown) = match (filter, q.before) {
+        (Some(c), _) => (services.store.audit_for(c).await, format!("request {c}")),
+        (None, Some(b)) => (
+            services.store.audit_before(b, AUDIT_PAGE).await,
+            format!("before entry {b}"),
+        ),
+        (None, None) => (
+            services.store.recent_audit(AUDIT_PAGE).await,
+            "latest".to_owned(),
+        ),
     };
     let records = match records {
         Ok(r) => r,
@@ -277,11 +283,6 @@ pub async fn audit_page(State(state): State<AppState>, Query(q): Query<AuditQuer
                 false,
             );
         }
-    };
-    let shown = match (filter, q.before) {
-        (Some(c), _) => format!("request {c}"),
-        (None, Some(b)) => format!("before entry {b}"),
-        (None, None) => "latest".to_owned(),
     };
     let view = crate::audit::AuditEntry::new(
         &crate::dispatch::new_correlation_id(),

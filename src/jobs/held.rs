@@ -31,11 +31,7 @@ pub async fn run(
     let (Some(text), Some(check)) = (job.params.get("command"), job.params.get("check")) else {
         return failed("the job names no command");
     };
-    let Some(action) = job
-        .runbook
-        .strip_prefix("pagerduty.")
-        .filter(|_| crate::runbooks::is_held_name(&job.runbook))
-    else {
+    let Some(action) = crate::runbooks::held_action(&job.runbook) else {
         return failed(format!("`{}` is not a held PagerDuty action", job.runbook));
     };
     let user = &job.requested_by;

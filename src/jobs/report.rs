@@ -64,7 +64,7 @@ pub fn approval_message(
     let held = request
         .params
         .get("command")
-        .filter(|_| crate::runbooks::is_held_name(&request.runbook));
+        .filter(|_| crate::runbooks::held_action(&request.runbook).is_some());
     let asked = match held {
         Some(command) => format!(
             "<@{}> asks to run `{}`\n{}",
