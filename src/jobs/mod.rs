@@ -9,7 +9,7 @@ pub mod runner;
 use std::{sync::Arc, time::Duration};
 
 use time::OffsetDateTime;
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
 use tracing::Instrument;
 
 use crate::{
@@ -294,7 +294,9 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job) {
 
 /// Renew the lease every third of its length; flush log lines meanwhile; pass on a cancel.
 /// If the lease cannot be renewed before it would run out, stop the job ourselves: by then the
-/// reaper may hand it to someone else, and two runs must never overlap.
+/// reaper may hand it to someone else, and two runs must never overlap. That holds however the
+/// renewal fails, including a database that does not answer at all: the deadline is kept on
+/// this process's own clock and cuts short a heartbeat or a log flush that hangs.
 async fn keep_lease(
     services: Arc<Services>,
     job_id: i64,
@@ -307,43 +309,52 @@ async fn keep_lease(
     let lease_t = time::Duration::try_from(lease).unwrap_or(time::Duration::seconds(30));
     let every = (lease / 3).max(Duration::from_millis(100));
     let flush_every = Duration::from_millis(250).min(every);
-    let mut next_beat = tokio::time::Instant::now() + every;
+    // Stop while a sixth of the lease is left, so the job is gone before anyone may reap it.
+    let margin = lease / 6;
+    let mut next_beat = Instant::now() + every;
     // The lease as granted at the claim (a little less, for the claim's own round trip).
-    let mut held_until = OffsetDateTime::now_utc() + lease_t - lease_t / 10;
+    let mut stop_at = Instant::now() + (lease - lease / 10) - margin;
     loop {
-        tokio::time::sleep(flush_every).await;
-        log.flush(&services, job_id).await;
-        if OffsetDateTime::now_utc() >= held_until - lease_t / 6 {
-            tracing::error!(
-                job_id,
-                "could not renew the lease in time; stopping the job"
-            );
-            lost.store(true, std::sync::atomic::Ordering::SeqCst);
-            let _ = cancel.send(true);
-            return;
-        }
-        if tokio::time::Instant::now() < next_beat {
-            continue;
-        }
-        next_beat = tokio::time::Instant::now() + every;
-        let asked_at = OffsetDateTime::now_utc();
-        match services
-            .store
-            .heartbeat(job_id, &worker, asked_at + lease_t)
-            .await
-        {
-            Ok(Heartbeat::Held) => held_until = asked_at + lease_t,
-            Ok(Heartbeat::CancelRequested) => {
-                held_until = asked_at + lease_t;
-                log.line(Stream::System, "cancel requested; stopping").await;
-                let _ = cancel.send(true);
+        let step = async {
+            tokio::time::sleep(flush_every).await;
+            log.flush(&services, job_id).await;
+            if Instant::now() < next_beat {
+                return None;
             }
-            Ok(Heartbeat::Lost) => {
+            next_beat = Instant::now() + every;
+            let asked_at = Instant::now();
+            let until = OffsetDateTime::now_utc() + lease_t;
+            Some((
+                asked_at,
+                services.store.heartbeat(job_id, &worker, until).await,
+            ))
+        };
+        let beat = match tokio::time::timeout_at(stop_at, step).await {
+            Ok(None) => continue,
+            Ok(Some(beat)) => beat,
+            Err(_) => {
+                tracing::error!(
+                    job_id,
+                    "could not renew the lease in time; stopping the job"
+                );
                 lost.store(true, std::sync::atomic::Ordering::SeqCst);
                 let _ = cancel.send(true);
                 return;
             }
-            Err(e) => tracing::warn!(job_id, error = %e, "heartbeat failed; will retry"),
+        };
+        match beat {
+            (asked_at, Ok(Heartbeat::Held)) => stop_at = asked_at + lease - margin,
+            (asked_at, Ok(Heartbeat::CancelRequested)) => {
+                stop_at = asked_at + lease - margin;
+                log.line(Stream::System, "cancel requested; stopping").await;
+                let _ = cancel.send(true);
+            }
+            (_, Ok(Heartbeat::Lost)) => {
+                lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = cancel.send(true);
+                return;
+            }
+            (_, Err(e)) => tracing::warn!(job_id, error = %e, "heartbeat failed; will retry"),
         }
     }
 }
