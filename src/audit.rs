@@ -216,6 +216,10 @@ fn max_in_flight(store: &Store) -> usize {
 /// waits for ([`AuditLog::record`]) ends the wait at once.
 const LINGER: Duration = Duration::from_millis(4);
 
+/// Submissions that are worth a commit of their own: a batch this large does not linger (under
+/// a backlog, the batch taken after a commit usually is).
+const ENOUGH: usize = 256;
+
 async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>) {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max_in_flight(&store)));
     let mut tasks = tokio::task::JoinSet::new();
@@ -242,17 +246,17 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>) {
     while tasks.join_next().await.is_some() {}
 }
 
-/// Let more submissions join `batch` for up to [`LINGER`], unless someone waits on it or it is
-/// full. Returns whether the channel has closed (every handle dropped).
+/// Let more submissions join `batch` for up to [`LINGER`], unless someone waits on it or it
+/// has [`ENOUGH`]. Returns whether the channel has closed (every handle dropped).
 async fn linger(rx: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>) -> bool {
     let deadline = tokio::time::Instant::now() + LINGER;
     let mut seen = 0;
     loop {
-        if batch.len() >= MAX_BATCH || batch[seen..].iter().any(|p| p.done.is_some()) {
+        if batch.len() >= ENOUGH || batch[seen..].iter().any(|p| p.done.is_some()) {
             return false;
         }
         seen = batch.len();
-        match tokio::time::timeout_at(deadline, rx.recv_many(batch, MAX_BATCH - seen)).await {
+        match tokio::time::timeout_at(deadline, rx.recv_many(batch, ENOUGH - seen)).await {
             Ok(0) => return true,
             Ok(_) => {}
             Err(_) => return false,
@@ -340,15 +344,15 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_full_batch_or_a_closed_channel_ends_the_linger() {
-        let (tx, mut rx) = mpsc::channel(MAX_BATCH + 1);
-        for _ in 0..MAX_BATCH {
+    async fn a_large_batch_or_a_closed_channel_ends_the_linger() {
+        let (tx, mut rx) = mpsc::channel(ENOUGH + 1);
+        for _ in 0..ENOUGH {
             tx.send(pending(false)).await.unwrap();
         }
         let mut batch = vec![pending(false)];
         let started = Instant::now();
         assert!(!linger(&mut rx, &mut batch).await);
-        assert_eq!(batch.len(), MAX_BATCH);
+        assert_eq!(batch.len(), ENOUGH);
         assert_eq!(rx.len(), 1, "one is left for the next batch");
         assert_eq!(started.elapsed(), Duration::ZERO);
 

@@ -315,7 +315,7 @@ async fn run_plan(
     params: &BTreeMap<String, String>,
 ) -> Result<String, String> {
     let log = runner::LogSink::new(0);
-    let (_never, cancel) = tokio::sync::watch::channel(false);
+    let (_never, cancel) = tokio::sync::watch::channel(runner::Stop::Run);
     let end = runner::run(
         services,
         plan,

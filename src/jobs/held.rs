@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
-use super::runner::{LogSink, RunEnd, cancelled};
+use super::runner::{LogSink, RunEnd, Stop, cancelled};
 use crate::{
     app::Services,
     command::{Approved, CommandContext, CommandError},
@@ -26,7 +26,7 @@ pub async fn run(
     services: &Arc<Services>,
     job: &Job,
     log: &LogSink,
-    mut cancel: watch::Receiver<bool>,
+    mut cancel: watch::Receiver<Stop>,
 ) -> RunEnd {
     let (Some(text), Some(check)) = (job.params.get("command"), job.params.get("check")) else {
         return failed("the job names no command");
@@ -83,7 +83,7 @@ pub async fn run(
     let mut handler = tokio::spawn((spec.handler)(ctx).in_current_span());
     let joined = tokio::select! {
         r = tokio::time::timeout(limit, &mut handler) => r,
-        () = cancelled(&mut cancel) => {
+        _ = cancelled(&mut cancel) => {
             handler.abort();
             return RunEnd::Cancelled;
         }

@@ -22,7 +22,7 @@ use crate::{
         runbook::{compile_param_regex, validate_value},
     },
 };
-use runner::{LogSink, RunEnd};
+use runner::{LogSink, RunEnd, Stop};
 
 /// Start the workers, the reaper and the expirer. They stop when `stop` turns true, after the
 /// job in hand ends (running jobs are not abandoned by a graceful shutdown).
@@ -55,11 +55,15 @@ async fn work(services: Arc<Services>, worker: String, mut stop: watch::Receiver
         time::Duration::try_from(services.config.jobs.lease).unwrap_or(time::Duration::seconds(30));
     let poll = services.config.jobs.poll;
     while !*stop.borrow() {
+        // Taken before the claim: the lease can only end later than this suggests.
+        let claimed_at = Instant::now();
         let now = OffsetDateTime::now_utc();
         match services.store.claim_job(&worker, now, now + lease).await {
             Ok(Some(job)) => {
                 let span = tracing::error_span!("job", job_id = job.id, correlation_id = %job.correlation_id, runbook = %job.runbook);
-                run_job(&services, &worker, job).instrument(span).await;
+                run_job(&services, &worker, job, claimed_at)
+                    .instrument(span)
+                    .await;
             }
             Ok(None) => {
                 tokio::select! {
@@ -84,7 +88,7 @@ fn job_entry(job: &Job, outcome: Outcome, detail: String) -> AuditEntry {
 }
 
 /// Run one claimed job to its end.
-async fn run_job(services: &Arc<Services>, worker: &str, job: Job) {
+async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: Instant) {
     let started = std::time::Instant::now();
     // A retried job keeps its earlier attempts' lines; continue after them.
     let first_seq = match job.attempts {
@@ -132,6 +136,14 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job) {
                     format!("worker {worker}, attempt {}", job.attempts),
                 )])
                 .await;
+            let stop_at = claimed_at + services.config.jobs.lease - lease_margin(services);
+            if Instant::now() >= stop_at {
+                // The steps above took most of the lease (a slow database): starting now could
+                // overlap a run by whoever gets the job next. The reaper will say what happened.
+                tracing::error!("the lease ran out before the job could start; not starting it");
+                log.flush(services, job.id).await;
+                return;
+            }
             let services_bg = services.clone();
             let job_bg = job.clone();
             let url_bg = url.clone();
@@ -148,12 +160,13 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job) {
                 )
                 .await;
             });
-            let (cancel_tx, cancel_rx) = watch::channel(false);
+            let (cancel_tx, cancel_rx) = watch::channel(Stop::Run);
             let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let heartbeat = tokio::spawn(keep_lease(
                 services.clone(),
                 job.id,
                 worker.to_owned(),
+                stop_at,
                 cancel_tx,
                 lost.clone(),
                 log.clone(),
@@ -301,7 +314,8 @@ async fn keep_lease(
     services: Arc<Services>,
     job_id: i64,
     worker: String,
-    cancel: watch::Sender<bool>,
+    mut stop_at: Instant,
+    cancel: watch::Sender<Stop>,
     lost: Arc<std::sync::atomic::AtomicBool>,
     log: LogSink,
 ) {
@@ -309,11 +323,8 @@ async fn keep_lease(
     let lease_t = time::Duration::try_from(lease).unwrap_or(time::Duration::seconds(30));
     let every = (lease / 3).max(Duration::from_millis(100));
     let flush_every = Duration::from_millis(250).min(every);
-    // Stop while a sixth of the lease is left, so the job is gone before anyone may reap it.
-    let margin = lease / 6;
+    let margin = lease_margin(&services);
     let mut next_beat = Instant::now() + every;
-    // The lease as granted at the claim (a little less, for the claim's own round trip).
-    let mut stop_at = Instant::now() + (lease - lease / 10) - margin;
     loop {
         let step = async {
             tokio::time::sleep(flush_every).await;
@@ -338,7 +349,9 @@ async fn keep_lease(
                     "could not renew the lease in time; stopping the job"
                 );
                 lost.store(true, std::sync::atomic::Ordering::SeqCst);
-                let _ = cancel.send(true);
+                // The reaper may act half a lease after the lease ends, that is two thirds of a
+                // lease from now: a process gets half of that to exit before it is killed.
+                let _ = cancel.send(Stop::Now(lease / 3));
                 return;
             }
         };
@@ -347,16 +360,23 @@ async fn keep_lease(
             (asked_at, Ok(Heartbeat::CancelRequested)) => {
                 stop_at = asked_at + lease - margin;
                 log.line(Stream::System, "cancel requested; stopping").await;
-                let _ = cancel.send(true);
+                let _ = cancel.send(Stop::Cancel);
             }
             (_, Ok(Heartbeat::Lost)) => {
+                // Already reaped, maybe already running elsewhere: no grace.
                 lost.store(true, std::sync::atomic::Ordering::SeqCst);
-                let _ = cancel.send(true);
+                let _ = cancel.send(Stop::Now(Duration::ZERO));
                 return;
             }
             (_, Err(e)) => tracing::warn!(job_id, error = %e, "heartbeat failed; will retry"),
         }
     }
+}
+
+/// How much of its lease a worker leaves unused: it stops a job it could not renew this long
+/// before the lease would run out, so the job is gone before anyone may reap it.
+fn lease_margin(services: &Services) -> Duration {
+    services.config.jobs.lease / 6
 }
 
 /// The runbook's run configuration, if the job may still run.

@@ -107,14 +107,19 @@ impl LogSink {
         });
     }
 
-    /// Write what has collected.
+    /// Write what has collected. Lines leave the queue only once they are stored, so a flush
+    /// that fails, or is cut short by the lease's deadline, leaves them for the next one (a
+    /// line written twice is stored once).
     pub async fn flush(&self, services: &Services, job_id: i64) {
-        let lines = std::mem::take(&mut self.inner.lock().await.pending);
-        if lines.is_empty() {
+        let lines = self.inner.lock().await.pending.clone();
+        let Some(last) = lines.last().map(|l| l.seq) else {
             return;
-        }
-        if let Err(e) = services.store.append_job_logs(job_id, &lines).await {
-            tracing::error!(job_id, error = %e, lines = lines.len(), "job log lines not stored");
+        };
+        match services.store.append_job_logs(job_id, &lines).await {
+            Ok(()) => self.inner.lock().await.pending.retain(|l| l.seq > last),
+            Err(e) => {
+                tracing::error!(job_id, error = %e, lines = lines.len(), "job log lines not stored yet");
+            }
         }
     }
 
@@ -131,7 +136,7 @@ pub async fn run(
     params: &BTreeMap<String, String>,
     extra_env: &[(&str, String)],
     log: &LogSink,
-    cancel: watch::Receiver<bool>,
+    cancel: watch::Receiver<Stop>,
 ) -> RunEnd {
     match run {
         RunConfig::Command {
@@ -229,7 +234,7 @@ pub async fn run(
             let mut cancel = cancel;
             let resp = tokio::select! {
                 r = call => r,
-                () = cancelled(&mut cancel) => return RunEnd::Cancelled,
+                _ = cancelled(&mut cancel) => return RunEnd::Cancelled,
             };
             match resp {
                 Ok(resp) => {
@@ -273,7 +278,7 @@ pub async fn run_command(
     env: &[(String, String)],
     timeout: Duration,
     log: &LogSink,
-    mut cancel: watch::Receiver<bool>,
+    mut cancel: watch::Receiver<Stop>,
 ) -> RunEnd {
     let Some(program) = argv.first() else {
         return RunEnd::Failed {
@@ -344,11 +349,11 @@ pub async fn run_command(
             Err(e) => RunEnd::Failed { exit_code: None, error: format!("waiting for it failed: {e}") },
         },
         () = tokio::time::sleep(timeout) => {
-            stop_group(pid, &mut child).await;
+            stop_group(pid, &mut child, KILL_GRACE).await;
             RunEnd::TimedOut { after: timeout }
         }
-        () = cancelled(&mut cancel) => {
-            stop_group(pid, &mut child).await;
+        grace = cancelled(&mut cancel) => {
+            stop_group(pid, &mut child, grace).await;
             RunEnd::Cancelled
         }
     };
@@ -359,10 +364,24 @@ pub async fn run_command(
     end
 }
 
-/// Resolves when a cancel is signalled (never, if the sender is gone without one).
-pub(super) async fn cancelled(rx: &mut watch::Receiver<bool>) {
-    if rx.wait_for(|c| *c).await.is_err() {
-        std::future::pending::<()>().await;
+/// What the worker tells a running job: keep going, or stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Run,
+    /// Someone asked to cancel it: a process gets the usual grace to exit after SIGTERM.
+    Cancel,
+    /// The lease is about to run out and the job may soon be handed to another worker: a process
+    /// gets at most this long after SIGTERM before it is killed.
+    Now(Duration),
+}
+
+/// Resolves when a stop is signalled (never, if the sender is gone without one), with how long
+/// a process may take to exit after SIGTERM.
+pub(super) async fn cancelled(rx: &mut watch::Receiver<Stop>) -> Duration {
+    match rx.wait_for(|s| *s != Stop::Run).await.map(|s| *s) {
+        Ok(Stop::Now(grace)) => grace.min(KILL_GRACE),
+        Ok(_) => KILL_GRACE,
+        Err(_) => std::future::pending().await,
     }
 }
 
@@ -422,18 +441,15 @@ impl Drop for GroupGuard {
     }
 }
 
-/// SIGTERM the process group, then SIGKILL it if it is still there after the grace period.
-async fn stop_group(pid: Option<u32>, child: &mut tokio::process::Child) {
+/// SIGTERM the process group, then SIGKILL it if it is still there after `grace`.
+async fn stop_group(pid: Option<u32>, child: &mut tokio::process::Child, grace: Duration) {
     let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else {
         let _ = child.kill().await;
         return;
     };
     // SAFETY: signals to the process group we created for this child.
     unsafe { libc::killpg(pid, libc::SIGTERM) };
-    if tokio::time::timeout(KILL_GRACE, child.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
         unsafe { libc::killpg(pid, libc::SIGKILL) };
         let _ = child.wait().await;
     } else {
@@ -446,8 +462,8 @@ async fn stop_group(pid: Option<u32>, child: &mut tokio::process::Child) {
 mod tests {
     use super::*;
 
-    fn never() -> watch::Receiver<bool> {
-        let (tx, rx) = watch::channel(false);
+    fn never() -> watch::Receiver<Stop> {
+        let (tx, rx) = watch::channel(Stop::Run);
         std::mem::forget(tx);
         rx
     }
@@ -501,15 +517,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stop_for_a_lost_lease_does_not_wait_out_a_process_that_ignores_sigterm() {
+        let log = LogSink::new(0);
+        let (tx, rx) = watch::channel(Stop::Run);
+        let argv: Vec<String> = ["sh", "-c", "trap '' TERM; echo ready; sleep 30"]
+            .map(String::from)
+            .to_vec();
+        let run = tokio::spawn(async move {
+            run_command(&argv, None, &[], Duration::from_secs(60), &log, rx).await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stopped = std::time::Instant::now();
+        tx.send(Stop::Now(Duration::from_millis(100))).unwrap();
+        assert_eq!(run.await.unwrap(), RunEnd::Cancelled);
+        assert!(
+            stopped.elapsed() < KILL_GRACE,
+            "killed after {:?}, not after the usual grace",
+            stopped.elapsed()
+        );
+    }
+
+    #[tokio::test]
     async fn cancellation_stops_it() {
         let log = LogSink::new(0);
-        let (tx, rx) = watch::channel(false);
+        let (tx, rx) = watch::channel(Stop::Run);
         let argv: Vec<String> = ["sleep", "30"].map(String::from).to_vec();
         let run = tokio::spawn(async move {
             run_command(&argv, None, &[], Duration::from_secs(60), &log, rx).await
         });
         tokio::time::sleep(Duration::from_millis(200)).await;
-        tx.send(true).unwrap();
+        tx.send(Stop::Cancel).unwrap();
         assert_eq!(run.await.unwrap(), RunEnd::Cancelled);
     }
 

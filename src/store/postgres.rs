@@ -710,7 +710,8 @@ pub(super) async fn append_job_logs(pool: &PgPool, job_id: i64, lines: &[LogLine
     let line: Vec<&str> = lines.iter().map(|l| l.line.as_str()).collect();
     sqlx::query(
         "INSERT INTO job_logs (job_id, seq, at, stream, line)
-         SELECT $1, * FROM UNNEST($2::int[], $3::timestamptz[], $4::text[], $5::text[])",
+         SELECT $1, * FROM UNNEST($2::int[], $3::timestamptz[], $4::text[], $5::text[])
+         ON CONFLICT (job_id, seq) DO NOTHING",
     )
     .bind(job_id)
     .bind(seq)

@@ -741,7 +741,8 @@ pub(super) async fn append_job_logs(
         .collect();
     sqlx::query(
         "INSERT INTO job_logs (job_id, seq, at, stream, line)
-         SELECT ?, value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) ORDER BY key",
+         SELECT ?, value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true ORDER BY key
+         ON CONFLICT (job_id, seq) DO NOTHING",
     )
     .bind(job_id)
     .bind(serde_json::Value::Array(rows).to_string())

@@ -27,8 +27,8 @@ both_stores!(a_worker_that_cannot_renew_its_lease_stops_its_job_in_time);
 
 /// Fencing when the database stops answering: with the jobs table locked, a heartbeat neither
 /// succeeds nor fails (Postgres waits on the lock; SQLite waits out its 10 s busy timeout). The
-/// worker must still stop the job before its 1 s lease runs out, since once it has, a reaper may
-/// hand the job to another worker.
+/// worker must still stop the job, one that ignores SIGTERM too, before a reaper may hand it to
+/// another worker.
 async fn a_worker_that_cannot_renew_its_lease_stops_its_job_in_time(db: Db) {
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("pid");
@@ -38,7 +38,7 @@ async fn a_worker_that_cannot_renew_its_lease_stops_its_job_in_time(db: Db) {
 [[runbooks]]
 name = "slowpoke"
 usage = "slowpoke"
-run = {{ kind = "command", argv = ["sh", "-c", "echo $$ > {}; sleep 6; touch {}"] }}
+run = {{ kind = "command", argv = ["sh", "-c", "trap '' TERM; echo $$ > {}; sleep 6; touch {}"] }}
 "#,
         pid_file.display(),
         marker.display()
@@ -99,10 +99,17 @@ run = {{ kind = "command", argv = ["sh", "-c", "echo $$ > {}; sleep 6; touch {}"
             sqlx::query("ROLLBACK").execute(&mut *conn).await.unwrap();
         }
     }
+    let after = locked_at.elapsed();
     assert!(
         stopped,
-        "the job's process still ran {:?} after its heartbeats stopped getting through",
-        locked_at.elapsed()
+        "the job's process still ran {after:?} after its heartbeats stopped getting through"
+    );
+    // The last renewal was at most a third of a lease before the lock. A reaper may act half a
+    // lease after the lease ends, so the job must be gone within 1.5 s of it even though it
+    // ignores SIGTERM.
+    assert!(
+        after < Duration::from_millis(1500),
+        "the job was stopped only {after:?} after the lock"
     );
     // The reaper then finds the lease run out and says what happened; the job never finished.
     wait_for_status(&app, 1, JobStatus::Interrupted).await;

@@ -23,6 +23,8 @@ both_stores!(
     audit_entries_round_trip,
     a_large_batch_is_one_insert,
     concurrent_writers_lose_nothing,
+    submitted_rows_are_all_committed_when_the_writer_stops,
+    a_job_log_line_written_twice_is_stored_once,
     migrations_are_idempotent,
 );
 
@@ -118,6 +120,79 @@ async fn concurrent_writers_lose_nothing(db: Db) {
     assert_eq!(ids.len(), 300);
     drop(audit);
     writer.await.unwrap();
+    store.close().await;
+}
+
+/// Rows queued with `submit` (nobody waits for them, so the writer lets them linger for
+/// company) are all committed by the time the writer stops, including the last batch.
+async fn submitted_rows_are_all_committed_when_the_writer_stops(db: Db) {
+    let Some((store, _db)) = store(db, "submit_flush").await else {
+        return;
+    };
+    let (audit, writer) = AuditLog::spawn(store.clone());
+    for i in 0..500 {
+        audit
+            .submit(vec![AuditEntry::new(
+                &format!("s{i}"),
+                "U1",
+                "command",
+                Outcome::Invalid,
+            )])
+            .await
+            .unwrap();
+    }
+    drop(audit);
+    writer.await.unwrap();
+    let all = store.recent_audit(1000).await.unwrap();
+    assert_eq!(all.len(), 500);
+    store.close().await;
+}
+
+/// A job-log flush cut short may still have been stored; writing its lines again is harmless.
+async fn a_job_log_line_written_twice_is_stored_once(db: Db) {
+    use pantheon::domain::job::{LogLine, NewJob, Stream};
+    let Some((store, _db)) = store(db, "job_logs_twice").await else {
+        return;
+    };
+    let job = NewJob {
+        runbook: "deploy".into(),
+        params: Default::default(),
+        binding: "0".repeat(64),
+        target: "api/staging".into(),
+        requested_by: "U1".into(),
+        approval_id: None,
+        channel: "C1".into(),
+        thread_ts: None,
+        retry_safe: false,
+        correlation_id: "logs-twice".into(),
+        created_at: time::OffsetDateTime::now_utc(),
+    };
+    let id = store.enqueue_job(&job, |_| Vec::new()).await.unwrap();
+    let line = |seq: i32, text: &str| LogLine {
+        seq,
+        at: time::OffsetDateTime::now_utc(),
+        stream: Stream::Stdout,
+        line: text.into(),
+    };
+    store
+        .append_job_logs(id, &[line(1, "one"), line(2, "two")])
+        .await
+        .unwrap();
+    store
+        .append_job_logs(id, &[line(1, "one"), line(2, "two"), line(3, "three")])
+        .await
+        .unwrap();
+    let stored: Vec<(i32, String)> = store
+        .job_logs(id, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.seq, l.line))
+        .collect();
+    assert_eq!(
+        stored,
+        [(1, "one".into()), (2, "two".into()), (3, "three".into())]
+    );
     store.close().await;
 }
 
