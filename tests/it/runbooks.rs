@@ -23,101 +23,6 @@ pub fn write_script(dir: &Path, name: &str, body: &str) -> String {
     path.display().to_string()
 }
 
-both_stores!(a_worker_that_cannot_renew_its_lease_stops_its_job_in_time);
-
-/// Fencing when the database stops answering: with the jobs table locked, a heartbeat neither
-/// succeeds nor fails (Postgres waits on the lock; SQLite waits out its 10 s busy timeout). The
-/// worker must still stop the job, one that ignores SIGTERM too, before a reaper may hand it to
-/// another worker.
-async fn a_worker_that_cannot_renew_its_lease_stops_its_job_in_time(db: Db) {
-    let dir = tempfile::tempdir().unwrap();
-    let pid_file = dir.path().join("pid");
-    let marker = dir.path().join("finished");
-    let extra = format!(
-        r#"
-[[runbooks]]
-name = "slowpoke"
-usage = "slowpoke"
-run = {{ kind = "command", argv = ["sh", "-c", "trap '' TERM; echo $$ > {}; sleep 6; touch {}"] }}
-"#,
-        pid_file.display(),
-        marker.display()
-    );
-    let script = write_script(dir.path(), "deploy.sh", DEPLOY);
-    let Some(app) = TestApp::on(db, "rb_lease_hang")
-        .config(&config(&script, &extra))
-        .start()
-        .await
-    else {
-        return;
-    };
-    app.slash("slowpoke").send().await;
-    wait_for_status(&app, 1, JobStatus::Running).await;
-    let pid = loop {
-        if let Some(pid) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-        {
-            break pid;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-
-    // Every write to the jobs table now waits, so the lease cannot be renewed.
-    enum Held {
-        Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
-        Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
-    }
-    let held = match &app.services.store {
-        pantheon::store::Store::Postgres(pool) => {
-            let mut tx = pool.begin().await.unwrap();
-            sqlx::query("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-            Held::Postgres(tx)
-        }
-        pantheon::store::Store::Sqlite(pool) => {
-            let mut conn = pool.acquire().await.unwrap();
-            sqlx::query("BEGIN EXCLUSIVE")
-                .execute(&mut *conn)
-                .await
-                .unwrap();
-            Held::Sqlite(conn)
-        }
-    };
-    let locked_at = std::time::Instant::now();
-    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
-    while proc_dir.exists() && locked_at.elapsed() < Duration::from_secs(4) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let stopped = !proc_dir.exists();
-    // Let the database answer again before asserting, so the app can stop cleanly either way.
-    match held {
-        Held::Postgres(tx) => tx.rollback().await.unwrap(),
-        Held::Sqlite(mut conn) => {
-            sqlx::query("ROLLBACK").execute(&mut *conn).await.unwrap();
-        }
-    }
-    let after = locked_at.elapsed();
-    assert!(
-        stopped,
-        "the job's process still ran {after:?} after its heartbeats stopped getting through"
-    );
-    // The last renewal was at most a third of a lease before the lock. A reaper may act half a
-    // lease after the lease ends, so the job must be gone within 1.5 s of it even though it
-    // ignores SIGTERM.
-    assert!(
-        after < Duration::from_millis(1500),
-        "the job was stopped only {after:?} after the lock"
-    );
-    // The reaper then finds the lease run out and says what happened; the job never finished.
-    wait_for_status(&app, 1, JobStatus::Interrupted).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(!marker.exists(), "the job was stopped, not left to finish");
-    app.stop().await;
-}
-
 pub fn config(script: &str, extra: &str) -> String {
     format!(
         r#"
@@ -1361,6 +1266,26 @@ approval = { group = "approvers" }
     app.stop().await;
 }
 
+/// An app whose `slowpoke` runbook runs `sh -c body`, requested and already running as job 1.
+async fn running_slowpoke(db: Db, name: &str, dir: &Path, body: &str) -> Option<TestApp> {
+    let extra = format!(
+        r#"
+[[runbooks]]
+name = "slowpoke"
+usage = "slowpoke"
+run = {{ kind = "command", argv = ["sh", "-c", {body:?}] }}
+"#
+    );
+    let script = write_script(dir, "deploy.sh", DEPLOY);
+    let app = TestApp::on(db, name)
+        .config(&config(&script, &extra))
+        .start()
+        .await?;
+    app.slash("slowpoke").send().await;
+    wait_for_status(&app, 1, JobStatus::Running).await;
+    Some(app)
+}
+
 both_stores!(a_worker_that_loses_its_lease_stops_its_job);
 
 /// If a job's lease is taken from it (here: reaped while the worker still runs it), the worker
@@ -1368,25 +1293,10 @@ both_stores!(a_worker_that_loses_its_lease_stops_its_job);
 async fn a_worker_that_loses_its_lease_stops_its_job(db: Db) {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("still-running");
-    let extra = format!(
-        r#"
-[[runbooks]]
-name = "slowpoke"
-usage = "slowpoke"
-run = {{ kind = "command", argv = ["sh", "-c", "sleep 2; touch {}"] }}
-"#,
-        marker.display()
-    );
-    let script = write_script(dir.path(), "deploy.sh", DEPLOY);
-    let Some(app) = TestApp::on(db, "rb_lease_loss")
-        .config(&config(&script, &extra))
-        .start()
-        .await
-    else {
+    let body = format!("sleep 2; touch {}", marker.display());
+    let Some(app) = running_slowpoke(db, "rb_lease_loss", dir.path(), &body).await else {
         return;
     };
-    app.slash("slowpoke").send().await;
-    wait_for_status(&app, 1, JobStatus::Running).await;
     // Reap it now, as another replica would after a long stall.
     let now = time::OffsetDateTime::now_utc();
     let reaped = app
@@ -1414,5 +1324,88 @@ run = {{ kind = "command", argv = ["sh", "-c", "sleep 2; touch {}"] }}
         JobStatus::Interrupted,
         "the reaper's verdict stands: {job:?}"
     );
+    app.stop().await;
+}
+
+both_stores!(a_worker_that_cannot_renew_its_lease_stops_its_job_in_time);
+
+/// Fencing when the database stops answering: with the jobs table locked, a heartbeat neither
+/// succeeds nor fails (Postgres waits on the lock; SQLite waits out its 10 s busy timeout). The
+/// worker must still stop the job, one that ignores SIGTERM too, before a reaper may hand it to
+/// another worker.
+async fn a_worker_that_cannot_renew_its_lease_stops_its_job_in_time(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let marker = dir.path().join("finished");
+    let body = format!(
+        "trap '' TERM; echo $$ > {}; sleep 6; touch {}",
+        pid_file.display(),
+        marker.display()
+    );
+    let Some(app) = running_slowpoke(db, "rb_lease_hang", dir.path(), &body).await else {
+        return;
+    };
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        {
+            break pid;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    // Every write to the jobs table now waits, so the lease cannot be renewed.
+    enum Held {
+        Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+        Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    }
+    let held = match &app.services.store {
+        pantheon::store::Store::Postgres(pool) => {
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            Held::Postgres(tx)
+        }
+        pantheon::store::Store::Sqlite(pool) => {
+            let mut conn = pool.acquire().await.unwrap();
+            sqlx::query("BEGIN EXCLUSIVE")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            Held::Sqlite(conn)
+        }
+    };
+    let locked_at = std::time::Instant::now();
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    while proc_dir.exists() && locked_at.elapsed() < Duration::from_secs(4) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopped = !proc_dir.exists();
+    // Let the database answer again before asserting, so the app can stop cleanly either way.
+    match held {
+        Held::Postgres(tx) => tx.rollback().await.unwrap(),
+        Held::Sqlite(mut conn) => {
+            sqlx::query("ROLLBACK").execute(&mut *conn).await.unwrap();
+        }
+    }
+    let after = locked_at.elapsed();
+    assert!(
+        stopped,
+        "the job's process still ran {after:?} after its heartbeats stopped getting through"
+    );
+    // The last renewal was at most a third of a lease before the lock. A reaper may act half a
+    // lease after the lease ends, so the job must be gone within 1.5 s of it even though it
+    // ignores SIGTERM.
+    assert!(
+        after < Duration::from_millis(1500),
+        "the job was stopped only {after:?} after the lock"
+    );
+    // The reaper then finds the lease run out and says what happened; the job never finished.
+    wait_for_status(&app, 1, JobStatus::Interrupted).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!marker.exists(), "the job was stopped, not left to finish");
     app.stop().await;
 }
