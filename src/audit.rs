@@ -15,7 +15,10 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::Store;
+use crate::{
+    redact::{scrub, without_nul},
+    store::Store,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -77,10 +80,10 @@ impl AuditEntry {
     pub fn new(correlation_id: &str, actor: &str, action: &str, outcome: Outcome) -> Self {
         Self {
             at: OffsetDateTime::now_utc(),
-            correlation_id: correlation_id.to_owned(),
-            actor: actor.to_owned(),
+            correlation_id: without_nul(correlation_id).into_owned(),
+            actor: without_nul(actor).into_owned(),
             channel: None,
-            action: action.to_owned(),
+            action: without_nul(action).into_owned(),
             command: None,
             outcome,
             detail: None,
@@ -89,17 +92,17 @@ impl AuditEntry {
     }
 
     pub fn channel(mut self, channel: &str) -> Self {
-        self.channel = (!channel.is_empty()).then(|| channel.to_owned());
+        self.channel = (!channel.is_empty()).then(|| without_nul(channel).into_owned());
         self
     }
 
     pub fn command(mut self, text: &str) -> Self {
-        self.command = Some(crate::redact::scrub(text).into_owned());
+        self.command = Some(scrub(&without_nul(text)).into_owned());
         self
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(crate::redact::scrub(&detail.into()).into_owned());
+        self.detail = Some(scrub(&without_nul(&detail.into())).into_owned());
         self
     }
 

@@ -40,6 +40,16 @@ pub fn register_secrets<'a>(values: impl IntoIterator<Item = &'a str>) {
     }
 }
 
+/// `text` with each NUL replaced by U+FFFD. Postgres stores no NUL in `text` or `jsonb`, so one
+/// `%00` in a command would otherwise sink the whole audit batch it is committed with.
+pub fn without_nul(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{fffd}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
 /// `text` with registered secrets and credential-shaped substrings masked.
 pub fn scrub(text: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(text);

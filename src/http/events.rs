@@ -71,7 +71,9 @@ pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Re
         .or(event["ts"].as_str())
         .unwrap_or_default()
         .to_owned();
-    let text = strip_mentions(event["text"].as_str().unwrap_or_default());
+    let text = strip_mentions(&crate::redact::without_nul(
+        event["text"].as_str().unwrap_or_default(),
+    ));
     let invocation = Invocation {
         correlation_id: dispatch::new_correlation_id(),
         user_id: user.to_owned(),

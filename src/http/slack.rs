@@ -122,6 +122,12 @@ impl SlashForm {
         let mut seen_user = false;
         let mut seen_response_url = false;
         for (key, value) in form_urlencoded::parse(body) {
+            // Nothing downstream (the audit trail, Postgres, replies) wants a NUL.
+            let value = if value.contains('\0') {
+                crate::redact::without_nul(&value).into_owned().into()
+            } else {
+                value
+            };
             match &*key {
                 "ssl_check" => ssl_check = value == "1",
                 "command" => {

@@ -123,6 +123,12 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: I
     let end = match run_config {
         None => end,
         Some(run) => {
+            if Instant::now() >= stop_by(services, claimed_at) {
+                // Claiming and checking took most of the lease (a slow database): starting now
+                // could overlap a run by whoever gets the job next. The reaper will report it.
+                tracing::error!("the lease ran out before the job could start; not starting it");
+                return;
+            }
             log.line(
                 Stream::System,
                 &format!("started by {worker} (attempt {})", job.attempts),
@@ -136,14 +142,6 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: I
                     format!("worker {worker}, attempt {}", job.attempts),
                 )])
                 .await;
-            let stop_at = claimed_at + services.config.jobs.lease - lease_margin(services);
-            if Instant::now() >= stop_at {
-                // The steps above took most of the lease (a slow database): starting now could
-                // overlap a run by whoever gets the job next. The reaper will say what happened.
-                tracing::error!("the lease ran out before the job could start; not starting it");
-                log.flush(services, job.id).await;
-                return;
-            }
             let services_bg = services.clone();
             let job_bg = job.clone();
             let url_bg = url.clone();
@@ -166,7 +164,7 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: I
                 services.clone(),
                 job.id,
                 worker.to_owned(),
-                stop_at,
+                claimed_at,
                 cancel_tx,
                 lost.clone(),
                 log.clone(),
@@ -314,7 +312,7 @@ async fn keep_lease(
     services: Arc<Services>,
     job_id: i64,
     worker: String,
-    mut stop_at: Instant,
+    claimed_at: Instant,
     cancel: watch::Sender<Stop>,
     lost: Arc<std::sync::atomic::AtomicBool>,
     log: LogSink,
@@ -323,17 +321,22 @@ async fn keep_lease(
     let lease_t = time::Duration::try_from(lease).unwrap_or(time::Duration::seconds(30));
     let every = (lease / 3).max(Duration::from_millis(100));
     let flush_every = Duration::from_millis(250).min(every);
-    let margin = lease_margin(&services);
-    let mut next_beat = Instant::now() + every;
+    let mut stop_at = stop_by(&services, claimed_at);
+    // Beats are counted from the claim, as the lease is; flushes from now.
+    let mut next_beat = claimed_at + every;
+    let mut next_flush = Instant::now() + flush_every;
     loop {
         let step = async {
-            tokio::time::sleep(flush_every).await;
-            log.flush(&services, job_id).await;
+            tokio::time::sleep_until(next_beat.min(next_flush)).await;
+            if Instant::now() >= next_flush {
+                log.flush(&services, job_id).await;
+                next_flush = Instant::now() + flush_every;
+            }
             if Instant::now() < next_beat {
                 return None;
             }
-            next_beat = Instant::now() + every;
             let asked_at = Instant::now();
+            next_beat = asked_at + every;
             let until = OffsetDateTime::now_utc() + lease_t;
             Some((
                 asked_at,
@@ -356,9 +359,9 @@ async fn keep_lease(
             }
         };
         match beat {
-            (asked_at, Ok(Heartbeat::Held)) => stop_at = asked_at + lease - margin,
+            (asked_at, Ok(Heartbeat::Held)) => stop_at = stop_by(&services, asked_at),
             (asked_at, Ok(Heartbeat::CancelRequested)) => {
-                stop_at = asked_at + lease - margin;
+                stop_at = stop_by(&services, asked_at);
                 log.line(Stream::System, "cancel requested; stopping").await;
                 let _ = cancel.send(Stop::Cancel);
             }
@@ -373,10 +376,11 @@ async fn keep_lease(
     }
 }
 
-/// How much of its lease a worker leaves unused: it stops a job it could not renew this long
-/// before the lease would run out, so the job is gone before anyone may reap it.
-fn lease_margin(services: &Services) -> Duration {
-    services.config.jobs.lease / 6
+/// When a worker must stop a job whose lease was last granted (or renewed) by a request sent at
+/// `asked_at`: while a sixth of the lease is left, so the job is gone before anyone may reap it.
+fn stop_by(services: &Services, asked_at: Instant) -> Instant {
+    let lease = services.config.jobs.lease;
+    asked_at + lease - lease / 6
 }
 
 /// The runbook's run configuration, if the job may still run.

@@ -14,6 +14,7 @@ use crate::{
         job::{LogLine, Stream},
         runbook::render,
     },
+    store::StoreError,
 };
 
 /// How a run ended.
@@ -72,6 +73,7 @@ impl LogSink {
         let text: String = crate::redact::scrub(text.trim_end_matches(['\r', '\n']))
             .chars()
             .take(MAX_LINE + 20)
+            .map(|c| if c == '\0' { '\u{fffd}' } else { c })
             .collect();
         let mut s = self.inner.lock().await;
         if stream != Stream::System && s.kept >= MAX_LINES {
@@ -107,20 +109,26 @@ impl LogSink {
         });
     }
 
-    /// Write what has collected. Lines leave the queue only once they are stored, so a flush
-    /// that fails, or is cut short by the lease's deadline, leaves them for the next one (a
-    /// line written twice is stored once).
+    /// Write what has collected. Lines leave the queue once they are stored, or once the
+    /// database has refused them (retrying would only refuse them again). A flush that cannot
+    /// reach the database, or is cut short by the lease's deadline, leaves them for the next
+    /// one; a line written twice is stored once.
     pub async fn flush(&self, services: &Services, job_id: i64) {
         let lines = self.inner.lock().await.pending.clone();
         let Some(last) = lines.last().map(|l| l.seq) else {
             return;
         };
         match services.store.append_job_logs(job_id, &lines).await {
-            Ok(()) => self.inner.lock().await.pending.retain(|l| l.seq > last),
+            Ok(()) => {}
+            Err(e @ StoreError::Database(sqlx::Error::Database(_))) => {
+                tracing::error!(job_id, error = %e, lines = lines.len(), "job log lines refused by the database; dropped");
+            }
             Err(e) => {
-                tracing::error!(job_id, error = %e, lines = lines.len(), "job log lines not stored yet");
+                tracing::warn!(job_id, error = %e, lines = lines.len(), "job log lines not stored yet; will retry");
+                return;
             }
         }
+        self.inner.lock().await.pending.retain(|l| l.seq > last);
     }
 
     pub async fn tail(&self, n: usize) -> Vec<String> {
@@ -523,18 +531,30 @@ mod tests {
         let argv: Vec<String> = ["sh", "-c", "trap '' TERM; echo ready; sleep 30"]
             .map(String::from)
             .to_vec();
+        let run_log = log.clone();
         let run = tokio::spawn(async move {
-            run_command(&argv, None, &[], Duration::from_secs(60), &log, rx).await
+            run_command(&argv, None, &[], Duration::from_secs(60), &run_log, rx).await
         });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The trap is set once `ready` is printed.
+        while !log.tail(1).await.iter().any(|l| l == "ready") {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let stopped = std::time::Instant::now();
         tx.send(Stop::Now(Duration::from_millis(100))).unwrap();
         assert_eq!(run.await.unwrap(), RunEnd::Cancelled);
         assert!(
-            stopped.elapsed() < KILL_GRACE,
-            "killed after {:?}, not after the usual grace",
+            stopped.elapsed() < Duration::from_secs(2),
+            "killed after {:?}, not after the usual 5 s grace",
             stopped.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn a_nul_in_output_is_replaced_so_the_line_can_be_stored() {
+        let log = LogSink::new(0);
+        log.line(Stream::Stdout, "a\0b").await;
+        assert_eq!(log.tail(1).await, ["a\u{fffd}b"]);
+        assert_eq!(log.inner.lock().await.pending[0].line, "a\u{fffd}b");
     }
 
     #[tokio::test]

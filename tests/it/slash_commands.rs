@@ -90,6 +90,7 @@ both_stores!(
     a_reply_arrives_at_the_response_url,
     in_channel_commands_echo_and_answer_in_channel,
     unknown_commands_get_did_you_mean,
+    a_nul_byte_in_the_text_loses_nothing,
     wrong_arguments_get_the_usage,
     refusals_are_answered_and_audited,
     a_response_url_off_the_allow_list_is_refused,
@@ -220,6 +221,30 @@ async fn unknown_commands_get_did_you_mean(db: Db) {
     );
     // Nothing went to the response URL.
     assert!(app.replies(0).await.is_empty());
+    app.stop().await;
+}
+
+/// Postgres refuses NUL in text, so a `%00` in a command must not sink the audit batch it is
+/// committed with (other people's rows included) or the reply.
+async fn a_nul_byte_in_the_text_loses_nothing(db: Db) {
+    let Some(app) = app(db, "nul").await else {
+        return;
+    };
+    let unknown = app.slash("who\0mai").send().await;
+    assert_eq!(unknown.status, 200);
+    let echo = app.slash("echo a\0b").send().await;
+    assert_eq!(echo.status, 200);
+    let rows = app.finished_audit(&unknown.correlation_id).await;
+    assert_eq!(outcomes(&rows), ["received", "invalid"]);
+    assert_eq!(rows[0].entry.command.as_deref(), Some("who\u{fffd}mai"));
+    let rows = app.finished_audit(&echo.correlation_id).await;
+    assert_eq!(outcomes(&rows), ["received", "started", "succeeded"]);
+    let replies = app.replies(1).await;
+    assert_eq!(replies.len(), 1);
+    assert!(
+        replies[0]["text"].as_str().unwrap().contains("a\u{fffd}b"),
+        "{replies:?}"
+    );
     app.stop().await;
 }
 
