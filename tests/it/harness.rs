@@ -467,6 +467,18 @@ impl TestApp {
         req.send().await.expect("request sent")
     }
 
+    /// The text of every stored line of a job's log, in order.
+    pub async fn job_log_lines(&self, job_id: i64) -> Vec<String> {
+        self.services
+            .store
+            .job_logs(job_id, None)
+            .await
+            .expect("job log readable")
+            .into_iter()
+            .map(|l| l.line)
+            .collect()
+    }
+
     pub async fn audit_for(&self, correlation_id: &str) -> Vec<AuditRecord> {
         self.services
             .store

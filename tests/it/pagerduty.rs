@@ -1095,15 +1095,7 @@ async fn held_actions_wait_for_a_peer_and_run_as_the_requester(db: Db) {
     let job = first_job_ended(&app).await;
     assert_eq!(job.status.as_str(), "succeeded", "{job:?}");
     assert_eq!(job.requested_by, JANE);
-    let log: Vec<String> = app
-        .services
-        .store
-        .job_logs(1, None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|l| l.line)
-        .collect();
+    let log = app.job_log_lines(1).await;
     assert!(
         log.iter().any(|l| l.contains("resolved 1 incident")),
         "PagerDuty's answer is in the job log: {log:?}"

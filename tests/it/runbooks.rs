@@ -158,13 +158,12 @@ async fn a_runbook_without_approval_runs_and_reports_in_its_thread(db: Db) {
     assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
     assert_eq!(job.target, "api/staging");
     assert_eq!(job.exit_code, Some(0));
-    let logs = app.services.store.job_logs(1, None).await.unwrap();
-    let lines: Vec<&str> = logs.iter().map(|l| l.line.as_str()).collect();
+    let lines = app.job_log_lines(1).await;
     assert!(
-        lines.contains(&"deploying api 1.2.3 to staging (job 1)"),
+        lines.contains(&"deploying api 1.2.3 to staging (job 1)".to_owned()),
         "{lines:?}"
     );
-    assert!(lines.contains(&"careful <now>"), "{lines:?}");
+    assert!(lines.contains(&"careful <now>".to_owned()), "{lines:?}");
 
     // The queued message went to the channel; progress went into its thread.
     let posts = slack_wait(&app, "chat.postMessage", 3).await;
@@ -892,13 +891,10 @@ async fn a_changed_binding_is_refused_at_start(db: Db) {
         "{ended:?}"
     );
     assert!(
-        app.services
-            .store
-            .job_logs(id, None)
+        app.job_log_lines(id)
             .await
-            .unwrap()
             .iter()
-            .all(|l| !l.line.starts_with("deploying")),
+            .all(|l| !l.starts_with("deploying")),
         "the script never ran"
     );
     app.stop().await;
@@ -1100,15 +1096,7 @@ run = {{ kind = "http", url = "{j}/job/broken/build" }}
         serde_json::from_slice::<Value>(&sent[0].body).unwrap(),
         serde_json::json!({"BRANCH": "feature-x"})
     );
-    let logs: Vec<String> = app
-        .services
-        .store
-        .job_logs(2, None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|l| l.line)
-        .collect();
+    let logs = app.job_log_lines(2).await;
     assert!(logs.contains(&"queued build 17".to_owned()), "{logs:?}");
 
     app.slash("broken").send().await;
