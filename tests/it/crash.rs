@@ -116,7 +116,7 @@ async fn a_killed_worker_leaves_an_interrupted_job(db: Db) {
             r#"
 [jobs]
 workers = 2
-lease = "1s"
+lease = "2s"
 poll = "100ms"
 
 [[runbooks]]

@@ -281,7 +281,9 @@ impl TestAppBuilder {
             retry: RetryPolicy::fast(),
             migrate: true,
             commands: self.commands,
-            http_timeout: Duration::from_millis(700),
+            // Long enough that a local stub on a busy machine answers in time; the tests of
+            // timeouts make their stubs wait far longer than this.
+            http_timeout: Duration::from_millis(1500),
         })
         .await
         .expect("app builds");
@@ -329,8 +331,33 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
+/// Panics print one line, with no backtrace. The default hook captures and symbolises a
+/// backtrace on the first panic when `RUST_BACKTRACE` is set, which on a busy machine can take
+/// longer than a test's timeouts: a handler that panics on purpose must not race them.
+pub fn cheap_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let thread = std::thread::current();
+            eprintln!(
+                "thread '{}' panicked at {}: {}",
+                thread.name().unwrap_or("<unnamed>"),
+                info.location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()))
+                    .unwrap_or_default(),
+                info.payload()
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                    .unwrap_or_default()
+            );
+        }));
+    });
+}
+
 impl TestApp {
     pub fn on(db: Db, test: &str) -> TestAppBuilder {
+        cheap_panics();
         TestAppBuilder {
             db,
             test: test.to_owned(),

@@ -875,7 +875,7 @@ async fn vendor_failures_become_clear_messages(db: Db) {
     let (text, _) = services_answer(
         &app,
         &pd,
-        ResponseTemplate::new(200).set_delay(std::time::Duration::from_secs(3)),
+        ResponseTemplate::new(200).set_delay(std::time::Duration::from_secs(10)),
     )
     .await;
     assert_eq!(text, "PagerDuty did not answer in time");

@@ -23,7 +23,13 @@ pub fn write_script(dir: &Path, name: &str, body: &str) -> String {
     path.display().to_string()
 }
 
+/// The runbooks config with a lease long enough that no heartbeat, however slow the machine,
+/// loses it: only the tests about leases use a short one ([`config_with_lease`]).
 pub fn config(script: &str, extra: &str) -> String {
+    config_with_lease(script, extra, "10s")
+}
+
+pub fn config_with_lease(script: &str, extra: &str, lease: &str) -> String {
     format!(
         r#"
 [groups]
@@ -36,7 +42,7 @@ deploy = ["deployers"]
 
 [jobs]
 workers = 2
-lease = "1s"
+lease = "{lease}"
 poll = "100ms"
 
 [[runbooks]]
@@ -1255,7 +1261,13 @@ approval = { group = "approvers" }
 }
 
 /// An app whose `slowpoke` runbook runs `sh -c body`, requested and already running as job 1.
-async fn running_slowpoke(db: Db, name: &str, dir: &Path, body: &str) -> Option<TestApp> {
+async fn running_slowpoke(
+    db: Db,
+    name: &str,
+    dir: &Path,
+    body: &str,
+    lease: &str,
+) -> Option<TestApp> {
     let extra = format!(
         r#"
 [[runbooks]]
@@ -1266,7 +1278,7 @@ run = {{ kind = "command", argv = ["sh", "-c", {body:?}] }}
     );
     let script = write_script(dir, "deploy.sh", DEPLOY);
     let app = TestApp::on(db, name)
-        .config(&config(&script, &extra))
+        .config(&config_with_lease(&script, &extra, lease))
         .start()
         .await?;
     app.slash("slowpoke").send().await;
@@ -1280,11 +1292,18 @@ both_stores!(a_worker_that_loses_its_lease_stops_its_job);
 /// stops the job at its next heartbeat and records nothing over the reaper's verdict.
 async fn a_worker_that_loses_its_lease_stops_its_job(db: Db) {
     let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
     let marker = dir.path().join("still-running");
-    let body = format!("sleep 2; touch {}", marker.display());
-    let Some(app) = running_slowpoke(db, "rb_lease_loss", dir.path(), &body).await else {
+    // Long enough that only the worker's stop can end it before the test's deadline.
+    let body = format!(
+        "echo $$ > {}; sleep 20; touch {}",
+        pid_file.display(),
+        marker.display()
+    );
+    let Some(app) = running_slowpoke(db, "rb_lease_loss", dir.path(), &body, "1s").await else {
         return;
     };
+    let pid = wait_for_pid(&pid_file).await;
     // Reap it now, as another replica would after a long stall.
     let now = time::OffsetDateTime::now_utc();
     let reaped = app
@@ -1301,11 +1320,17 @@ async fn a_worker_that_loses_its_lease_stops_its_job(db: Db) {
         .await
         .unwrap();
     assert_eq!(reaped.len(), 1);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The worker finds its lease gone at its next heartbeat (a third of a lease) and stops it.
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while proc_dir.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
-        !marker.exists(),
+        !proc_dir.exists(),
         "the worker stopped the job when it found its lease gone"
     );
+    assert!(!marker.exists(), "stopped, not left to finish");
     let job = app.services.store.job(1).await.unwrap().unwrap();
     assert_eq!(
         job.status,
@@ -1313,6 +1338,24 @@ async fn a_worker_that_loses_its_lease_stops_its_job(db: Db) {
         "the reaper's verdict stands: {job:?}"
     );
     app.stop().await;
+}
+
+/// The pid a slowpoke job's script wrote to `file`.
+async fn wait_for_pid(file: &Path) -> u32 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        {
+            return pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 both_stores!(a_worker_that_cannot_renew_its_lease_stops_its_job_in_time);
@@ -1326,22 +1369,16 @@ async fn a_worker_that_cannot_renew_its_lease_stops_its_job_in_time(db: Db) {
     let pid_file = dir.path().join("pid");
     let marker = dir.path().join("finished");
     let body = format!(
-        "trap '' TERM; echo $$ > {}; sleep 6; touch {}",
+        "trap '' TERM; echo $$ > {}; sleep 20; touch {}",
         pid_file.display(),
         marker.display()
     );
-    let Some(app) = running_slowpoke(db, "rb_lease_hang", dir.path(), &body).await else {
+    // A lease of 3 s leaves the worker a second of slack on a busy machine (see below).
+    let lease = Duration::from_secs(3);
+    let Some(app) = running_slowpoke(db, "rb_lease_hang", dir.path(), &body, "3s").await else {
         return;
     };
-    let pid = loop {
-        if let Some(pid) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-        {
-            break pid;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let pid = wait_for_pid(&pid_file).await;
 
     // Every write to the jobs table now waits, so the lease cannot be renewed.
     enum Held {
@@ -1368,7 +1405,7 @@ async fn a_worker_that_cannot_renew_its_lease_stops_its_job_in_time(db: Db) {
     };
     let locked_at = std::time::Instant::now();
     let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
-    while proc_dir.exists() && locked_at.elapsed() < Duration::from_secs(4) {
+    while proc_dir.exists() && locked_at.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let stopped = !proc_dir.exists();
@@ -1385,10 +1422,11 @@ async fn a_worker_that_cannot_renew_its_lease_stops_its_job_in_time(db: Db) {
         "the job's process still ran {after:?} after its heartbeats stopped getting through"
     );
     // The last renewal was at most a third of a lease before the lock. A reaper may act half a
-    // lease after the lease ends, so the job must be gone within 1.5 s of it even though it
-    // ignores SIGTERM.
+    // lease after the lease ends, so the job must be gone within one and a half leases of the
+    // lock even though it ignores SIGTERM. The worker aims for seven sixths (stop while a sixth
+    // is left, then a third of a lease after SIGTERM), which leaves a third of a lease to spare.
     assert!(
-        after < Duration::from_millis(1500),
+        after < lease * 3 / 2,
         "the job was stopped only {after:?} after the lock"
     );
     // The reaper then finds the lease run out and says what happened; the job never finished.

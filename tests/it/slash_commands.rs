@@ -24,7 +24,9 @@ deployers = ["*"]
 audit = ["admins"]
 
 [limits]
-handler_timeout = "500ms"
+# Far longer than any handler here takes (a panic included, on a busy machine): only the
+# hanging-handler test, with its own short limit, may time out.
+handler_timeout = "30s"
 "#;
 
 /// Commands only these tests have: one that answers in the background, one that panics, one
@@ -348,7 +350,13 @@ async fn a_panicking_handler_is_reported_and_the_server_lives_on(db: Db) {
 }
 
 async fn a_hanging_handler_times_out(db: Db) {
-    let Some(app) = app(db, "timeout").await else {
+    // `slow` sleeps 30 s, so this short limit always wins, however busy the machine is.
+    let config = CONFIG.replace("handler_timeout = \"30s\"", "handler_timeout = \"500ms\"");
+    let mut builder = TestApp::on(db, "timeout").config(&config);
+    for c in test_commands() {
+        builder = builder.command(c);
+    }
+    let Some(app) = builder.start().await else {
         return;
     };
     let ack = app.slash("slow").send().await;
@@ -756,14 +764,30 @@ async fn audit_lists_recent_entries_for_admins(db: Db) {
 
 async fn busy_when_too_many_commands_run(db: Db) {
     let config = format!("{CONFIG}max_in_flight = 1\n");
-    let mut builder = TestApp::on(db, "busy").config(&config);
+    // `hold` runs until the test lets it go: the permit is taken for exactly as long as the
+    // test needs, whatever the machine's speed.
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let held = gate.clone();
+    let mut builder = TestApp::on(db, "busy")
+        .config(&config)
+        .command(command::command(
+            "hold",
+            "a handler that runs until the test lets it go",
+            handler(move |_| {
+                let held = held.clone();
+                async move {
+                    let _ = held.acquire().await;
+                    Ok(Message::text("let go"))
+                }
+            }),
+        ));
     for c in test_commands() {
         builder = builder.command(c);
     }
     let Some(app) = builder.start().await else {
         return;
     };
-    let first = app.slash("slow").send().await;
+    let first = app.slash("hold").send().await;
     assert_eq!(first.status, 200);
     let second = app.slash("echo hi").send().await;
     assert!(
@@ -773,8 +797,11 @@ async fn busy_when_too_many_commands_run(db: Db) {
     );
     let rows = app.finished_audit(&second.correlation_id).await;
     assert_eq!(outcomes(&rows), ["received", "refused"]);
-    // Once the slow one has timed out, there is room again.
-    app.finished_audit(&first.correlation_id).await;
+    // Once the held one has ended, there is room again.
+    gate.add_permits(1);
+    assert_eq!(app.reply_text(&first).await, "let go");
+    let rows = app.finished_audit(&first.correlation_id).await;
+    assert_eq!(outcomes(&rows), ["received", "started", "succeeded"]);
     let mut third = app.slash("echo hi").send().await;
     for _ in 0..50 {
         if third.body.is_empty() {
@@ -785,7 +812,7 @@ async fn busy_when_too_many_commands_run(db: Db) {
     }
     assert_eq!(
         third.body, "",
-        "accepted again after the slow command ended"
+        "accepted again after the held command ended"
     );
     app.stop().await;
 }
