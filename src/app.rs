@@ -229,9 +229,17 @@ impl App {
         let router = self
             .router()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let limits = &self.services.config.limits;
+        let server_limits = crate::http::server::ServerLimits {
+            header_timeout: limits.header_timeout,
+            idle_timeout: limits.idle_timeout(),
+            max_connections: crate::http::server::connection_cap(
+                limits.max_connections,
+                crate::http::server::open_files_limit(),
+            ),
+            drain: limits.body_timeout + Duration::from_secs(5),
+        };
+        crate::http::server::serve(listener, router, server_limits, shutdown).await?;
         self.shutdown().await;
         Ok(())
     }

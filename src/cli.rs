@@ -126,6 +126,29 @@ async fn serve(file: FileConfig, source: Source, settings: Settings) -> Result<(
     }
     let addr = settings.listen_addr;
     let database = settings.database_url.clone();
+    // Before anything opens descriptors: every connection, pipe and database file needs one.
+    match crate::http::server::raise_open_files_limit() {
+        Ok((soft, hard)) => tracing::info!(
+            open_files = soft,
+            hard_limit = hard,
+            max_connections =
+                crate::http::server::connection_cap(file.limits.max_connections, soft),
+            "open-files limit"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-files limit"),
+    }
+    if let Some(asked) = file.limits.max_connections {
+        let soft = crate::http::server::open_files_limit();
+        let cap = crate::http::server::connection_cap(Some(asked), soft);
+        if cap < asked {
+            tracing::warn!(
+                asked,
+                max_connections = cap,
+                open_files = soft,
+                "limits.max_connections lowered to fit below the open-files limit"
+            );
+        }
+    }
     let app = App::build(Options {
         config: file,
         source,
@@ -243,6 +266,26 @@ fn check_config(file: &FileConfig, source: &Source, settings: &Settings) -> Resu
     println!(
         "response_url hosts: {}",
         settings.response_url_hosts.join(", ")
+    );
+    let limits = &file.limits;
+    let open_files = crate::http::server::open_files_limit();
+    println!(
+        "limits: headers within {}, bodies within {}, idle keep-alive {}, connections {} (open-files limit {open_files}), commands in flight {}, handler timeout {}",
+        humantime::format_duration(limits.header_timeout),
+        humantime::format_duration(limits.body_timeout),
+        humantime::format_duration(limits.idle_timeout()),
+        match limits.max_connections {
+            Some(n) => format!(
+                "{}",
+                crate::http::server::connection_cap(Some(n), open_files)
+            ),
+            None => format!(
+                "{} (auto)",
+                crate::http::server::connection_cap(None, open_files)
+            ),
+        },
+        limits.max_in_flight,
+        humantime::format_duration(limits.handler_timeout),
     );
     let set = |present: bool| if present { "set" } else { "not set" };
     println!(

@@ -319,6 +319,22 @@ pub struct LimitsSection {
     /// Commands running in the background at once; past this the acknowledgement says "busy".
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// How long a client has to send a request's headers, from the connection opening or the
+    /// previous response.
+    #[serde(default = "default_header_timeout", with = "duration_str")]
+    pub header_timeout: Duration,
+    /// How long a client has to send a whole request body, once its headers are in.
+    #[serde(default = "default_body_timeout", with = "duration_str")]
+    pub body_timeout: Duration,
+    /// How long a connection kept alive after a response may wait for its next request. At
+    /// most `header_timeout`, whose timer also runs while a connection waits. Read it with
+    /// [`LimitsSection::idle_timeout`].
+    #[serde(default, rename = "idle_timeout", with = "duration_str::option")]
+    pub idle_timeout_setting: Option<Duration>,
+    /// Client connections open at once. Unset: the open-files limit less a reserve for the
+    /// database, job processes and outbound calls; a larger value is lowered to that at start.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
 }
 
 impl Default for LimitsSection {
@@ -326,8 +342,32 @@ impl Default for LimitsSection {
         Self {
             handler_timeout: default_handler_timeout(),
             max_in_flight: default_max_in_flight(),
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            idle_timeout_setting: None,
+            max_connections: None,
         }
     }
+}
+
+impl LimitsSection {
+    /// The keep-alive idle timeout: as configured, else 5 s (or `header_timeout`, if shorter).
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout_setting
+            .unwrap_or_else(|| default_idle_timeout().min(self.header_timeout))
+    }
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_handler_timeout() -> Duration {
@@ -664,6 +704,15 @@ impl FileConfig {
         if self.limits.max_in_flight == 0 {
             return Err(source.error_unlocated("limits.max_in_flight", "must be at least 1"));
         }
+        if self.limits.max_connections.is_some_and(|c| c < 16) {
+            return Err(source.error_unlocated("limits.max_connections", "must be at least 16"));
+        }
+        if self.limits.idle_timeout() > self.limits.header_timeout {
+            return Err(source.error_unlocated(
+                "limits.idle_timeout",
+                "must not be longer than limits.header_timeout (a connection waiting for its next request is also waiting for that request's headers)",
+            ));
+        }
         let within = |key: &str, d: Duration, min: Duration, max: Duration| {
             if d < min || d > max {
                 Err(source.error_unlocated(
@@ -684,6 +733,24 @@ impl FileConfig {
             self.limits.handler_timeout,
             Duration::from_millis(100),
             secs(3600),
+        )?;
+        within(
+            "limits.header_timeout",
+            self.limits.header_timeout,
+            Duration::from_millis(100),
+            secs(300),
+        )?;
+        within(
+            "limits.body_timeout",
+            self.limits.body_timeout,
+            Duration::from_millis(100),
+            secs(600),
+        )?;
+        within(
+            "limits.idle_timeout",
+            self.limits.idle_timeout(),
+            Duration::from_millis(100),
+            secs(300),
         )?;
         within("jobs.lease", self.jobs.lease, secs(1), secs(3600))?;
         within(
@@ -1095,6 +1162,24 @@ channel = "C0DEV"
         let err = parse(&bad_regex).unwrap_err();
         assert_eq!(err.key.as_deref(), Some("runbooks[0].params.app"), "{err}");
         assert_eq!(err.location.as_ref().unwrap().line, 17, "{err}");
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_are_checked() {
+        let limits = parse("").unwrap().limits;
+        assert_eq!(limits.header_timeout, Duration::from_secs(10));
+        assert_eq!(limits.body_timeout, Duration::from_secs(30));
+        assert_eq!(limits.idle_timeout(), Duration::from_secs(5));
+        assert_eq!(limits.max_connections, None);
+        // Unset, the idle timeout follows a shorter header timeout.
+        let short = parse("[limits]\nheader_timeout = \"3s\"\n").unwrap().limits;
+        assert_eq!(short.idle_timeout(), Duration::from_secs(3));
+        let err = parse("[limits]\nheader_timeout = \"3s\"\nidle_timeout = \"4s\"\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("limits.idle_timeout"));
+        let err = parse("[limits]\nmax_connections = 3\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("limits.max_connections"));
+        let err = parse("[limits]\nbody_timeout = \"0s\"\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("limits.body_timeout"));
     }
 
     #[test]

@@ -4,18 +4,25 @@ pub mod events;
 pub mod interactions;
 pub mod ops;
 pub mod pages;
+pub mod server;
 pub mod slack;
 pub mod webhooks;
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Router,
+    body::Body,
     extract::{DefaultBodyLimit, MatchedPath, Request},
+    http::{StatusCode, header},
     middleware::{self, Next},
-    response::Response,
-    routing::{get, post},
+    response::{IntoResponse, Response},
+    routing::{MethodRouter, get, post},
 };
+use http_body_util::BodyExt as _;
 
 use crate::{app::Services, signature::HmacKey};
 
@@ -32,31 +39,41 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let body_timeout = state.services.config.limits.body_timeout;
+    let post_within = |handler: MethodRouter<AppState>, limit: usize| {
+        handler
+            .layer(DefaultBodyLimit::max(limit))
+            .layer(middleware::from_fn(move |request, next| {
+                read_body(request, next, limit, body_timeout)
+            }))
+    };
     Router::new()
         .route(
             "/slack/commands",
-            post(slack::commands).layer(DefaultBodyLimit::max(SLACK_COMMAND_BODY_LIMIT)),
+            post_within(post(slack::commands), SLACK_COMMAND_BODY_LIMIT),
         )
         .route(
             "/slack/interactions",
-            post(interactions::interactions)
-                .layer(DefaultBodyLimit::max(SLACK_INTERACTION_BODY_LIMIT)),
+            post_within(
+                post(interactions::interactions),
+                SLACK_INTERACTION_BODY_LIMIT,
+            ),
         )
         .route(
             "/slack/events",
-            post(events::events).layer(DefaultBodyLimit::max(SLACK_INTERACTION_BODY_LIMIT)),
+            post_within(post(events::events), SLACK_INTERACTION_BODY_LIMIT),
         )
         .route(
             "/webhooks/github",
-            post(webhooks::github).layer(DefaultBodyLimit::max(webhooks::GITHUB_BODY_LIMIT)),
+            post_within(post(webhooks::github), webhooks::GITHUB_BODY_LIMIT),
         )
         .route(
             "/webhooks/pagerduty",
-            post(webhooks::pagerduty).layer(DefaultBodyLimit::max(webhooks::SMALL_WEBHOOK_LIMIT)),
+            post_within(post(webhooks::pagerduty), webhooks::SMALL_WEBHOOK_LIMIT),
         )
         .route(
             "/webhooks/zendesk",
-            post(webhooks::zendesk).layer(DefaultBodyLimit::max(webhooks::SMALL_WEBHOOK_LIMIT)),
+            post_within(post(webhooks::zendesk), webhooks::SMALL_WEBHOOK_LIMIT),
         )
         .route("/jobs/{id}", get(pages::job_page))
         .route("/audit", get(pages::audit_page))
@@ -66,6 +83,65 @@ pub fn router(state: AppState) -> Router {
         .fallback(ops::not_found)
         .layer(middleware::from_fn(track))
         .with_state(state)
+}
+
+/// Read the whole body before the handler sees the request: 413 at once when the announced
+/// length is over `limit` (nothing is read), 413 when more than `limit` bytes arrive, 408 when
+/// the body has not arrived within `timeout` of its headers. A client that announces a huge body
+/// or trickles one cannot hold a connection and a task for longer than that.
+async fn read_body(request: Request, next: Next, limit: usize, timeout: Duration) -> Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return too_large();
+    }
+    let (parts, body) = request.into_parts();
+    let collected =
+        tokio::time::timeout(timeout, http_body_util::Limited::new(body, limit).collect()).await;
+    let bytes = match collected {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "request body not read");
+            return (
+                StatusCode::BAD_REQUEST,
+                "bad request: the body could not be read\n",
+            )
+                .into_response();
+        }
+        Err(_) => {
+            metrics::counter!("pantheon_body_timeouts_total").increment(1);
+            tracing::info!(
+                timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                "request body not received in time"
+            );
+            let mut response = (
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time\n",
+            )
+                .into_response();
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return response;
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+fn too_large() -> Response {
+    let mut response = (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response();
+    // The body was not read: the connection cannot carry another request.
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// Count and time every request by route, method and status.

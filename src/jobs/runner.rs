@@ -326,14 +326,9 @@ pub async fn run_command(
             Ok(())
         });
     }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            return RunEnd::Failed {
-                exit_code: None,
-                error: format!("cannot start {}: {e}", program.display()),
-            };
-        }
+    let mut child = match spawn_when_possible(&mut cmd, &program, timeout, log, &mut cancel).await {
+        Ok(child) => child,
+        Err(end) => return end,
     };
     let pid = child.id();
     // If this future is dropped (the command's handler timed out, the process is stopping),
@@ -370,6 +365,63 @@ pub async fn run_command(
     let _ = tokio::time::timeout(Duration::from_secs(2), out).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), err).await;
     end
+}
+
+/// Start `cmd`. A start that fails for lack of resources (no file descriptors for the pipes, no
+/// process slots, no memory) is not the job's fault and often passes: it is tried again with
+/// backoff, each try in the job's log, for up to [`SPAWN_PATIENCE`] (or the job's timeout, if
+/// shorter). Anything else fails the job at once.
+async fn spawn_when_possible(
+    cmd: &mut tokio::process::Command,
+    program: &std::path::Path,
+    timeout: Duration,
+    log: &LogSink,
+    cancel: &mut watch::Receiver<Stop>,
+) -> Result<tokio::process::Child, RunEnd> {
+    let give_up = tokio::time::Instant::now() + SPAWN_PATIENCE.min(timeout);
+    let mut wait = Duration::from_millis(250);
+    loop {
+        let e = match cmd.spawn() {
+            Ok(child) => return Ok(child),
+            Err(e) => e,
+        };
+        let error = format!("cannot start {}: {e}", program.display());
+        if !is_resource_error(&e) || tokio::time::Instant::now() + wait > give_up {
+            if is_resource_error(&e) {
+                tracing::error!(%error, "giving up starting the job's program");
+            }
+            return Err(RunEnd::Failed {
+                exit_code: None,
+                error,
+            });
+        }
+        tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "cannot start the job's program for lack of resources; trying again");
+        metrics::counter!("pantheon_job_spawn_retries_total").increment(1);
+        log.line(
+            Stream::System,
+            &format!(
+                "{error}; trying again in {}",
+                humantime::format_duration(wait)
+            ),
+        )
+        .await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = cancelled(cancel) => return Err(RunEnd::Cancelled),
+        }
+        wait = (wait * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// How long a job may wait for resources to start its program.
+const SPAWN_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Errors of a start that mean "out of something for now".
+fn is_resource_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM)
+    )
 }
 
 /// What the worker tells a running job: keep going, or stop.
@@ -596,6 +648,97 @@ mod tests {
         );
         assert!(tail[0].len() <= MAX_LINE + 20);
         assert_eq!(tail[1], "after");
+    }
+
+    /// Runs [`out_of_descriptors_child`] in a process of its own: it uses up this process's
+    /// file descriptors, which no other test may share.
+    #[test]
+    fn a_start_that_runs_out_of_descriptors_is_tried_again_not_failed() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "jobs::runner::tests::out_of_descriptors_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("PANTHEON_OUT_OF_DESCRIPTORS_CHILD", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert!(
+            stdout.contains("CHILD DONE"),
+            "the child test ran: {stdout}\n{stderr}"
+        );
+    }
+
+    #[test]
+    #[ignore = "run by a_start_that_runs_out_of_descriptors_is_tried_again_not_failed"]
+    fn out_of_descriptors_child() {
+        if std::env::var_os("PANTHEON_OUT_OF_DESCRIPTORS_CHILD").is_none() {
+            return;
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let argv: Vec<String> = ["echo", "started at last"].map(String::from).to_vec();
+            // One start first, so that everything a start sets up once (tokio's child
+            // reaper) exists before the descriptors run out.
+            let warm = LogSink::new(0);
+            assert_eq!(
+                run_command(&argv, None, &[], Duration::from_secs(5), &warm, never()).await,
+                RunEnd::Succeeded
+            );
+            let limit = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            // SAFETY: setrlimit with a valid struct; this process is the test's alone.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+            let mut hogs = Vec::new();
+            while let Ok(f) = std::fs::File::open("/dev/null") {
+                hogs.push(f);
+            }
+            let log = LogSink::new(0);
+            let run_log = log.clone();
+            let run = tokio::spawn(async move {
+                run_command(&argv, None, &[], Duration::from_secs(60), &run_log, never()).await
+            });
+            // Wait until it has failed to start at least once, then free the descriptors.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let pending = log.inner.lock().await.pending.clone();
+                if pending.iter().any(|l| l.line.contains("trying again")) {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "never retried: {pending:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            drop(hogs);
+            assert_eq!(run.await.unwrap(), RunEnd::Succeeded);
+            let lines: Vec<String> = log
+                .inner
+                .lock()
+                .await
+                .pending
+                .iter()
+                .map(|l| l.line.clone())
+                .collect();
+            assert!(
+                lines[0].contains("Too many open files") && lines[0].contains("trying again in"),
+                "{lines:?}"
+            );
+            assert_eq!(lines.last().map(String::as_str), Some("started at last"));
+        });
+        println!("CHILD DONE");
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use crate::harness::{SECRET, now};
 const BIN: &str = env!("CARGO_BIN_EXE_pantheon");
 
 /// `pantheon` with an empty environment but for PATH and what the test gives.
-fn pantheon(dir: &Path, env: &[(&str, &str)]) -> Command {
+pub(crate) fn pantheon(dir: &Path, env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir).env_clear();
     if let Ok(path) = std::env::var("PATH") {
@@ -35,23 +35,32 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Server {
-    child: Child,
-    addr: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
 }
 
 impl Server {
-    fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+    pub(crate) fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with(dir, env, |_| {})
+    }
+
+    /// [`Server::start`], with a last say over the command (limits, say).
+    pub(crate) fn start_with(
+        dir: &Path,
+        env: &[(&str, &str)],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Self {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let mut env = env.to_vec();
         env.push(("LISTEN_ADDR", &addr));
-        let child = pantheon(dir, &env)
-            .arg("serve")
+        let mut cmd = pantheon(dir, &env);
+        cmd.arg("serve")
             .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stdout(Stdio::null());
+        adjust(&mut cmd);
+        let child = cmd.spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(&addr).is_err() {
             assert!(Instant::now() < deadline, "pantheon serve did not start");
@@ -61,7 +70,7 @@ impl Server {
     }
 
     /// Stop with SIGTERM (a graceful shutdown) and return everything it logged.
-    fn stop(mut self) -> (std::process::ExitStatus, String) {
+    pub(crate) fn stop(mut self) -> (std::process::ExitStatus, String) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait().unwrap();
@@ -76,7 +85,7 @@ impl Server {
     }
 }
 
-fn signed_command(text: &str) -> (String, Vec<(&'static str, String)>) {
+pub(crate) fn signed_command(text: &str) -> (String, Vec<(&'static str, String)>) {
     let body = form_urlencoded::Serializer::new(String::new())
         .append_pair("command", "/ops")
         .append_pair("text", text)

@@ -5,6 +5,7 @@ mod harness;
 mod binary;
 mod contract;
 mod crash;
+mod edge;
 mod github;
 mod notifications;
 mod ops;
