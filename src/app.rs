@@ -187,8 +187,9 @@ impl App {
         let mut job_tasks = crate::jobs::spawn(services.clone(), stop.clone());
         job_tasks.push(tokio::spawn(crate::notify::sender::run(
             services.clone(),
-            stop,
+            stop.clone(),
         )));
+        job_tasks.push(tokio::spawn(crate::upkeep::run(services.clone(), stop)));
         Ok(Self {
             services,
             audit_task,
@@ -214,7 +215,6 @@ impl App {
         let state = AppState {
             services: self.services.clone(),
             slack_key: Arc::new(HmacKey::new(secret.expose_secret().as_bytes())),
-            replays: crate::http::interactions::replay_guard(),
         };
         Ok(http::router(state))
     }

@@ -124,9 +124,28 @@ pub struct AuditRecord {
 #[error("the audit trail could not be written: {0}")]
 pub struct AuditError(pub String);
 
+/// Whether a request's claim (its signature) was new when its rows were committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimed {
+    /// Seen for the first time: its own rows were stored.
+    First,
+    /// Seen before, here or on another replica: a replay, recorded as such.
+    Replay,
+}
+
+/// A request's claim on its key, and the rows to store instead if the key was taken.
+struct Claim {
+    key: String,
+    replayed: Vec<AuditEntry>,
+}
+
+/// What the writer hands back: the result, and the rows it stored (or tried to), for the log.
+type Done = oneshot::Sender<(Result<Claimed, AuditError>, Vec<AuditEntry>)>;
+
 struct Pending {
     entries: Vec<AuditEntry>,
-    done: Option<oneshot::Sender<Result<(), AuditError>>>,
+    claim: Option<Claim>,
+    done: Option<Done>,
 }
 
 /// Handle to the audit writer. Cloning is cheap; all clones feed the same writer.
@@ -147,32 +166,64 @@ impl AuditLog {
         (Self { tx }, task)
     }
 
-    /// Log and durably store `entries`, returning once they are committed.
+    /// Durably store `entries` and log them, returning once they are committed.
     pub async fn record(&self, entries: Vec<AuditEntry>) -> Result<(), AuditError> {
-        log_entries(&entries);
-        let (done, wait) = oneshot::channel();
-        self.enqueue(entries, Some(done)).await?;
-        wait.await.map_err(|_| stopped())?
+        self.commit(entries, None).await.map(drop)
     }
 
     pub async fn record_one(&self, entry: AuditEntry) -> Result<(), AuditError> {
         self.record(vec![entry]).await
     }
 
+    /// Store a request's rows together with its claim on `key` (a signature), in one
+    /// transaction. If the key was claimed before (within the replay window, by any replica),
+    /// `replayed` is stored instead and the answer is [`Claimed::Replay`]. Without a key this is
+    /// [`AuditLog::record`].
+    pub async fn record_claimed(
+        &self,
+        key: Option<String>,
+        entries: Vec<AuditEntry>,
+        replayed: Vec<AuditEntry>,
+    ) -> Result<Claimed, AuditError> {
+        let claim = key.map(|key| Claim { key, replayed });
+        self.commit(entries, claim).await
+    }
+
+    async fn commit(
+        &self,
+        entries: Vec<AuditEntry>,
+        claim: Option<Claim>,
+    ) -> Result<Claimed, AuditError> {
+        let (done, wait) = oneshot::channel();
+        let sent = self
+            .tx
+            .send(Pending {
+                entries,
+                claim,
+                done: Some(done),
+            })
+            .await;
+        if let Err(mpsc::error::SendError(pending)) = sent {
+            log_entries(&pending.entries);
+            return Err(stopped());
+        }
+        let (result, stored) = wait.await.map_err(|_| stopped())?;
+        // Logged once the outcome is known, in the caller's span (its correlation id), and
+        // whether or not the database took them: the log is the trace of last resort.
+        log_entries(&stored);
+        result
+    }
+
     /// Log and queue `entries` for the next commit without waiting for it. Only for steps
     /// that change nothing; a failed commit is logged by the writer.
     pub async fn submit(&self, entries: Vec<AuditEntry>) -> Result<(), AuditError> {
         log_entries(&entries);
-        self.enqueue(entries, None).await
-    }
-
-    async fn enqueue(
-        &self,
-        entries: Vec<AuditEntry>,
-        done: Option<oneshot::Sender<Result<(), AuditError>>>,
-    ) -> Result<(), AuditError> {
         self.tx
-            .send(Pending { entries, done })
+            .send(Pending {
+                entries,
+                claim: None,
+                done: None,
+            })
             .await
             .map_err(|_| stopped())
     }
@@ -267,28 +318,72 @@ async fn linger(rx: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>) -> b
     }
 }
 
+/// Commit one batch in one transaction. Claims are taken first; each request whose key was
+/// already taken (or taken earlier in this batch) has its `replayed` rows stored instead.
 async fn commit(store: &Store, batch: Vec<Pending>) {
-    let entries: Vec<&AuditEntry> = batch.iter().flat_map(|p| p.entries.iter()).collect();
+    let keys: Vec<&str> = batch
+        .iter()
+        .filter_map(|p| p.claim.as_ref().map(|c| c.key.as_str()))
+        .collect();
     let started = std::time::Instant::now();
-    let mut result = store.insert_audit(&entries).await;
+    let now = OffsetDateTime::now_utc();
+    let attempt = || async {
+        if keys.is_empty() {
+            let entries: Vec<&AuditEntry> = batch.iter().flat_map(|p| p.entries.iter()).collect();
+            store.insert_audit(&entries).await.map(|()| Vec::new())
+        } else {
+            store
+                .insert_audit_claiming(&keys, now, |fresh| chosen(&batch, fresh.to_vec()).collect())
+                .await
+        }
+    };
+    let mut result = attempt().await;
     // One quick retry covers a dropped connection; a database that stays down is reported to
-    // every waiting caller, who then refuses to act unaudited.
+    // every waiting caller, who then refuses to act unaudited. (A failed try stored nothing,
+    // claims included.)
     if result.is_err() {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        result = store.insert_audit(&entries).await;
+        result = attempt().await;
     }
+    let rows = match &result {
+        Ok(fresh) if !keys.is_empty() => chosen(&batch, fresh.clone()).count(),
+        _ => batch.iter().map(|p| p.entries.len()).sum(),
+    };
     metrics::histogram!("pantheon_audit_batch_duration_seconds")
         .record(started.elapsed().as_secs_f64());
-    metrics::histogram!("pantheon_audit_batch_rows").record(entries.len() as f64);
+    metrics::histogram!("pantheon_audit_batch_rows").record(rows as f64);
     let result = result.map_err(|e| {
-        tracing::error!(error = %e, rows = entries.len(), "audit write failed");
+        tracing::error!(error = %e, rows, "audit write failed");
         AuditError(e.to_string())
     });
+    let mut fresh = result.as_ref().ok().map(|f| f.iter().copied());
     for pending in batch {
-        if let Some(done) = pending.done {
-            let _ = done.send(result.clone());
-        }
+        let claimed = match (&pending.claim, fresh.as_mut()) {
+            (Some(_), Some(flags)) => {
+                if flags.next().unwrap_or(true) {
+                    Claimed::First
+                } else {
+                    Claimed::Replay
+                }
+            }
+            _ => Claimed::First,
+        };
+        let Some(done) = pending.done else { continue };
+        let stored = match (claimed, pending.claim) {
+            (Claimed::Replay, Some(claim)) => claim.replayed,
+            _ => pending.entries,
+        };
+        let _ = done.send((result.clone().map(|_| claimed), stored));
     }
+}
+
+/// The rows a batch stores, given which of its claims were fresh (in claim order).
+fn chosen(batch: &[Pending], fresh: Vec<bool>) -> impl Iterator<Item = &AuditEntry> {
+    let mut flags = fresh.into_iter();
+    batch.iter().flat_map(move |p| match &p.claim {
+        Some(claim) if !flags.next().unwrap_or(true) => claim.replayed.iter(),
+        _ => p.entries.iter(),
+    })
 }
 
 #[cfg(test)]
@@ -299,6 +394,7 @@ mod tests {
     fn pending(waits: bool) -> Pending {
         Pending {
             entries: vec![AuditEntry::new("c", "U1", "command", Outcome::Received)],
+            claim: None,
             done: waits.then(|| oneshot::channel().0),
         }
     }

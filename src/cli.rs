@@ -370,6 +370,7 @@ async fn console(
             slash: slash.clone(),
             text,
             reply: ReplyTarget::Console(tx),
+            replay_key: None,
         };
         match dispatch::dispatch(&services, invocation).await {
             Ack::Message(message) => println!("{}", crate::chat::unescape(&message.text)),

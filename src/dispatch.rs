@@ -4,6 +4,11 @@
 //! Slack gives us three seconds to acknowledge, so everything before the acknowledgement is
 //! cheap: parsing, the permission check, the allow-list check and one audit commit. Help and
 //! parse errors are answered in the acknowledgement itself.
+//!
+//! That one commit comes before any answer, whatever the answer is: it carries the request's
+//! claim on its signature, so a replayed request is refused (and the refusal audited) on every
+//! replica and across restarts, and it stores the `received` row with the outcome, so a refusal
+//! is on the trail before the person (or an attacker) sees it.
 
 use std::{sync::Arc, time::Instant};
 
@@ -13,7 +18,7 @@ use url::Url;
 
 use crate::{
     app::Services,
-    audit::{AuditEntry, Outcome},
+    audit::{AuditEntry, AuditError, Claimed, Outcome},
     chat::{Message, Visibility},
     command::{CommandContext, CommandError, CommandSpec, ParseError, help},
     reply,
@@ -42,6 +47,9 @@ pub struct Invocation {
     pub slash: String,
     pub text: String,
     pub reply: ReplyTarget,
+    /// What makes this request unique within the replay window (its signature), when it came
+    /// signed: a second request with the same key is a replay and is refused.
+    pub replay_key: Option<String>,
 }
 
 /// Where a checked reply goes.
@@ -94,37 +102,36 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
     };
     let received = entry(Outcome::Received);
     let may_run = |spec: &CommandSpec| may_run(services, &inv.user_id, spec);
+    let answer =
+        |entries, command, message| answer_inline(services, &inv, entries, command, message);
 
     let (spec, args) = match services.registry.parse(&inv.text, may_run) {
         Ok(found) => found,
         Err(ParseError::Empty) => {
-            return answer_inline(
-                services,
+            return answer(
                 vec![received, entry(Outcome::Succeeded).detail("help")],
                 "help",
-                || help::render(&services.registry, &inv.slash, may_run, None),
+                help::render(&services.registry, &inv.slash, may_run, None),
             )
             .await;
         }
         Err(ParseError::Incomplete { topic }) => {
-            return answer_inline(
-                services,
+            return answer(
                 vec![
                     received,
                     entry(Outcome::Succeeded).detail(format!("help {topic}")),
                 ],
                 "help",
-                || help::render(&services.registry, &inv.slash, may_run, Some(&topic)),
+                help::render(&services.registry, &inv.slash, may_run, Some(&topic)),
             )
             .await;
         }
         Err(err) => {
             let detail = format!("{}: {}", err.kind(), err.message(&inv.slash));
-            return answer_inline(
-                services,
+            return answer(
                 vec![received, entry(Outcome::Invalid).detail(detail)],
                 "unknown",
-                || Message::text(err.message(&inv.slash)),
+                Message::text(err.message(&inv.slash)),
             )
             .await;
         }
@@ -133,11 +140,10 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
 
     if let Err(refusal) = spec.allowed(&services.access, &inv.user_id) {
         let text = refusal.message(&format!("{} {}", inv.slash, name));
-        return answer_inline(
-            services,
+        return answer(
             vec![received, entry(Outcome::Refused).detail(text.clone())],
             &name,
-            || Message::text(text.clone()),
+            Message::text(text),
         )
         .await;
     }
@@ -160,7 +166,7 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
         if let Some(d) = detail {
             done = done.detail(d);
         }
-        return answer_inline(services, vec![received, done], &name, || message.clone()).await;
+        return answer(vec![received, done], &name, message).await;
     }
 
     let delivery = match &inv.reply {
@@ -174,11 +180,10 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
             Err(why) => {
                 tracing::warn!(reason = %why, "response_url refused");
                 let text = format!("I can't answer this request: {why}. Nothing was run.");
-                return answer_inline(
-                    services,
+                return answer(
                     vec![received, entry(Outcome::Refused).detail(why)],
                     &name,
-                    || Message::text(text.clone()),
+                    Message::text(text),
                 )
                 .await;
             }
@@ -187,17 +192,26 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
 
     let Ok(permit) = services.permits.clone().try_acquire_owned() else {
         let text = "Pantheon is busy right now (too many commands in flight). Nothing was run; try again in a moment.";
-        return answer_inline(
-            services,
+        return answer(
             vec![
                 received,
                 entry(Outcome::Refused).detail("busy: too many commands in flight"),
             ],
             &name,
-            || Message::text(text),
+            Message::text(text),
         )
         .await;
     };
+
+    // Nothing runs until its audit rows are committed.
+    match claim(services, &inv, vec![received, entry(Outcome::Started)]).await {
+        Ok(Claimed::First) => {}
+        Ok(Claimed::Replay) => {
+            crate::telemetry::record_command(&name, Outcome::Refused.as_str());
+            return replay_refused();
+        }
+        Err(e) => return cannot_audit(&e),
+    }
 
     let ctx = context(args);
     let visibility = spec.visibility;
@@ -206,7 +220,7 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
     tokio::spawn(
         async move {
             let _permit = permit;
-            run_in_background(&services_bg, received, ctx, handler, delivery, visibility).await;
+            run_in_background(&services_bg, ctx, handler, delivery, visibility).await;
         }
         .in_current_span(),
     );
@@ -216,24 +230,78 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
     }
 }
 
+/// Commit a request's rows with its claim on its signature. A replay stores `received` and a
+/// refusal instead.
+async fn claim(
+    services: &Services,
+    inv: &Invocation,
+    entries: Vec<AuditEntry>,
+) -> Result<Claimed, AuditError> {
+    let replayed = || {
+        let entry = |outcome| {
+            AuditEntry::new(&inv.correlation_id, &inv.user_id, "command", outcome)
+                .channel(&inv.channel_id)
+                .command(&inv.text)
+        };
+        vec![
+            entry(Outcome::Received),
+            entry(Outcome::Refused).detail(REPLAY_DETAIL),
+        ]
+    };
+    match &inv.replay_key {
+        Some(key) => {
+            let claimed = services
+                .audit
+                .record_claimed(Some(key.clone()), entries, replayed())
+                .await?;
+            if claimed == Claimed::Replay {
+                crate::telemetry::record_signature_failure("slack", "replay");
+                tracing::warn!("replayed request refused");
+            }
+            Ok(claimed)
+        }
+        None => services
+            .audit
+            .record(entries)
+            .await
+            .map(|()| Claimed::First),
+    }
+}
+
+/// The audit detail of a refused replay.
+pub const REPLAY_DETAIL: &str =
+    "replay: this signed request was received before (Slack never sends one twice)";
+
+fn replay_refused() -> Ack {
+    Ack::Message(Message::text(
+        "This request was already received once, so this copy was refused: a signed request is never run twice. Nothing was run.",
+    ))
+}
+
 fn may_run(services: &Services, user: &str, spec: &CommandSpec) -> bool {
     spec.allowed(&services.access, user).is_ok()
 }
 
-/// Answer in the acknowledgement. The audit rows are queued, not waited for: these answers
-/// change nothing, and the acknowledgement should not wait on the disk.
+/// Answer in the acknowledgement, once the rows are committed (with the request's claim).
 async fn answer_inline(
     services: &Services,
+    inv: &Invocation,
     entries: Vec<AuditEntry>,
     command: &str,
-    message: impl FnOnce() -> Message,
+    message: Message,
 ) -> Ack {
     let outcome = entries.last().map_or(Outcome::Received, |e| e.outcome);
-    crate::telemetry::record_command(command, outcome.as_str());
-    if let Err(e) = services.audit.submit(entries).await {
-        return cannot_audit(&e);
+    match claim(services, inv, entries).await {
+        Ok(Claimed::First) => {
+            crate::telemetry::record_command(command, outcome.as_str());
+            Ack::Message(message)
+        }
+        Ok(Claimed::Replay) => {
+            crate::telemetry::record_command(command, Outcome::Refused.as_str());
+            replay_refused()
+        }
+        Err(e) => cannot_audit(&e),
     }
-    Ack::Message(message())
 }
 
 fn cannot_audit(e: &crate::audit::AuditError) -> Ack {
@@ -297,7 +365,6 @@ fn settle(inv: &Invocation, name: &str, result: Joined) -> (Outcome, Option<Stri
 
 async fn run_in_background(
     services: &Arc<Services>,
-    received: AuditEntry,
     ctx: CommandContext,
     handler: crate::command::Handler,
     delivery: Delivery,
@@ -310,18 +377,6 @@ async fn run_in_background(
             .channel(&inv.channel_id)
             .command(&inv.text)
     };
-    // Nothing runs until its audit rows are committed.
-    if let Err(e) = services
-        .audit
-        .record(vec![received, entry(Outcome::Started)])
-        .await
-    {
-        if let Ack::Message(m) = cannot_audit(&e) {
-            deliver(services, &delivery, m).await.ok();
-        }
-        return;
-    }
-
     let started = Instant::now();
     let timeout = services.config.limits.handler_timeout;
     let mut task = tokio::spawn(handler(ctx).in_current_span());

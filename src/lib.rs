@@ -21,3 +21,4 @@ pub mod runbooks;
 pub mod signature;
 pub mod store;
 pub mod telemetry;
+pub mod upkeep;

@@ -86,6 +86,7 @@ pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Re
             channel: channel.to_owned(),
             thread_ts: thread.clone(),
         },
+        replay_key: None,
     };
     let services = services.clone();
     let channel = channel.to_owned();

@@ -1,14 +1,9 @@
 //! `POST /slack/interactions`: button clicks on approval messages.
 //!
-//! Verified like slash commands (the same extractor), then the `payload` field is parsed.
+//! Verified like slash commands (the same extractor), then the `payload` field is parsed and
+//! the request's signature claimed (a replay is refused).
 //! A vote is one database transaction decided before we answer; what people see (the updated
 //! message, or an ephemeral "you cannot approve your own request") follows in the background.
-
-use std::{
-    collections::HashSet,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
 
 use axum::{
     extract::State,
@@ -20,8 +15,14 @@ use tracing::Instrument;
 
 use super::{AppState, slack::VerifiedSlack};
 use crate::{
-    app::Services, chat::Message, dispatch::new_correlation_id, domain::approval::Decision,
-    error::ApiError, jobs::report, reply, runbooks,
+    app::Services,
+    audit::{AuditEntry, Claimed, Outcome},
+    chat::Message,
+    dispatch::new_correlation_id,
+    domain::approval::Decision,
+    error::ApiError,
+    jobs::report,
+    reply, runbooks,
 };
 
 #[derive(Debug, Deserialize)]
@@ -62,56 +63,6 @@ struct Container {
     channel_id: Option<String>,
 }
 
-/// Signatures seen within the replay window. Slack does not retry slash commands or
-/// interactions, so a second arrival of the same signed request is a replay. Two generations of
-/// sets, swapped every window, keep the check O(1); each generation is capped so a flood cannot
-/// exhaust memory (past the cap, requests are still verified and audited, just not remembered).
-/// Across replicas, votes are idempotent and audited anyway.
-pub struct ReplayGuard {
-    state: Mutex<Generations>,
-}
-
-struct Generations {
-    current: HashSet<String>,
-    previous: HashSet<String>,
-    started: Instant,
-}
-
-const REPLAY_CAP: usize = 200_000;
-
-impl Default for ReplayGuard {
-    fn default() -> Self {
-        Self {
-            state: Mutex::new(Generations {
-                current: HashSet::new(),
-                previous: HashSet::new(),
-                started: Instant::now(),
-            }),
-        }
-    }
-}
-
-impl ReplayGuard {
-    /// True the first time a signature is seen within the window. Hex case is folded, since
-    /// verification accepts either.
-    pub fn first_time(&self, signature: &str) -> bool {
-        let window = Duration::from_secs(crate::signature::MAX_CLOCK_SKEW_SECS as u64 * 2);
-        let key = signature.trim().to_ascii_lowercase();
-        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if g.started.elapsed() >= window {
-            g.previous = std::mem::take(&mut g.current);
-            g.started = Instant::now();
-        }
-        if g.current.contains(&key) || g.previous.contains(&key) {
-            return false;
-        }
-        if g.current.len() < REPLAY_CAP {
-            g.current.insert(key);
-        }
-        true
-    }
-}
-
 fn parse(body: &[u8]) -> Result<Payload, String> {
     let raw = form_urlencoded::parse(body)
         .find(|(k, _)| k == "payload")
@@ -124,17 +75,35 @@ pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack)
     if let Err(e) = request.require_form() {
         return e.into_response();
     }
-    let signature = request.signature.to_str().unwrap_or_default();
-    if !state.replays.first_time(signature) {
-        crate::telemetry::record_signature_failure("slack", "replay");
-        tracing::warn!("replayed interaction refused");
-        return (StatusCode::UNAUTHORIZED, "replayed request\n").into_response();
-    }
-    let body = request.body;
-    let payload = match parse(&body) {
+    let payload = match parse(&request.body) {
         Ok(p) => p,
         Err(why) => return ApiError::BadRequest(why).into_response(),
     };
+    // Slack never sends a click twice: the same signature again is a replay, refused on every
+    // replica and across restarts, and audited.
+    let refused = AuditEntry::new(
+        &new_correlation_id(),
+        &payload.user.id,
+        "interaction",
+        Outcome::Refused,
+    )
+    .detail(crate::dispatch::REPLAY_DETAIL);
+    match state
+        .services
+        .audit
+        .record_claimed(Some(request.replay_key()), Vec::new(), vec![refused])
+        .await
+    {
+        Ok(Claimed::First) => {}
+        Ok(Claimed::Replay) => {
+            crate::telemetry::record_signature_failure("slack", "replay");
+            tracing::warn!("replayed interaction refused");
+            return (StatusCode::UNAUTHORIZED, "replayed request\n").into_response();
+        }
+        Err(e) => {
+            return ApiError::Unavailable(format!("interaction not recorded: {e}")).into_response();
+        }
+    }
     if payload.kind != "block_actions" {
         tracing::info!(kind = %payload.kind, "interaction ignored");
         return StatusCode::OK.into_response();
@@ -242,8 +211,4 @@ async fn respond(services: &Services, raw_url: &str, message: &Message) {
         }
         Err(why) => tracing::warn!(reason = %why, "interaction response_url refused"),
     }
-}
-
-pub fn replay_guard() -> Arc<ReplayGuard> {
-    Arc::new(ReplayGuard::default())
 }

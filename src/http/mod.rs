@@ -35,7 +35,6 @@ pub const SLACK_INTERACTION_BODY_LIMIT: usize = 1024 * 1024;
 pub struct AppState {
     pub services: Arc<Services>,
     pub slack_key: Arc<HmacKey>,
-    pub replays: Arc<interactions::ReplayGuard>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -59,6 +59,13 @@ impl FromRequest<AppState> for VerifiedSlack {
 }
 
 impl VerifiedSlack {
+    /// What makes this request unique for the replay check: its signature (hex case folded,
+    /// since verification accepts either).
+    pub fn replay_key(&self) -> String {
+        let signature = self.signature.to_str().unwrap_or_default().trim();
+        format!("slack:{}", signature.to_ascii_lowercase())
+    }
+
     /// 400 unless the request said it is a form.
     pub fn require_form(&self) -> Result<(), ApiError> {
         if self.form {
@@ -178,7 +185,7 @@ pub async fn commands(State(state): State<AppState>, request: VerifiedSlack) -> 
     if let Err(e) = request.require_form() {
         return e.into_response();
     }
-    let body = request.body;
+    let body = request.body.clone();
     let cmd = match SlashForm::parse(&body) {
         Ok(SlashForm::SslCheck) => return StatusCode::OK.into_response(),
         Ok(SlashForm::Command(cmd)) => cmd,
@@ -198,6 +205,7 @@ pub async fn commands(State(state): State<AppState>, request: VerifiedSlack) -> 
         },
         text: cmd.text,
         reply: ReplyTarget::ResponseUrl(cmd.response_url),
+        replay_key: Some(request.replay_key()),
     };
     let ack = dispatch::dispatch(&state.services, invocation).await;
     let mut response = match ack {

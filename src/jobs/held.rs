@@ -70,6 +70,7 @@ pub async fn run(
                 channel: job.channel.clone(),
                 thread_ts: job.thread_ts.clone().unwrap_or_default(),
             },
+            replay_key: None,
         }),
         args,
         command: spec.name.clone(),

@@ -151,6 +151,29 @@ impl Store {
         }
     }
 
+    /// Take claims on `keys` (request signatures) and append the audit entries `pick` chooses,
+    /// in one transaction. `pick` is told, for each key in order, whether the claim is this
+    /// request's: false when the key was claimed before, or earlier in `keys`. Returns that.
+    pub async fn insert_audit_claiming<'a>(
+        &self,
+        keys: &[&str],
+        now: OffsetDateTime,
+        pick: impl FnOnce(&[bool]) -> Vec<&'a AuditEntry>,
+    ) -> Result<Vec<bool>> {
+        match self {
+            Store::Postgres(pool) => postgres::insert_audit_claiming(pool, keys, now, pick).await,
+            Store::Sqlite(pool) => sqlite::insert_audit_claiming(pool, keys, now, pick).await,
+        }
+    }
+
+    /// Forget claims taken before `before` (past the replay window). Returns how many.
+    pub async fn prune_claims(&self, before: OffsetDateTime) -> Result<u64> {
+        match self {
+            Store::Postgres(pool) => postgres::prune_claims(pool, before).await,
+            Store::Sqlite(pool) => sqlite::prune_claims(pool, before).await,
+        }
+    }
+
     /// The newest `limit` entries, newest first.
     pub async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditRecord>> {
         self.audit_before(i64::MAX, limit).await
@@ -172,6 +195,16 @@ impl Store {
             Store::Sqlite(pool) => sqlite::audit_for(pool, correlation_id).await,
         }
     }
+}
+
+/// For each key in order: whether this one took its claim (it was inserted, and no key before
+/// it in the batch was the same).
+fn first_claims(keys: &[&str], inserted: &[String]) -> Vec<bool> {
+    let inserted: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
+    let mut taken = std::collections::HashSet::new();
+    keys.iter()
+        .map(|k| inserted.contains(k) && taken.insert(*k))
+        .collect()
 }
 
 /// A database URL fit for messages: any password replaced.

@@ -62,6 +62,39 @@ async fn insert_audit_exec(conn: &mut PgConnection, entries: &[&AuditEntry]) -> 
     Ok(())
 }
 
+pub(super) async fn insert_audit_claiming<'a>(
+    pool: &PgPool,
+    keys: &[&str],
+    now: OffsetDateTime,
+    pick: impl FnOnce(&[bool]) -> Vec<&'a AuditEntry>,
+) -> Result<Vec<bool>> {
+    let mut tx = pool.begin().await?;
+    // A replica inserting the same key at the same time waits for this transaction, then finds
+    // it taken.
+    let inserted: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO request_claims (key, seen_at)
+         SELECT DISTINCT k, $2 FROM UNNEST($1::text[]) AS k
+         ON CONFLICT (key) DO NOTHING
+         RETURNING key",
+    )
+    .bind(keys)
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?;
+    let fresh = super::first_claims(keys, &inserted);
+    insert_audit_exec(&mut tx, &pick(&fresh)).await?;
+    tx.commit().await?;
+    Ok(fresh)
+}
+
+pub(super) async fn prune_claims(pool: &PgPool, before: OffsetDateTime) -> Result<u64> {
+    let done = sqlx::query("DELETE FROM request_claims WHERE seen_at < $1")
+        .bind(before)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 fn audit_row(row: PgRow) -> Result<AuditRecord> {
     Ok(AuditRecord {
         id: row.try_get("id")?,

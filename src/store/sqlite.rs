@@ -51,6 +51,40 @@ async fn insert_audit_exec(conn: &mut SqliteConnection, entries: &[&AuditEntry])
     Ok(())
 }
 
+pub(super) async fn insert_audit_claiming<'a>(
+    pool: &SqlitePool,
+    keys: &[&str],
+    now: OffsetDateTime,
+    pick: impl FnOnce(&[bool]) -> Vec<&'a AuditEntry>,
+) -> Result<Vec<bool>> {
+    let keys_json =
+        serde_json::to_string(keys).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    // The first statement writes, so the write lock is taken at once (no upgrade to collide on).
+    let mut tx = pool.begin().await?;
+    let inserted: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO request_claims (key, seen_at)
+         SELECT DISTINCT value, ? FROM json_each(?) WHERE true
+         ON CONFLICT (key) DO NOTHING
+         RETURNING key",
+    )
+    .bind(ts(now))
+    .bind(keys_json)
+    .fetch_all(&mut *tx)
+    .await?;
+    let fresh = super::first_claims(keys, &inserted);
+    insert_audit_exec(&mut tx, &pick(&fresh)).await?;
+    tx.commit().await?;
+    Ok(fresh)
+}
+
+pub(super) async fn prune_claims(pool: &SqlitePool, before: OffsetDateTime) -> Result<u64> {
+    let done = sqlx::query("DELETE FROM request_claims WHERE seen_at < ?")
+        .bind(ts(before))
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 fn audit_row(row: SqliteRow) -> Result<AuditRecord> {
     Ok(AuditRecord {
         id: row.try_get("id")?,

@@ -371,39 +371,11 @@ impl TestApp {
 
     /// A signed `block_actions` click by `user` on button `action_id` with `value`.
     pub async fn click(&self, user: &str, action_id: &str, value: &str) -> Clicked {
-        let response_url = self.response_url();
-        let payload = serde_json::json!({
-            "type": "block_actions",
-            "user": {"id": user, "username": "someone", "team_id": "T1"},
-            "team": {"id": "T1"},
-            "api_app_id": "A1",
-            "container": {"type": "message", "message_ts": "1700000000.000001", "channel_id": CHANNEL, "is_ephemeral": false},
-            "channel": {"id": CHANNEL, "name": "ops"},
-            "trigger_id": "1.2.3",
-            "response_url": response_url,
-            "actions": [{"type": "button", "action_id": action_id, "block_id": "approval", "value": value, "action_ts": "1700000001.000000"}]
-        });
-        let body = form_urlencoded::Serializer::new(String::new())
-            .append_pair("payload", &payload.to_string())
-            .finish();
-        let ts = now().to_string();
-        let sig = sign_slack(&HmacKey::new(SECRET.as_bytes()), &ts, body.as_bytes());
-        let resp = self
-            .post_slack(
-                "/slack/interactions",
-                body,
-                &[
-                    ("content-type", "application/x-www-form-urlencoded".into()),
-                    ("x-slack-request-timestamp", ts),
-                    ("x-slack-signature", sig),
-                ],
-            )
-            .await;
+        let signed = self.signed_click(user, action_id, value);
+        let acked = self.post_signed(&signed).await;
         Clicked {
-            status: resp.status().as_u16(),
-            response_path: url::Url::parse(&response_url)
-                .map(|u| u.path().to_owned())
-                .unwrap_or_default(),
+            status: acked.status,
+            response_path: acked.response_path,
         }
     }
 
@@ -672,22 +644,47 @@ impl SlashRequest<'_> {
             .finish()
     }
 
-    pub async fn send(self) -> Acked {
+    /// The signed request as it would be posted: body and headers. Posting it twice is what a
+    /// replay looks like.
+    pub fn signed(&self) -> SignedRequest {
         let body = self.body();
-        let response_url = self.response_url.clone();
         let ts = self.timestamp.unwrap_or_else(now).to_string();
         let sig = sign_slack(&HmacKey::new(self.secret.as_bytes()), &ts, body.as_bytes());
+        SignedRequest {
+            path: "/slack/commands",
+            body,
+            headers: vec![
+                ("content-type", "application/x-www-form-urlencoded".into()),
+                ("x-slack-request-timestamp", ts),
+                ("x-slack-signature", sig),
+            ],
+            response_path: url::Url::parse(&self.response_url)
+                .map(|u| u.path().to_owned())
+                .unwrap_or_default(),
+        }
+    }
+
+    pub async fn send(self) -> Acked {
+        let signed = self.signed();
+        self.app.post_signed(&signed).await
+    }
+}
+
+/// A signed Slack request, ready to post (as often as a test likes).
+#[derive(Clone)]
+pub struct SignedRequest {
+    pub path: &'static str,
+    pub body: String,
+    pub headers: Vec<(&'static str, String)>,
+    /// The path of the response URL in the body.
+    pub response_path: String,
+}
+
+impl TestApp {
+    /// Post a signed request as it is.
+    pub async fn post_signed(&self, signed: &SignedRequest) -> Acked {
         let resp = self
-            .app
-            .post_slack(
-                "/slack/commands",
-                body,
-                &[
-                    ("content-type", "application/x-www-form-urlencoded".into()),
-                    ("x-slack-request-timestamp", ts),
-                    ("x-slack-signature", sig),
-                ],
-            )
+            .post_slack(signed.path, signed.body.clone(), &signed.headers)
             .await;
         let status = resp.status().as_u16();
         let correlation_id = resp
@@ -697,14 +694,44 @@ impl SlashRequest<'_> {
             .unwrap_or_default()
             .to_owned();
         let body = resp.text().await.unwrap_or_default();
-        let response_path = url::Url::parse(&response_url)
-            .map(|u| u.path().to_owned())
-            .unwrap_or_default();
         Acked {
             status,
             body,
             correlation_id,
-            response_path,
+            response_path: signed.response_path.clone(),
+        }
+    }
+
+    /// A signed `block_actions` click, ready to post.
+    pub fn signed_click(&self, user: &str, action_id: &str, value: &str) -> SignedRequest {
+        let response_url = self.response_url();
+        let payload = serde_json::json!({
+            "type": "block_actions",
+            "user": {"id": user, "username": "someone", "team_id": "T1"},
+            "team": {"id": "T1"},
+            "api_app_id": "A1",
+            "container": {"type": "message", "message_ts": "1700000000.000001", "channel_id": CHANNEL, "is_ephemeral": false},
+            "channel": {"id": CHANNEL, "name": "ops"},
+            "trigger_id": "1.2.3",
+            "response_url": response_url,
+            "actions": [{"type": "button", "action_id": action_id, "block_id": "approval", "value": value, "action_ts": "1700000001.000000"}]
+        });
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", &payload.to_string())
+            .finish();
+        let ts = now().to_string();
+        let sig = sign_slack(&HmacKey::new(SECRET.as_bytes()), &ts, body.as_bytes());
+        SignedRequest {
+            path: "/slack/interactions",
+            body,
+            headers: vec![
+                ("content-type", "application/x-www-form-urlencoded".into()),
+                ("x-slack-request-timestamp", ts),
+                ("x-slack-signature", sig),
+            ],
+            response_path: url::Url::parse(&response_url)
+                .map(|u| u.path().to_owned())
+                .unwrap_or_default(),
         }
     }
 }

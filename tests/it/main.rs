@@ -11,6 +11,7 @@ mod notifications;
 mod ops;
 mod pagerduty;
 mod runbooks;
+mod security;
 mod signing;
 mod slash_commands;
 mod store_suite;

@@ -26,7 +26,83 @@ both_stores!(
     submitted_rows_are_all_committed_when_the_writer_stops,
     a_job_log_line_written_twice_is_stored_once,
     migrations_are_idempotent,
+    a_claim_is_taken_once_until_it_is_pruned,
+    many_writers_racing_for_one_claim_get_it_once,
 );
+
+async fn a_claim_is_taken_once_until_it_is_pruned(db: Db) {
+    let Some((store, _db)) = store(db, "claims").await else {
+        return;
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let a = AuditEntry::new("c-a", "U1", "command", Outcome::Received);
+    let b = AuditEntry::new("c-b", "U1", "command", Outcome::Received);
+    let again = AuditEntry::new("c-again", "U1", "command", Outcome::Refused);
+    // The second "a" in one batch is a replay of the first.
+    let fresh = store
+        .insert_audit_claiming(&["slack:a", "slack:b", "slack:a"], now, |fresh| {
+            assert_eq!(fresh, [true, true, false]);
+            vec![&a, &b, &again]
+        })
+        .await
+        .unwrap();
+    assert_eq!(fresh, [true, true, false]);
+    assert_eq!(store.audit_for("c-again").await.unwrap().len(), 1);
+    let fresh = store
+        .insert_audit_claiming(&["slack:b", "slack:c"], now, |_| vec![])
+        .await
+        .unwrap();
+    assert_eq!(fresh, [false, true]);
+    // Pruned past the window, a key may be claimed again.
+    assert_eq!(
+        store
+            .prune_claims(now - time::Duration::minutes(1))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .prune_claims(now + time::Duration::minutes(1))
+            .await
+            .unwrap(),
+        3
+    );
+    let fresh = store
+        .insert_audit_claiming(&["slack:a"], now, |_| vec![])
+        .await
+        .unwrap();
+    assert_eq!(fresh, [true]);
+    store.close().await;
+}
+
+async fn many_writers_racing_for_one_claim_get_it_once(db: Db) {
+    let Some((store, _db)) = store(db, "claims_race").await else {
+        return;
+    };
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let row = AuditEntry::new(&format!("race-{i}"), "U1", "command", Outcome::Received);
+                store
+                    .insert_audit_claiming(&["slack:same"], time::OffsetDateTime::now_utc(), |_| {
+                        vec![&row]
+                    })
+                    .await
+                    .unwrap()[0]
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1, "exactly one writer takes the claim");
+    store.close().await;
+}
 
 async fn audit_entries_round_trip(db: Db) {
     let Some((store, _db)) = store(db, "round_trip").await else {
