@@ -445,7 +445,8 @@ pub struct ApprovalConfig {
     pub count: u32,
     #[serde(default = "default_expiry", with = "duration_str")]
     pub expires: Duration,
-    /// Approval is needed only when every listed parameter has the given value.
+    /// Approval is needed only when every listed parameter matches the given expression (in
+    /// full, ignoring case: `production` also catches `PRODUCTION`).
     #[serde(default)]
     pub when: BTreeMap<String, String>,
 }
@@ -607,12 +608,27 @@ impl FileConfig {
                         "count must be at least 1",
                     ));
                 }
-                for param in a.when.keys() {
-                    if !runbook.params.contains_key(param) {
+                for (param, value) in &a.when {
+                    let Some(pattern) = runbook.params.get(param) else {
                         return Err(source.error_at(
                             approval.span(),
                             format!("{key}.approval.when.{param}"),
                             format!("`{param}` is not one of this runbook's params"),
+                        ));
+                    };
+                    let when_key = format!("{key}.approval.when.{param}");
+                    crate::domain::runbook::compile_when(value)
+                        .map_err(|e| source.error_at(approval.span(), when_key.clone(), e))?;
+                    let accepts = crate::domain::runbook::compile_param_regex(pattern.get_ref())
+                        .is_ok_and(|re| crate::domain::runbook::when_can_apply(value, &re));
+                    if !accepts {
+                        return Err(source.error_at(
+                            approval.span(),
+                            when_key,
+                            format!(
+                                "`{param}` can never be `{value}` (it must match `{}`), so this approval would never be asked for",
+                                pattern.get_ref()
+                            ),
                         ));
                     }
                 }
@@ -1162,6 +1178,36 @@ channel = "C0DEV"
         let err = parse(&bad_regex).unwrap_err();
         assert_eq!(err.key.as_deref(), Some("runbooks[0].params.app"), "{err}");
         assert_eq!(err.location.as_ref().unwrap().line, 17, "{err}");
+    }
+
+    #[test]
+    fn a_when_value_the_parameter_can_never_take_is_refused() {
+        let typo = DESIGN_EXAMPLE.replace(
+            "when = { env = \"production\" }",
+            "when = { env = \"prodution\" }",
+        );
+        let err = parse(&typo).unwrap_err();
+        assert_eq!(
+            err.key.as_deref(),
+            Some("runbooks[0].approval.when.env"),
+            "{err}"
+        );
+        assert!(err.message.contains("can never be `prodution`"), "{err}");
+        let bad = DESIGN_EXAMPLE.replace(
+            "when = { env = \"production\" }",
+            "when = { env = \"prod(\" }",
+        );
+        assert!(
+            parse(&bad)
+                .unwrap_err()
+                .message
+                .contains("not a valid regular expression")
+        );
+        let upper = DESIGN_EXAMPLE.replace(
+            "when = { env = \"production\" }",
+            "when = { env = \"PRODUCTION\" }",
+        );
+        assert!(parse(&upper).is_ok(), "case is folded");
     }
 
     #[test]

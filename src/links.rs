@@ -1,7 +1,9 @@
 //! Signed, expiring links to pages: no login, nothing guessable.
 //!
-//! - `/jobs/{id}?exp=<unix seconds>&sig=<hex HMAC(key, "job:{id}:{exp}")>`, handed out with
-//!   every job message, valid for `[jobs] link_ttl`;
+//! - `/jobs/{id}?for=<user>&exp=<unix seconds>&sig=<hex HMAC(key, "job:{id}:{user}:{exp}")>`,
+//!   handed out only in the private reply of someone who may see the job (`job <id>`, `jobs`,
+//!   the "Log" button), valid for `[jobs] link_ttl`; the page checks again that its user may see
+//!   the job, and audits the view;
 //! - `/audit?for=<user>&exp=<unix seconds>&sig=<hex HMAC(key, "audit:{user}:{exp}")>`, handed
 //!   out only to those who may run `audit`, in their own (ephemeral) reply, valid for at most an
 //!   hour. The user it was issued to is part of what is signed, so views are attributed.
@@ -74,20 +76,21 @@ impl Links {
             .verify_tag(&[format!("{subject}:{exp}").as_bytes()], &tag)
     }
 
-    /// A link to job `id`, valid for the configured time from `now`.
-    pub fn job_url(&self, id: i64, now: OffsetDateTime) -> String {
+    /// A link to job `id` for `user`, valid for the configured time from `now`.
+    pub fn job_url(&self, id: i64, user: &str, now: OffsetDateTime) -> String {
         self.link(
             &format!("jobs/{id}"),
-            &format!("job:{id}"),
-            &[],
+            &format!("job:{id}:{user}"),
+            &[("for", user)],
             self.ttl,
             now,
         )
     }
 
-    /// Whether `sig` is our signature for job `id` until `exp`, and `exp` has not passed.
-    pub fn verify(&self, id: i64, exp: i64, sig: &str, now: OffsetDateTime) -> bool {
-        self.verify_subject(&format!("job:{id}"), exp, sig, now)
+    /// Whether `sig` is our signature for `user`'s link to job `id` until `exp`, and `exp` has
+    /// not passed.
+    pub fn verify(&self, id: i64, user: &str, exp: i64, sig: &str, now: OffsetDateTime) -> bool {
+        self.verify_subject(&format!("job:{id}:{user}"), exp, sig, now)
     }
 
     /// How long an audit link stays valid: the whole trail is behind it, so it is short-lived
@@ -125,18 +128,28 @@ mod tests {
         .unwrap();
         let links = Links::new(&settings, std::time::Duration::from_secs(3600));
         let now = OffsetDateTime::now_utc();
-        let url = Url::parse(&links.job_url(42, now)).unwrap();
+        let url = Url::parse(&links.job_url(42, "U01ALICE", now)).unwrap();
         assert!(
             url.as_str()
-                .starts_with("https://ops.example.com/pantheon/jobs/42?exp=")
+                .starts_with("https://ops.example.com/pantheon/jobs/42?for=U01ALICE&exp=")
         );
         let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
         let exp: i64 = q["exp"].parse().unwrap();
-        assert!(links.verify(42, exp, &q["sig"], now));
-        assert!(!links.verify(43, exp, &q["sig"], now));
-        assert!(!links.verify(42, exp + 1, &q["sig"], now));
-        assert!(!links.verify(42, exp, &q["sig"], now + time::Duration::hours(2)));
-        assert!(!links.verify(42, exp, "zz", now));
+        assert!(links.verify(42, "U01ALICE", exp, &q["sig"], now));
+        assert!(!links.verify(43, "U01ALICE", exp, &q["sig"], now));
+        assert!(
+            !links.verify(42, "U02JANE", exp, &q["sig"], now),
+            "bound to its viewer"
+        );
+        assert!(!links.verify(42, "U01ALICE", exp + 1, &q["sig"], now));
+        assert!(!links.verify(
+            42,
+            "U01ALICE",
+            exp,
+            &q["sig"],
+            now + time::Duration::hours(2)
+        ));
+        assert!(!links.verify(42, "U01ALICE", exp, "zz", now));
     }
 
     #[test]
@@ -165,11 +178,11 @@ mod tests {
             "bound to its user"
         );
         // A job link's signature does not open the audit page, nor the other way round.
-        let job = Url::parse(&links.job_url(1, now)).unwrap();
+        let job = Url::parse(&links.job_url(1, "U03JOE", now)).unwrap();
         let jq: std::collections::HashMap<_, _> = job.query_pairs().into_owned().collect();
         let jexp: i64 = jq["exp"].parse().unwrap();
         assert!(!links.verify_audit("U03JOE", jexp, &jq["sig"], now));
-        assert!(!links.verify(1, exp, &q["sig"], now));
+        assert!(!links.verify(1, "U03JOE", exp, &q["sig"], now));
         // A shorter link_ttl wins.
         let short = Links::new(&settings, std::time::Duration::from_secs(60));
         assert_eq!(short.audit_ttl(), time::Duration::minutes(1));

@@ -13,7 +13,7 @@ use crate::{
     domain::{
         approval::{ApprovalRequest, Decision, NewApprovalRequest, binding},
         job::NewJob,
-        runbook::{compile_param_regex, render, validate_value},
+        runbook::{compile_param_regex, compile_when, render, validate_value},
     },
     jobs::{report, runner},
     store::VoteResult,
@@ -63,6 +63,50 @@ pub fn held_name(action: &str) -> String {
 pub fn held_action(name: &str) -> Option<&str> {
     name.strip_prefix(HELD_PREFIX)
         .filter(|action| crate::config::PAGERDUTY_WRITE_ACTIONS.contains(action))
+}
+
+/// Whether `user` may see a job of `runbook` (its status, log and page): whoever may run the
+/// runbook, and whoever asked for this job. A held PagerDuty write is seen by those who may use
+/// `pager` commands. The check runs at every look, so a permission taken away also closes the
+/// job's page.
+pub fn may_see_job(
+    services: &Services,
+    user: &str,
+    runbook: &str,
+    requested_by: &str,
+) -> Result<(), crate::domain::access::Refusal> {
+    if user == requested_by {
+        return Ok(());
+    }
+    let family = if held_action(runbook).is_some() {
+        "pager"
+    } else {
+        runbook
+    };
+    services.access.check(user, None, family, &[])
+}
+
+/// What someone who may not see job `job` is told instead.
+pub fn hidden_job_message(
+    job: &crate::domain::job::Job,
+    refusal: &crate::domain::access::Refusal,
+) -> String {
+    let needs = match refusal.needed.as_slice() {
+        [] => "no group may run it".to_owned(),
+        [one] => format!("it needs the `{}` group", escape(one)),
+        many => format!(
+            "it needs one of the groups {}",
+            many.iter()
+                .map(|g| format!("`{}`", escape(g)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    format!(
+        "Job #{} is a job of `{}`, which you may not run ({needs}), so its status and log are not shown to you.",
+        job.id,
+        escape(&job.runbook)
+    )
 }
 
 /// One runbook per action in `[pagerduty] approval_required`. Its parameters: `command`, the
@@ -120,14 +164,16 @@ pub fn validate(runbook: &RunbookConfig, params: &BTreeMap<String, String>) -> R
     Ok(())
 }
 
-/// Whether this run needs approval: the runbook has a policy, and every `when` parameter has
-/// the value named.
+/// Whether this run needs approval: the runbook has a policy, and every `when` parameter
+/// matches its expression (in full, ignoring case; see [`compile_when`]). An expression that
+/// does not compile (check-config refuses those) counts as a match: when in doubt, ask.
 pub fn needs_approval(runbook: &RunbookConfig, params: &BTreeMap<String, String>) -> bool {
     runbook.approval.as_ref().is_some_and(|a| {
-        a.get_ref()
-            .when
-            .iter()
-            .all(|(k, v)| params.get(k).is_some_and(|p| p == v))
+        a.get_ref().when.iter().all(|(k, pattern)| {
+            params
+                .get(k)
+                .is_some_and(|value| compile_when(pattern).map_or(true, |re| re.is_match(value)))
+        })
     })
 }
 
@@ -202,16 +248,15 @@ pub async fn request_with_preview(
             .await
             .map_err(|e| store_failed("The job could not be queued", &e))?;
         services.job_queued.notify_waiters();
-        let url = services.links.job_url(id, now);
         let text = format!(
-            "<@{}> queued *{}* #{id} on `{}` ({}). {}",
+            "<@{}> queued *{}* #{id} on `{}` ({}).",
             who.user,
             escape(&name),
             escape(&target),
             escape(&shown),
-            chat::link(&url, "Job page")
         );
-        let message = Message::blocks(text.clone(), vec![chat::section(&text)]).in_channel();
+        // In the channel: no link to the page, a button that hands each clicker their own.
+        let message = report::with_log_button(text, id).in_channel();
         return Ok(match posted {
             Some(ts) => {
                 if let Err(e) = services
@@ -271,7 +316,7 @@ pub async fn request_with_preview(
     let Ok(Some(request)) = services.store.approval_request(id).await else {
         return Err("The approval request was stored but could not be read back.".into());
     };
-    let message = report::approval_message(&request, None, None);
+    let message = report::approval_message(&request, None);
     Ok(match post(services, who.channel, &message).await {
         Some(ts) => {
             let _ = services.store.set_approval_message(id, &ts).await;
@@ -352,6 +397,27 @@ pub async fn vote(
     decision: Decision,
 ) -> Result<Voted, String> {
     let now = OffsetDateTime::now_utc();
+    let action = format!("approval.{}", decision.as_str());
+    // Every way to vote (a button, a command, a future modal) comes through here, so the
+    // `approvals` permission is checked here, once for all of them.
+    if let Err(refusal) = services.access.check(voter, None, "approvals", &[]) {
+        let text = refusal.message(&format!("{} request #{id}", decision.as_str()));
+        let entry = AuditEntry::new(correlation_id, voter, &action, Outcome::Refused)
+            .channel(channel)
+            .command(&format!("{} request #{id}", decision.as_str()))
+            .detail(format!("refused: {text}"));
+        services
+            .audit
+            .record(vec![entry])
+            .await
+            .map_err(|e| format!("{e}."))?;
+        metrics::counter!("pantheon_approval_votes_total", "result" => "refused").increment(1);
+        return Ok(Voted {
+            reply: text,
+            changed: false,
+            request: None,
+        });
+    }
     let group = services
         .store
         .approval_request(id)
@@ -361,7 +427,6 @@ pub async fn vote(
     let qualified = group
         .as_deref()
         .is_some_and(|g| services.access.in_group(voter, g));
-    let action = format!("approval.{}", decision.as_str());
     let audit = |request: Option<&ApprovalRequest>, result: &VoteResult| {
         let base = AuditEntry::new(correlation_id, voter, &action, Outcome::Succeeded)
             .channel(channel)

@@ -1,10 +1,7 @@
 //! The commands every Pantheon has: `help`, `whoami`, `audit`.
 
 use super::{ArgType, CommandContext, Declaration, HandlerResult, command, handler, help};
-use crate::{
-    chat::{self, Message},
-    dispatch::ReplyTarget,
-};
+use crate::chat::{self, Message};
 
 pub fn declarations() -> Vec<Declaration> {
     vec![
@@ -104,10 +101,7 @@ async fn audit(ctx: CommandContext) -> HandlerResult {
     // The link opens the whole trail for whoever holds it, so it goes only into replies no one
     // else sees: the slash command's ephemeral reply, or the local console. A reply in a
     // channel thread (an @mention) does not get it.
-    let private = matches!(
-        ctx.invocation.reply,
-        ReplyTarget::ResponseUrl(_) | ReplyTarget::Console(_)
-    );
+    let private = ctx.private_reply();
     let more = if private {
         let links = &ctx.services.links;
         let url = links.audit_url(ctx.user(), time::OffsetDateTime::now_utc());

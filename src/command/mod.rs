@@ -58,6 +58,16 @@ pub enum CommandError {
 pub type HandlerResult = Result<Message, CommandError>;
 
 impl CommandContext {
+    /// Whether the answer is seen only by the person who asked: the slash command's ephemeral
+    /// reply, or the local console. A reply in a channel thread (an @mention) is seen by the
+    /// channel. Personal links and job output go only into private answers.
+    pub fn private_reply(&self) -> bool {
+        matches!(
+            self.invocation.reply,
+            crate::dispatch::ReplyTarget::ResponseUrl(_) | crate::dispatch::ReplyTarget::Console(_)
+        )
+    }
+
     /// Record one step of this command (a vendor call, a state change) in the audit trail,
     /// under the command's correlation id. Steps that act must be recorded before they act, so
     /// a failure to record stops the command.

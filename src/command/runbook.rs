@@ -165,28 +165,49 @@ async fn request(
 
 async fn jobs(ctx: CommandContext) -> HandlerResult {
     let runbook = ctx.args.text("runbook");
-    let list = ctx
-        .services
+    let services = &ctx.services;
+    // Jobs of runbooks the person may not run are left out (with a count), so fetch more than
+    // are shown.
+    let list = services
         .store
-        .jobs(runbook, 20)
+        .jobs(runbook, 200)
         .await
         .map_err(|e| CommandError::Internal(e.to_string()))?;
     let now = OffsetDateTime::now_utc();
-    let lines: Vec<String> = list
+    let (visible, hidden): (Vec<_>, Vec<_>) = list.iter().partition(|j| {
+        runbooks::may_see_job(services, ctx.user(), &j.runbook, &j.requested_by).is_ok()
+    });
+    let private = ctx.private_reply();
+    let mut lines: Vec<String> = visible
         .iter()
-        .map(|j| report::job_line(j, Some(&ctx.services.links.job_url(j.id, now))))
+        .take(20)
+        .map(|j| {
+            let url = private.then(|| services.links.job_url(j.id, ctx.user(), now));
+            report::job_line(j, url.as_deref())
+        })
         .collect();
+    if !hidden.is_empty() && !lines.is_empty() {
+        lines.push(format!(
+            "({} more of runbooks you may not run are not shown.)",
+            hidden.len()
+        ));
+    }
     let title = match runbook {
-        Some(r) => format!("Recent {r} jobs"),
+        Some(r) => format!("Recent {} jobs", escape(r)),
         None => "Recent jobs".to_owned(),
     };
-    Ok(chat::list_message(&title, &lines, false, "No jobs yet."))
+    Ok(chat::list_message(
+        &title,
+        &lines,
+        false,
+        "No jobs you may see yet.",
+    ))
 }
 
 async fn job(ctx: CommandContext) -> HandlerResult {
     let id = ctx.args.int("id").unwrap_or(0);
-    let Some(job) = ctx
-        .services
+    let services = &ctx.services;
+    let Some(job) = services
         .store
         .job(id)
         .await
@@ -194,9 +215,29 @@ async fn job(ctx: CommandContext) -> HandlerResult {
     else {
         return Err(CommandError::User(format!("There is no job #{id}.")));
     };
-    let url = ctx.services.links.job_url(id, OffsetDateTime::now_utc());
-    let logs = ctx
-        .services
+    // Saying why is fine (ids are sequential, so "no such job" would hide nothing); its
+    // output is what must not show.
+    if let Err(refusal) =
+        runbooks::may_see_job(services, ctx.user(), &job.runbook, &job.requested_by)
+    {
+        return Err(CommandError::User(runbooks::hidden_job_message(
+            &job, &refusal,
+        )));
+    }
+    if !ctx.private_reply() {
+        // In a channel thread: the status only. The log and a personal link go to those who
+        // ask for them privately.
+        let line = report::job_line(&job, None);
+        let text = format!(
+            "{line}\nFor its log, run `{} job {id}` yourself (the answer is only for you).",
+            ctx.services.slash
+        );
+        return Ok(Message::text(text));
+    }
+    let url = services
+        .links
+        .job_url(id, ctx.user(), OffsetDateTime::now_utc());
+    let logs = services
         .store
         .job_logs(id, Some(15))
         .await

@@ -25,6 +25,30 @@ pub fn compile_param_regex(pattern: &str) -> Result<Regex, String> {
         .map_err(|e| format!("not a valid regular expression: {e}"))
 }
 
+/// Compile a `when` value of an approval policy: an expression the whole parameter value must
+/// match, ignoring case. A parameter's own expression may accept other spellings of a value
+/// (`(?i)`, or `[Pp]roduction`), so an exact comparison would let `PRODUCTION` past a policy
+/// written for `production`; matching the way parameters match, with case folded, does not.
+pub fn compile_when(pattern: &str) -> Result<Regex, String> {
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .case_insensitive(true)
+        .size_limit(1 << 20)
+        .dfa_size_limit(1 << 20)
+        .build()
+        .map_err(|e| format!("not a valid regular expression: {e}"))
+}
+
+/// For a `when` value that is a plain word (no expression syntax): whether the parameter's
+/// expression accepts it in some casing. If not, the policy could never apply: a typo.
+pub fn when_can_apply(when: &str, param: &Regex) -> bool {
+    if regex::escape(when) != when {
+        return true;
+    }
+    [when.to_owned(), when.to_lowercase(), when.to_uppercase()]
+        .iter()
+        .any(|v| param.is_match(v))
+}
+
 /// The `{name}` placeholders of a template, in order.
 pub fn placeholders(template: &str) -> Result<Vec<&str>, String> {
     let mut names = Vec::new();
@@ -270,6 +294,27 @@ mod tests {
             );
         }
         assert_eq!(validate_value("v", "1.2.3", &version), Ok(()));
+    }
+
+    #[test]
+    fn when_matches_every_spelling_the_parameter_accepts() {
+        let lax_env = compile_param_regex("(?i)staging|production").unwrap();
+        let when = compile_when("production").unwrap();
+        for spelling in ["production", "PRODUCTION", "Production", "pRoDuCtIoN"] {
+            assert_eq!(validate_value("env", spelling, &lax_env), Ok(()));
+            assert!(when.is_match(spelling), "{spelling} must need approval");
+        }
+        assert!(!when.is_match("staging"));
+        assert!(!when.is_match("production-eu"), "matched in full");
+        // An expression reaches several values.
+        let prod = compile_when("prod|production").unwrap();
+        assert!(prod.is_match("PROD") && prod.is_match("production") && !prod.is_match("dev"));
+        // A plain word the parameter can never take is a typo.
+        let env = compile_param_regex("staging|production").unwrap();
+        assert!(when_can_apply("production", &env));
+        assert!(when_can_apply("PRODUCTION", &env));
+        assert!(!when_can_apply("prodution", &env));
+        assert!(when_can_apply("prod.*", &env), "expressions are not judged");
     }
 
     #[test]

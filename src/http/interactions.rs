@@ -121,6 +121,15 @@ pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack)
         })
         .unwrap_or_default();
     for action in &payload.actions {
+        if action.action_id == report::LOG_ACTION {
+            let id = action.value.as_deref().and_then(|v| v.parse::<i64>().ok());
+            let answer = log_link(&services, &payload.user.id, id).await;
+            if let Some(url) = payload.response_url.clone() {
+                let services = services.clone();
+                tokio::spawn(async move { respond(&services, &url, &ephemeral(&answer)).await });
+            }
+            continue;
+        }
         let decision = match action.action_id.as_str() {
             "approval_approve" => Decision::Approve,
             "approval_deny" => Decision::Deny,
@@ -163,12 +172,8 @@ pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack)
                                 Some(j) => services.store.job(j).await.ok().flatten(),
                                 None => None,
                             };
-                            let link = request.job_id.map(|j| {
-                                services.links.job_url(j, time::OffsetDateTime::now_utc())
-                            });
-                            let message =
-                                report::approval_message(&request, job.as_ref(), link.as_deref())
-                                    .replacing_original();
+                            let message = report::approval_message(&request, job.as_ref())
+                                .replacing_original();
                             respond(&services, &url, &message).await;
                         }
                     }
@@ -194,6 +199,38 @@ pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack)
         );
     }
     StatusCode::OK.into_response()
+}
+
+/// The answer to a click on a job's "Log" button: a link to its page for the clicker alone, if
+/// they may see the job.
+async fn log_link(services: &Services, user: &str, id: Option<i64>) -> String {
+    let job = match id {
+        Some(id) => services.store.job(id).await,
+        None => Ok(None),
+    };
+    match job {
+        Ok(Some(job)) => {
+            match runbooks::may_see_job(services, user, &job.runbook, &job.requested_by) {
+                Ok(()) => {
+                    let url = services
+                        .links
+                        .job_url(job.id, user, time::OffsetDateTime::now_utc());
+                    format!(
+                        "{} #{}: {} (this link is yours alone; do not share it).",
+                        crate::chat::escape(&job.runbook),
+                        job.id,
+                        crate::chat::link(&url, "job page with the full log")
+                    )
+                }
+                Err(refusal) => runbooks::hidden_job_message(&job, &refusal),
+            }
+        }
+        Ok(None) => "There is no such job.".to_owned(),
+        Err(e) => {
+            tracing::error!(error = %e, "job lookup failed");
+            "The job could not be read just now; try again shortly.".to_owned()
+        }
+    }
 }
 
 fn ephemeral(text: &str) -> Message {

@@ -1,4 +1,5 @@
-//! `GET /jobs/{id}`: a job's page, reached by the signed, expiring link chat messages carry.
+//! `GET /jobs/{id}`: a job's page, reached by a signed, expiring link issued to one person (in
+//! their private reply, or by the "Log" button). Each view is checked and audited.
 
 use axum::{
     extract::{Path, Query, State},
@@ -13,6 +14,9 @@ use crate::domain::job::{Job, JobStatus};
 
 #[derive(Debug, Deserialize)]
 pub struct Signed {
+    /// The user the link was issued to.
+    #[serde(default, rename = "for")]
+    user: Option<String>,
     #[serde(default)]
     exp: Option<i64>,
     #[serde(default)]
@@ -73,15 +77,20 @@ pub async fn job_page(
 ) -> Response {
     let services = &state.services;
     let now = OffsetDateTime::now_utc();
-    let (Ok(id), Some(exp), Some(sig)) = (id.parse::<i64>(), q.exp, q.sig.as_deref()) else {
+    let (Ok(id), Some(user), Some(exp), Some(sig)) = (
+        id.parse::<i64>(),
+        q.user.as_deref(),
+        q.exp,
+        q.sig.as_deref(),
+    ) else {
         return page(
             StatusCode::FORBIDDEN,
             "Link not valid",
-            "<p>This link is incomplete. Use the link from the chat message.</p>",
+            "<p>This link is incomplete. Run <code>job &lt;id&gt;</code> in chat for a link of your own.</p>",
             false,
         );
     };
-    if !services.links.verify(id, exp, sig, now) {
+    if !services.links.verify(id, user, exp, sig, now) {
         return page(
             StatusCode::FORBIDDEN,
             "Link not valid",
@@ -101,14 +110,32 @@ pub async fn job_page(
         }
         Err(e) => {
             tracing::error!(error = %e, "job page: store error");
-            return page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                "<p>Try again in a moment.</p>",
-                false,
-            );
+            return unavailable();
         }
     };
+    // The link's user must still be allowed to see this job (groups as read at start).
+    if crate::runbooks::may_see_job(services, user, &job.runbook, &job.requested_by).is_err() {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            "<p>The person this link was issued to may not see this job.</p>",
+            false,
+        );
+    }
+    let view = crate::audit::AuditEntry::new(
+        &job.correlation_id,
+        user,
+        "job.page",
+        crate::audit::Outcome::Succeeded,
+    )
+    .channel(&job.channel)
+    .command(&format!("{} #{}", job.runbook, job.id))
+    .detail("viewed the job page by signed link");
+    // Waited for: the log is not shown unless the view is on the trail.
+    if let Err(e) = services.audit.record(vec![view]).await {
+        tracing::error!(error = %e, "job page: could not audit the view");
+        return unavailable();
+    }
     // The page shows the last lines; a huge log would make it unusable anyway.
     const SHOWN: i64 = 5000;
     let logs = services
@@ -196,6 +223,15 @@ pub async fn job_page(
     body.push_str("</pre>");
     let live = matches!(job.status, JobStatus::Queued | JobStatus::Running);
     page(StatusCode::OK, &title(&job), &body, live)
+}
+
+fn unavailable() -> Response {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Unavailable",
+        "<p>Try again in a moment.</p>",
+        false,
+    )
 }
 
 fn title(job: &Job) -> String {

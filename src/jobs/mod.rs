@@ -102,7 +102,6 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: I
             .unwrap_or(0),
     };
     let log = LogSink::new(first_seq);
-    let url = services.links.job_url(job.id, OffsetDateTime::now_utc());
     metrics::counter!("pantheon_jobs_started_total", "runbook" => job.runbook.clone()).increment(1);
     let waited = OffsetDateTime::now_utc() - job.created_at;
     metrics::histogram!("pantheon_job_queue_wait_seconds").record(waited.as_seconds_f64().max(0.0));
@@ -144,16 +143,14 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: I
                 .await;
             let services_bg = services.clone();
             let job_bg = job.clone();
-            let url_bg = url.clone();
             tokio::spawn(async move {
                 report::job_changed(
                     &services_bg,
                     &job_bg,
                     format!(
-                        "▶ {} #{} started. {}",
-                        job_bg.runbook,
-                        job_bg.id,
-                        crate::chat::link(&url_bg, "Live log")
+                        "▶ {} #{} started.",
+                        crate::chat::escape(&job_bg.runbook),
+                        job_bg.id
                     ),
                 )
                 .await;
@@ -288,16 +285,9 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: I
         Err(e) => tracing::error!(job_id = job.id, error = %e, "job result not recorded"),
     }
     metrics::counter!("pantheon_jobs_finished_total", "runbook" => job.runbook.clone(), "status" => status.as_str()).increment(1);
-    let mut text = said;
-    if status != JobStatus::Succeeded {
-        let tail = log.tail(5).await;
-        if !tail.is_empty() {
-            text.push('\n');
-            text.push_str(&crate::chat::code_block(&tail.join("\n"), 1500));
-        }
-    }
-    text.push(' ');
-    text.push_str(&crate::chat::link(&url, "Full log"));
+    // The thread is seen by the whole channel, so it gets the outcome, not the output: the
+    // "Log" button answers those who may see the job with a link of their own.
+    let text = said;
     let mut finished = job.clone();
     finished.status = status;
     report::job_changed(services, &finished, text).await;
@@ -437,7 +427,6 @@ async fn reap(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
                         "reaped a job whose worker died"
                     );
                     metrics::counter!("pantheon_jobs_reaped_total", "status" => job.status.as_str()).increment(1);
-                    let url = services.links.job_url(job.id, now);
                     let text = if job.status == JobStatus::Cancelled {
                         format!(
                             "⏹ {} #{} was cancelled (its worker stopped).",
@@ -446,17 +435,13 @@ async fn reap(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
                     } else if job.status == JobStatus::Queued {
                         services.job_queued.notify_waiters();
                         format!(
-                            "⚠ {} #{} lost its worker and was re-queued (the runbook is safe to retry). {}",
-                            job.runbook,
-                            job.id,
-                            crate::chat::link(&url, "Log")
+                            "⚠ {} #{} lost its worker and was re-queued (the runbook is safe to retry).",
+                            job.runbook, job.id
                         )
                     } else {
                         format!(
-                            "⚠ {} #{} was interrupted: its worker stopped before it finished. It was *not* run again; check its effects, then ask again if needed. {}",
-                            job.runbook,
-                            job.id,
-                            crate::chat::link(&url, "Log so far")
+                            "⚠ {} #{} was interrupted: its worker stopped before it finished. It was *not* run again; check its effects, then ask again if needed.",
+                            job.runbook, job.id
                         )
                     };
                     report::job_changed(&services, &job, text).await;

@@ -3,8 +3,6 @@
 //! its thread. Posting needs `SLACK_BOT_TOKEN`; without it, answers go through the command's
 //! response URL only and later progress is visible with `job <id>` and on the job page.
 
-use time::OffsetDateTime;
-
 use crate::{
     app::Services,
     chat::{self, Message, escape},
@@ -40,11 +38,7 @@ fn mention_list(users: &[&str]) -> String {
 }
 
 /// The approval message for a request in its current state (and its job's, once there is one).
-pub fn approval_message(
-    request: &ApprovalRequest,
-    job: Option<&Job>,
-    job_url: Option<&str>,
-) -> Message {
+pub fn approval_message(request: &ApprovalRequest, job: Option<&Job>) -> Message {
     let title = match request.status {
         RequestStatus::Pending => format!("Approval needed: {}", request.runbook),
         RequestStatus::Approved => match job.map(|j| j.status) {
@@ -107,13 +101,7 @@ pub fn approval_message(
                 (None, Some(id)) => format!("{} #{id} queued", escape(&request.runbook)),
                 (None, None) => "queued".to_owned(),
             };
-            let link = job_url
-                .map(|u| format!(" · {}", chat::link(u, "job page")))
-                .unwrap_or_default();
-            format!(
-                "Approved by {} — {job_text}{link}",
-                mention_list(&approvers)
-            )
+            format!("Approved by {} — {job_text}", mention_list(&approvers))
         }
         RequestStatus::Denied => format!(
             "Denied by {}",
@@ -156,6 +144,9 @@ pub fn approval_message(
             ]
         }));
     }
+    if let Some(job_id) = request.job_id {
+        blocks.push(log_button(job_id));
+    }
     let fallback = format!("{title}\n{}\n{status}", asked.replace('*', ""));
     Message::blocks(fallback, blocks).in_channel()
 }
@@ -197,6 +188,29 @@ pub fn job_line(job: &Job, url: Option<&str>) -> String {
         parts.push(escape(&chat::truncate(e, 120)));
     }
     parts.join(" · ")
+}
+
+/// The action id of the "Log" button on job messages.
+pub const LOG_ACTION: &str = "job_log";
+
+/// A "Log" button for job `job_id`. Messages in a channel carry no link to the job's page (a link
+/// opens the page for whoever holds it); a click answers the clicker privately with a link of
+/// their own, if they may see the job.
+pub fn log_button(job_id: i64) -> serde_json::Value {
+    serde_json::json!({
+        "type": "actions",
+        "block_id": format!("job:{job_id}"),
+        "elements": [
+            {"type": "button", "action_id": LOG_ACTION, "value": job_id.to_string(),
+             "text": {"type": "plain_text", "text": "Log"}},
+        ]
+    })
+}
+
+/// `text` (mrkdwn) with a "Log" button for job `job_id` under it.
+pub fn with_log_button(text: String, job_id: i64) -> Message {
+    let blocks = vec![chat::section(&text), log_button(job_id)];
+    Message::blocks(text, blocks)
 }
 
 /// Replace the approval message with the request's current state (bot token and a posted
@@ -242,10 +256,7 @@ async fn refresh_approval_now(services: &Services, request_id: i64) {
         Some(id) => services.store.job(id).await.ok().flatten(),
         None => None,
     };
-    let url = request
-        .job_id
-        .map(|id| services.links.job_url(id, OffsetDateTime::now_utc()));
-    let message = approval_message(&request, job.as_ref(), url.as_deref());
+    let message = approval_message(&request, job.as_ref());
     if let Err(e) = services
         .slack
         .update_message(&request.channel, &ts, &message)
@@ -265,7 +276,7 @@ pub async fn to_thread(services: &Services, job: &Job, text: String) {
     };
     if let Err(e) = services
         .slack
-        .post_message(&job.channel, Some(thread), &Message::text(text))
+        .post_message(&job.channel, Some(thread), &with_log_button(text, job.id))
         .await
     {
         tracing::warn!(job_id = job.id, error = %e, "thread message not posted");

@@ -702,6 +702,33 @@ impl TestApp {
         }
     }
 
+    /// A signed `@pantheon <text>` mention by `user` in the test channel (each with an event id
+    /// of its own); returns the HTTP status. The answer is posted in the thread (`slack_api`).
+    pub async fn mention(&self, user: &str, text: &str) -> u16 {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let body = serde_json::json!({
+            "type": "event_callback", "team_id": "T1", "event_id": format!("EvTest{n}"),
+            "event": {"type": "app_mention", "user": user, "text": format!("<@U0BOT> {text}"),
+                      "channel": CHANNEL, "ts": format!("1700000100.{n:06}")}
+        })
+        .to_string();
+        let ts = now().to_string();
+        let sig = sign_slack(&HmacKey::new(SECRET.as_bytes()), &ts, body.as_bytes());
+        self.post_slack(
+            "/slack/events",
+            body,
+            &[
+                ("content-type", "application/json".into()),
+                ("x-slack-request-timestamp", ts),
+                ("x-slack-signature", sig),
+            ],
+        )
+        .await
+        .status()
+        .as_u16()
+    }
+
     /// A signed `block_actions` click, ready to post.
     pub fn signed_click(&self, user: &str, action_id: &str, value: &str) -> SignedRequest {
         let response_url = self.response_url();

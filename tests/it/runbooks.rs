@@ -315,7 +315,9 @@ async fn a_gated_deploy_waits_for_a_peer_and_then_runs(db: Db) {
         last.contains("Succeeded: deploy") && last.contains("deploy #1 succeeded"),
         "{last}"
     );
-    assert!(last.contains("|job page>"), "{last}");
+    // No page link in the channel (it would open the page for anyone): a Log button instead.
+    assert!(!last.contains("/jobs/1"), "{last}");
+    assert!(last.contains("\"action_id\":\"job_log\""), "{last}");
     assert!(
         !last.contains("approval_approve"),
         "decided messages have no buttons: {last}"
@@ -793,9 +795,15 @@ run = { kind = "command", argv = ["sh", "-c", "echo working; sleep 30"], timeout
         last.starts_with("⏱ slow #1 timed out after 1s and was stopped."),
         "{posts:?}"
     );
+    // The thread is the channel's: the output stays on the job page, behind the Log button.
     assert!(
-        last.contains("working"),
-        "the last output lines are shown: {last}"
+        !last.contains("working"),
+        "no output in the channel: {last}"
+    );
+    let ack = app.slash("job 1").send().await;
+    assert!(
+        app.reply_text(&ack).await.contains("working"),
+        "the requester sees the output privately"
     );
     app.stop().await;
 }
@@ -942,10 +950,10 @@ async fn job_pages_need_a_valid_signed_link(db: Db) {
     };
     app.slash("deploy api 1.0 to staging").send().await;
     job_ended(&app, 1).await;
-    let link = app
-        .services
-        .links
-        .job_url(1, time::OffsetDateTime::now_utc());
+    let link =
+        app.services
+            .links
+            .job_url(1, crate::harness::ALICE, time::OffsetDateTime::now_utc());
     let url = url::Url::parse(&link).unwrap();
     let local = app.url(&format!("{}?{}", url.path(), url.query().unwrap()));
     let page = app.client.get(&local).send().await.unwrap();

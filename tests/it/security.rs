@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::{
     both_stores,
-    harness::{ALICE, Db, JOE, TestApp, outcomes},
+    harness::{ALICE, Db, JANE, JOE, TestApp, outcomes},
 };
 
 const HELLO: &str = r#"
@@ -161,5 +161,259 @@ async fn refusals_are_on_the_trail_before_they_are_answered(db: Db) {
     let unknown = app.slash("helo").send().await;
     let rows = app.audit_for(&unknown.correlation_id).await;
     assert_eq!(outcomes(&rows), ["received", "invalid"]);
+    app.stop().await;
+}
+
+const SECRETS: &str = r#"
+[groups]
+approvers = ["U02JANE", "U03JOE"]
+admins = ["U03JOE"]
+
+[permissions]
+secret = ["admins"]
+approvals = ["admins"]
+
+[jobs]
+poll = "50ms"
+
+[[runbooks]]
+name = "secret"
+usage = "secret"
+run = { kind = "command", argv = ["sh", "-c", "echo the password is hunter42; exit 3"] }
+
+[[runbooks]]
+name = "hello"
+usage = "hello"
+run = { kind = "command", argv = ["sh", "-c", "echo hello"] }
+
+[[runbooks]]
+name = "deploy"
+usage = "deploy {app} {version} to {env}"
+params = { app = "^[a-z]+$", version = "^[0-9.]+$", env = "(?i)^(staging|production)$" }
+run = { kind = "command", argv = ["sh", "-c", "echo deployed"] }
+approval = { group = "approvers", when = { env = "production" } }
+"#;
+
+async fn ended(app: &TestApp, id: i64) -> pantheon::domain::job::Job {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(job) = app.services.store.job(id).await.unwrap()
+            && job.status.is_final()
+        {
+            return job;
+        }
+        assert!(std::time::Instant::now() < deadline, "job {id} never ended");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Every body Slack's Web API and the response URLs received so far, as text.
+async fn everything_slack_saw(app: &TestApp) -> String {
+    let mut all = String::new();
+    for server in [app.slack_api.as_ref(), Some(&app.response_url_server)]
+        .into_iter()
+        .flatten()
+    {
+        for r in server.received_requests().await.unwrap_or_default() {
+            all.push_str(&String::from_utf8_lossy(&r.body));
+            all.push('\n');
+        }
+    }
+    all
+}
+
+both_stores!(
+    job_output_is_shown_only_to_those_who_may_run_its_runbook,
+    the_approve_button_keeps_the_approvals_permission,
+    when_catches_every_spelling_the_parameter_accepts,
+);
+
+async fn job_output_is_shown_only_to_those_who_may_run_its_runbook(db: Db) {
+    let Some(app) = TestApp::on(db, "job_visibility")
+        .config(SECRETS)
+        .with_slack_api()
+        .start()
+        .await
+    else {
+        return;
+    };
+    let asked = app.slash("secret").by(JOE).send().await;
+    assert_eq!(asked.status, 200);
+    let job = ended(&app, 1).await;
+    assert_eq!(job.runbook, "secret");
+    app.slash("hello").by(ALICE).send().await;
+    ended(&app, 2).await;
+
+    // Alice may not run `secret`: no status, no log, no link.
+    let ack = app.slash("job 1").by(ALICE).send().await;
+    let reply = app.reply(&ack).await.to_string();
+    assert!(
+        reply.contains("a job of `secret`, which you may not run"),
+        "{reply}"
+    );
+    assert!(
+        !reply.contains("hunter42") && !reply.contains("/jobs/1"),
+        "{reply}"
+    );
+    // `jobs` lists what she may see, and says that more exist.
+    let ack = app.slash("jobs").by(ALICE).send().await;
+    let list = app.reply(&ack).await.to_string();
+    assert!(
+        list.contains("hello #2") && !list.contains("secret #1"),
+        "{list}"
+    );
+    assert!(
+        list.contains("1 more of runbooks you may not run"),
+        "{list}"
+    );
+    // The Log button answers her with a refusal, and Joe with a link of his own.
+    let clicked = app.click(ALICE, "job_log", "1").await;
+    let answer = app.click_reply(&clicked).await.to_string();
+    assert!(
+        answer.contains("may not run") && !answer.contains("/jobs/1"),
+        "{answer}"
+    );
+    let clicked = app.click(JOE, "job_log", "1").await;
+    let answer = app.click_reply(&clicked).await.to_string();
+    assert!(answer.contains("/jobs/1?for=U03JOE"), "{answer}");
+
+    // A link is bound to its user: one made out to Alice (as if leaked or forged) does not
+    // open the page, Joe's does, and his view is audited.
+    let now = time::OffsetDateTime::now_utc();
+    let local = |link: String| {
+        let url = url::Url::parse(&link).unwrap();
+        app.url(&format!("{}?{}", url.path(), url.query().unwrap()))
+    };
+    let alice_link = local(app.services.links.job_url(1, ALICE, now));
+    let page = app.client.get(&alice_link).send().await.unwrap();
+    assert_eq!(page.status(), 403);
+    assert!(!page.text().await.unwrap().contains("hunter42"));
+    let joe_link = local(app.services.links.job_url(1, JOE, now));
+    let page = app.client.get(&joe_link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("hunter42"));
+    let views: Vec<_> = app
+        .audit_for(&job.correlation_id)
+        .await
+        .into_iter()
+        .filter(|r| r.entry.action == "job.page")
+        .collect();
+    assert_eq!(views.len(), 1, "{views:?}");
+    assert_eq!(views[0].entry.actor, JOE);
+    let tampered = joe_link.replace("for=U03JOE", "for=U01ALICE");
+    assert_eq!(
+        app.client.get(&tampered).send().await.unwrap().status(),
+        403
+    );
+
+    // In a thread everyone reads, even Joe gets the status only.
+    assert_eq!(app.mention(JOE, "job 1").await, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !everything_slack_saw(&app)
+        .await
+        .contains("run `/ops job 1` yourself")
+    {
+        assert!(std::time::Instant::now() < deadline, "no thread answer");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Nothing posted in the channel (the job's thread, the mention's answer) carries the
+    // output or a page link; only Joe's private answer above does.
+    let mut channel_posts = String::new();
+    for method in ["chat.postMessage", "chat.update", "chat.postEphemeral"] {
+        for call in crate::harness::slack_calls(app.slack_api.as_ref().unwrap(), method).await {
+            channel_posts.push_str(&call.to_string());
+        }
+    }
+    assert!(
+        channel_posts.contains("secret #1"),
+        "the job was reported: {channel_posts}"
+    );
+    assert!(!channel_posts.contains("hunter42"), "{channel_posts}");
+    assert!(!channel_posts.contains("/jobs/"), "{channel_posts}");
+    app.stop().await;
+}
+
+async fn the_approve_button_keeps_the_approvals_permission(db: Db) {
+    let Some(app) = TestApp::on(db, "button_permission")
+        .config(SECRETS)
+        .start()
+        .await
+    else {
+        return;
+    };
+    let ack = app
+        .slash("deploy api 6.6.6 to production")
+        .by(ALICE)
+        .send()
+        .await;
+    app.reply(&ack).await;
+    let pending = app.services.store.pending_approvals().await.unwrap();
+    assert_eq!(pending.len(), 1);
+    let id = pending[0].id.to_string();
+    // Jane approves requests, but `approvals` is for admins: the command and the button
+    // refuse her alike.
+    let ack = app.slash(&format!("approve {id}")).by(JANE).send().await;
+    assert!(ack.text().contains("not allowed"), "{}", ack.body);
+    let clicked = app.click(JANE, "approval_approve", &id).await;
+    let answer = app.click_reply(&clicked).await.to_string();
+    assert!(answer.contains("not allowed"), "{answer}");
+    assert_eq!(
+        app.services.store.pending_approvals().await.unwrap().len(),
+        1
+    );
+    assert!(app.services.store.jobs(None, 10).await.unwrap().is_empty());
+    let refused: Vec<_> = app
+        .services
+        .store
+        .recent_audit(50)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.entry.action == "approval.approve" && r.entry.actor == JANE)
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].entry.outcome.as_str(), "refused");
+    // Joe is an admin and an approver.
+    let clicked = app.click(JOE, "approval_approve", &id).await;
+    assert_eq!(clicked.status, 200);
+    ended(&app, 1).await;
+    app.stop().await;
+}
+
+async fn when_catches_every_spelling_the_parameter_accepts(db: Db) {
+    let Some(app) = TestApp::on(db, "when_spelling")
+        .config(SECRETS)
+        .start()
+        .await
+    else {
+        return;
+    };
+    for (n, env) in ["PRODUCTION", "Production", "production"]
+        .iter()
+        .enumerate()
+    {
+        let ack = app
+            .slash(&format!("deploy api 6.6.{n} to {env}"))
+            .by(ALICE)
+            .send()
+            .await;
+        app.reply(&ack).await;
+    }
+    let ack = app
+        .slash("deploy api 7.0.0 to STAGING")
+        .by(ALICE)
+        .send()
+        .await;
+    app.reply(&ack).await;
+    let pending = app.services.store.pending_approvals().await.unwrap();
+    assert_eq!(
+        pending.len(),
+        3,
+        "every spelling of production waits: {pending:?}"
+    );
+    // Staging needs no approval and runs.
+    let job = ended(&app, 1).await;
+    assert_eq!(job.params["env"], "STAGING");
+    assert_eq!(app.services.store.jobs(None, 10).await.unwrap().len(), 1);
     app.stop().await;
 }
