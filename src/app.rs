@@ -110,6 +110,7 @@ impl App {
             http_timeout,
         } = options;
         register_secrets(&settings);
+        register_runbook_urls(&config);
         crate::telemetry::spawn_metrics_upkeep();
 
         let registry = build_registry_with(&config, &source, commands)?;
@@ -326,12 +327,8 @@ fn register_secrets(settings: &Settings) {
         &settings.pagerduty_webhook_secrets,
         &settings.zendesk_webhook_secrets,
     ];
-    let db_password = url::Url::parse(&settings.database_url)
-        .ok()
-        .and_then(|u| u.password().map(str::to_owned));
-    if let Some(password) = &db_password {
-        crate::redact::register_secrets([password.as_str()]);
-    }
+    let db_secrets = crate::store::url_secrets(&settings.database_url);
+    crate::redact::register_secrets(db_secrets.iter().map(String::as_str));
     crate::redact::register_secrets(
         singles
             .into_iter()
@@ -339,6 +336,30 @@ fn register_secrets(settings: &Settings) {
             .chain(lists.into_iter().flatten())
             .map(|s| s.expose_secret()),
     );
+}
+
+/// An `http` runbook's URL can be a credential in itself (an incoming-webhook URL): mask its
+/// path and query wherever job output or audit text would repeat them.
+fn register_runbook_urls(config: &FileConfig) {
+    let urls = config
+        .runbooks
+        .iter()
+        .flat_map(|r| std::iter::once(&r.run).chain(r.plan.as_ref()))
+        .filter_map(|run| match run.get_ref() {
+            crate::config::RunConfig::Http { url, .. } => url::Url::parse(url).ok(),
+            _ => None,
+        });
+    let mut secrets = Vec::new();
+    for url in urls {
+        let path = url.path().trim_matches('/');
+        if !path.is_empty() {
+            secrets.push(path.to_owned());
+        }
+        if let Some(q) = url.query() {
+            secrets.push(q.to_owned());
+        }
+    }
+    crate::redact::register_secrets(secrets.iter().map(String::as_str));
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -25,6 +25,10 @@ pub fn init_logs(format: Option<LogFormat>) -> tracing_appender::non_blocking::W
         LogFormat::Json
     });
     let registry = tracing_subscriber::registry().with(filter);
+    let writer = SafeLines {
+        inner: writer,
+        json: format == LogFormat::Json,
+    };
     match format {
         LogFormat::Json => registry
             .with(
@@ -53,6 +57,72 @@ pub fn init_logs(format: Option<LogFormat>) -> tracing_appender::non_blocking::W
         tracing::error!(panic = %crate::redact::scrub(&payload), %location, "panic");
     }));
     guard
+}
+
+/// The last net under every log line, whoever wrote it (our code, sqlx, hyper): registered
+/// secrets are masked, and the characters some log viewers treat as line breaks (U+2028,
+/// U+2029, U+0085) are escaped, so outside text can neither leak a secret nor forge a line.
+#[derive(Clone)]
+struct SafeLines<W> {
+    inner: W,
+    json: bool,
+}
+
+impl<'a, W: fmt::MakeWriter<'a>> fmt::MakeWriter<'a> for SafeLines<W> {
+    type Writer = SafeLine<W::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        SafeLine {
+            inner: self.inner.make_writer(),
+            json: self.json,
+        }
+    }
+}
+
+struct SafeLine<W> {
+    inner: W,
+    json: bool,
+}
+
+impl<W: std::io::Write> std::io::Write for SafeLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The formatter hands over each line whole.
+        match std::str::from_utf8(buf) {
+            Ok(text) => {
+                let safe = safe_line(text, self.json);
+                self.inner.write_all(safe.as_bytes())?;
+            }
+            Err(_) => self.inner.write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// One formatted log line, made safe (see [`SafeLines`]).
+pub fn safe_line(text: &str, json: bool) -> std::borrow::Cow<'_, str> {
+    let mut out = crate::redact::scrub_registered(text);
+    if out.contains(['\u{2028}', '\u{2029}', '\u{85}']) {
+        let escaped = out
+            .chars()
+            .fold(String::with_capacity(out.len() + 12), |mut acc, c| {
+                match (c, json) {
+                    ('\u{2028}', true) => acc.push_str("\\u2028"),
+                    ('\u{2029}', true) => acc.push_str("\\u2029"),
+                    ('\u{85}', true) => acc.push_str("\\u0085"),
+                    ('\u{2028}', false) => acc.push_str("\\u{2028}"),
+                    ('\u{2029}', false) => acc.push_str("\\u{2029}"),
+                    ('\u{85}', false) => acc.push_str("\\u{85}"),
+                    (c, _) => acc.push(c),
+                }
+                acc
+            });
+        out = std::borrow::Cow::Owned(escaped);
+    }
+    out
 }
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -128,4 +198,26 @@ pub fn record_signature_failure(source: &'static str, reason: &'static str) {
         "reason" => reason
     )
     .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_lines_cannot_be_split_or_leak_a_registered_secret() {
+        crate::redact::register_secrets(["a-registered-db-password"]);
+        let line = "{\"message\":\"x\u{2028}{\\\"forged\\\":1}\u{85}y\",\"value\":\"a-registered-db-password\"}\n";
+        let safe = super::safe_line(line, true);
+        assert!(!safe.contains(['\u{2028}', '\u{85}']), "{safe}");
+        assert!(
+            safe.contains("x\\u2028{") && safe.contains("\\u0085y"),
+            "{safe}"
+        );
+        assert!(!safe.contains("a-registered-db-password"), "{safe}");
+        let parsed: serde_json::Value = serde_json::from_str(safe.trim_end()).unwrap();
+        assert!(
+            parsed["message"].as_str().unwrap().contains('\u{2028}'),
+            "the same text, escaped"
+        );
+        assert_eq!(super::safe_line("a\u{2029}b\n", false), "a\\u{2029}b\n");
+    }
 }

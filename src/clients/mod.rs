@@ -84,12 +84,13 @@ impl From<reqwest::Error> for TransportError {
         } else {
             TransportKind::Other
         };
-        // reqwest's message names the URL, which for our calls holds no secret (tokens travel
-        // in headers), but strip the query anyway.
-        let message = match e.url() {
-            Some(url) => format!("{} {}", url.host_str().unwrap_or(""), url.path()),
-            None => String::new(),
-        };
+        // reqwest's message names the URL. Only its host is kept: a path can be a credential
+        // (a response URL, an incoming-webhook URL a runbook posts to), and a query too.
+        let message = e
+            .url()
+            .and_then(|url| url.host_str())
+            .unwrap_or_default()
+            .to_owned();
         Self { kind, message }
     }
 }

@@ -220,17 +220,9 @@ pub async fn run(
                 .map(|(k, v)| (k.clone(), render(v, params)))
                 .collect();
             let limit = timeout.unwrap_or(DEFAULT_TIMEOUT);
-            // Credentials may sit in the URL (query or user info); the log shows neither.
-            let shown = url::Url::parse(url)
-                .map(|u| {
-                    format!(
-                        "{}://{}{}",
-                        u.scheme(),
-                        u.host_str().unwrap_or(""),
-                        u.path()
-                    )
-                })
-                .unwrap_or_else(|_| "(the configured URL)".to_owned());
+            // Credentials may sit anywhere in the URL (user info, query, or the path itself, as
+            // in an incoming-webhook URL): the log shows only scheme and host.
+            let shown = shown_url(url);
             log.line(Stream::System, &format!("POST {shown}")).await;
             let call = services
                 .outbound
@@ -277,6 +269,14 @@ pub async fn run(
             error: "a held command is run by the job worker".into(),
         },
     }
+}
+
+/// A runbook URL as logs and messages show it: scheme and host, nothing else.
+pub fn shown_url(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| format!("{}://{h}", u.scheme())))
+        .unwrap_or_else(|| "(the configured URL)".to_owned())
 }
 
 /// Run a program with arguments (no shell), capturing stdout and stderr line by line.

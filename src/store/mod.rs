@@ -30,6 +30,36 @@ use crate::{
 static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_lose_every_password_before_they_are_shown() {
+        let shown =
+            without_password("postgres://u@db.internal/app?password=hunter2&sslmode=require");
+        assert_eq!(
+            shown,
+            "postgres://u@db.internal/app?password=REDACTED&sslmode=require"
+        );
+        let shown = without_password("postgres://u:s3cr%40t@db/app?SSLPassword=keypass");
+        assert!(
+            !shown.contains("s3cr") && !shown.contains("keypass"),
+            "{shown}"
+        );
+        assert_eq!(
+            without_password("sqlite://pantheon.db"),
+            "sqlite://pantheon.db"
+        );
+        let shown = without_password("postgres://u:p@[bad/db?password=x");
+        assert_eq!(shown, "postgres://(a URL that does not parse; not shown)");
+        assert!(!without_password("no scheme at all with secret").contains("secret"));
+        let secrets = url_secrets("postgres://u:s3cr%40t@db/app?password=hunter2&x=1");
+        assert!(secrets.contains(&"s3cr@t".to_owned()), "{secrets:?}");
+        assert!(secrets.contains(&"hunter2".to_owned()), "{secrets:?}");
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Holds the URL with any password removed.
@@ -207,17 +237,63 @@ fn first_claims(keys: &[&str], inserted: &[String]) -> Vec<bool> {
         .collect()
 }
 
-/// A database URL fit for messages: any password replaced.
+/// Query parameters of a database URL that carry a secret.
+const SECRET_PARAMS: &[&str] = &["password", "sslpassword"];
+
+/// A database URL fit for messages and logs: the password in the user info and any `password`
+/// or `sslpassword` query value replaced; of a URL that does not parse, only its scheme.
 pub fn without_password(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("REDACTED"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) if !url.contains('@') => url.to_owned(),
-        Err(_) => "(a URL that does not parse)".to_owned(),
+    let Ok(mut u) = url::Url::parse(url) else {
+        let scheme = url
+            .split_once("://")
+            .map(|(s, _)| s)
+            .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '+'))
+            .unwrap_or("(unknown scheme)");
+        return format!("{scheme}://(a URL that does not parse; not shown)");
+    };
+    if u.password().is_some() {
+        let _ = u.set_password(Some("REDACTED"));
     }
+    if u.query_pairs()
+        .any(|(k, _)| SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()))
+    {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                if SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()) {
+                    (k.into_owned(), "REDACTED".to_owned())
+                } else {
+                    (k.into_owned(), v.into_owned())
+                }
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
+}
+
+/// The secrets a database URL holds (its password, `password` and `sslpassword` values), for
+/// [`crate::redact::register_secrets`].
+pub fn url_secrets(url: &str) -> Vec<String> {
+    let Ok(u) = url::Url::parse(url) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let Some(encoded) = u.password() {
+        // As written in the URL, and as the database receives it (percent-decoded).
+        out.push(encoded.to_owned());
+        let decoded =
+            url::form_urlencoded::parse(format!("p={}", encoded.replace('+', "%2B")).as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned());
+        out.extend(decoded);
+    }
+    out.extend(
+        u.query_pairs()
+            .filter(|(k, _)| SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()))
+            .map(|(_, v)| v.into_owned()),
+    );
+    out
 }
 
 /// What we remember about a Slack user.

@@ -417,3 +417,126 @@ async fn when_catches_every_spelling_the_parameter_accepts(db: Db) {
     assert_eq!(app.services.store.jobs(None, 10).await.unwrap().len(), 1);
     app.stop().await;
 }
+
+/// Finding 6: a password given as a query parameter of `DATABASE_URL` is masked in the
+/// `pantheon listening` line, by `check-config` and by `migrate`; a URL that does not parse is
+/// shown by its scheme only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_passwords_in_query_parameters_are_never_printed() {
+    let Some(db) = crate::harness::TestDb::new(Db::Postgres, "db_password_query").await else {
+        return;
+    };
+    const PASSWORD: &str = "query-password-1234";
+    let url = format!(
+        "{}?password={PASSWORD}&sslpassword=ssl-key-password-99",
+        db.url
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let check = crate::binary::pantheon(dir.path(), &[("DATABASE_URL", url.as_str())])
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&check.stdout).into_owned()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{out}");
+    assert!(out.contains("password=REDACTED"), "{out}");
+    let migrate = crate::binary::pantheon(dir.path(), &[("DATABASE_URL", url.as_str())])
+        .arg("migrate")
+        .output()
+        .unwrap();
+    let out_migrate = String::from_utf8_lossy(&migrate.stdout).into_owned()
+        + &String::from_utf8_lossy(&migrate.stderr);
+    assert!(migrate.status.success(), "{out_migrate}");
+    let server = crate::binary::Server::start(
+        dir.path(),
+        &[
+            ("SLACK_SIGNING_SECRET", crate::harness::SECRET),
+            ("DATABASE_URL", url.as_str()),
+            ("LOG_FORMAT", "json"),
+        ],
+    );
+    let (_, logs) = server.stop();
+    assert!(logs.contains("pantheon listening"), "{logs}");
+    for text in [&out, &out_migrate, &logs] {
+        assert!(
+            !text.contains(PASSWORD) && !text.contains("ssl-key-password-99"),
+            "{text}"
+        );
+    }
+    // Unparseable: the scheme only.
+    let broken = "postgres://user:pa55word@[not-a-host/db?password=hunter22";
+    let check = crate::binary::pantheon(dir.path(), &[("DATABASE_URL", broken)])
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&check.stdout).into_owned()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(
+        out.contains("postgres://(a URL that does not parse"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("pa55word") && !out.contains("hunter22"),
+        "{out}"
+    );
+}
+
+both_stores!(a_secret_in_an_http_runbook_url_stays_out_of_logs_and_chat);
+
+/// Finding 7: an incoming-webhook style URL (`/services/T000/B000/<token>`) in an `http`
+/// runbook is never logged, stored as the job's error, or posted.
+async fn a_secret_in_an_http_runbook_url_stays_out_of_logs_and_chat(db: Db) {
+    const TOKEN: &str = "XyZsecretWebhookToken0042";
+    let hook = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&hook)
+        .await;
+    let config = format!(
+        r#"
+[jobs]
+poll = "50ms"
+
+[[runbooks]]
+name = "notify"
+usage = "notify"
+run = {{ kind = "http", url = "{}/services/T000/B000/{TOKEN}" }}
+
+[[runbooks]]
+name = "broken"
+usage = "broken"
+run = {{ kind = "http", url = "http://127.0.0.1:9/services/T000/B000/{TOKEN}", timeout = "2s" }}
+"#,
+        hook.uri()
+    );
+    let Some(app) = TestApp::on(db, "http_url_secret")
+        .config(&config)
+        .with_slack_api()
+        .start()
+        .await
+    else {
+        return;
+    };
+    app.slash("notify").send().await;
+    assert_eq!(ended(&app, 1).await.status.as_str(), "succeeded");
+    app.slash("broken").send().await;
+    let broken = ended(&app, 2).await;
+    assert_eq!(broken.status.as_str(), "failed");
+    let mut seen = format!("{broken:?}");
+    for id in [1, 2] {
+        for line in app.job_log_lines(id).await {
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+    }
+    for row in app.services.store.recent_audit(100).await.unwrap() {
+        seen.push_str(&format!("{:?}\n", row.entry));
+    }
+    // Let the thread reports go out, then look at everything Slack got too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    seen.push_str(&everything_slack_saw(&app).await);
+    assert!(seen.contains("POST http://127.0.0.1"), "{seen}");
+    assert!(!seen.contains(TOKEN), "{seen}");
+    assert!(!seen.contains("/services/T000"), "{seen}");
+    app.stop().await;
+}
