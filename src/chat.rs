@@ -132,8 +132,10 @@ pub fn section(mrkdwn: &str) -> Value {
     json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(mrkdwn, MAX_SECTION_TEXT)}})
 }
 
+/// A header block. `plain` is text as it should read (not escaped): it is escaped here like every
+/// other text we send, since Slack decodes `&amp;`, `&lt;` and `&gt;` in all text.
 pub fn header(plain: &str) -> Value {
-    json!({"type": "header", "text": {"type": "plain_text", "text": truncate(plain, MAX_HEADER_TEXT), "emoji": true}})
+    json!({"type": "header", "text": {"type": "plain_text", "text": escape(&truncate(plain, MAX_HEADER_TEXT)), "emoji": true}})
 }
 
 pub fn context(mrkdwn: &str) -> Value {
@@ -167,7 +169,8 @@ pub fn when(t: time::OffsetDateTime) -> String {
 pub const MAX_LIST_LINES: usize = 40;
 
 /// A titled list: header, the lines (cut at [`MAX_LIST_LINES`]), and a footer saying what was
-/// cut, both here and by the vendor's pagination cap. Empty lists say `empty`.
+/// cut, both here and by the vendor's pagination cap. Empty lists say `empty`. `title` is plain
+/// text (escaped here); `lines` and `empty` are mrkdwn, already escaped by the caller.
 pub fn list_message(title: &str, lines: &[String], fetch_truncated: bool, empty: &str) -> Message {
     if lines.is_empty() {
         return Message::text(empty.to_owned());
@@ -191,7 +194,7 @@ pub fn list_message(title: &str, lines: &[String], fetch_truncated: bool, empty:
     if !notes.is_empty() {
         blocks.push(context(&notes.join(" ")));
     }
-    let mut fallback = vec![title.to_owned()];
+    let mut fallback = vec![escape(title)];
     fallback.extend(shown.iter().cloned());
     fallback.extend(notes);
     Message::blocks(fallback.join("\n"), blocks)

@@ -103,6 +103,7 @@ async fn pulls(ctx: CommandContext) -> HandlerResult {
                 plural(lines.len()),
                 re.as_str()
             ),
+            // (A plain-text title: list_message escapes it.)
             format!(
                 "No open pull requests in {} match `{}`.",
                 escape(&full),

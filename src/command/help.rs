@@ -51,7 +51,7 @@ pub fn render(
         Some(t) => format!("Help: {t}"),
     };
     let mut blocks = vec![chat::header(&title)];
-    let mut fallback = vec![title.clone()];
+    let mut fallback = vec![chat::escape(&title)];
     for family in &families {
         let lines: Vec<String> = selected
             .iter()

@@ -193,7 +193,7 @@ async fn jobs(ctx: CommandContext) -> HandlerResult {
         ));
     }
     let title = match runbook {
-        Some(r) => format!("Recent {} jobs", escape(r)),
+        Some(r) => format!("Recent {r} jobs"),
         None => "Recent jobs".to_owned(),
     };
     Ok(chat::list_message(

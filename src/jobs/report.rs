@@ -147,7 +147,7 @@ pub fn approval_message(request: &ApprovalRequest, job: Option<&Job>) -> Message
     if let Some(job_id) = request.job_id {
         blocks.push(log_button(job_id));
     }
-    let fallback = format!("{title}\n{}\n{status}", asked.replace('*', ""));
+    let fallback = format!("{}\n{}\n{status}", escape(&title), asked.replace('*', ""));
     Message::blocks(fallback, blocks).in_channel()
 }
 

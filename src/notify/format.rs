@@ -169,13 +169,13 @@ pub fn github(event: &str, payload: &Value) -> Formatted {
             let title = s(&pr, &["title"]).unwrap_or("(untitled)");
             let merged = pr.get("merged").and_then(Value::as_bool) == Some(true);
             let verb = match action.unwrap_or("") {
-                "closed" if merged => "merged",
-                "closed" => "closed",
-                "opened" => "opened",
-                "reopened" => "reopened",
-                "ready_for_review" => "marked ready for review",
-                other if !other.is_empty() => other,
-                _ => "updated",
+                "closed" if merged => "merged".to_owned(),
+                "closed" => "closed".to_owned(),
+                "opened" => "opened".to_owned(),
+                "reopened" => "reopened".to_owned(),
+                "ready_for_review" => "marked ready for review".to_owned(),
+                other if !other.is_empty() => escape(other),
+                _ => "updated".to_owned(),
             };
             let label = number.map_or_else(|| "a pull request".to_owned(), |n| format!("#{n}"));
             let headline = format!(

@@ -302,5 +302,8 @@ fn compose(unit: &[OutboxRow]) -> Message {
             lines.len() - shown.len()
         )));
     }
-    Message::blocks(format!("{title}\n{}", shown.join("\n")), blocks)
+    Message::blocks(
+        format!("{}\n{}", chat::escape(&title), shown.join("\n")),
+        blocks,
+    )
 }

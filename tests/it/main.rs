@@ -6,6 +6,7 @@ mod binary;
 mod contract;
 mod crash;
 mod edge;
+mod escaping;
 mod github;
 mod notifications;
 mod ops;
