@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use secrecy::ExposeSecret;
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
 
 use crate::{
     audit::AuditLog,
@@ -49,8 +49,9 @@ pub struct Services {
         std::sync::Mutex<std::collections::HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// The slash command we answer, e.g. `/ops`.
     pub slash: String,
-    /// Background commands in flight; past this the acknowledgement says "busy".
-    pub permits: Arc<Semaphore>,
+    /// Background commands in flight, in all and per person; past these the acknowledgement
+    /// says "busy".
+    pub in_flight: Arc<crate::inflight::InFlight>,
     /// Runbooks made from `[pagerduty] approval_required`: each holds one kind of PagerDuty
     /// write for approval. Not chat commands and not reachable with `run`.
     pub held: Vec<crate::config::RunbookConfig>,
@@ -173,7 +174,10 @@ impl App {
             github,
             slash: config.slack.command.get_ref().clone(),
             held: crate::runbooks::held_runbooks(&config),
-            permits: Arc::new(Semaphore::new(config.limits.max_in_flight)),
+            in_flight: crate::inflight::InFlight::new(
+                config.limits.max_in_flight,
+                config.limits.max_in_flight_per_user,
+            ),
             response_urls: ResponseUrlPolicy::new(settings.response_url_hosts.clone()),
             outbound,
             config,
@@ -259,8 +263,8 @@ impl App {
             }
         }
         let services = self.services;
-        let all = u32::try_from(services.config.limits.max_in_flight).unwrap_or(u32::MAX);
-        if tokio::time::timeout_at(deadline, services.permits.acquire_many(all))
+        let all = u32::try_from(services.in_flight.total()).unwrap_or(u32::MAX);
+        if tokio::time::timeout_at(deadline, services.in_flight.global.acquire_many(all))
             .await
             .is_err()
         {

@@ -319,6 +319,9 @@ pub struct LimitsSection {
     /// Commands running in the background at once; past this the acknowledgement says "busy".
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Of those, how many one person may run at once (votes and cancels are not counted).
+    #[serde(default = "default_max_in_flight_per_user")]
+    pub max_in_flight_per_user: usize,
     /// How long a client has to send a request's headers, from the connection opening or the
     /// previous response.
     #[serde(default = "default_header_timeout", with = "duration_str")]
@@ -342,6 +345,7 @@ impl Default for LimitsSection {
         Self {
             handler_timeout: default_handler_timeout(),
             max_in_flight: default_max_in_flight(),
+            max_in_flight_per_user: default_max_in_flight_per_user(),
             header_timeout: default_header_timeout(),
             body_timeout: default_body_timeout(),
             idle_timeout_setting: None,
@@ -356,6 +360,10 @@ impl LimitsSection {
         self.idle_timeout_setting
             .unwrap_or_else(|| default_idle_timeout().min(self.header_timeout))
     }
+}
+
+fn default_max_in_flight_per_user() -> usize {
+    16
 }
 
 fn default_header_timeout() -> Duration {
@@ -719,6 +727,11 @@ impl FileConfig {
         }
         if self.limits.max_in_flight == 0 {
             return Err(source.error_unlocated("limits.max_in_flight", "must be at least 1"));
+        }
+        if self.limits.max_in_flight_per_user == 0 {
+            return Err(
+                source.error_unlocated("limits.max_in_flight_per_user", "must be at least 1")
+            );
         }
         if self.limits.max_connections.is_some_and(|c| c < 16) {
             return Err(source.error_unlocated("limits.max_connections", "must be at least 16"));

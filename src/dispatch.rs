@@ -190,17 +190,21 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
         },
     };
 
-    let Ok(permit) = services.permits.clone().try_acquire_owned() else {
-        let text = "Pantheon is busy right now (too many commands in flight). Nothing was run; try again in a moment.";
-        return answer(
-            vec![
-                received,
-                entry(Outcome::Refused).detail("busy: too many commands in flight"),
-            ],
-            &name,
-            Message::text(text),
-        )
-        .await;
+    // Votes and cancels take no slot: however busy Pantheon is, people can get out of a jam.
+    let permit = if spec.unlimited {
+        None
+    } else {
+        match services.in_flight.try_acquire(&inv.user_id) {
+            Ok(slot) => Some(slot),
+            Err(busy) => {
+                return answer(
+                    vec![received, entry(Outcome::Refused).detail(busy.detail())],
+                    &name,
+                    Message::text(busy.message()),
+                )
+                .await;
+            }
+        }
     };
 
     // Nothing runs until its audit rows are committed.

@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod inflight;
 pub mod jobs;
 pub mod links;
 pub mod manifest;

@@ -115,6 +115,7 @@ pub struct Declaration {
     visibility: Visibility,
     inline: bool,
     hidden: bool,
+    unlimited: bool,
     default_groups: Vec<String>,
     handler: Handler,
 }
@@ -130,6 +131,7 @@ pub fn command(usage: &str, summary: &str, handler: Handler) -> Declaration {
         visibility: Visibility::Ephemeral,
         inline: false,
         hidden: false,
+        unlimited: false,
         default_groups: Vec::new(),
         handler,
     }
@@ -156,6 +158,13 @@ impl Declaration {
     /// Answer in the channel for everyone, echoing the command.
     pub fn in_channel(mut self) -> Self {
         self.visibility = Visibility::InChannel;
+        self
+    }
+
+    /// Never refused as "busy": takes no in-flight slot (votes and cancels, which are how people
+    /// get out of a jam).
+    pub fn unlimited(mut self) -> Self {
+        self.unlimited = true;
         self
     }
 
@@ -189,6 +198,8 @@ pub struct CommandSpec {
     pub visibility: Visibility,
     pub inline: bool,
     pub hidden: bool,
+    /// Takes no in-flight slot (see [`Declaration::unlimited`]).
+    pub unlimited: bool,
     pub default_groups: Vec<String>,
     pub handler: Handler,
 }
@@ -347,6 +358,7 @@ impl Registry {
                 visibility: d.visibility,
                 inline: d.inline,
                 hidden: d.hidden,
+                unlimited: d.unlimited,
                 default_groups: d.default_groups,
                 handler: d.handler,
             });

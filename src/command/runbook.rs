@@ -72,7 +72,8 @@ pub fn declarations(config: &FileConfig) -> Result<Vec<Declaration>, String> {
         )
         .arg("id", ID)
         .family("jobs")
-        .in_channel(),
+        .in_channel()
+        .unlimited(),
         command(
             "approvals",
             "approval requests waiting for a decision",
@@ -85,21 +86,24 @@ pub fn declarations(config: &FileConfig) -> Result<Vec<Declaration>, String> {
             handler(|c| vote(c, Decision::Approve)),
         )
         .arg("id", ID)
-        .family("approvals"),
+        .family("approvals")
+        .unlimited(),
         command(
             "deny <id>",
             "deny a request",
             handler(|c| vote(c, Decision::Deny)),
         )
         .arg("id", ID)
-        .family("approvals"),
+        .family("approvals")
+        .unlimited(),
         command(
             "withdraw <id>",
             "withdraw your own request",
             handler(|c| vote(c, Decision::Withdraw)),
         )
         .arg("id", ID)
-        .family("approvals"),
+        .family("approvals")
+        .unlimited(),
     ]);
     Ok(out)
 }

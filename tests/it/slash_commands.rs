@@ -108,6 +108,7 @@ both_stores!(
     whoami_names_the_groups,
     audit_lists_recent_entries_for_admins,
     busy_when_too_many_commands_run,
+    one_person_cannot_hold_every_slot_and_votes_are_never_busy,
 );
 
 async fn help_is_generated_and_answered_in_the_ack(db: Db) {
@@ -789,7 +790,7 @@ async fn busy_when_too_many_commands_run(db: Db) {
     };
     let first = app.slash("hold").send().await;
     assert_eq!(first.status, 200);
-    let second = app.slash("echo hi").send().await;
+    let second = app.slash("echo hi").by(JANE).send().await;
     assert!(
         second.text().starts_with("Pantheon is busy"),
         "{}",
@@ -814,5 +815,58 @@ async fn busy_when_too_many_commands_run(db: Db) {
         third.body, "",
         "accepted again after the held command ended"
     );
+    app.stop().await;
+}
+
+async fn one_person_cannot_hold_every_slot_and_votes_are_never_busy(db: Db) {
+    let config = format!("{CONFIG}max_in_flight = 3\nmax_in_flight_per_user = 2\n");
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let held = gate.clone();
+    let Some(app) = TestApp::on(db, "fair_share")
+        .config(&config)
+        .command(command::command(
+            "hold",
+            "a handler that runs until the test lets it go",
+            handler(move |_| {
+                let held = held.clone();
+                async move {
+                    let _ = held.acquire().await;
+                    Ok(Message::text("let go"))
+                }
+            }),
+        ))
+        .start()
+        .await
+    else {
+        return;
+    };
+    for _ in 0..2 {
+        assert_eq!(app.slash("hold").by(ALICE).send().await.body, "");
+    }
+    let third = app.slash("hold").by(ALICE).send().await;
+    assert!(
+        third
+            .text()
+            .starts_with("You already have 2 commands running"),
+        "{}",
+        third.body
+    );
+    let rows = app.audit_for(&third.correlation_id).await;
+    assert_eq!(outcomes(&rows), ["received", "refused"]);
+    // Jane still gets in; then every slot is taken.
+    assert_eq!(app.slash("hold").by(JANE).send().await.body, "");
+    let busy = app.slash("hold").by(JOE).send().await;
+    assert!(busy.text().starts_with("Pantheon is busy"), "{}", busy.body);
+    // Votes and cancels take no slot: they are answered, not refused as busy.
+    for text in ["approve 1", "deny 1", "withdraw 1", "cancel 1"] {
+        let ack = app.slash(text).by(JOE).send().await;
+        assert!(!ack.text().contains("busy"), "{text}: {}", ack.body);
+        let reply = app.reply_text(&ack).await;
+        assert!(
+            reply.contains("#1") && !reply.contains("busy"),
+            "{text}: {reply}"
+        );
+    }
+    gate.add_permits(10);
     app.stop().await;
 }
