@@ -179,6 +179,11 @@ pub struct NotificationsSection {
     /// Attempts before a message is given up on (5xx and network failures, with backoff).
     #[serde(default = "default_max_attempts")]
     pub max_attempts: i32,
+    /// When this many notifications wait for one channel, they go as one summary message
+    /// (Slack takes about one message a second per channel). Incidents are never summarised.
+    /// `0` never summarises.
+    #[serde(default = "default_summarize_after")]
+    pub summarize_after: usize,
 }
 
 impl Default for NotificationsSection {
@@ -186,6 +191,7 @@ impl Default for NotificationsSection {
         Self {
             coalesce_window: default_coalesce_window(),
             max_attempts: default_max_attempts(),
+            summarize_after: default_summarize_after(),
         }
     }
 }
@@ -196,6 +202,10 @@ fn default_coalesce_window() -> Duration {
 
 fn default_max_attempts() -> i32 {
     12
+}
+
+fn default_summarize_after() -> usize {
+    20
 }
 
 #[derive(Debug, Clone, Deserialize)]

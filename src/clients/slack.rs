@@ -85,6 +85,9 @@ impl SlackApi {
     }
 }
 
+/// The message-metadata event type of notifications we post.
+pub const NOTIFICATION_EVENT: &str = "pantheon_notification";
+
 /// Where a posted message lives, for updates and threads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posted {
@@ -162,6 +165,99 @@ impl SlackApi {
             return Err(VendorError::new(NAME, kind));
         }
         Ok(answer)
+    }
+
+    /// `chat.postMessage` of a notification from the outbox, carrying its outbox id as message
+    /// metadata so that a sender that died after posting can be recognised in the channel's
+    /// history ([`SlackApi::find_notification`]).
+    pub async fn post_notification(
+        &self,
+        channel: &str,
+        message: &crate::chat::Message,
+        outbox_id: i64,
+    ) -> Result<Posted, VendorError> {
+        let mut body = serde_json::json!({
+            "channel": channel, "text": message.text, "unfurl_links": false,
+            "metadata": {"event_type": NOTIFICATION_EVENT, "event_payload": {"outbox_id": outbox_id}},
+        });
+        if !message.blocks.is_empty() {
+            body["blocks"] = serde_json::Value::Array(message.blocks.clone());
+        }
+        let answer = self.call("chat.postMessage", body).await?;
+        Ok(Posted {
+            channel: answer.channel.unwrap_or_else(|| channel.to_owned()),
+            ts: answer
+                .ts
+                .ok_or_else(|| VendorError::malformed(NAME, "no ts in chat.postMessage answer"))?,
+        })
+    }
+
+    /// The `ts` of a notification we posted to `channel` since `oldest` with one of `ids` as its
+    /// outbox id, from `conversations.history` (needs `channels:history`, or `groups:history`
+    /// for a private channel). Looks at the newest 200 messages.
+    pub async fn find_notification(
+        &self,
+        channel: &str,
+        oldest: time::OffsetDateTime,
+        ids: &[i64],
+    ) -> Result<Option<String>, VendorError> {
+        let token = self
+            .token
+            .as_ref()
+            .ok_or_else(|| VendorError::not_configured(NAME, "SLACK_BOT_TOKEN"))?;
+        let mut url = self
+            .base
+            .join("conversations.history")
+            .map_err(|e| VendorError::malformed(NAME, e.to_string()))?;
+        url.query_pairs_mut()
+            .append_pair("channel", channel)
+            .append_pair("oldest", &oldest.unix_timestamp().to_string())
+            .append_pair("limit", "200")
+            .append_pair("include_all_metadata", "true");
+        let resp = self
+            .out
+            .send(|c| c.get(url.clone()).bearer_auth(token.expose_secret()))
+            .await
+            .map_err(|e| VendorError::transport(NAME, e))?;
+        #[derive(Deserialize)]
+        struct History {
+            ok: bool,
+            #[serde(default)]
+            error: Option<String>,
+            #[serde(default)]
+            messages: Vec<Posting>,
+        }
+        #[derive(Deserialize)]
+        struct Posting {
+            ts: String,
+            #[serde(default)]
+            metadata: Option<Metadata>,
+        }
+        #[derive(Deserialize)]
+        struct Metadata {
+            event_type: String,
+            #[serde(default)]
+            event_payload: serde_json::Value,
+        }
+        let status = resp.status().as_u16();
+        let history: History = resp
+            .json()
+            .await
+            .map_err(|e| VendorError::malformed(NAME, e.to_string()))?;
+        if !history.ok {
+            return Err(VendorError::new(
+                NAME,
+                super::vendor::ErrorKind::Rejected {
+                    status,
+                    message: history.error.unwrap_or_else(|| "unknown_error".into()),
+                },
+            ));
+        }
+        Ok(history.messages.into_iter().find_map(|m| {
+            let meta = m.metadata?;
+            let id = meta.event_payload.get("outbox_id")?.as_i64()?;
+            (meta.event_type == NOTIFICATION_EVENT && ids.contains(&id)).then_some(m.ts)
+        }))
     }
 
     /// `chat.postMessage`, optionally into a thread.

@@ -26,7 +26,13 @@ pub struct NewOutbox {
     pub coalesce_key: Option<String>,
     pub coalesce_label: Option<String>,
     pub next_attempt_at: OffsetDateTime,
+    /// Higher goes first: incidents ([`INCIDENT_PRIORITY`]) before everything else.
+    pub priority: i16,
 }
+
+/// The priority of incident notifications (PagerDuty): posted ahead of anything else waiting for
+/// their channel, and never summarised into a burst.
+pub const INCIDENT_PRIORITY: i16 = 1;
 
 /// A queued message, claimed for sending.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +45,10 @@ pub struct OutboxRow {
     pub coalesce_label: Option<String>,
     pub attempts: i32,
     pub created_at: OffsetDateTime,
+    pub priority: i16,
+    /// A sender began posting it and never said how that went (it died): it may be in the
+    /// channel already.
+    pub maybe_posted: bool,
 }
 
 /// A verified delivery to store, with the messages it routes to and its audit rows.
@@ -166,6 +176,11 @@ pub async fn accept(
             coalesce_key: formatted.coalesce.as_ref().map(|(k, _)| k.clone()),
             coalesce_label: formatted.coalesce.as_ref().map(|(_, l)| l.clone()),
             next_attempt_at: due,
+            priority: if source == "pagerduty" {
+                INCIDENT_PRIORITY
+            } else {
+                0
+            },
         })
         .collect();
     let kind = formatted.facts.kind.clone();

@@ -117,29 +117,97 @@ async fn send_channel(
         release(services, &ids(&rows), at, None, false).await;
         return at;
     }
-    // The first row, and every waiting row with its coalescing key, go as one message.
+    // Rows come highest priority first. An incident goes alone, ahead of the rest. Otherwise
+    // the first row and every waiting row with its coalescing key go as one message; and when
+    // more are waiting for this channel than it can take at one a second, they all go as one
+    // summary instead of queueing for minutes.
+    let threshold = services.config.notifications.summarize_after;
+    let ordinary = rows.iter().filter(|r| r.priority == 0).count();
     let key = rows[0].coalesce_key.clone();
-    let (unit, rest): (Vec<OutboxRow>, Vec<OutboxRow>) = match &key {
-        Some(k) => rows
-            .into_iter()
-            .partition(|r| r.coalesce_key.as_ref() == Some(k)),
-        None => {
+    let (unit, rest, summary): (Vec<OutboxRow>, Vec<OutboxRow>, bool) =
+        if rows[0].priority == 0 && threshold > 0 && ordinary >= threshold {
+            let (unit, rest) = rows.into_iter().partition(|r| r.priority == 0);
+            (unit, rest, true)
+        } else if let Some(k) = &key {
+            let (unit, rest) = rows
+                .into_iter()
+                .partition(|r| r.coalesce_key.as_ref() == Some(k));
+            (unit, rest, false)
+        } else {
             let mut rows = rows;
             let rest = rows.split_off(1);
-            (rows, rest)
-        }
-    };
+            (rows, rest, false)
+        };
     if !rest.is_empty() {
         release(services, &ids(&rest), now + PER_CHANNEL, None, false).await;
     }
-    let message = compose(&unit);
+    let message = if summary {
+        metrics::counter!("pantheon_outbox_summaries_total").increment(1);
+        compose_summary(&unit)
+    } else {
+        compose(&unit)
+    };
     let first = unit[0].id;
     let merged: Vec<i64> = unit[1..].iter().map(|r| r.id).collect();
     let attempts = unit.iter().map(|r| r.attempts).max().unwrap_or(0);
     let started = std::time::Instant::now();
+    // A sender that died between posting and recording it leaves its rows marked: look for the
+    // message in the channel before posting it a second time.
+    if unit.iter().any(|r| r.maybe_posted) {
+        let oldest =
+            unit.iter().map(|r| r.created_at).min().unwrap_or(now) - time::Duration::minutes(1);
+        match services
+            .slack_outbox
+            .find_notification(channel, oldest, &ids(&unit))
+            .await
+        {
+            Ok(Some(ts)) => {
+                metrics::counter!("pantheon_outbox_repeats_avoided_total").increment(1);
+                tracing::info!(
+                    channel,
+                    ts,
+                    "notification already in the channel; not posted again"
+                );
+                let entry = AuditEntry::new(
+                    &format!("outbox-{first}"),
+                    "notifier",
+                    "notify.post",
+                    Outcome::Succeeded,
+                )
+                .channel(channel)
+                .detail(format!(
+                    "already in {channel} (ts {ts}), posted before a restart: not posted again"
+                ));
+                if let Err(e) = services
+                    .store
+                    .outbox_sent(first, &merged, &ts, OffsetDateTime::now_utc(), vec![entry])
+                    .await
+                {
+                    tracing::error!(error = %e, "outbox row found posted but not marked sent");
+                }
+                return now + PER_CHANNEL;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // Without channels:history (or with Slack down) we cannot tell: post, and say
+                // that this may be a repeat.
+                metrics::counter!("pantheon_outbox_possible_repeats_total").increment(1);
+                tracing::warn!(channel, error = %e, "cannot check whether a notification was posted before a restart; posting it (it may appear twice)");
+            }
+        }
+    }
+    if let Err(e) = services
+        .store
+        .outbox_posting(&ids(&unit), OffsetDateTime::now_utc())
+        .await
+    {
+        // Without the mark a crash during the post would go unnoticed: try again later.
+        tracing::error!(error = %e, "outbox rows not marked as posting; trying again later");
+        return now + PER_CHANNEL;
+    }
     match services
         .slack_outbox
-        .post_message(channel, None, &message)
+        .post_notification(channel, &message, first)
         .await
     {
         Ok(posted) => {
@@ -277,6 +345,31 @@ async fn give_up(services: &Services, channel: &str, unit: &[OutboxRow], error: 
     {
         tracing::error!(error = %e, "outbox rows not marked failed");
     }
+}
+
+/// Many waiting rows as one message: their first lines, and why they come together.
+fn compose_summary(unit: &[OutboxRow]) -> Message {
+    let title = format!(
+        "{} notifications arrived faster than Slack takes messages here (one a second per channel), so they come as one",
+        unit.len()
+    );
+    let mut blocks: Vec<Value> = vec![chat::section(&format!("*{}*", chat::escape(&title)))];
+    let lines: Vec<String> = unit
+        .iter()
+        .map(|r| format!("• {}", r.text.lines().next().unwrap_or_default()))
+        .collect();
+    let shown: Vec<String> = lines.iter().take(chat::MAX_LIST_LINES).cloned().collect();
+    blocks.extend(chat::sections_of_lines(&shown));
+    if lines.len() > shown.len() {
+        blocks.push(chat::context(&format!(
+            "… and {} more",
+            lines.len() - shown.len()
+        )));
+    }
+    Message::blocks(
+        format!("{}\n{}", chat::escape(&title), shown.join("\n")),
+        blocks,
+    )
 }
 
 /// One row as it was; several as one message under their label ("5 pushes to acme/api main").

@@ -537,6 +537,12 @@ impl Store {
         by_db!(self, outbox_sent(first, merged, ts, now, audit))
     }
 
+    /// A sender is about to post these: until it records how that went, a later claim knows
+    /// they may have been posted already.
+    pub async fn outbox_posting(&self, ids: &[i64], now: OffsetDateTime) -> Result<()> {
+        by_db!(self, outbox_posting(ids, now))
+    }
+
     /// Try these again at `at` (counting an attempt when the try failed).
     pub async fn outbox_retry(
         &self,

@@ -831,13 +831,13 @@ async fn record_one(tx: &mut PgConnection, d: &Delivery) -> Result<Recorded> {
     for m in messages {
         sqlx::query(
             // A row joining a burst already waiting is due when the burst is.
-            "INSERT INTO outbox (delivery, channel, text, blocks, coalesce_key, coalesce_label, next_attempt_at, created_at)
+            "INSERT INTO outbox (delivery, channel, text, blocks, coalesce_key, coalesce_label, next_attempt_at, created_at, priority)
              VALUES ($1, $2, $3, $4, $5, $6,
                      CASE WHEN $5::text IS NULL THEN $7
                           ELSE COALESCE((SELECT MIN(next_attempt_at) FROM outbox
                                           WHERE status = 'pending' AND channel = $2 AND coalesce_key = $5
                                             AND coalesce_key IS NOT NULL AND next_attempt_at <= $7), $7) END,
-                     $8)",
+                     $8, $9)",
         )
         .bind(id)
         .bind(&m.channel)
@@ -847,6 +847,7 @@ async fn record_one(tx: &mut PgConnection, d: &Delivery) -> Result<Recorded> {
         .bind(&m.coalesce_label)
         .bind(m.next_attempt_at)
         .bind(now)
+        .bind(m.priority)
         .execute(&mut *tx)
         .await?;
     }
@@ -865,6 +866,8 @@ fn outbox_row(row: &PgRow) -> Result<OutboxRow> {
         coalesce_label: row.try_get("coalesce_label")?,
         attempts: row.try_get("attempts")?,
         created_at: row.try_get("created_at")?,
+        priority: row.try_get("priority")?,
+        maybe_posted: row.try_get("maybe_posted")?,
     })
 }
 
@@ -877,8 +880,9 @@ pub(super) async fn claim_outbox(
     let rows = sqlx::query(
         "UPDATE outbox SET next_attempt_at = $2
           WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1
-                        ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
-          RETURNING id, channel, text, blocks, coalesce_key, coalesce_label, attempts, created_at",
+                        ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+          RETURNING id, channel, text, blocks, coalesce_key, coalesce_label, attempts, created_at,
+                    priority, posting_since IS NOT NULL AS maybe_posted",
     )
     .bind(now)
     .bind(lease_until)
@@ -886,7 +890,7 @@ pub(super) async fn claim_outbox(
     .fetch_all(pool)
     .await?;
     let mut out: Vec<OutboxRow> = rows.iter().map(outbox_row).collect::<Result<_>>()?;
-    out.sort_by_key(|r| r.id);
+    out.sort_by_key(|r| (std::cmp::Reverse(r.priority), r.id));
     Ok(out)
 }
 
@@ -899,14 +903,14 @@ pub(super) async fn outbox_sent(
     audit: Vec<AuditEntry>,
 ) -> Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query("UPDATE outbox SET status = 'sent', slack_ts = $2, sent_at = $3, attempts = attempts + 1 WHERE id = $1")
+    sqlx::query("UPDATE outbox SET status = 'sent', slack_ts = $2, sent_at = $3, attempts = attempts + 1, posting_since = NULL WHERE id = $1")
         .bind(first)
         .bind(ts)
         .bind(now)
         .execute(&mut *tx)
         .await?;
     if !merged.is_empty() {
-        sqlx::query("UPDATE outbox SET status = 'merged', merged_into = $2, sent_at = $3 WHERE id = ANY($1)")
+        sqlx::query("UPDATE outbox SET status = 'merged', merged_into = $2, sent_at = $3, posting_since = NULL WHERE id = ANY($1)")
             .bind(merged)
             .bind(first)
             .bind(now)
@@ -915,6 +919,15 @@ pub(super) async fn outbox_sent(
     }
     insert_audit_in(&mut tx, &audit).await?;
     tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn outbox_posting(pool: &PgPool, ids: &[i64], now: OffsetDateTime) -> Result<()> {
+    sqlx::query("UPDATE outbox SET posting_since = $2 WHERE id = ANY($1) AND status = 'pending'")
+        .bind(ids)
+        .bind(now)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
@@ -927,7 +940,7 @@ pub(super) async fn outbox_retry(
 ) -> Result<()> {
     sqlx::query(
         "UPDATE outbox SET next_attempt_at = $2, last_error = COALESCE($3, last_error),
-                           attempts = attempts + CASE WHEN $4 THEN 1 ELSE 0 END
+                           attempts = attempts + CASE WHEN $4 THEN 1 ELSE 0 END, posting_since = NULL
           WHERE id = ANY($1) AND status = 'pending'",
     )
     .bind(ids)
@@ -947,7 +960,7 @@ pub(super) async fn outbox_failed(
     audit: Vec<AuditEntry>,
 ) -> Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query("UPDATE outbox SET status = 'failed', last_error = $2, sent_at = $3, attempts = attempts + 1 WHERE id = ANY($1)")
+    sqlx::query("UPDATE outbox SET status = 'failed', posting_since = NULL, last_error = $2, sent_at = $3, attempts = attempts + 1 WHERE id = ANY($1)")
         .bind(ids)
         .bind(error)
         .bind(now)

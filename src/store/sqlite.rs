@@ -867,13 +867,13 @@ async fn record_one(tx: &mut SqliteConnection, d: &Delivery) -> Result<Recorded>
     for m in messages {
         sqlx::query(
             // A row joining a burst already waiting is due when the burst is.
-            "INSERT INTO outbox (delivery, channel, text, blocks, coalesce_key, coalesce_label, next_attempt_at, created_at)
+            "INSERT INTO outbox (delivery, channel, text, blocks, coalesce_key, coalesce_label, next_attempt_at, created_at, priority)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6,
                      CASE WHEN ?5 IS NULL THEN ?7
                           ELSE COALESCE((SELECT MIN(next_attempt_at) FROM outbox
                                           WHERE status = 'pending' AND channel = ?2 AND coalesce_key = ?5
                                             AND coalesce_key IS NOT NULL AND next_attempt_at <= ?7), ?7) END,
-                     ?8)",
+                     ?8, ?9)",
         )
         .bind(id)
         .bind(&m.channel)
@@ -883,6 +883,7 @@ async fn record_one(tx: &mut SqliteConnection, d: &Delivery) -> Result<Recorded>
         .bind(&m.coalesce_label)
         .bind(ts(m.next_attempt_at))
         .bind(ts(now))
+        .bind(m.priority)
         .execute(&mut *tx)
         .await?;
     }
@@ -903,6 +904,8 @@ fn outbox_row(row: &SqliteRow) -> Result<OutboxRow> {
         coalesce_label: row.try_get("coalesce_label")?,
         attempts: row.try_get("attempts")?,
         created_at: req_ts(row, "created_at")?,
+        priority: row.try_get("priority")?,
+        maybe_posted: row.try_get("maybe_posted")?,
     })
 }
 
@@ -914,8 +917,10 @@ pub(super) async fn claim_outbox(
 ) -> Result<Vec<OutboxRow>> {
     let rows = sqlx::query(
         "UPDATE outbox SET next_attempt_at = ?2
-          WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?3)
-          RETURNING id, channel, text, blocks, coalesce_key, coalesce_label, attempts, created_at",
+          WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?1
+                        ORDER BY priority DESC, id LIMIT ?3)
+          RETURNING id, channel, text, blocks, coalesce_key, coalesce_label, attempts, created_at,
+                    priority, posting_since IS NOT NULL AS maybe_posted",
     )
     .bind(ts(now))
     .bind(ts(lease_until))
@@ -923,7 +928,7 @@ pub(super) async fn claim_outbox(
     .fetch_all(pool)
     .await?;
     let mut out: Vec<OutboxRow> = rows.iter().map(outbox_row).collect::<Result<_>>()?;
-    out.sort_by_key(|r| r.id);
+    out.sort_by_key(|r| (std::cmp::Reverse(r.priority), r.id));
     Ok(out)
 }
 
@@ -936,14 +941,14 @@ pub(super) async fn outbox_sent(
     audit: Vec<AuditEntry>,
 ) -> Result<()> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::query("UPDATE outbox SET status = 'sent', slack_ts = ?, sent_at = ?, attempts = attempts + 1 WHERE id = ?")
+    sqlx::query("UPDATE outbox SET status = 'sent', slack_ts = ?, sent_at = ?, attempts = attempts + 1, posting_since = NULL WHERE id = ?")
         .bind(slack_ts)
         .bind(ts(now))
         .bind(first)
         .execute(&mut *tx)
         .await?;
     if !merged.is_empty() {
-        sqlx::query("UPDATE outbox SET status = 'merged', merged_into = ?, sent_at = ? WHERE id IN (SELECT value FROM json_each(?))")
+        sqlx::query("UPDATE outbox SET status = 'merged', merged_into = ?, sent_at = ?, posting_since = NULL WHERE id IN (SELECT value FROM json_each(?))")
             .bind(first)
             .bind(ts(now))
             .bind(ids_json(merged))
@@ -955,6 +960,21 @@ pub(super) async fn outbox_sent(
     Ok(())
 }
 
+pub(super) async fn outbox_posting(
+    pool: &SqlitePool,
+    ids: &[i64],
+    now: OffsetDateTime,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE outbox SET posting_since = ? WHERE id IN (SELECT value FROM json_each(?)) AND status = 'pending'",
+    )
+    .bind(ts(now))
+    .bind(ids_json(ids))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 pub(super) async fn outbox_retry(
     pool: &SqlitePool,
     ids: &[i64],
@@ -963,7 +983,7 @@ pub(super) async fn outbox_retry(
     count_attempt: bool,
 ) -> Result<()> {
     sqlx::query(
-        "UPDATE outbox SET next_attempt_at = ?, last_error = COALESCE(?, last_error), attempts = attempts + ?
+        "UPDATE outbox SET next_attempt_at = ?, last_error = COALESCE(?, last_error), attempts = attempts + ?, posting_since = NULL
           WHERE id IN (SELECT value FROM json_each(?)) AND status = 'pending'",
     )
     .bind(ts(at))
@@ -983,7 +1003,7 @@ pub(super) async fn outbox_failed(
     audit: Vec<AuditEntry>,
 ) -> Result<()> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::query("UPDATE outbox SET status = 'failed', last_error = ?, sent_at = ?, attempts = attempts + 1 WHERE id IN (SELECT value FROM json_each(?))")
+    sqlx::query("UPDATE outbox SET status = 'failed', posting_since = NULL, last_error = ?, sent_at = ?, attempts = attempts + 1 WHERE id IN (SELECT value FROM json_each(?))")
         .bind(error)
         .bind(ts(now))
         .bind(ids_json(ids))

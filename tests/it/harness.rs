@@ -183,19 +183,49 @@ pub struct TestAppBuilder {
     existing_db: Option<TestDb>,
 }
 
-/// A stand-in for Slack's Web API: `chat.postMessage` answers with a new `ts` each time,
-/// `chat.update` with ok.
+/// A stand-in for Slack's Web API: `chat.postMessage` answers with a new `ts` each time and
+/// remembers the message, `conversations.history` returns a channel's messages (newest first,
+/// with their metadata), `chat.update` answers ok.
 pub async fn fake_slack_api() -> MockServer {
     let server = MockServer::start().await;
     let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let history = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let posted = history.clone();
     Mock::given(matchers::method("POST"))
         .and(matchers::path("/api/chat.postMessage"))
         .respond_with(move |req: &wiremock::Request| {
             let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
             let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let ts = format!("1700000000.{n:06}");
+            posted.lock().unwrap().push(serde_json::json!({
+                "channel": body["channel"], "ts": ts, "text": body["text"], "metadata": body["metadata"]
+            }));
             ResponseTemplate::new(200).set_body_json(serde_json::json!({
-                "ok": true, "channel": body["channel"], "ts": format!("1700000000.{n:06}")
+                "ok": true, "channel": body["channel"], "ts": ts
             }))
+        })
+        .mount(&server)
+        .await;
+    Mock::given(matchers::method("GET"))
+        .and(matchers::path("/api/conversations.history"))
+        .respond_with(move |req: &wiremock::Request| {
+            let channel = req
+                .url
+                .query_pairs()
+                .find(|(k, _)| k == "channel")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            let messages: Vec<serde_json::Value> = history
+                .lock()
+                .unwrap()
+                .iter()
+                .rev()
+                .filter(|m| m["channel"] == channel.as_str())
+                .cloned()
+                .collect();
+            ResponseTemplate::new(200).set_body_json(
+                serde_json::json!({"ok": true, "messages": messages, "has_more": false}),
+            )
         })
         .mount(&server)
         .await;

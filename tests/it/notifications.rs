@@ -205,7 +205,168 @@ both_stores!(
     messages_to_one_channel_are_paced,
     mentions_run_commands_once,
     an_audit_asked_for_in_a_thread_carries_no_link,
+    incidents_go_ahead_of_a_backlog,
+    a_backlog_becomes_one_summary,
+    a_message_posted_before_a_crash_is_not_posted_again,
 );
+
+const ONE_CHANNEL: &str = r#"
+[notifications]
+coalesce_window = "0s"
+summarize_after = 0
+
+[[routes]]
+source  = "github"
+events  = ["pull_request.opened"]
+channel = "C0DEV"
+
+[[routes]]
+source  = "pagerduty"
+channel = "C0DEV"
+"#;
+
+fn incident_event(id: &str) -> String {
+    json!({"event": {"id": id, "event_type": "incident.triggered", "occurred_at": "2026-11-24T01:00:00Z",
+        "data": {"id": "PINC9", "type": "incident", "number": 9, "title": "database down", "urgency": "high",
+                 "html_url": "https://acme.pagerduty.com/incidents/PINC9"}}})
+    .to_string()
+}
+
+/// Finding 11 of the attacker's review: behind a backlog of ordinary notifications to one
+/// channel, an incident is the next message posted, not the last.
+async fn incidents_go_ahead_of_a_backlog(db: Db) {
+    let Some((app, Some(slack))) = start_with(db, "wh_priority", ONE_CHANNEL, None).await else {
+        return;
+    };
+    for i in 0..8 {
+        github(
+            &app,
+            "pull_request",
+            &format!("p-{i}"),
+            &pr_opened(i),
+            GH_NEW,
+        )
+        .await;
+    }
+    assert_eq!(
+        pagerduty(&app, &incident_event("EVINC1"), "w-inc", None)
+            .await
+            .status(),
+        202
+    );
+    let posts = posted(&slack, 3).await;
+    let texts: Vec<String> = posts
+        .iter()
+        .map(|p| p["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let at = texts
+        .iter()
+        .position(|t| t.contains("database down"))
+        .unwrap_or_else(|| panic!("the incident was posted among the first three: {texts:?}"));
+    assert!(at <= 1, "posted as soon as the channel allowed: {texts:?}");
+    app.stop().await;
+}
+
+async fn a_backlog_becomes_one_summary(db: Db) {
+    let config = ONE_CHANNEL.replace("summarize_after = 0", "summarize_after = 5");
+    let Some((app, Some(slack))) = start_with(db, "wh_summary", &config, None).await else {
+        return;
+    };
+    for i in 0..25 {
+        github(
+            &app,
+            "pull_request",
+            &format!("s-{i}"),
+            &pr_opened(i),
+            GH_NEW,
+        )
+        .await;
+    }
+    // At one message a second, 25 would take 25 s; summarised, a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.services.store.outbox_counts().await.unwrap().pending > 0 {
+        assert!(Instant::now() < deadline, "the backlog did not drain");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let posts = slack_calls(&slack, "chat.postMessage").await;
+    assert!(
+        posts.len() <= 6,
+        "{} posts for 25 notifications",
+        posts.len()
+    );
+    let summary = posts
+        .iter()
+        .find(|p| {
+            p["text"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("arrived faster than Slack")
+        })
+        .expect("a summary message");
+    assert!(summary.to_string().contains("pull request"), "{summary}");
+    let counts = app.services.store.outbox_counts().await.unwrap();
+    assert_eq!(counts.sent + counts.merged, 25, "{counts:?}");
+    app.stop().await;
+}
+
+async fn a_message_posted_before_a_crash_is_not_posted_again(db: Db) {
+    // A first process with no bot token only queues.
+    let Some(first) = TestApp::on(db, "wh_repeat")
+        .config(ONE_CHANNEL)
+        .env("GITHUB_WEBHOOK_SECRET", GH_NEW)
+        .start()
+        .await
+    else {
+        return;
+    };
+    github(&first, "pull_request", "r-1", &pr_opened(1), GH_NEW).await;
+    github(&first, "pull_request", "r-2", &pr_opened(2), GH_NEW).await;
+    let store = first.services.store.clone();
+    let now = time::OffsetDateTime::now_utc();
+    // As if a sender had begun posting both and died before recording how it went.
+    store.outbox_posting(&[1, 2], now).await.unwrap();
+    let kept = first.stop_keeping_db().await;
+    // The next process finds #1 already in the channel (the post had gone through), and #2 not.
+    let slack = fake_slack_api().await;
+    Mock::given(matchers::method("GET"))
+        .and(matchers::path("/api/conversations.history"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"ok": true, "messages": [
+            {"ts": "1699999999.000001", "text": "opened …",
+             "metadata": {"event_type": "pantheon_notification", "event_payload": {"outbox_id": 1}}}
+        ]})))
+        .with_priority(1)
+        .mount(&slack)
+        .await;
+    let Some(second) = TestApp::on(db, "wh_repeat")
+        .on_database(kept)
+        .config(ONE_CHANNEL)
+        .env("SLACK_BOT_TOKEN", "xoxb-repeat-test-0000")
+        .env("SLACK_API_URL", format!("{}/api", slack.uri()))
+        .start()
+        .await
+    else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while second.services.store.outbox_counts().await.unwrap().sent < 2 {
+        assert!(Instant::now() < deadline, "both rows were settled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let posts = slack_calls(&slack, "chat.postMessage").await;
+    assert_eq!(posts.len(), 1, "only #2 was posted: {posts:?}");
+    assert_eq!(posts[0]["metadata"]["event_payload"]["outbox_id"], 2);
+    let audit = second.services.store.audit_for("outbox-1").await.unwrap();
+    assert!(
+        audit.iter().any(|r| r
+            .entry
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("not posted again")),
+        "{audit:?}"
+    );
+    second.stop().await;
+}
 
 async fn a_redelivered_github_delivery_is_posted_once(db: Db) {
     let Some((app, slack)) = start(db, "wh_redelivery").await else {
