@@ -235,7 +235,8 @@ impl App {
             .router()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let limits = &self.services.config.limits;
-        let server_limits = crate::http::server::ServerLimits {
+        use crate::http::server::ServerLimits;
+        let server_limits = ServerLimits {
             header_timeout: limits.header_timeout,
             idle_timeout: limits.idle_timeout(),
             max_connections: crate::http::server::connection_cap(
@@ -244,7 +245,37 @@ impl App {
             ),
             drain: limits.body_timeout + Duration::from_secs(5),
         };
-        crate::http::server::serve(listener, router, server_limits, shutdown).await?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        // `/metrics` on an address of its own, when asked for (an internal port for Prometheus).
+        let metrics = match self.services.settings.metrics_listen_addr {
+            Some(addr) => {
+                let metrics_listener = TcpListener::bind(addr).await?;
+                tracing::info!(%addr, "metrics listening");
+                let router = crate::http::metrics_router(self.services.clone());
+                let limits = ServerLimits {
+                    max_connections: 64,
+                    ..server_limits
+                };
+                Some(tokio::spawn(crate::http::server::serve(
+                    metrics_listener,
+                    router,
+                    limits,
+                    stopped(stop_rx.clone()),
+                )))
+            }
+            None => None,
+        };
+        crate::http::server::serve(listener, router, server_limits, stopped(stop_rx)).await?;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         self.shutdown().await;
         Ok(())
     }
@@ -325,6 +356,7 @@ fn register_secrets(settings: &Settings) {
         &settings.pagerduty_api_token,
         &settings.zendesk_api_token,
         &settings.link_secret,
+        &settings.metrics_token,
     ];
     let lists = [
         &settings.github_webhook_secrets,

@@ -167,6 +167,73 @@ pub struct FileConfig {
     pub jobs: JobsSection,
     #[serde(default)]
     pub notifications: NotificationsSection,
+    #[serde(default)]
+    pub retention: RetentionSection,
+}
+
+/// How long stored rows are kept before upkeep deletes them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    /// Webhook deliveries and the notifications made from them (once settled). A redelivery of
+    /// one older than this is treated as new.
+    #[serde(default = "default_keep_deliveries")]
+    pub webhook_deliveries: Keep,
+    /// Output of jobs that ended this long ago (the jobs themselves are kept).
+    #[serde(default = "default_keep_job_logs")]
+    pub job_logs: Keep,
+    /// The audit trail: kept for ever unless a duration is given.
+    #[serde(default)]
+    pub audit_log: Keep,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        Self {
+            webhook_deliveries: default_keep_deliveries(),
+            job_logs: default_keep_job_logs(),
+            audit_log: Keep::Forever,
+        }
+    }
+}
+
+fn default_keep_deliveries() -> Keep {
+    Keep::For(Duration::from_secs(30 * 24 * 3600))
+}
+
+fn default_keep_job_logs() -> Keep {
+    Keep::For(Duration::from_secs(90 * 24 * 3600))
+}
+
+/// `"forever"`, or a duration such as `"30d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Keep {
+    #[default]
+    Forever,
+    For(Duration),
+}
+
+impl<'de> Deserialize<'de> for Keep {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        if raw.trim().eq_ignore_ascii_case("forever") {
+            return Ok(Keep::Forever);
+        }
+        humantime::parse_duration(&raw).map(Keep::For).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{raw}` is neither \"forever\" nor a duration ({e}); write e.g. \"30d\""
+            ))
+        })
+    }
+}
+
+impl std::fmt::Display for Keep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Keep::Forever => f.write_str("forever"),
+            Keep::For(d) => write!(f, "{}", humantime::format_duration(*d)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -810,6 +877,18 @@ impl FileConfig {
             Duration::ZERO,
             secs(60),
         )?;
+        for (key, keep) in [
+            (
+                "retention.webhook_deliveries",
+                self.retention.webhook_deliveries,
+            ),
+            ("retention.job_logs", self.retention.job_logs),
+            ("retention.audit_log", self.retention.audit_log),
+        ] {
+            if let Keep::For(d) = keep {
+                within(key, d, secs(3600), secs(100 * 365 * 24 * 3600))?;
+            }
+        }
         if self.jobs.workers > 64 {
             return Err(source.error_unlocated("jobs.workers", "at most 64 workers per process"));
         }
@@ -910,6 +989,10 @@ pub struct Settings {
     pub zendesk_webhook_secrets: Vec<SecretString>,
     /// Key for the signed links to job pages; derived from the Slack signing secret if unset.
     pub link_secret: Option<SecretString>,
+    /// When set, `/metrics` answers only `Authorization: Bearer <this>`.
+    pub metrics_token: Option<SecretString>,
+    /// When set, `/metrics` is served on this address only (not on `LISTEN_ADDR`).
+    pub metrics_listen_addr: Option<SocketAddr>,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://pantheon.db";
@@ -1004,6 +1087,16 @@ impl Settings {
             zendesk_api_token: secret("ZENDESK_API_TOKEN"),
             zendesk_webhook_secrets: secrets("ZENDESK_WEBHOOK_SECRET"),
             link_secret: secret("PANTHEON_LINK_SECRET"),
+            metrics_token: secret("METRICS_TOKEN"),
+            metrics_listen_addr: match get("METRICS_LISTEN_ADDR") {
+                None => None,
+                Some(raw) => Some(raw.parse().map_err(|_| {
+                    ConfigError::env(
+                        "METRICS_LISTEN_ADDR",
+                        format!("`{raw}` is not an address like 127.0.0.1:9090"),
+                    )
+                })?),
+            },
         })
     }
 

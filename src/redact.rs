@@ -62,6 +62,29 @@ pub fn scrub_registered(text: &str) -> Cow<'_, str> {
     out
 }
 
+/// `value` with each NUL in its strings and keys replaced by U+FFFD, for JSON from outside that
+/// is stored (Postgres `jsonb` refuses `\u0000`) or whose strings are.
+pub fn json_without_nul(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => Value::String(s.replace('\0', "\u{fffd}")),
+        Value::Array(items) => Value::Array(items.into_iter().map(json_without_nul).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let k = if k.contains('\0') {
+                        k.replace('\0', "\u{fffd}")
+                    } else {
+                        k
+                    };
+                    (k, json_without_nul(v))
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 /// `text` with registered secrets and credential-shaped substrings masked.
 pub fn scrub(text: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(text);
@@ -99,6 +122,16 @@ mod tests {
             assert!(out.contains(MASK), "{out}");
             assert!(out.starts_with("deploy api "), "{out}");
         }
+    }
+
+    #[test]
+    fn nul_leaves_json_strings_and_keys() {
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{"a\u0000b": ["x\u0000", 1, {"c": "\u0000"}]}"#).unwrap();
+        let clean = json_without_nul(v);
+        assert!(!clean.to_string().contains("\\u0000"), "{clean}");
+        assert_eq!(clean["a\u{fffd}b"][0], "x\u{fffd}");
+        assert_eq!(clean["a\u{fffd}b"][2]["c"], "\u{fffd}");
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Housekeeping the store needs: claims on request signatures are forgotten once they are past
-//! the replay window. A loop runs [`run_once`] every minute; tests call it directly.
+//! the replay window, and old rows go as `[retention]` says (webhook deliveries after 30 days,
+//! job output after 90, the audit trail never unless configured). A loop runs [`run_once`]
+//! every minute; tests call it directly.
 
 use std::{sync::Arc, time::Duration};
 
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use crate::{app::Services, signature::MAX_CLOCK_SKEW_SECS};
+use crate::{app::Services, config::Keep, signature::MAX_CLOCK_SKEW_SECS, store::Prunable};
 
 /// How long a signature is remembered: a request is accepted up to the clock skew either side of
 /// its timestamp, so after twice that no copy of it can pass verification any more.
@@ -21,6 +23,35 @@ pub async fn run_once(services: &Services, now: OffsetDateTime) {
             "forgot request signatures past the replay window"
         ),
         Err(e) => tracing::warn!(error = %e, "pruning request signatures failed"),
+    }
+    let retention = &services.config.retention;
+    let rounds = [
+        (
+            Prunable::Outbox,
+            retention.webhook_deliveries,
+            "settled notifications",
+        ),
+        (
+            Prunable::Deliveries,
+            retention.webhook_deliveries,
+            "webhook deliveries",
+        ),
+        (Prunable::JobLogs, retention.job_logs, "job log lines"),
+        (Prunable::Audit, retention.audit_log, "audit rows"),
+    ];
+    for (what, keep, name) in rounds {
+        let Keep::For(age) = keep else { continue };
+        let Ok(age) = time::Duration::try_from(age) else {
+            continue;
+        };
+        match services.store.prune(what, now - age).await {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics::counter!("pantheon_retention_deleted_total", "what" => name).increment(n);
+                tracing::info!(deleted = n, what = name, kept = %keep, "retention");
+            }
+            Err(e) => tracing::warn!(error = %e, what = name, "retention failed"),
+        }
     }
 }
 

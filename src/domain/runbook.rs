@@ -12,6 +12,11 @@ use regex::Regex;
 
 use crate::config::{RunConfig, RunbookConfig};
 
+static INVISIBLE: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+    Regex::new(r"[\p{Cf}\p{Zl}\p{Zp}\p{Co}]")
+        .unwrap_or_else(|e| unreachable!("the class compiles: {e}"))
+});
+
 /// Longest parameter value accepted.
 pub const MAX_PARAM_LEN: usize = 256;
 
@@ -211,6 +216,10 @@ pub enum ParamError {
     LeadingDash { name: String },
     #[error("`{name}` contains a control character")]
     ControlCharacter { name: String },
+    #[error(
+        "`{name}` contains an invisible formatting character (such as a right-to-left override or a zero-width space)"
+    )]
+    FormatCharacter { name: String },
     #[error("`{name}` is longer than {MAX_PARAM_LEN} characters")]
     TooLong { name: String },
     #[error("`{value}` is not a valid `{name}` (must match `{pattern}`)")]
@@ -231,6 +240,13 @@ pub fn validate_value(name: &str, value: &str, pattern: &Regex) -> Result<(), Pa
     }
     if value.chars().any(char::is_control) {
         return Err(ParamError::ControlCharacter { name: name.into() });
+    }
+    // Characters that change how text reads without being seen (U+202E turns `1.0-fdp` into
+    // what looks like `1.0-pdf`; U+200B splits a word invisibly), line and paragraph
+    // separators, and private-use characters: no parameter needs them, and an approver must see
+    // exactly what will run.
+    if INVISIBLE.is_match(value) {
+        return Err(ParamError::FormatCharacter { name: name.into() });
     }
     if value.starts_with('-') {
         return Err(ParamError::LeadingDash { name: name.into() });
@@ -294,6 +310,22 @@ mod tests {
             );
         }
         assert_eq!(validate_value("v", "1.2.3", &version), Ok(()));
+        for sneaky in [
+            "1.0\u{202e}fdp",
+            "api\u{200b}",
+            "a\u{2028}b",
+            "\u{feff}prod",
+            "x\u{e000}",
+        ] {
+            assert!(
+                matches!(
+                    validate_value("v", sneaky, &lax),
+                    Err(ParamError::FormatCharacter { .. })
+                ),
+                "{sneaky:?}"
+            );
+        }
+        assert_eq!(validate_value("v", "café-münchen", &lax), Ok(()));
     }
 
     #[test]

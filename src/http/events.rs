@@ -21,7 +21,7 @@ use crate::{
 pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Response {
     let body = request.body;
     let payload: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
+        Ok(v) => crate::redact::json_without_nul(v),
         Err(e) => {
             return ApiError::BadRequest(format!("the body is not JSON: {e}")).into_response();
         }

@@ -68,7 +68,11 @@ fn parse(body: &[u8]) -> Result<Payload, String> {
         .find(|(k, _)| k == "payload")
         .map(|(_, v)| v.into_owned())
         .ok_or_else(|| "no `payload` field".to_owned())?;
-    serde_json::from_str(&raw).map_err(|e| format!("`payload` is not an interaction: {e}"))
+    // Its strings reach the database (voter, channel): no NUL, which Postgres cannot store.
+    serde_json::from_str::<serde_json::Value>(&raw)
+        .map(crate::redact::json_without_nul)
+        .and_then(serde_json::from_value)
+        .map_err(|e| format!("`payload` is not an interaction: {e}"))
 }
 
 pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack) -> Response {

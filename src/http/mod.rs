@@ -78,9 +78,28 @@ pub fn router(state: AppState) -> Router {
         .route("/audit", get(pages::audit_page))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .merge(if state.services.settings.metrics_listen_addr.is_some() {
+            // Served on its own address instead.
+            Router::new()
+        } else {
+            Router::new().route("/metrics", get(ops::metrics))
+        })
         .fallback(ops::not_found)
         .layer(middleware::from_fn(track))
+        .with_state(state)
+}
+
+/// `/metrics` and `/healthz` alone, for `METRICS_LISTEN_ADDR`.
+pub fn metrics_router(services: Arc<Services>) -> Router {
+    let state = AppState {
+        services,
+        // Nothing signed is served here.
+        slack_key: Arc::new(HmacKey::new(b"unused")),
+    };
+    Router::new()
+        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::healthz))
+        .fallback(ops::not_found)
         .with_state(state)
 }
 

@@ -96,8 +96,11 @@ async fn finish(
     }
 }
 
+/// The body as JSON, with NUL taken out of its strings (it is stored, and Postgres `jsonb`
+/// cannot hold one: a signed delivery with `\u0000` in it would otherwise get a 503 forever).
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body)
+        .map(crate::redact::json_without_nul)
         .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))
 }
 

@@ -196,6 +196,24 @@ impl Store {
         }
     }
 
+    /// Delete rows of `what` from before `before`, in batches so no lock is held for long.
+    /// Returns how many. Stops after a bounded number of batches (the next round goes on).
+    pub async fn prune(&self, what: Prunable, before: OffsetDateTime) -> Result<u64> {
+        const BATCH: i64 = 5000;
+        let mut total = 0;
+        for _ in 0..20 {
+            let n = match self {
+                Store::Postgres(pool) => postgres::prune_batch(pool, what, before, BATCH).await?,
+                Store::Sqlite(pool) => sqlite::prune_batch(pool, what, before, BATCH).await?,
+            };
+            total += n;
+            if n < BATCH as u64 {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
     /// Forget claims taken before `before` (past the replay window). Returns how many.
     pub async fn prune_claims(&self, before: OffsetDateTime) -> Result<u64> {
         match self {
@@ -225,6 +243,18 @@ impl Store {
             Store::Sqlite(pool) => sqlite::audit_for(pool, correlation_id).await,
         }
     }
+}
+
+/// What retention deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prunable {
+    /// Notifications already sent, merged or given up on.
+    Outbox,
+    /// Webhook deliveries no queued message points at.
+    Deliveries,
+    /// Log lines of jobs that ended.
+    JobLogs,
+    Audit,
 }
 
 /// For each key in order: whether this one took its claim (it was inserted, and no key before

@@ -77,6 +77,40 @@ pub(super) async fn insert_audit_claiming<'a>(
     Ok(fresh)
 }
 
+/// One batch of retention: up to `limit` rows of `what` from before `before`.
+pub(super) async fn prune_batch(
+    pool: &SqlitePool,
+    what: super::Prunable,
+    before: OffsetDateTime,
+    limit: i64,
+) -> Result<u64> {
+    let sql = match what {
+        super::Prunable::Outbox => {
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
+              WHERE status <> 'pending' AND created_at < ?1 LIMIT ?2)"
+        }
+        super::Prunable::Deliveries => {
+            "DELETE FROM webhook_deliveries WHERE id IN (SELECT d.id FROM webhook_deliveries d
+              WHERE d.received_at < ?1
+                AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.delivery = d.id) LIMIT ?2)"
+        }
+        super::Prunable::JobLogs => {
+            "DELETE FROM job_logs WHERE (job_id, seq) IN (SELECT l.job_id, l.seq
+              FROM jobs j JOIN job_logs l ON l.job_id = j.id
+             WHERE j.finished_at IS NOT NULL AND j.finished_at < ?1 LIMIT ?2)"
+        }
+        super::Prunable::Audit => {
+            "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at < ?1 LIMIT ?2)"
+        }
+    };
+    let done = sqlx::query(sql)
+        .bind(ts(before))
+        .bind(limit)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 pub(super) async fn prune_claims(pool: &SqlitePool, before: OffsetDateTime) -> Result<u64> {
     let done = sqlx::query("DELETE FROM request_claims WHERE seen_at < ?")
         .bind(ts(before))

@@ -540,3 +540,272 @@ run = {{ kind = "http", url = "http://127.0.0.1:9/services/T000/B000/{TOKEN}", t
     assert!(!seen.contains("/services/T000"), "{seen}");
     app.stop().await;
 }
+
+both_stores!(
+    invisible_formatting_characters_are_refused_as_parameters,
+    a_nul_in_a_webhook_or_a_click_loses_nothing,
+    old_rows_go_as_retention_says,
+    metrics_can_need_a_token_or_an_address_of_their_own,
+);
+
+async fn invisible_formatting_characters_are_refused_as_parameters(db: Db) {
+    let Some(app) = TestApp::on(db, "format_chars")
+        .config(SECRETS)
+        .start()
+        .await
+    else {
+        return;
+    };
+    for text in [
+        "deploy api 1.0\u{202e}1 to staging",
+        "deploy ap\u{200b}i 1.0 to staging",
+        "run deploy app=api version=1.0 env=staging\u{feff}",
+    ] {
+        let ack = app.slash(text).by(ALICE).send().await;
+        let answer = if ack.body.is_empty() {
+            app.reply_text(&ack).await
+        } else {
+            ack.text()
+        };
+        assert!(
+            answer.contains("invisible formatting character")
+                || answer.contains("control character"),
+            "{text:?}: {answer}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(app.services.store.jobs(None, 10).await.unwrap().is_empty());
+    assert!(
+        app.services
+            .store
+            .pending_approvals()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    app.stop().await;
+}
+
+async fn a_nul_in_a_webhook_or_a_click_loses_nothing(db: Db) {
+    const GH: &str = "gh-nul-secret-0001";
+    let Some(app) = TestApp::on(db, "nul_inputs")
+        .config(SECRETS)
+        .env("GITHUB_WEBHOOK_SECRET", GH)
+        .start()
+        .await
+    else {
+        return;
+    };
+    let body = r#"{"ref": "refs/heads/main", "repository": {"full_name": "acme/api"}, "sender": {"login": "a\u0000b"}, "commits": [{"id": "1", "message": "fix\u0000"}], "x\u0000y": 1}"#;
+    let sig = pantheon::signature::HmacKey::new(GH.as_bytes()).sign_hex(&[body.as_bytes()]);
+    let resp = app
+        .post_slack(
+            "/webhooks/github",
+            body,
+            &[
+                ("content-type", "application/json".into()),
+                ("x-github-event", "push".into()),
+                ("x-github-delivery", "nul-1".into()),
+                ("x-hub-signature-256", format!("sha256={sig}")),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), 202, "stored, not refused by the database");
+    let rows = app.services.store.audit_for("nul-1").await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    // A click whose user id and action value carry a NUL.
+    let click = app.signed_click("U0\u{0}EVIL", "approval_approve", "1\u{0}");
+    assert_eq!(app.post_signed(&click).await.status, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let votes: Vec<_> = app
+            .services
+            .store
+            .recent_audit(20)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.entry.action == "approval.approve")
+            .collect();
+        if let Some(v) = votes.first() {
+            assert_eq!(v.entry.actor, "U0\u{fffd}EVIL");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the vote was audited");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    app.stop().await;
+}
+
+async fn old_rows_go_as_retention_says(db: Db) {
+    const GH: &str = "gh-retention-secret-01";
+    let config = format!(
+        "{SECRETS}\n[[routes]]\nsource = \"github\"\nchannel = \"C0DEV\"\n\n[retention]\naudit_log = \"400d\"\n"
+    );
+    let Some(app) = TestApp::on(db, "retention")
+        .config(&config)
+        .with_slack_api()
+        .env("GITHUB_WEBHOOK_SECRET", GH)
+        .start()
+        .await
+    else {
+        return;
+    };
+    let push = |id: &'static str| {
+        let body = r#"{"ref": "refs/heads/main", "repository": {"full_name": "acme/api"}, "sender": {"login": "ann"}, "commits": []}"#;
+        let sig = pantheon::signature::HmacKey::new(GH.as_bytes()).sign_hex(&[body.as_bytes()]);
+        let app = &app;
+        async move {
+            app.post_slack(
+                "/webhooks/github",
+                body,
+                &[
+                    ("content-type", "application/json".into()),
+                    ("x-github-event", "push".into()),
+                    ("x-github-delivery", id.into()),
+                    ("x-hub-signature-256", format!("sha256={sig}")),
+                ],
+            )
+            .await
+            .status()
+        }
+    };
+    assert_eq!(push("old-1").await, 202);
+    app.slash("hello").by(ALICE).send().await;
+    let job = ended(&app, 1).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.services.store.outbox_counts().await.unwrap().sent < 1 {
+        assert!(std::time::Instant::now() < deadline, "the push was posted");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let audit_before = app.services.store.recent_audit(1000).await.unwrap().len();
+    let now = time::OffsetDateTime::now_utc();
+    // A month on: deliveries and sent messages go, job output stays (90 days), the audit stays.
+    pantheon::upkeep::run_once(&app.services, now + time::Duration::days(31)).await;
+    assert_eq!(app.services.store.outbox_counts().await.unwrap().sent, 0);
+    assert_eq!(
+        push("old-1").await,
+        202,
+        "a redelivery that old is new again"
+    );
+    assert!(!app.job_log_lines(job.id).await.is_empty());
+    assert_eq!(
+        app.services.store.recent_audit(1000).await.unwrap().len(),
+        audit_before + 1,
+        "only the new delivery's row was added"
+    );
+    // A quarter on: job output goes, the job stays.
+    pantheon::upkeep::run_once(&app.services, now + time::Duration::days(91)).await;
+    assert!(app.job_log_lines(job.id).await.is_empty());
+    assert!(app.services.store.job(job.id).await.unwrap().is_some());
+    // Past the configured 400 days, the audit trail too.
+    pantheon::upkeep::run_once(&app.services, now + time::Duration::days(401)).await;
+    assert!(
+        app.services
+            .store
+            .recent_audit(10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    app.stop().await;
+}
+
+async fn metrics_can_need_a_token_or_an_address_of_their_own(db: Db) {
+    let Some(app) = TestApp::on(db, "metrics_token")
+        .env("METRICS_TOKEN", "metrics-bearer-token-123")
+        .start()
+        .await
+    else {
+        return;
+    };
+    let open = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(open.status(), 401);
+    let wrong = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("metrics-bearer-token-12")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("metrics-bearer-token-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    assert!(right.text().await.unwrap().contains("pantheon_"));
+    app.stop().await;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Some(app) = TestApp::on(db, "metrics_addr")
+        .env("METRICS_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .start()
+        .await
+    else {
+        return;
+    };
+    let main = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(main.status(), 404, "not on the public listener");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let internal = loop {
+        match app
+            .client
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+        {
+            Ok(r) => break r,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Err(e) => panic!("the metrics listener never answered: {e}"),
+        }
+    };
+    assert_eq!(internal.status(), 200);
+    app.stop().await;
+}
+
+/// Finding 12: a line or paragraph separator in what someone types cannot split a log line (some
+/// log viewers break lines there), and every line stays one JSON object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_separator_in_a_command_does_not_split_a_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::binary::Server::start(
+        dir.path(),
+        &[
+            ("SLACK_SIGNING_SECRET", crate::harness::SECRET),
+            ("LOG_FORMAT", "json"),
+        ],
+    );
+    let (body, headers) = crate::binary::signed_command(
+        "whoami \u{2028}{\"level\":\"ERROR\",\"message\":\"forged\"}\u{85}\u{2029}",
+    );
+    let client = crate::harness::client();
+    let mut req = client
+        .post(format!("http://{}/slack/commands", server.addr))
+        .body(body);
+    for (k, v) in &headers {
+        req = req.header(*k, v);
+    }
+    assert_eq!(req.send().await.unwrap().status(), 200);
+    let (_, logs) = server.stop();
+    assert!(
+        !logs.contains(['\u{2028}', '\u{2029}', '\u{85}']),
+        "a raw separator reached the log"
+    );
+    assert!(logs.contains("\\u2028"), "escaped instead: {logs}");
+    for line in logs.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not one JSON object: {line}"
+        );
+    }
+}
