@@ -290,6 +290,27 @@ fn check_config(file: &FileConfig, source: &Source, settings: &Settings) -> Resu
         limits.max_in_flight,
         humantime::format_duration(limits.handler_timeout),
     );
+    println!(
+        "per person: {} commands in flight (votes and cancels not counted)",
+        limits.max_in_flight_per_user
+    );
+    let retention = &file.retention;
+    println!(
+        "retention: webhook deliveries {}, job logs {}, audit trail {}",
+        retention.webhook_deliveries, retention.job_logs, retention.audit_log
+    );
+    println!(
+        "/metrics: {}{}",
+        match settings.metrics_listen_addr {
+            Some(addr) => format!("on {addr} only"),
+            None => "on the main listener".to_owned(),
+        },
+        if settings.metrics_token.is_some() {
+            ", bearer token required"
+        } else {
+            ", open (set METRICS_TOKEN or METRICS_LISTEN_ADDR to restrict it)"
+        }
+    );
     let set = |present: bool| if present { "set" } else { "not set" };
     println!(
         "SLACK_SIGNING_SECRET: {}",

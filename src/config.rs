@@ -231,6 +231,9 @@ impl std::fmt::Display for Keep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Keep::Forever => f.write_str("forever"),
+            Keep::For(d) if d.as_secs() % 86_400 == 0 && d.subsec_nanos() == 0 => {
+                write!(f, "{}d", d.as_secs() / 86_400)
+            }
             Keep::For(d) => write!(f, "{}", humantime::format_duration(*d)),
         }
     }
