@@ -24,6 +24,8 @@ pub struct VerifiedSlack {
     pub body: Bytes,
     pub form: bool,
     pub signature: HeaderValue,
+    /// The signed `X-Slack-Request-Timestamp` (unix seconds).
+    pub timestamp: i64,
 }
 
 impl FromRequest<AppState> for VerifiedSlack {
@@ -50,10 +52,16 @@ impl FromRequest<AppState> for VerifiedSlack {
             crate::telemetry::record_signature_failure("slack", reason_label(e));
             ApiError::from(e).into_response()
         })?;
+        let timestamp = timestamp
+            .as_ref()
+            .and_then(|t| t.to_str().ok())
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(now);
         Ok(Self {
             body,
             form,
             signature: signature.unwrap_or_else(|| HeaderValue::from_static("")),
+            timestamp,
         })
     }
 }
@@ -62,8 +70,7 @@ impl VerifiedSlack {
     /// What makes this request unique for the replay check: its signature (hex case folded,
     /// since verification accepts either).
     pub fn replay_key(&self) -> String {
-        let signature = self.signature.to_str().unwrap_or_default().trim();
-        format!("slack:{}", signature.to_ascii_lowercase())
+        crate::store::claim_key(self.timestamp, self.signature.to_str().unwrap_or_default())
     }
 
     /// 400 unless the request said it is a form.

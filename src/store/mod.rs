@@ -214,7 +214,7 @@ impl Store {
         Ok(total)
     }
 
-    /// Forget claims taken before `before` (past the replay window). Returns how many.
+    /// Forget claims of requests signed before `before` (see [`claim_key`]). Returns how many.
     pub async fn prune_claims(&self, before: OffsetDateTime) -> Result<u64> {
         match self {
             Store::Postgres(pool) => postgres::prune_claims(pool, before).await,
@@ -255,6 +255,21 @@ pub enum Prunable {
     /// Log lines of jobs that ended.
     JobLogs,
     Audit,
+}
+
+/// The claim key of a Slack request signed at `timestamp` (unix seconds) with `signature`
+/// (`v0=<hex>`): ordered by the signing time, so claims past the window go as one range, and
+/// new ones are written side by side. 128 bits of the signature tell requests apart.
+pub fn claim_key(timestamp: i64, signature: &str) -> String {
+    let sig = signature.trim().to_ascii_lowercase();
+    let hex = sig.strip_prefix("v0=").unwrap_or(&sig);
+    let short: String = hex.chars().take(32).collect();
+    format!("slack:{:010}:{short}", timestamp.max(0))
+}
+
+/// The first key a claim signed at `before` would have: every claim below it was signed earlier.
+fn claim_bound(before: OffsetDateTime) -> String {
+    format!("slack:{:010}:", before.unix_timestamp().max(0))
 }
 
 /// For each key in order: whether this one took its claim (it was inserted, and no key before

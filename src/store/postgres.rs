@@ -123,8 +123,8 @@ pub(super) async fn prune_batch(
 }
 
 pub(super) async fn prune_claims(pool: &PgPool, before: OffsetDateTime) -> Result<u64> {
-    let done = sqlx::query("DELETE FROM request_claims WHERE seen_at < $1")
-        .bind(before)
+    let done = sqlx::query("DELETE FROM request_claims WHERE key >= 'slack:' AND key < $1")
+        .bind(super::claim_bound(before))
         .execute(pool)
         .await?;
     Ok(done.rows_affected())

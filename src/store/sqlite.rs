@@ -112,8 +112,8 @@ pub(super) async fn prune_batch(
 }
 
 pub(super) async fn prune_claims(pool: &SqlitePool, before: OffsetDateTime) -> Result<u64> {
-    let done = sqlx::query("DELETE FROM request_claims WHERE seen_at < ?")
-        .bind(ts(before))
+    let done = sqlx::query("DELETE FROM request_claims WHERE key >= 'slack:' AND key < ?")
+        .bind(super::claim_bound(before))
         .execute(pool)
         .await?;
     Ok(done.rows_affected())

@@ -35,12 +35,15 @@ async fn a_claim_is_taken_once_until_it_is_pruned(db: Db) {
         return;
     };
     let now = time::OffsetDateTime::now_utc();
+    let signed = now.unix_timestamp();
+    let key = |sig: &str| pantheon::store::claim_key(signed, &format!("v0={sig}"));
+    let (ka, kb, kc) = (key("aa11"), key("bb22"), key("cc33"));
     let a = AuditEntry::new("c-a", "U1", "command", Outcome::Received);
     let b = AuditEntry::new("c-b", "U1", "command", Outcome::Received);
     let again = AuditEntry::new("c-again", "U1", "command", Outcome::Refused);
     // The second "a" in one batch is a replay of the first.
     let fresh = store
-        .insert_audit_claiming(&["slack:a", "slack:b", "slack:a"], now, |fresh| {
+        .insert_audit_claiming(&[&ka, &kb, &ka], now, |fresh| {
             assert_eq!(fresh, [true, true, false]);
             vec![&a, &b, &again]
         })
@@ -48,12 +51,14 @@ async fn a_claim_is_taken_once_until_it_is_pruned(db: Db) {
         .unwrap();
     assert_eq!(fresh, [true, true, false]);
     assert_eq!(store.audit_for("c-again").await.unwrap().len(), 1);
+    // Hex case does not make a new request.
+    let upper = pantheon::store::claim_key(signed, "v0=BB22");
     let fresh = store
-        .insert_audit_claiming(&["slack:b", "slack:c"], now, |_| vec![])
+        .insert_audit_claiming(&[&upper, &kc], now, |_| vec![])
         .await
         .unwrap();
     assert_eq!(fresh, [false, true]);
-    // Pruned past the window, a key may be claimed again.
+    // Claims go by when they were signed: none before a minute ago, all before a minute on.
     assert_eq!(
         store
             .prune_claims(now - time::Duration::minutes(1))
@@ -69,7 +74,7 @@ async fn a_claim_is_taken_once_until_it_is_pruned(db: Db) {
         3
     );
     let fresh = store
-        .insert_audit_claiming(&["slack:a"], now, |_| vec![])
+        .insert_audit_claiming(&[&ka], now, |_| vec![])
         .await
         .unwrap();
     assert_eq!(fresh, [true]);
@@ -86,9 +91,11 @@ async fn many_writers_racing_for_one_claim_get_it_once(db: Db) {
             tokio::spawn(async move {
                 let row = AuditEntry::new(&format!("race-{i}"), "U1", "command", Outcome::Received);
                 store
-                    .insert_audit_claiming(&["slack:same"], time::OffsetDateTime::now_utc(), |_| {
-                        vec![&row]
-                    })
+                    .insert_audit_claiming(
+                        &["slack:1700000000:same"],
+                        time::OffsetDateTime::now_utc(),
+                        |_| vec![&row],
+                    )
                     .await
                     .unwrap()[0]
             })
