@@ -117,12 +117,21 @@ async fn read_body(request: Request, next: Next, limit: usize, timeout: Duration
         return too_large();
     }
     let (parts, body) = request.into_parts();
-    let collected =
-        tokio::time::timeout(timeout, http_body_util::Limited::new(body, limit).collect()).await;
-    let bytes = match collected {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-        Ok(Err(e)) => {
+    let collected = tokio::time::timeout(timeout, collect_within_budget(body, limit)).await;
+    let (bytes, held) = match collected {
+        Ok(Ok(collected)) => collected,
+        Ok(Err(BodyError::TooLarge)) => return too_large(),
+        Ok(Err(BodyError::OverBudget)) => {
+            metrics::counter!("pantheon_body_budget_refusals_total").increment(1);
+            tracing::warn!("request body refused: bodies in memory are at their budget");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                "busy; try again\n",
+            )
+                .into_response();
+        }
+        Ok(Err(BodyError::Read(e))) => {
             tracing::info!(error = %e, "request body not read");
             return (
                 StatusCode::BAD_REQUEST,
@@ -148,8 +157,59 @@ async fn read_body(request: Request, next: Next, limit: usize, timeout: Duration
             return response;
         }
     };
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    // The body's share of the budget is held until its request is done.
+    drop(held);
+    response
+}
+
+/// Request bodies held in memory at once, across all requests (KiB). Past it a new body gets
+/// 503, so many large bodies arriving together cannot exhaust memory before their signatures are
+/// checked.
+const BODY_BUDGET_KIB: usize = 64 * 1024;
+
+static BODY_BUDGET: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB)));
+
+enum BodyError {
+    TooLarge,
+    OverBudget,
+    Read(axum::Error),
+}
+
+/// The whole body, at most `limit` bytes, with the share of the budget it holds.
+async fn collect_within_budget(
+    mut body: Body,
+    limit: usize,
+) -> Result<(bytes::Bytes, Option<tokio::sync::OwnedSemaphorePermit>), BodyError> {
+    let mut buf = bytes::BytesMut::new();
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        let kib_now = (buf.len() + data.len()).div_ceil(1024);
+        let kib_held = held.as_ref().map_or(0, |p| p.num_permits());
+        if kib_now > kib_held {
+            let more = u32::try_from(kib_now - kib_held).map_err(|_| BodyError::TooLarge)?;
+            let permit = BODY_BUDGET
+                .clone()
+                .try_acquire_many_owned(more)
+                .map_err(|_| BodyError::OverBudget)?;
+            match held.as_mut() {
+                Some(h) => h.merge(permit),
+                None => held = Some(permit),
+            }
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((buf.freeze(), held))
 }
 
 fn too_large() -> Response {

@@ -47,14 +47,19 @@ pub fn reserved_descriptors(open_files: u64) -> u64 {
     (open_files / 8).max(256)
 }
 
+/// The most connections the cap allows when none is configured: each costs a task and buffers,
+/// and Slack's traffic needs far fewer.
+pub const AUTO_MAX_CONNECTIONS: usize = 4096;
+
 /// The connection cap for an open-files limit: `configured` if it fits below the limit less the
-/// reserve, else the most that does (at least 16).
+/// reserve, else the most that does (at least 16); unconfigured, at most
+/// [`AUTO_MAX_CONNECTIONS`].
 pub fn connection_cap(configured: Option<usize>, open_files: u64) -> usize {
     let room = open_files
         .saturating_sub(reserved_descriptors(open_files))
         .max(16);
     let room = usize::try_from(room).unwrap_or(usize::MAX);
-    configured.map_or(room, |c| c.min(room))
+    configured.map_or(room.min(AUTO_MAX_CONNECTIONS), |c| c.min(room))
 }
 
 /// Raise the soft open-files limit to the hard one. Returns (soft, hard) as they are afterwards.
@@ -95,8 +100,12 @@ pub fn open_files_limit() -> u64 {
 
 /// One open connection, as the table sees it.
 struct Conn {
-    /// Requests being handled on it now.
+    /// Requests being handled on it now (the whole request is in), or whose response is being
+    /// written. Such a connection is never evicted or swept.
     busy: AtomicU32,
+    /// Requests whose body is still arriving. Not swept (the body timeout governs them) but
+    /// evictable: a client trickling a body must not hold its place against Slack.
+    reading: AtomicU32,
     /// Requests it has had.
     requests: AtomicU64,
     /// When it last opened, or finished a request (milliseconds since the table's epoch).
@@ -168,7 +177,7 @@ impl Table {
             u64::try_from((header + Duration::from_secs(1)).as_millis()).unwrap_or(u64::MAX);
         self.lock().retain(|_, entry| {
             let c = &entry.conn;
-            if c.busy.load(Ordering::Acquire) > 0 {
+            if c.busy.load(Ordering::Acquire) > 0 || c.reading.load(Ordering::Acquire) > 0 {
                 return true;
             }
             let quiet = now.saturating_sub(c.last.load(Ordering::Relaxed));
@@ -200,14 +209,130 @@ impl Drop for Registered {
     }
 }
 
-/// Marks a connection busy while a request is handled.
+/// Marks a connection busy while a request is handled and its response written.
 struct Busy(Arc<Conn>, Arc<Table>);
 
 impl Busy {
     fn enter(conn: &Arc<Conn>, table: &Arc<Table>) -> Self {
         conn.busy.fetch_add(1, Ordering::AcqRel);
-        conn.requests.fetch_add(1, Ordering::Relaxed);
         Self(conn.clone(), table.clone())
+    }
+}
+
+/// Marks a connection as receiving a request body.
+struct Reading(Arc<Conn>);
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.0.reading.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Where one request stands: receiving its body, or in (busy).
+struct Phase {
+    conn: Arc<Conn>,
+    table: Arc<Table>,
+    state: Mutex<PhaseState>,
+}
+
+enum PhaseState {
+    Reading(#[allow(dead_code)] Reading),
+    Busy(#[allow(dead_code)] Busy),
+    Done,
+}
+
+impl Phase {
+    fn start(conn: &Arc<Conn>, table: &Arc<Table>, has_body: bool) -> Arc<Self> {
+        conn.requests.fetch_add(1, Ordering::Relaxed);
+        let state = if has_body {
+            conn.reading.fetch_add(1, Ordering::AcqRel);
+            PhaseState::Reading(Reading(conn.clone()))
+        } else {
+            PhaseState::Busy(Busy::enter(conn, table))
+        };
+        Arc::new(Self {
+            conn: conn.clone(),
+            table: table.clone(),
+            state: Mutex::new(state),
+        })
+    }
+
+    /// The whole request is in (or the response has begun): busy until the response is written.
+    fn busy(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*state, PhaseState::Reading(_)) {
+            *state = PhaseState::Busy(Busy::enter(&self.conn, &self.table));
+        }
+    }
+
+    fn done(&self) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = PhaseState::Done;
+    }
+}
+
+/// A request body that reports when it has all arrived.
+struct RequestBody {
+    inner: Incoming,
+    phase: Arc<Phase>,
+}
+
+impl http_body::Body for RequestBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.phase.busy();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that keeps its connection busy until it has been written (or dropped).
+struct ResponseBody {
+    inner: Body,
+    phase: Arc<Phase>,
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) {
+            self.phase.done();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        self.phase.done();
     }
 }
 
@@ -365,6 +490,7 @@ fn spawn_connection(
     let id = table.next_id.fetch_add(1, Ordering::Relaxed);
     let conn = Arc::new(Conn {
         busy: AtomicU32::new(0),
+        reading: AtomicU32::new(0),
         requests: AtomicU64::new(0),
         last: AtomicU64::new(table.now_ms()),
     });
@@ -377,12 +503,20 @@ fn spawn_connection(
         let table = table.clone();
         let router = router.clone();
         hyper::service::service_fn(move |request: Request<Incoming>| {
-            let busy = Busy::enter(&conn, &table);
-            let call = router.clone().oneshot(request.map(Body::new));
+            let has_body = !http_body::Body::is_end_stream(request.body());
+            let phase = Phase::start(&conn, &table, has_body);
+            let body_phase = phase.clone();
+            let call = router.clone().oneshot(request.map(move |inner| {
+                Body::new(RequestBody {
+                    inner,
+                    phase: body_phase,
+                })
+            }));
             async move {
-                let response = call.await;
-                drop(busy);
-                response.map_err(|never: Infallible| match never {})
+                let response = call.await.map_err(|never: Infallible| match never {})?;
+                // The handler is done; the connection stays busy while the answer is written.
+                phase.busy();
+                Ok::<_, Infallible>(response.map(|inner| Body::new(ResponseBody { inner, phase })))
             }
         })
     };
@@ -437,7 +571,8 @@ mod tests {
             768,
             "clamped below the limit"
         );
-        assert_eq!(connection_cap(None, 1_048_576), 917_504);
+        assert_eq!(connection_cap(None, 1_048_576), AUTO_MAX_CONNECTIONS);
+        assert_eq!(connection_cap(Some(20_000), 1_048_576), 20_000);
         assert_eq!(connection_cap(None, 64), 16, "never below 16");
     }
 
@@ -460,6 +595,7 @@ mod tests {
                     Entry {
                         conn: Arc::new(Conn {
                             busy: AtomicU32::new(busy),
+                            reading: AtomicU32::new(0),
                             requests: AtomicU64::new(1),
                             last: AtomicU64::new(last),
                         }),

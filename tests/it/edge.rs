@@ -172,6 +172,43 @@ async fn the_edge_holds_its_limits(db: Db) {
         closed >= 200 + 1 - 64,
         "only {closed} of 200 stalled connections were closed to stay within 64"
     );
+    drop(stalled);
+
+    // The same with bodies that trickle in: a connection still receiving its body holds no
+    // place against a whole request.
+    let mut trickling = Vec::new();
+    for _ in 0..200 {
+        trickling.push(
+            sent(
+                &addr,
+                "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n{\"a\":",
+            )
+            .await,
+        );
+    }
+    let started = Instant::now();
+    let ack = app.slash("whoami").send().await;
+    assert_eq!(ack.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "answered {:?} after 200 trickling bodies",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut closed = 0;
+    for s in &mut trickling {
+        let mut byte = [0u8; 1];
+        if matches!(
+            tokio::time::timeout(Duration::from_millis(1), s.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        ) {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed >= 200 - 64,
+        "only {closed} trickling bodies were closed"
+    );
     app.stop().await;
 }
 
