@@ -175,8 +175,8 @@ pub struct FileConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionSection {
-    /// Webhook deliveries and the notifications made from them (once settled). A redelivery of
-    /// one older than this is treated as new.
+    /// Payloads of webhook deliveries, and the notifications made from them once settled. The
+    /// delivery's identity (source, id, body hash) is kept, so a redelivery stays a duplicate.
     #[serde(default = "default_keep_deliveries")]
     pub webhook_deliveries: Keep,
     /// Output of jobs that ended this long ago (the jobs themselves are kept).

@@ -35,7 +35,7 @@ pub async fn run_once(services: &Services, now: OffsetDateTime) {
         (
             Prunable::Deliveries,
             retention.webhook_deliveries,
-            "webhook deliveries",
+            "webhook payloads",
         ),
         (Prunable::JobLogs, retention.job_logs, "job log lines"),
         (Prunable::Audit, retention.audit_log, "audit rows"),

@@ -49,6 +49,8 @@ pub struct OutboxRow {
     /// A sender began posting it and never said how that went (it died): it may be in the
     /// channel already.
     pub maybe_posted: bool,
+    /// The outbox id of the message it was being posted as, when `maybe_posted`.
+    pub posting_as: Option<i64>,
 }
 
 /// A verified delivery to store, with the messages it routes to and its audit rows.

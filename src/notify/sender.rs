@@ -117,6 +117,13 @@ async fn send_channel(
         release(services, &ids(&rows), at, None, false).await;
         return at;
     }
+    // First, rows a sender had begun posting when it died (or that met an answer that did not
+    // say whether Slack took them): settle exactly the rows of that message if it is in the
+    // channel, and only then post anything.
+    let rows = match recover(services, channel, rows, now).await {
+        Recovered::Settled => return now,
+        Recovered::Go(rows) => rows,
+    };
     // Rows come highest priority first. An incident goes alone, ahead of the rest. Otherwise
     // the first row and every waiting row with its coalescing key go as one message; and when
     // more are waiting for this channel than it can take at one a second, they all go as one
@@ -151,54 +158,9 @@ async fn send_channel(
     let merged: Vec<i64> = unit[1..].iter().map(|r| r.id).collect();
     let attempts = unit.iter().map(|r| r.attempts).max().unwrap_or(0);
     let started = std::time::Instant::now();
-    // A sender that died between posting and recording it leaves its rows marked: look for the
-    // message in the channel before posting it a second time.
-    if unit.iter().any(|r| r.maybe_posted) {
-        let oldest =
-            unit.iter().map(|r| r.created_at).min().unwrap_or(now) - time::Duration::minutes(1);
-        match services
-            .slack_outbox
-            .find_notification(channel, oldest, &ids(&unit))
-            .await
-        {
-            Ok(Some(ts)) => {
-                metrics::counter!("pantheon_outbox_repeats_avoided_total").increment(1);
-                tracing::info!(
-                    channel,
-                    ts,
-                    "notification already in the channel; not posted again"
-                );
-                let entry = AuditEntry::new(
-                    &format!("outbox-{first}"),
-                    "notifier",
-                    "notify.post",
-                    Outcome::Succeeded,
-                )
-                .channel(channel)
-                .detail(format!(
-                    "already in {channel} (ts {ts}), posted before a restart: not posted again"
-                ));
-                if let Err(e) = services
-                    .store
-                    .outbox_sent(first, &merged, &ts, OffsetDateTime::now_utc(), vec![entry])
-                    .await
-                {
-                    tracing::error!(error = %e, "outbox row found posted but not marked sent");
-                }
-                return now + PER_CHANNEL;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                // Without channels:history (or with Slack down) we cannot tell: post, and say
-                // that this may be a repeat.
-                metrics::counter!("pantheon_outbox_possible_repeats_total").increment(1);
-                tracing::warn!(channel, error = %e, "cannot check whether a notification was posted before a restart; posting it (it may appear twice)");
-            }
-        }
-    }
     if let Err(e) = services
         .store
-        .outbox_posting(&ids(&unit), OffsetDateTime::now_utc())
+        .outbox_posting(&ids(&unit), Some(first), OffsetDateTime::now_utc())
         .await
     {
         // Without the mark a crash during the post would go unnoticed: try again later.
@@ -261,6 +223,10 @@ async fn send_channel(
                 .max(now + PER_CHANNEL);
             tracing::info!(channel, retry_at = %at, "Slack rate limit; waiting as told");
             metrics::counter!("pantheon_outbox_rate_limited_total").increment(1);
+            // A 429 means Slack did not take it: no need to look for it next time.
+            if let Err(e) = services.store.outbox_posting(&ids(&unit), None, now).await {
+                tracing::warn!(error = %e, "could not clear the posting marks");
+            }
             release(services, &ids(&unit), at, Some("rate limited (429)"), false).await;
             at
         }
@@ -286,6 +252,104 @@ async fn send_channel(
         Err(e) => {
             give_up(services, channel, &unit, &e.to_string()).await;
             now + PER_CHANNEL
+        }
+    }
+}
+
+enum Recovered {
+    /// A message found in the channel settled its rows; the rest were put back.
+    Settled,
+    /// Nothing to settle: go on with these rows.
+    Go(Vec<OutboxRow>),
+}
+
+/// Rows claimed with a "maybe posted" mark: look for the message they were posted as (its outbox
+/// id is the message's metadata). Found: exactly the rows posted as it are recorded as sent, the
+/// others put back. Not found: the marks are cleared and the rows go on. Not knowable (no
+/// `channels:history`, Slack down): the rows go on, and may appear twice.
+async fn recover(
+    services: &Services,
+    channel: &str,
+    rows: Vec<OutboxRow>,
+    now: OffsetDateTime,
+) -> Recovered {
+    let Some(posted_as) = rows
+        .iter()
+        .find(|r| r.maybe_posted)
+        .and_then(|r| r.posting_as)
+    else {
+        return Recovered::Go(rows);
+    };
+    let (marked, others): (Vec<OutboxRow>, Vec<OutboxRow>) = rows
+        .into_iter()
+        .partition(|r| r.maybe_posted && r.posting_as == Some(posted_as));
+    let ids: Vec<i64> = marked.iter().map(|r| r.id).collect();
+    let oldest =
+        marked.iter().map(|r| r.created_at).min().unwrap_or(now) - time::Duration::minutes(1);
+    match services
+        .slack_outbox
+        .find_notification(channel, oldest, &[posted_as])
+        .await
+    {
+        Ok(Some(ts)) => {
+            metrics::counter!("pantheon_outbox_repeats_avoided_total").increment(1);
+            tracing::info!(
+                channel,
+                ts,
+                rows = ids.len(),
+                "notification already in the channel; not posted again"
+            );
+            let entry = AuditEntry::new(
+                &format!("outbox-{}", ids[0]),
+                "notifier",
+                "notify.post",
+                Outcome::Succeeded,
+            )
+            .channel(channel)
+            .detail(format!(
+                "already in {channel} (ts {ts}) as message {posted_as}, posted before a restart: not posted again"
+            ));
+            if let Err(e) = services
+                .store
+                .outbox_sent(
+                    ids[0],
+                    &ids[1..],
+                    &ts,
+                    OffsetDateTime::now_utc(),
+                    vec![entry],
+                )
+                .await
+            {
+                tracing::error!(error = %e, "outbox rows found posted but not marked sent");
+            }
+            if !others.is_empty() {
+                let rest: Vec<i64> = others.iter().map(|r| r.id).collect();
+                release(services, &rest, now, None, false).await;
+            }
+            Recovered::Settled
+        }
+        Ok(None) => {
+            if let Err(e) = services.store.outbox_posting(&ids, None, now).await {
+                tracing::warn!(error = %e, "could not clear the posting marks");
+            }
+            let mut rows: Vec<OutboxRow> = marked
+                .into_iter()
+                .map(|mut r| {
+                    r.maybe_posted = false;
+                    r.posting_as = None;
+                    r
+                })
+                .chain(others)
+                .collect();
+            rows.sort_by_key(|r| (std::cmp::Reverse(r.priority), r.id));
+            Recovered::Go(rows)
+        }
+        Err(e) => {
+            metrics::counter!("pantheon_outbox_possible_repeats_total").increment(1);
+            tracing::warn!(channel, error = %e, "cannot check whether a notification was posted before; posting it (it may appear twice)");
+            let mut rows: Vec<OutboxRow> = marked.into_iter().chain(others).collect();
+            rows.sort_by_key(|r| (std::cmp::Reverse(r.priority), r.id));
+            Recovered::Go(rows)
         }
     }
 }

@@ -250,7 +250,8 @@ impl Store {
 pub enum Prunable {
     /// Notifications already sent, merged or given up on.
     Outbox,
-    /// Webhook deliveries no queued message points at.
+    /// Payloads of webhook deliveries (each delivery's identity is kept, so a redelivery stays
+    /// a duplicate however old).
     Deliveries,
     /// Log lines of jobs that ended.
     JobLogs,
@@ -582,10 +583,16 @@ impl Store {
         by_db!(self, outbox_sent(first, merged, ts, now, audit))
     }
 
-    /// A sender is about to post these: until it records how that went, a later claim knows
-    /// they may have been posted already.
-    pub async fn outbox_posting(&self, ids: &[i64], now: OffsetDateTime) -> Result<()> {
-        by_db!(self, outbox_posting(ids, now))
+    /// A sender is about to post these as the message carrying outbox id `posting_as`: until it
+    /// is known how that went, a later claim knows they may be in the channel already. `None`
+    /// clears the mark (the post is known not to have happened).
+    pub async fn outbox_posting(
+        &self,
+        ids: &[i64],
+        posting_as: Option<i64>,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        by_db!(self, outbox_posting(ids, posting_as, now))
     }
 
     /// Try these again at `at` (counting an attempt when the try failed).

@@ -100,10 +100,11 @@ pub(super) async fn prune_batch(
             "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
               WHERE status <> 'pending' AND created_at < $1 LIMIT $2)"
         }
+        // The payload goes; the row stays, so a redelivery (GitHub and PagerDuty sign no
+        // timestamp) is still recognised as one.
         super::Prunable::Deliveries => {
-            "DELETE FROM webhook_deliveries WHERE id IN (SELECT d.id FROM webhook_deliveries d
-              WHERE d.received_at < $1
-                AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.delivery = d.id) LIMIT $2)"
+            "UPDATE webhook_deliveries SET payload = '{}'::jsonb WHERE id IN (SELECT id
+               FROM webhook_deliveries WHERE payload <> '{}'::jsonb AND received_at < $1 LIMIT $2)"
         }
         super::Prunable::JobLogs => {
             "DELETE FROM job_logs WHERE (job_id, seq) IN (SELECT l.job_id, l.seq
@@ -903,6 +904,7 @@ fn outbox_row(row: &PgRow) -> Result<OutboxRow> {
         created_at: row.try_get("created_at")?,
         priority: row.try_get("priority")?,
         maybe_posted: row.try_get("maybe_posted")?,
+        posting_as: row.try_get("posting_as")?,
     })
 }
 
@@ -917,7 +919,7 @@ pub(super) async fn claim_outbox(
           WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1
                         ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED)
           RETURNING id, channel, text, blocks, coalesce_key, coalesce_label, attempts, created_at,
-                    priority, posting_since IS NOT NULL AS maybe_posted",
+                    priority, posting_since IS NOT NULL AS maybe_posted, posting_as",
     )
     .bind(now)
     .bind(lease_until)
@@ -957,12 +959,21 @@ pub(super) async fn outbox_sent(
     Ok(())
 }
 
-pub(super) async fn outbox_posting(pool: &PgPool, ids: &[i64], now: OffsetDateTime) -> Result<()> {
-    sqlx::query("UPDATE outbox SET posting_since = $2 WHERE id = ANY($1) AND status = 'pending'")
-        .bind(ids)
-        .bind(now)
-        .execute(pool)
-        .await?;
+pub(super) async fn outbox_posting(
+    pool: &PgPool,
+    ids: &[i64],
+    posting_as: Option<i64>,
+    now: OffsetDateTime,
+) -> Result<()> {
+    let since = posting_as.map(|_| now);
+    sqlx::query(
+        "UPDATE outbox SET posting_since = $2, posting_as = $3 WHERE id = ANY($1) AND status = 'pending'",
+    )
+    .bind(ids)
+    .bind(since)
+    .bind(posting_as)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -975,7 +986,7 @@ pub(super) async fn outbox_retry(
 ) -> Result<()> {
     sqlx::query(
         "UPDATE outbox SET next_attempt_at = $2, last_error = COALESCE($3, last_error),
-                           attempts = attempts + CASE WHEN $4 THEN 1 ELSE 0 END, posting_since = NULL
+                           attempts = attempts + CASE WHEN $4 THEN 1 ELSE 0 END
           WHERE id = ANY($1) AND status = 'pending'",
     )
     .bind(ids)

@@ -90,9 +90,8 @@ pub(super) async fn prune_batch(
               WHERE status <> 'pending' AND created_at < ?1 LIMIT ?2)"
         }
         super::Prunable::Deliveries => {
-            "DELETE FROM webhook_deliveries WHERE id IN (SELECT d.id FROM webhook_deliveries d
-              WHERE d.received_at < ?1
-                AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.delivery = d.id) LIMIT ?2)"
+            "UPDATE webhook_deliveries SET payload = '{}' WHERE id IN (SELECT id
+               FROM webhook_deliveries WHERE payload <> '{}' AND received_at < ?1 LIMIT ?2)"
         }
         super::Prunable::JobLogs => {
             "DELETE FROM job_logs WHERE (job_id, seq) IN (SELECT l.job_id, l.seq
@@ -940,6 +939,7 @@ fn outbox_row(row: &SqliteRow) -> Result<OutboxRow> {
         created_at: req_ts(row, "created_at")?,
         priority: row.try_get("priority")?,
         maybe_posted: row.try_get("maybe_posted")?,
+        posting_as: row.try_get("posting_as")?,
     })
 }
 
@@ -954,7 +954,7 @@ pub(super) async fn claim_outbox(
           WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?1
                         ORDER BY priority DESC, id LIMIT ?3)
           RETURNING id, channel, text, blocks, coalesce_key, coalesce_label, attempts, created_at,
-                    priority, posting_since IS NOT NULL AS maybe_posted",
+                    priority, posting_since IS NOT NULL AS maybe_posted, posting_as",
     )
     .bind(ts(now))
     .bind(ts(lease_until))
@@ -997,12 +997,15 @@ pub(super) async fn outbox_sent(
 pub(super) async fn outbox_posting(
     pool: &SqlitePool,
     ids: &[i64],
+    posting_as: Option<i64>,
     now: OffsetDateTime,
 ) -> Result<()> {
+    let since = posting_as.map(|_| ts(now));
     sqlx::query(
-        "UPDATE outbox SET posting_since = ? WHERE id IN (SELECT value FROM json_each(?)) AND status = 'pending'",
+        "UPDATE outbox SET posting_since = ?, posting_as = ? WHERE id IN (SELECT value FROM json_each(?)) AND status = 'pending'",
     )
-    .bind(ts(now))
+    .bind(since)
+    .bind(posting_as)
     .bind(ids_json(ids))
     .execute(pool)
     .await?;
@@ -1017,7 +1020,7 @@ pub(super) async fn outbox_retry(
     count_attempt: bool,
 ) -> Result<()> {
     sqlx::query(
-        "UPDATE outbox SET next_attempt_at = ?, last_error = COALESCE(?, last_error), attempts = attempts + ?, posting_since = NULL
+        "UPDATE outbox SET next_attempt_at = ?, last_error = COALESCE(?, last_error), attempts = attempts + ?
           WHERE id IN (SELECT value FROM json_each(?)) AND status = 'pending'",
     )
     .bind(ts(at))

@@ -319,18 +319,35 @@ async fn a_message_posted_before_a_crash_is_not_posted_again(db: Db) {
     else {
         return;
     };
-    github(&first, "pull_request", "r-1", &pr_opened(1), GH_NEW).await;
-    github(&first, "pull_request", "r-2", &pr_opened(2), GH_NEW).await;
+    for i in 1..=6 {
+        github(
+            &first,
+            "pull_request",
+            &format!("r-{i}"),
+            &pr_opened(i),
+            GH_NEW,
+        )
+        .await;
+    }
     let store = first.services.store.clone();
     let now = time::OffsetDateTime::now_utc();
-    // As if a sender had begun posting both and died before recording how it went.
-    store.outbox_posting(&[1, 2], now).await.unwrap();
+    // As if a sender had begun posting #1 alone, #2 alone, and #3-#5 as one summary (message 3),
+    // and died before recording how any of it went; #6 came later.
+    store.outbox_posting(&[1], Some(1), now).await.unwrap();
+    store.outbox_posting(&[2], Some(2), now).await.unwrap();
+    store
+        .outbox_posting(&[3, 4, 5], Some(3), now)
+        .await
+        .unwrap();
     let kept = first.stop_keeping_db().await;
-    // The next process finds #1 already in the channel (the post had gone through), and #2 not.
+    // The next process finds messages 1 and 3 in the channel (those posts had gone through), and
+    // not 2.
     let slack = fake_slack_api().await;
     Mock::given(matchers::method("GET"))
         .and(matchers::path("/api/conversations.history"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"ok": true, "messages": [
+            {"ts": "1699999999.000003", "text": "3 notifications …",
+             "metadata": {"event_type": "pantheon_notification", "event_payload": {"outbox_id": 3}}},
             {"ts": "1699999999.000001", "text": "opened …",
              "metadata": {"event_type": "pantheon_notification", "event_payload": {"outbox_id": 1}}}
         ]})))
@@ -347,15 +364,30 @@ async fn a_message_posted_before_a_crash_is_not_posted_again(db: Db) {
     else {
         return;
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while second.services.store.outbox_counts().await.unwrap().sent < 2 {
-        assert!(Instant::now() < deadline, "both rows were settled");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let c = second.services.store.outbox_counts().await.unwrap();
+        if c.sent + c.merged == 6 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "every row was settled: {c:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let posts = slack_calls(&slack, "chat.postMessage").await;
-    assert_eq!(posts.len(), 1, "only #2 was posted: {posts:?}");
-    assert_eq!(posts[0]["metadata"]["event_payload"]["outbox_id"], 2);
-    let audit = second.services.store.audit_for("outbox-1").await.unwrap();
+    let posted: Vec<i64> = posts
+        .iter()
+        .map(|p| {
+            p["metadata"]["event_payload"]["outbox_id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        posted,
+        [2, 6],
+        "only what was not in the channel was posted"
+    );
+    let audit = second.services.store.audit_for("outbox-3").await.unwrap();
     assert!(
         audit.iter().any(|r| r
             .entry
