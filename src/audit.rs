@@ -339,11 +339,20 @@ async fn commit(store: &Store, batch: Vec<Pending>) {
     };
     let mut result = attempt().await;
     // One quick retry covers a dropped connection; a database that stays down is reported to
-    // every waiting caller, who then refuses to act unaudited. (A failed try stored nothing,
-    // claims included.)
+    // every waiting caller, who then refuses to act unaudited. A try that failed usually stored
+    // nothing; but if only its reply was lost, its claims are there with our timestamp, and a
+    // second try would find them all "taken" and refuse every request as a replay: look first.
     if result.is_err() {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        result = attempt().await;
+        let committed = if keys.is_empty() {
+            None
+        } else {
+            store.claims_committed_at(&keys, now).await.ok().flatten()
+        };
+        result = match committed {
+            Some(fresh) => Ok(fresh),
+            None => attempt().await,
+        };
     }
     let rows = match &result {
         Ok(fresh) if !keys.is_empty() => chosen(&batch, fresh.clone()).count(),

@@ -135,7 +135,34 @@ pub fn section(mrkdwn: &str) -> Value {
 /// A header block. `plain` is text as it should read (not escaped): it is escaped here like every
 /// other text we send, since Slack decodes `&amp;`, `&lt;` and `&gt;` in all text.
 pub fn header(plain: &str) -> Value {
-    json!({"type": "header", "text": {"type": "plain_text", "text": escape(&truncate(plain, MAX_HEADER_TEXT)), "emoji": true}})
+    json!({"type": "header", "text": {"type": "plain_text", "text": escape_within(plain, MAX_HEADER_TEXT), "emoji": true}})
+}
+
+/// [`escape`], cut so that the escaped text is at most `max` characters (an entity is never cut
+/// in half): Slack refuses a header longer than its limit.
+pub fn escape_within(text: &str, max: usize) -> String {
+    let escaped = escape(text);
+    if escaped.chars().count() <= max {
+        return escaped;
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let piece = match c {
+            '&' => "&amp;".to_owned(),
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            c => c.to_string(),
+        };
+        let len = piece.chars().count();
+        if used + len > max.saturating_sub(1) {
+            break;
+        }
+        out.push_str(&piece);
+        used += len;
+    }
+    out.push('…');
+    out
 }
 
 pub fn context(mrkdwn: &str) -> Value {
@@ -237,6 +264,16 @@ mod tests {
             link("https://x.test/a|b>c", "A <b>"),
             "<https://x.test/a%7Cb%3Ec|A &lt;b&gt;>"
         );
+    }
+
+    #[test]
+    fn an_escaped_header_keeps_to_slacks_limit() {
+        let long = "&".repeat(200);
+        let h = header(&long);
+        let text = h["text"]["text"].as_str().unwrap();
+        assert!(text.chars().count() <= MAX_HEADER_TEXT, "{}", text.len());
+        assert!(text.ends_with("&amp;…"), "no entity cut in half: {text}");
+        assert_eq!(header("a < b")["text"]["text"], "a &lt; b");
     }
 
     #[test]

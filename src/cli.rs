@@ -50,6 +50,11 @@ pub enum Command {
         /// Public base URL of this service, e.g. https://pantheon.example.com
         #[arg(long)]
         url: url::Url,
+        /// Also ask for channels:history and groups:history, so that after a crash a
+        /// notification already posted is recognised and not posted again. Without them a
+        /// crash mid-post can post one twice; with them a leaked bot token reads more.
+        #[arg(long)]
+        with_history: bool,
     },
 }
 
@@ -99,7 +104,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 console(file, source, settings, user, channel).await
             }
             Command::CheckConfig => check_config(&file, &source, &settings),
-            Command::SlackManifest { url } => {
+            Command::SlackManifest { url, with_history } => {
                 let registry = app::build_registry(&file, &source).map_err(|e| e.to_string())?;
                 print!(
                     "{}",
@@ -107,7 +112,8 @@ pub fn run(cli: Cli) -> ExitCode {
                         &file.slack.app_name,
                         file.slack.command.get_ref(),
                         &registry,
-                        &url
+                        &url,
+                        with_history
                     )
                 );
                 Ok(())

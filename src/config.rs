@@ -319,7 +319,8 @@ fn default_poll() -> Duration {
 }
 
 fn default_link_ttl() -> Duration {
-    Duration::from_secs(7 * 24 * 3600)
+    // A link opens the page for whoever holds it, so it is short-lived (it is the job's log).
+    Duration::from_secs(24 * 3600)
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -65,25 +65,26 @@ pub fn held_action(name: &str) -> Option<&str> {
         .filter(|action| crate::config::PAGERDUTY_WRITE_ACTIONS.contains(action))
 }
 
-/// Whether `user` may see a job of `runbook` (its status, log and page): whoever may run the
-/// runbook, and whoever asked for this job. A held PagerDuty write is seen by those who may use
-/// `pager` commands. The check runs at every look, so a permission taken away also closes the
-/// job's page.
+/// Whether `user` may see `job` (its status, log and page): whoever may run its runbook, and
+/// whoever asked for it. A held PagerDuty write is seen by those who may run the command it
+/// holds (`pager ack!` needs what `pager ack!` needs). The check runs at every look, so a
+/// permission taken away also closes the job's page.
 pub fn may_see_job(
     services: &Services,
     user: &str,
-    runbook: &str,
-    requested_by: &str,
+    job: &crate::domain::job::Job,
 ) -> Result<(), crate::domain::access::Refusal> {
-    if user == requested_by {
+    if user == job.requested_by {
         return Ok(());
     }
-    let family = if held_action(runbook).is_some() {
-        "pager"
-    } else {
-        runbook
-    };
-    services.access.check(user, None, family, &[])
+    if held_action(&job.runbook).is_some() {
+        let command = job.params.get("command").map(String::as_str).unwrap_or("");
+        return match services.registry.parse(command, |_| true) {
+            Ok((spec, _)) => spec.allowed(&services.access, user),
+            Err(_) => Err(crate::domain::access::Refusal { needed: Vec::new() }),
+        };
+    }
+    services.access.check(user, None, &job.runbook, &[])
 }
 
 /// What someone who may not see job `job` is told instead.
@@ -164,15 +165,18 @@ pub fn validate(runbook: &RunbookConfig, params: &BTreeMap<String, String>) -> R
     Ok(())
 }
 
-/// Whether this run needs approval: the runbook has a policy, and every `when` parameter
-/// matches its expression (in full, ignoring case; see [`compile_when`]). An expression that
-/// does not compile (check-config refuses those) counts as a match: when in doubt, ask.
+/// Whether this run needs approval: the runbook has a policy, and every `when` parameter either
+/// is the value written there (ignoring case) or matches it as an expression (in full, ignoring
+/// case; see [`compile_when`]). Both, so a value written before `when` took expressions (`a+b`)
+/// still catches itself. An expression that does not compile (check-config refuses those)
+/// counts as a match: when in doubt, ask.
 pub fn needs_approval(runbook: &RunbookConfig, params: &BTreeMap<String, String>) -> bool {
     runbook.approval.as_ref().is_some_and(|a| {
         a.get_ref().when.iter().all(|(k, pattern)| {
-            params
-                .get(k)
-                .is_some_and(|value| compile_when(pattern).map_or(true, |re| re.is_match(value)))
+            params.get(k).is_some_and(|value| {
+                value.to_lowercase() == pattern.to_lowercase()
+                    || compile_when(pattern).map_or(true, |re| re.is_match(value))
+            })
         })
     })
 }

@@ -107,7 +107,6 @@ pub fn verify_slack(
     key.verify_hex(&[b"v0:", timestamp, b":", body], tag)
 }
 
-/// The `X-Slack-Signature` value Slack would send; used by tests and the console.
 /// Whether `a` equals `b`, in time that depends on neither (both are hashed first, so not even
 /// their lengths show), for comparing a presented bearer token with the configured one.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -120,6 +119,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
+/// The `X-Slack-Signature` value Slack would send; used by tests and the console.
 pub fn sign_slack(key: &HmacKey, timestamp: &str, body: &[u8]) -> String {
     format!(
         "v0={}",

@@ -11,9 +11,9 @@ use tokio::sync::watch;
 use crate::{app::Services, config::Keep, signature::MAX_CLOCK_SKEW_SECS, store::Prunable};
 
 /// How long a signature is remembered, counted from when it was signed: a copy is refused by
-/// verification once its timestamp is more than the clock skew old, so a minute past that, no
-/// copy of it can be checked against its claim any more.
-pub const CLAIM_WINDOW: time::Duration = time::Duration::seconds(MAX_CLOCK_SKEW_SECS + 60);
+/// verification once its timestamp is more than the clock skew old. Five minutes more allow for
+/// replicas whose clocks (the pruning one's, and the verifying one's) disagree by that much.
+pub const CLAIM_WINDOW: time::Duration = time::Duration::seconds(MAX_CLOCK_SKEW_SECS + 300);
 
 /// One round of upkeep at `now`.
 pub async fn run_once(services: &Services, now: OffsetDateTime) {

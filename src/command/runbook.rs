@@ -178,9 +178,9 @@ async fn jobs(ctx: CommandContext) -> HandlerResult {
         .await
         .map_err(|e| CommandError::Internal(e.to_string()))?;
     let now = OffsetDateTime::now_utc();
-    let (visible, hidden): (Vec<_>, Vec<_>) = list.iter().partition(|j| {
-        runbooks::may_see_job(services, ctx.user(), &j.runbook, &j.requested_by).is_ok()
-    });
+    let (visible, hidden): (Vec<_>, Vec<_>) = list
+        .iter()
+        .partition(|j| runbooks::may_see_job(services, ctx.user(), j).is_ok());
     let private = ctx.private_reply();
     let mut lines: Vec<String> = visible
         .iter()
@@ -221,9 +221,7 @@ async fn job(ctx: CommandContext) -> HandlerResult {
     };
     // Saying why is fine (ids are sequential, so "no such job" would hide nothing); its
     // output is what must not show.
-    if let Err(refusal) =
-        runbooks::may_see_job(services, ctx.user(), &job.runbook, &job.requested_by)
-    {
+    if let Err(refusal) = runbooks::may_see_job(services, ctx.user(), &job) {
         return Err(CommandError::User(runbooks::hidden_job_message(
             &job, &refusal,
         )));

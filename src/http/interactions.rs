@@ -213,22 +213,20 @@ async fn log_link(services: &Services, user: &str, id: Option<i64>) -> String {
         None => Ok(None),
     };
     match job {
-        Ok(Some(job)) => {
-            match runbooks::may_see_job(services, user, &job.runbook, &job.requested_by) {
-                Ok(()) => {
-                    let url = services
-                        .links
-                        .job_url(job.id, user, time::OffsetDateTime::now_utc());
-                    format!(
-                        "{} #{}: {} (this link is yours alone; do not share it).",
-                        crate::chat::escape(&job.runbook),
-                        job.id,
-                        crate::chat::link(&url, "job page with the full log")
-                    )
-                }
-                Err(refusal) => runbooks::hidden_job_message(&job, &refusal),
+        Ok(Some(job)) => match runbooks::may_see_job(services, user, &job) {
+            Ok(()) => {
+                let url = services
+                    .links
+                    .job_url(job.id, user, time::OffsetDateTime::now_utc());
+                format!(
+                    "{} #{}: {} (this link is yours alone; do not share it).",
+                    crate::chat::escape(&job.runbook),
+                    job.id,
+                    crate::chat::link(&url, "job page with the full log")
+                )
             }
-        }
+            Err(refusal) => runbooks::hidden_job_message(&job, &refusal),
+        },
         Ok(None) => "There is no such job.".to_owned(),
         Err(e) => {
             tracing::error!(error = %e, "job lookup failed");

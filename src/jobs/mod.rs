@@ -208,7 +208,8 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: I
                 job.runbook,
                 job.id,
                 report::human_duration(elapsed.try_into().unwrap_or_default()),
-                error
+                // Vendor answers and held commands can carry outside text.
+                crate::chat::escape(&crate::chat::truncate(error, 300))
             ),
         ),
         RunEnd::TimedOut { after } => (

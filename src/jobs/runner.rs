@@ -318,11 +318,25 @@ pub async fn run_command(
         cmd.current_dir(d);
     }
     #[cfg(target_os = "linux")]
-    // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal, so the
-    // program dies with its worker instead of running on unsupervised.
+    // SAFETY: prctl, getrlimit and setrlimit are async-signal-safe. This sets the child's
+    // parent-death signal, so the program dies with its worker instead of running on
+    // unsupervised, and gives it back the open-files limit the server started with.
     unsafe {
-        cmd.pre_exec(|| {
+        let original =
+            crate::http::server::ORIGINAL_OPEN_FILES.load(std::sync::atomic::Ordering::Relaxed);
+        cmd.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // The soft open-files limit as it was before the server raised it.
+            if original > 0 {
+                let mut limit = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+                    limit.rlim_cur = original.min(limit.rlim_max);
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+                }
+            }
             Ok(())
         });
     }

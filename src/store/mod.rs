@@ -214,6 +214,40 @@ impl Store {
         Ok(total)
     }
 
+    /// After a commit of claims at `now` failed as far as we could tell: whether it went through
+    /// after all (its reply was lost). If any of `keys` was claimed at exactly `now`, that
+    /// transaction committed, and these are its claims' flags as
+    /// [`Store::insert_audit_claiming`] returned them; None if none was.
+    pub async fn claims_committed_at(
+        &self,
+        keys: &[&str],
+        now: OffsetDateTime,
+    ) -> Result<Option<Vec<bool>>> {
+        let ours: Vec<String> = match self {
+            Store::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "SELECT key FROM request_claims WHERE key = ANY($1) AND seen_at = $2",
+                )
+                .bind(keys)
+                .bind(now)
+                .fetch_all(pool)
+                .await?
+            }
+            Store::Sqlite(pool) => {
+                let keys_json = serde_json::to_string(keys)
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                sqlx::query_scalar(
+                    "SELECT key FROM request_claims WHERE key IN (SELECT value FROM json_each(?)) AND seen_at = ?",
+                )
+                .bind(keys_json)
+                .bind(sqlite::ts(now))
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        Ok((!ours.is_empty()).then(|| first_claims(keys, &ours)))
+    }
+
     /// Forget claims of requests signed before `before` (see [`claim_key`]). Returns how many.
     pub async fn prune_claims(&self, before: OffsetDateTime) -> Result<u64> {
         match self {

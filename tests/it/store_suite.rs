@@ -58,6 +58,24 @@ async fn a_claim_is_taken_once_until_it_is_pruned(db: Db) {
         .await
         .unwrap();
     assert_eq!(fresh, [false, true]);
+    // A commit whose reply was lost is recognised by its timestamp, with the flags it had.
+    let lost = now + time::Duration::seconds(1);
+    let kd = key("dd44");
+    store
+        .insert_audit_claiming(&[&kd, &ka], lost, |_| vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.claims_committed_at(&[&kd, &ka], lost).await.unwrap(),
+        Some(vec![true, false])
+    );
+    assert_eq!(
+        store
+            .claims_committed_at(&[&kd], lost + time::Duration::seconds(1))
+            .await
+            .unwrap(),
+        None
+    );
     // Claims go by when they were signed: none before a minute ago, all before a minute on.
     assert_eq!(
         store
@@ -71,7 +89,7 @@ async fn a_claim_is_taken_once_until_it_is_pruned(db: Db) {
             .prune_claims(now + time::Duration::minutes(1))
             .await
             .unwrap(),
-        3
+        4
     );
     let fresh = store
         .insert_audit_claiming(&[&ka], now, |_| vec![])
