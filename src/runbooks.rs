@@ -512,3 +512,37 @@ pub async fn vote(
         request,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runbook(when: &str, param: &str) -> RunbookConfig {
+        let text = format!(
+            "[groups]\napprovers = [\"U01ALICE\"]\n\n[[runbooks]]\nname = \"r\"\nusage = \"r {{v}}\"\nparams = {{ v = {param:?} }}\nrun = {{ kind = \"command\", argv = [\"true\"] }}\napproval = {{ group = \"approvers\", when = {{ v = {when:?} }} }}\n"
+        );
+        let source = crate::config::Source {
+            path: "t.toml".into(),
+            text: text.into(),
+        };
+        crate::config::FileConfig::parse(&source)
+            .unwrap()
+            .runbooks
+            .remove(0)
+    }
+
+    fn needs(r: &RunbookConfig, v: &str) -> bool {
+        needs_approval(r, &BTreeMap::from([("v".to_owned(), v.to_owned())]))
+    }
+
+    #[test]
+    fn when_catches_its_own_literal_and_what_its_expression_matches() {
+        // Written before `when` took expressions: still caught literally.
+        let plus = runbook("a+b", "^[a-z+]+$");
+        assert!(needs(&plus, "a+b"));
+        assert!(needs(&plus, "aab"), "and as the expression it now also is");
+        let prod = runbook("production", "(?i)^(staging|production)$");
+        assert!(needs(&prod, "PRODUCTION") && needs(&prod, "Production"));
+        assert!(!needs(&prod, "staging"));
+    }
+}
