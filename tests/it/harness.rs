@@ -42,6 +42,11 @@ fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
+/// Whether the Postgres half may be skipped when Postgres is unreachable (never in CI).
+fn skip_postgres() -> bool {
+    std::env::var("PANTHEON_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1")
+}
+
 /// `../shared` beside the project, or None (a failure in CI, a plain skip note elsewhere).
 pub fn shared_dir(test: &str) -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
@@ -88,12 +93,16 @@ impl TestDb {
                     Err(e) if in_ci() => {
                         panic!("{test}: Postgres at {admin} is required in CI: {e}")
                     }
-                    Err(e) => {
+                    // Skipping is a choice made on purpose, never a silent pass.
+                    Err(e) if skip_postgres() => {
                         eprintln!(
-                            "SKIPPED {test} on Postgres: cannot connect to {admin} ({e}); set TEST_DATABASE_URL"
+                            "SKIPPED {test} on Postgres (PANTHEON_TEST_SKIP_POSTGRES=1): cannot connect to {admin} ({e})"
                         );
                         return None;
                     }
+                    Err(e) => panic!(
+                        "{test}: cannot connect to Postgres at {admin} ({e}). Start it, set TEST_DATABASE_URL, or set PANTHEON_TEST_SKIP_POSTGRES=1 to skip the Postgres half on purpose"
+                    ),
                 };
                 let name = format!("pantheon_test_{}", uuid::Uuid::new_v4().simple());
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))

@@ -327,3 +327,30 @@ fn migration_versions_match_across_databases() {
         "migrations/postgres and migrations/sqlite must have the same files"
     );
 }
+
+/// Both databases' migrations have the same versions and names: a migration added to one and
+/// forgotten in the other would leave the stores apart.
+#[test]
+fn both_migration_folders_hold_the_same_versions() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let list = |db: &str| {
+        let mut names: Vec<String> = std::fs::read_dir(root.join(db))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        names.sort();
+        names
+    };
+    let (pg, lite) = (list("postgres"), list("sqlite"));
+    assert!(!pg.is_empty());
+    assert_eq!(pg, lite, "migrations/postgres and migrations/sqlite differ");
+    for (i, name) in pg.iter().enumerate() {
+        let version: usize = name.split('_').next().unwrap().parse().unwrap();
+        assert_eq!(
+            version,
+            i + 1,
+            "versions run 1, 2, 3 … without gaps: {name}"
+        );
+    }
+}
