@@ -175,10 +175,11 @@ impl SlackApi {
         channel: &str,
         message: &crate::chat::Message,
         outbox_id: i64,
+        post: i64,
     ) -> Result<Posted, VendorError> {
         let mut body = serde_json::json!({
             "channel": channel, "text": message.text, "unfurl_links": false,
-            "metadata": {"event_type": NOTIFICATION_EVENT, "event_payload": {"outbox_id": outbox_id}},
+            "metadata": {"event_type": NOTIFICATION_EVENT, "event_payload": {"outbox_id": outbox_id, "post": post}},
         });
         if !message.blocks.is_empty() {
             body["blocks"] = serde_json::Value::Array(message.blocks.clone());
@@ -192,14 +193,14 @@ impl SlackApi {
         })
     }
 
-    /// The `ts` of a notification we posted to `channel` since `oldest` with one of `ids` as its
-    /// outbox id, from `conversations.history` (needs `channels:history`, or `groups:history`
+    /// The `ts` of a notification we posted to `channel` since `oldest` as post `post` (a token
+    /// unique to each try), from `conversations.history` (needs `channels:history`, or `groups:history`
     /// for a private channel). Looks at the newest 200 messages.
     pub async fn find_notification(
         &self,
         channel: &str,
         oldest: time::OffsetDateTime,
-        ids: &[i64],
+        post: i64,
     ) -> Result<Option<String>, VendorError> {
         let token = self
             .token
@@ -255,8 +256,8 @@ impl SlackApi {
         }
         Ok(history.messages.into_iter().find_map(|m| {
             let meta = m.metadata?;
-            let id = meta.event_payload.get("outbox_id")?.as_i64()?;
-            (meta.event_type == NOTIFICATION_EVENT && ids.contains(&id)).then_some(m.ts)
+            let found = meta.event_payload.get("post")?.as_i64()?;
+            (meta.event_type == NOTIFICATION_EVENT && found == post).then_some(m.ts)
         }))
     }
 

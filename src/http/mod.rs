@@ -121,6 +121,19 @@ async fn read_body(request: Request, next: Next, limit: usize, timeout: Duration
     let (bytes, held) = match collected {
         Ok(Ok(collected)) => collected,
         Ok(Err(BodyError::TooLarge)) => return too_large(),
+        Ok(Err(BodyError::GaveWay)) => {
+            tracing::info!("request body given up: newer requests needed the room it held");
+            let mut response = (
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body came too slowly while others waited\n",
+            )
+                .into_response();
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return response;
+        }
         Ok(Err(BodyError::OverBudget)) => {
             metrics::counter!("pantheon_body_budget_refusals_total").increment(1);
             tracing::warn!("request body refused: bodies in memory are at their budget");
@@ -165,17 +178,64 @@ async fn read_body(request: Request, next: Next, limit: usize, timeout: Duration
     response
 }
 
-/// Request bodies held in memory at once, across all requests (KiB). Past it a new body gets
-/// 503, so many large bodies arriving together cannot exhaust memory before their signatures are
-/// checked.
+/// Request bodies held in memory at once, across all requests (KiB). When a new body needs room
+/// and there is none, the body that began arriving longest ago gives way (its request gets 408),
+/// so clients trickling large bodies cannot keep Slack's small ones out; only if no other body
+/// holds any room is the new one refused (503).
 const BODY_BUDGET_KIB: usize = 64 * 1024;
 
 static BODY_BUDGET: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
     std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB)));
 
+/// Bodies being received, oldest first, with the room each holds and a way to make it give way.
+static READERS: std::sync::LazyLock<Readers> = std::sync::LazyLock::new(Readers::default);
+
+#[derive(Default)]
+struct Readers {
+    next: std::sync::atomic::AtomicU64,
+    active: std::sync::Mutex<std::collections::BTreeMap<u64, Reader>>,
+}
+
+struct Reader {
+    kib: usize,
+    give_way: Arc<tokio::sync::Notify>,
+}
+
+impl Readers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Reader>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ask the oldest body other than `me` that holds room to give way. False if none does.
+    fn evict_oldest_except(&self, me: u64) -> bool {
+        let mut active = self.lock();
+        let Some(id) = active
+            .iter()
+            .find(|(id, r)| **id != me && r.kib > 0)
+            .map(|(id, _)| *id)
+        else {
+            return false;
+        };
+        if let Some(reader) = active.remove(&id) {
+            reader.give_way.notify_one();
+        }
+        true
+    }
+}
+
+/// Takes a body off [`READERS`] when its reading ends, however it ends.
+struct Registered(u64);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        READERS.lock().remove(&self.0);
+    }
+}
+
 enum BodyError {
     TooLarge,
     OverBudget,
+    GaveWay,
     Read(axum::Error),
 }
 
@@ -184,9 +244,25 @@ async fn collect_within_budget(
     mut body: Body,
     limit: usize,
 ) -> Result<(bytes::Bytes, Option<tokio::sync::OwnedSemaphorePermit>), BodyError> {
+    use std::sync::atomic::Ordering;
+    let me = READERS.next.fetch_add(1, Ordering::Relaxed);
+    let give_way = Arc::new(tokio::sync::Notify::new());
+    READERS.lock().insert(
+        me,
+        Reader {
+            kib: 0,
+            give_way: give_way.clone(),
+        },
+    );
+    let _registered = Registered(me);
     let mut buf = bytes::BytesMut::new();
     let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            () = give_way.notified() => return Err(BodyError::GaveWay),
+        };
+        let Some(frame) = frame else { break };
         let frame = frame.map_err(BodyError::Read)?;
         let Ok(data) = frame.into_data() else {
             continue;
@@ -198,13 +274,25 @@ async fn collect_within_budget(
         let kib_held = held.as_ref().map_or(0, |p| p.num_permits());
         if kib_now > kib_held {
             let more = u32::try_from(kib_now - kib_held).map_err(|_| BodyError::TooLarge)?;
-            let permit = BODY_BUDGET
-                .clone()
-                .try_acquire_many_owned(more)
-                .map_err(|_| BodyError::OverBudget)?;
+            let mut tries = 0;
+            let permit = loop {
+                match BODY_BUDGET.clone().try_acquire_many_owned(more) {
+                    Ok(permit) => break permit,
+                    Err(_) if tries < 32 && READERS.evict_oldest_except(me) => {
+                        metrics::counter!("pantheon_body_evictions_total").increment(1);
+                        tries += 1;
+                        // Let the body that gives way drop its share.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err(_) => return Err(BodyError::OverBudget),
+                }
+            };
             match held.as_mut() {
                 Some(h) => h.merge(permit),
                 None => held = Some(permit),
+            }
+            if let Some(reader) = READERS.lock().get_mut(&me) {
+                reader.kib = kib_now;
             }
         }
         buf.extend_from_slice(&data);

@@ -250,6 +250,9 @@ enum PhaseState {
 impl Phase {
     fn start(conn: &Arc<Conn>, table: &Arc<Table>, has_body: bool) -> Arc<Self> {
         conn.requests.fetch_add(1, Ordering::Relaxed);
+        // A request beginning is activity: a kept-alive connection that just started one does
+        // not rank as the longest quiet (a client trickling one body keeps its old start).
+        conn.last.store(table.now_ms(), Ordering::Relaxed);
         let state = if has_body {
             conn.reading.fetch_add(1, Ordering::AcqRel);
             PhaseState::Reading(Reading(conn.clone()))
@@ -306,7 +309,9 @@ impl http_body::Body for RequestBody {
     }
 }
 
-/// A response body that keeps its connection busy until it has been written (or dropped).
+/// A response body that keeps its connection busy while hyper still holds it. (hyper lets go of a
+/// one-frame body once it has buffered it, before the bytes reach the socket; all our responses
+/// are one frame, so the last bytes of a response to a slow reader are not covered.)
 struct ResponseBody {
     inner: Body,
     phase: Arc<Phase>,
@@ -615,6 +620,39 @@ mod tests {
             let ended: Vec<bool> = tasks.iter().map(|t| t.is_finished()).collect();
             // Connection 1 is quieter for longer but busy; connection 2 goes.
             assert_eq!(ended, [false, false, true, false]);
+        });
+    }
+
+    #[test]
+    fn a_connection_receiving_a_body_is_evictable_but_not_swept() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let table = Table::new();
+            let task = tokio::spawn(std::future::pending::<()>());
+            table.lock().insert(
+                0,
+                Entry {
+                    conn: Arc::new(Conn {
+                        busy: AtomicU32::new(0),
+                        reading: AtomicU32::new(1),
+                        requests: AtomicU64::new(1),
+                        last: AtomicU64::new(0),
+                    }),
+                    abort: task.abort_handle(),
+                },
+            );
+            // Quiet far past the idle timeout, but its body is still arriving: the body timeout
+            // governs it, not the sweep.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            table.sweep(Duration::from_millis(1), Duration::from_millis(1));
+            assert_eq!(table.len(), 1);
+            // It does give way to a new connection, though.
+            assert!(table.evict_one());
+            tokio::task::yield_now().await;
+            assert!(task.is_finished());
         });
     }
 }

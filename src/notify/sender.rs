@@ -158,9 +158,10 @@ async fn send_channel(
     let merged: Vec<i64> = unit[1..].iter().map(|r| r.id).collect();
     let attempts = unit.iter().map(|r| r.attempts).max().unwrap_or(0);
     let started = std::time::Instant::now();
+    let post = new_post_token();
     if let Err(e) = services
         .store
-        .outbox_posting(&ids(&unit), Some(first), OffsetDateTime::now_utc())
+        .outbox_posting(&ids(&unit), Some(post), OffsetDateTime::now_utc())
         .await
     {
         // Without the mark a crash during the post would go unnoticed: try again later.
@@ -169,7 +170,7 @@ async fn send_channel(
     }
     match services
         .slack_outbox
-        .post_notification(channel, &message, first)
+        .post_notification(channel, &message, first, post)
         .await
     {
         Ok(posted) => {
@@ -263,17 +264,18 @@ enum Recovered {
     Go(Vec<OutboxRow>),
 }
 
-/// Rows claimed with a "maybe posted" mark: look for the message they were posted as (its outbox
-/// id is the message's metadata). Found: exactly the rows posted as it are recorded as sent, the
-/// others put back. Not found: the marks are cleared and the rows go on. Not knowable (no
-/// `channels:history`, Slack down): the rows go on, and may appear twice.
+/// Rows claimed with a "maybe posted" mark: look for the message they were posted in (each try
+/// carries a token of its own as message metadata). Found: every pending row posted in it is
+/// recorded as sent, the others put back. Not found: those rows' marks are cleared. Not knowable
+/// (no `channels:history`, Slack down): they go on, and may appear twice. Rows marked for another
+/// post wait for the next round, so each round settles one post.
 async fn recover(
     services: &Services,
     channel: &str,
     rows: Vec<OutboxRow>,
     now: OffsetDateTime,
 ) -> Recovered {
-    let Some(posted_as) = rows
+    let Some(post) = rows
         .iter()
         .find(|r| r.maybe_posted)
         .and_then(|r| r.posting_as)
@@ -282,16 +284,30 @@ async fn recover(
     };
     let (marked, others): (Vec<OutboxRow>, Vec<OutboxRow>) = rows
         .into_iter()
-        .partition(|r| r.maybe_posted && r.posting_as == Some(posted_as));
-    let ids: Vec<i64> = marked.iter().map(|r| r.id).collect();
+        .partition(|r| r.maybe_posted && r.posting_as == Some(post));
+    let (later, others): (Vec<OutboxRow>, Vec<OutboxRow>) =
+        others.into_iter().partition(|r| r.maybe_posted);
+    if !later.is_empty() {
+        let ids: Vec<i64> = later.iter().map(|r| r.id).collect();
+        release(services, &ids, now, None, false).await;
+    }
     let oldest =
         marked.iter().map(|r| r.created_at).min().unwrap_or(now) - time::Duration::minutes(1);
     match services
         .slack_outbox
-        .find_notification(channel, oldest, &[posted_as])
+        .find_notification(channel, oldest, post)
         .await
     {
         Ok(Some(ts)) => {
+            // Every row of that post, claimed now or not.
+            let ids = match services.store.pending_posted_as(post).await {
+                Ok(ids) if !ids.is_empty() => ids,
+                Ok(_) => marked.iter().map(|r| r.id).collect(),
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox rows of a found post not read");
+                    marked.iter().map(|r| r.id).collect()
+                }
+            };
             metrics::counter!("pantheon_outbox_repeats_avoided_total").increment(1);
             tracing::info!(
                 channel,
@@ -307,7 +323,7 @@ async fn recover(
             )
             .channel(channel)
             .detail(format!(
-                "already in {channel} (ts {ts}) as message {posted_as}, posted before a restart: not posted again"
+                "already in {channel} (ts {ts}), posted before a restart: not posted again"
             ));
             if let Err(e) = services
                 .store
@@ -322,13 +338,22 @@ async fn recover(
             {
                 tracing::error!(error = %e, "outbox rows found posted but not marked sent");
             }
-            if !others.is_empty() {
-                let rest: Vec<i64> = others.iter().map(|r| r.id).collect();
+            let rest: Vec<i64> = others
+                .iter()
+                .map(|r| r.id)
+                .filter(|id| !ids.contains(id))
+                .collect();
+            if !rest.is_empty() {
                 release(services, &rest, now, None, false).await;
             }
             Recovered::Settled
         }
         Ok(None) => {
+            let ids = services
+                .store
+                .pending_posted_as(post)
+                .await
+                .unwrap_or_else(|_| marked.iter().map(|r| r.id).collect());
             if let Err(e) = services.store.outbox_posting(&ids, None, now).await {
                 tracing::warn!(error = %e, "could not clear the posting marks");
             }
@@ -352,6 +377,12 @@ async fn recover(
             Recovered::Go(rows)
         }
     }
+}
+
+/// A token for one try at posting: unique, so a message found later in the channel is this try
+/// and no other.
+fn new_post_token() -> i64 {
+    i64::try_from(uuid::Uuid::new_v4().as_u64_pair().0 >> 1).unwrap_or(1)
 }
 
 fn transient(e: &VendorError) -> bool {

@@ -617,7 +617,12 @@ impl Store {
         by_db!(self, outbox_sent(first, merged, ts, now, audit))
     }
 
-    /// A sender is about to post these as the message carrying outbox id `posting_as`: until it
+    /// The pending rows marked as posted in post `post` (see [`Store::outbox_posting`]).
+    pub async fn pending_posted_as(&self, post: i64) -> Result<Vec<i64>> {
+        by_db!(self, pending_posted_as(post))
+    }
+
+    /// A sender is about to post these as the message carrying post token `posting_as`: until it
     /// is known how that went, a later claim knows they may be in the channel already. `None`
     /// clears the mark (the post is known not to have happened).
     pub async fn outbox_posting(

@@ -994,6 +994,15 @@ pub(super) async fn outbox_sent(
     Ok(())
 }
 
+pub(super) async fn pending_posted_as(pool: &SqlitePool, post: i64) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM outbox WHERE posting_as = ? AND status = 'pending' ORDER BY id",
+    )
+    .bind(post)
+    .fetch_all(pool)
+    .await?)
+}
+
 pub(super) async fn outbox_posting(
     pool: &SqlitePool,
     ids: &[i64],

@@ -389,3 +389,50 @@ run = { kind = "command", argv = ["sh", "-c", "echo hello from the job"] }
     assert_eq!(limit_line["max_connections"], 768, "{limit_line}");
     assert!(!logs.contains("Too many open files"), "{logs}");
 }
+
+/// Bodies in memory share a budget (64 MiB); unsigned bodies that stop one byte short of done
+/// must not hold it against Slack's requests: the body that began longest ago gives way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_that_never_finish_cannot_starve_slack_of_memory() {
+    let Some(app) = TestApp::on(Db::Sqlite, "edge_budget").start().await else {
+        return;
+    };
+    let addr = addr(&app);
+    let size = 5 * 1024 * 1024;
+    let chunk = vec![b' '; 64 * 1024];
+    let mut hogs = Vec::new();
+    // 14 × 5 MiB is more than the budget.
+    for _ in 0..14 {
+        let mut s = sent(
+            &addr,
+            &format!("POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n"),
+        )
+        .await;
+        let mut left = size - 1;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            if s.write_all(&chunk[..n]).await.is_err() {
+                break;
+            }
+            left -= n;
+        }
+        hogs.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let ack = app.slash("whoami").send().await;
+    assert_eq!(ack.status, 200, "{}", ack.body);
+    assert!(ack.text().contains("U01ALICE"), "{}", ack.body);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // The hogs that gave way were told so.
+    let mut gave_way = 0;
+    for s in &mut hogs {
+        let (head, _) = response_head(s, Duration::from_millis(50)).await;
+        if head.starts_with("HTTP/1.1 408") {
+            gave_way += 1;
+        }
+    }
+    assert!(gave_way >= 1, "at least one unfinished body gave way");
+    drop(hogs);
+    app.stop().await;
+}
