@@ -167,9 +167,9 @@ impl SlackApi {
         Ok(answer)
     }
 
-    /// `chat.postMessage` of a notification from the outbox, carrying its outbox id as message
-    /// metadata so that a sender that died after posting can be recognised in the channel's
-    /// history ([`SlackApi::find_notification`]).
+    /// `chat.postMessage` of a notification from the outbox, carrying its outbox id and post
+    /// token as message metadata so that a sender that died after posting can be recognised in
+    /// the channel's history ([`SlackApi::find_notification`]).
     pub async fn post_notification(
         &self,
         channel: &str,
@@ -177,20 +177,11 @@ impl SlackApi {
         outbox_id: i64,
         post: i64,
     ) -> Result<Posted, VendorError> {
-        let mut body = serde_json::json!({
-            "channel": channel, "text": message.text, "unfurl_links": false,
-            "metadata": {"event_type": NOTIFICATION_EVENT, "event_payload": {"outbox_id": outbox_id, "post": post}},
+        let metadata = serde_json::json!({
+            "event_type": NOTIFICATION_EVENT,
+            "event_payload": {"outbox_id": outbox_id, "post": post},
         });
-        if !message.blocks.is_empty() {
-            body["blocks"] = serde_json::Value::Array(message.blocks.clone());
-        }
-        let answer = self.call("chat.postMessage", body).await?;
-        Ok(Posted {
-            channel: answer.channel.unwrap_or_else(|| channel.to_owned()),
-            ts: answer
-                .ts
-                .ok_or_else(|| VendorError::malformed(NAME, "no ts in chat.postMessage answer"))?,
-        })
+        self.post(channel, None, message, Some(metadata)).await
     }
 
     /// The `ts` of a notification we posted to `channel` since `oldest` as post `post` (a token
@@ -268,6 +259,16 @@ impl SlackApi {
         thread_ts: Option<&str>,
         message: &crate::chat::Message,
     ) -> Result<Posted, VendorError> {
+        self.post(channel, thread_ts, message, None).await
+    }
+
+    async fn post(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        message: &crate::chat::Message,
+        metadata: Option<serde_json::Value>,
+    ) -> Result<Posted, VendorError> {
         let mut body =
             serde_json::json!({"channel": channel, "text": message.text, "unfurl_links": false});
         if !message.blocks.is_empty() {
@@ -275,6 +276,9 @@ impl SlackApi {
         }
         if let Some(ts) = thread_ts {
             body["thread_ts"] = serde_json::Value::String(ts.to_owned());
+        }
+        if let Some(metadata) = metadata {
+            body["metadata"] = metadata;
         }
         let answer = self.call("chat.postMessage", body).await?;
         Ok(Posted {

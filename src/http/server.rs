@@ -225,6 +225,13 @@ impl Busy {
     }
 }
 
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.last.store(self.1.now_ms(), Ordering::Relaxed);
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Marks a connection as receiving a request body.
 struct Reading(Arc<Conn>);
 
@@ -279,15 +286,24 @@ impl Phase {
     }
 }
 
-/// A request body that reports when it has all arrived.
-struct RequestBody {
-    inner: Incoming,
+/// A body that tells its request's [`Phase`] when it has ended: a request body when all of it has
+/// arrived (the request is then busy), a response body when hyper has taken all of it or let go of
+/// it (then done). hyper lets go of a one-frame body once it is buffered, before the bytes reach
+/// the socket; all our responses are one frame, so the last bytes of a response to a slow reader
+/// are not covered.
+struct Watched<B> {
+    inner: B,
     phase: Arc<Phase>,
+    at_end: fn(&Phase),
+    on_drop: Option<fn(&Phase)>,
 }
 
-impl http_body::Body for RequestBody {
+impl<B> http_body::Body for Watched<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+{
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
@@ -295,7 +311,7 @@ impl http_body::Body for RequestBody {
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(polled, std::task::Poll::Ready(None)) || self.inner.is_end_stream() {
-            self.phase.busy();
+            (self.at_end)(&self.phase);
         }
         polled
     }
@@ -309,48 +325,11 @@ impl http_body::Body for RequestBody {
     }
 }
 
-/// A response body that keeps its connection busy while hyper still holds it. (hyper lets go of a
-/// one-frame body once it has buffered it, before the bytes reach the socket; all our responses
-/// are one frame, so the last bytes of a response to a slow reader are not covered.)
-struct ResponseBody {
-    inner: Body,
-    phase: Arc<Phase>,
-}
-
-impl http_body::Body for ResponseBody {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, std::task::Poll::Ready(None)) {
-            self.phase.done();
+impl<B> Drop for Watched<B> {
+    fn drop(&mut self) {
+        if let Some(on_drop) = self.on_drop {
+            on_drop(&self.phase);
         }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for ResponseBody {
-    fn drop(&mut self) {
-        self.phase.done();
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.last.store(self.1.now_ms(), Ordering::Relaxed);
-        self.0.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -518,16 +497,25 @@ fn spawn_connection(
             let phase = Phase::start(&conn, &table, has_body);
             let body_phase = phase.clone();
             let call = router.clone().oneshot(request.map(move |inner| {
-                Body::new(RequestBody {
+                Body::new(Watched {
                     inner,
                     phase: body_phase,
+                    at_end: Phase::busy,
+                    on_drop: None,
                 })
             }));
             async move {
                 let response = call.await.map_err(|never: Infallible| match never {})?;
                 // The handler is done; the connection stays busy while the answer is written.
                 phase.busy();
-                Ok::<_, Infallible>(response.map(|inner| Body::new(ResponseBody { inner, phase })))
+                Ok::<_, Infallible>(response.map(|inner| {
+                    Body::new(Watched {
+                        inner,
+                        phase,
+                        at_end: Phase::done,
+                        on_drop: Some(Phase::done),
+                    })
+                }))
             }
         })
     };

@@ -71,6 +71,21 @@ async fn response_head(stream: &mut TcpStream, within: Duration) -> (String, Dur
     )
 }
 
+/// How many of `streams` the server has closed.
+async fn closed_by_server(streams: &mut [TcpStream]) -> usize {
+    let mut closed = 0;
+    for s in streams {
+        let mut byte = [0u8; 1];
+        if matches!(
+            tokio::time::timeout(Duration::from_millis(1), s.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        ) {
+            closed += 1;
+        }
+    }
+    closed
+}
+
 both_stores!(the_edge_holds_its_limits);
 
 async fn the_edge_holds_its_limits(db: Db) {
@@ -157,16 +172,7 @@ async fn the_edge_holds_its_limits(db: Db) {
         started.elapsed()
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut closed = 0;
-    for s in &mut stalled {
-        let mut byte = [0u8; 1];
-        if matches!(
-            tokio::time::timeout(Duration::from_millis(1), s.read(&mut byte)).await,
-            Ok(Ok(0) | Err(_))
-        ) {
-            closed += 1;
-        }
-    }
+    let closed = closed_by_server(&mut stalled).await;
     assert!(
         // 200 stalled and the client's one connection, 64 at most open.
         closed >= 200 + 1 - 64,
@@ -195,16 +201,7 @@ async fn the_edge_holds_its_limits(db: Db) {
         started.elapsed()
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut closed = 0;
-    for s in &mut trickling {
-        let mut byte = [0u8; 1];
-        if matches!(
-            tokio::time::timeout(Duration::from_millis(1), s.read(&mut byte)).await,
-            Ok(Ok(0) | Err(_))
-        ) {
-            closed += 1;
-        }
-    }
+    let closed = closed_by_server(&mut trickling).await;
     assert!(
         closed >= 200 - 64,
         "only {closed} trickling bodies were closed"
