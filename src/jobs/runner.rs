@@ -120,7 +120,7 @@ impl LogSink {
         };
         match services.store.append_job_logs(job_id, &lines).await {
             Ok(()) => {}
-            Err(e @ StoreError::Database(sqlx::Error::Database(_))) => {
+            Err(e @ StoreError::Rejected { .. }) => {
                 tracing::error!(job_id, error = %e, lines = lines.len(), "job log lines refused by the database; dropped");
             }
             Err(e) => {

@@ -1,13 +1,16 @@
 //! The store: one boundary over two databases. Postgres is the production store (several
-//! replicas may share it); SQLite is the zero-setup default. Each has its own file of SQL,
-//! written the way that database wants, and both pass the same test suite.
+//! replicas may share it); SQLite is the zero-setup default. Each transaction is written once,
+//! in `tx.rs`, over the connection type of `db.rs`; `postgres.rs` and `sqlite.rs` hold only
+//! what differs (locking, lists, timestamps, batch inserts). Both pass the same test suite.
 //!
 //! One method is one business fact and one transaction; no transaction leaves this module.
 
+mod db;
 mod postgres;
 mod sqlite;
+mod tx;
 
-use std::{collections::BTreeMap, str::FromStr, time::Duration};
+use std::{str::FromStr, time::Duration};
 
 use sqlx::{
     postgres::{PgConnectOptions, PgPool, PgPoolOptions},
@@ -60,19 +63,47 @@ mod tests {
     }
 }
 
+/// Why the store could not do something, by what the caller can do about it. No database
+/// driver's type leaves the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Holds the URL with any password removed.
     #[error("`{0}` is not a database URL; use postgres://... or sqlite://...")]
     UnsupportedUrl(String),
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("migration failed: {0}")]
-    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The database refused the statement: a constraint, or a value it cannot take. The same
+    /// statement will be refused again. `duplicate` when a unique key was already taken.
+    #[error("the database refused it: {detail}")]
+    Rejected { detail: String, duplicate: bool },
+    /// The database could not be reached, or did not answer in time; later may work.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     #[error("stored data is not valid: {0}")]
     Corrupt(String),
-    #[error("could not store: {0}")]
-    Unavailable(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Database(db) => StoreError::Rejected {
+                duplicate: db.is_unique_violation(),
+                detail: db.to_string(),
+            },
+            sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::ColumnIndexOutOfBounds { .. }
+            | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(e.to_string()),
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migration(e.to_string())
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -175,10 +206,7 @@ impl Store {
         if entries.is_empty() {
             return Ok(());
         }
-        match self {
-            Store::Postgres(pool) => postgres::insert_audit(pool, entries).await,
-            Store::Sqlite(pool) => sqlite::insert_audit(pool, entries).await,
-        }
+        tx::insert_audit(self, entries).await
     }
 
     /// Take claims on `keys` (request signatures) and append the audit entries `pick` chooses,
@@ -190,10 +218,7 @@ impl Store {
         now: OffsetDateTime,
         pick: impl FnOnce(&[bool]) -> Vec<&'a AuditEntry>,
     ) -> Result<Vec<bool>> {
-        match self {
-            Store::Postgres(pool) => postgres::insert_audit_claiming(pool, keys, now, pick).await,
-            Store::Sqlite(pool) => sqlite::insert_audit_claiming(pool, keys, now, pick).await,
-        }
+        tx::insert_audit_claiming(self, keys, now, pick).await
     }
 
     /// Delete rows of `what` from before `before`, in batches so no lock is held for long.
@@ -202,10 +227,7 @@ impl Store {
         const BATCH: i64 = 5000;
         let mut total = 0;
         for _ in 0..20 {
-            let n = match self {
-                Store::Postgres(pool) => postgres::prune_batch(pool, what, before, BATCH).await?,
-                Store::Sqlite(pool) => sqlite::prune_batch(pool, what, before, BATCH).await?,
-            };
+            let n = tx::prune_batch(self, what, before, BATCH).await?;
             total += n;
             if n < BATCH as u64 {
                 break;
@@ -223,37 +245,13 @@ impl Store {
         keys: &[&str],
         now: OffsetDateTime,
     ) -> Result<Option<Vec<bool>>> {
-        let ours: Vec<String> = match self {
-            Store::Postgres(pool) => {
-                sqlx::query_scalar(
-                    "SELECT key FROM request_claims WHERE key = ANY($1) AND seen_at = $2",
-                )
-                .bind(keys)
-                .bind(now)
-                .fetch_all(pool)
-                .await?
-            }
-            Store::Sqlite(pool) => {
-                let keys_json = serde_json::to_string(keys)
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-                sqlx::query_scalar(
-                    "SELECT key FROM request_claims WHERE key IN (SELECT value FROM json_each(?)) AND seen_at = ?",
-                )
-                .bind(keys_json)
-                .bind(sqlite::ts(now))
-                .fetch_all(pool)
-                .await?
-            }
-        };
+        let ours = tx::claims_committed_at(self, keys, now).await?;
         Ok((!ours.is_empty()).then(|| first_claims(keys, &ours)))
     }
 
     /// Forget claims of requests signed before `before` (see [`claim_key`]). Returns how many.
     pub async fn prune_claims(&self, before: OffsetDateTime) -> Result<u64> {
-        match self {
-            Store::Postgres(pool) => postgres::prune_claims(pool, before).await,
-            Store::Sqlite(pool) => sqlite::prune_claims(pool, before).await,
-        }
+        tx::prune_claims(self, before).await
     }
 
     /// The newest `limit` entries, newest first.
@@ -264,18 +262,12 @@ impl Store {
     /// The newest `limit` entries older than entry `before` (by id), newest first: the next
     /// page after one that ended at `before`.
     pub async fn audit_before(&self, before: i64, limit: i64) -> Result<Vec<AuditRecord>> {
-        match self {
-            Store::Postgres(pool) => postgres::audit_before(pool, before, limit).await,
-            Store::Sqlite(pool) => sqlite::audit_before(pool, before, limit).await,
-        }
+        tx::audit_before(self, before, limit).await
     }
 
     /// Every entry of one request, oldest first.
     pub async fn audit_for(&self, correlation_id: &str) -> Result<Vec<AuditRecord>> {
-        match self {
-            Store::Postgres(pool) => postgres::audit_for(pool, correlation_id).await,
-            Store::Sqlite(pool) => sqlite::audit_for(pool, correlation_id).await,
-        }
+        tx::audit_for(self, correlation_id).await
     }
 }
 
@@ -387,10 +379,7 @@ impl Store {
     // -- people --------------------------------------------------------------------------------
 
     pub async fn user_prefs(&self, slack_user_id: &str) -> Result<Option<UserPrefs>> {
-        match self {
-            Store::Postgres(pool) => postgres::user_prefs(pool, slack_user_id).await,
-            Store::Sqlite(pool) => sqlite::user_prefs(pool, slack_user_id).await,
-        }
+        tx::user_prefs(self, slack_user_id).await
     }
 
     /// Remember a person's PagerDuty email (and user id, when known).
@@ -401,16 +390,7 @@ impl Store {
         pagerduty_user_id: Option<&str>,
     ) -> Result<()> {
         let now = time::OffsetDateTime::now_utc();
-        match self {
-            Store::Postgres(pool) => {
-                postgres::set_pagerduty_identity(pool, slack_user_id, email, pagerduty_user_id, now)
-                    .await
-            }
-            Store::Sqlite(pool) => {
-                sqlite::set_pagerduty_identity(pool, slack_user_id, email, pagerduty_user_id, now)
-                    .await
-            }
-        }
+        tx::set_pagerduty_identity(self, slack_user_id, email, pagerduty_user_id, now).await
     }
 }
 
@@ -425,24 +405,6 @@ pub enum VoteResult {
     Refused(Refusal),
 }
 
-fn params_json(params: &BTreeMap<String, String>) -> serde_json::Value {
-    serde_json::to_value(params).unwrap_or_default()
-}
-
-fn params_from_json(value: serde_json::Value) -> Result<BTreeMap<String, String>> {
-    serde_json::from_value(value).map_err(|e| StoreError::Corrupt(format!("params: {e}")))
-}
-
-/// Dispatch one call to the database's own implementation.
-macro_rules! by_db {
-    ($self:ident, $f:ident ( $($arg:expr),* )) => {
-        match $self {
-            Store::Postgres(pool) => postgres::$f(pool, $($arg),*).await,
-            Store::Sqlite(pool) => sqlite::$f(pool, $($arg),*).await,
-        }
-    };
-}
-
 impl Store {
     // -- approvals -----------------------------------------------------------------------------
 
@@ -452,19 +414,19 @@ impl Store {
         new: &NewApprovalRequest,
         audit: impl FnOnce(i64) -> Vec<AuditEntry>,
     ) -> Result<i64> {
-        by_db!(self, create_approval_request(new, audit))
+        tx::create_approval_request(self, new, audit).await
     }
 
     pub async fn approval_request(&self, id: i64) -> Result<Option<ApprovalRequest>> {
-        by_db!(self, approval_request(id))
+        tx::approval_request(self, id).await
     }
 
     pub async fn pending_approvals(&self) -> Result<Vec<ApprovalRequest>> {
-        by_db!(self, pending_approvals())
+        tx::pending_approvals(self).await
     }
 
     pub async fn set_approval_message(&self, id: i64, ts: &str) -> Result<()> {
-        by_db!(self, set_approval_message(id, ts))
+        tx::set_approval_message(self, id, ts).await
     }
 
     /// One vote, as one transaction: lock the request, apply the rules, record the vote, and on
@@ -479,7 +441,7 @@ impl Store {
         now: OffsetDateTime,
         audit: impl FnOnce(Option<&ApprovalRequest>, &VoteResult) -> Vec<AuditEntry>,
     ) -> Result<(Option<ApprovalRequest>, VoteResult)> {
-        by_db!(self, vote(id, voter, decision, qualified, now, audit))
+        tx::vote(self, id, voter, decision, qualified, now, audit).await
     }
 
     /// Mark pending requests past their expiry as expired; returns them.
@@ -488,7 +450,7 @@ impl Store {
         now: OffsetDateTime,
         audit: impl Fn(&ApprovalRequest) -> AuditEntry,
     ) -> Result<Vec<ApprovalRequest>> {
-        by_db!(self, expire_due(now, audit))
+        tx::expire_due(self, now, audit).await
     }
 
     // -- jobs ----------------------------------------------------------------------------------
@@ -498,7 +460,7 @@ impl Store {
         job: &NewJob,
         audit: impl FnOnce(i64) -> Vec<AuditEntry>,
     ) -> Result<i64> {
-        by_db!(self, enqueue_job(job, audit))
+        tx::enqueue_job(self, job, audit).await
     }
 
     /// Take the oldest queued job whose target has nothing running, leased to `worker`.
@@ -508,7 +470,7 @@ impl Store {
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
     ) -> Result<Option<Job>> {
-        by_db!(self, claim_job(worker, now, lease_until))
+        tx::claim_job(self, worker, now, lease_until).await
     }
 
     pub async fn heartbeat(
@@ -517,7 +479,7 @@ impl Store {
         worker: &str,
         lease_until: OffsetDateTime,
     ) -> Result<Heartbeat> {
-        by_db!(self, heartbeat(job_id, worker, lease_until))
+        tx::heartbeat(self, job_id, worker, lease_until).await
     }
 
     /// Record a job's end, if `worker` still holds it. False means it was taken away.
@@ -532,10 +494,15 @@ impl Store {
         now: OffsetDateTime,
         audit: Vec<AuditEntry>,
     ) -> Result<bool> {
-        by_db!(
-            self,
-            finish_job(job_id, worker, status, exit_code, error, now, audit)
-        )
+        let end = tx::Finish {
+            job_id,
+            worker,
+            status,
+            exit_code,
+            error,
+            now,
+        };
+        tx::finish_job(self, end, audit).await
     }
 
     /// Cancel a queued job, or ask its worker to stop a running one. Returns the status it had.
@@ -545,7 +512,7 @@ impl Store {
         now: OffsetDateTime,
         audit: Vec<AuditEntry>,
     ) -> Result<Option<JobStatus>> {
-        by_db!(self, request_cancel(job_id, now, audit))
+        tx::request_cancel(self, job_id, now, audit).await
     }
 
     /// Running jobs whose lease ran out before `cutoff`: re-queued when safe to retry (and not
@@ -556,29 +523,29 @@ impl Store {
         cutoff: OffsetDateTime,
         audit: impl Fn(&Job) -> AuditEntry,
     ) -> Result<Vec<Job>> {
-        by_db!(self, reap_expired_leases(now, cutoff, audit))
+        tx::reap_expired_leases(self, now, cutoff, audit).await
     }
 
     pub async fn set_job_thread(&self, job_id: i64, ts: &str) -> Result<()> {
-        by_db!(self, set_job_thread(job_id, ts))
+        tx::set_job_thread(self, job_id, ts).await
     }
 
     pub async fn job(&self, id: i64) -> Result<Option<Job>> {
-        by_db!(self, job(id))
+        tx::job(self, id).await
     }
 
     /// The newest `limit` jobs, of one runbook or all.
     pub async fn jobs(&self, runbook: Option<&str>, limit: i64) -> Result<Vec<Job>> {
-        by_db!(self, jobs(runbook, limit))
+        tx::jobs(self, runbook, limit).await
     }
 
     pub async fn append_job_logs(&self, job_id: i64, lines: &[LogLine]) -> Result<()> {
-        by_db!(self, append_job_logs(job_id, lines))
+        tx::append_job_logs(self, job_id, lines).await
     }
 
     /// A job's log, or its last `last` lines, oldest first.
     pub async fn job_logs(&self, job_id: i64, last: Option<i64>) -> Result<Vec<LogLine>> {
-        by_db!(self, job_logs(job_id, last))
+        tx::job_logs(self, job_id, last).await
     }
 }
 
@@ -591,7 +558,7 @@ impl Store {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        by_db!(self, record_deliveries(batch))
+        tx::record_deliveries(self, batch).await
     }
 
     /// Take up to `limit` due messages, oldest first, hidden from other senders until
@@ -602,7 +569,7 @@ impl Store {
         lease_until: OffsetDateTime,
         limit: i64,
     ) -> Result<Vec<OutboxRow>> {
-        by_db!(self, claim_outbox(now, lease_until, limit))
+        tx::claim_outbox(self, now, lease_until, limit).await
     }
 
     /// `first` was posted (as Slack message `ts`), carrying `merged` with it.
@@ -614,12 +581,12 @@ impl Store {
         now: OffsetDateTime,
         audit: Vec<AuditEntry>,
     ) -> Result<()> {
-        by_db!(self, outbox_sent(first, merged, ts, now, audit))
+        tx::outbox_sent(self, first, merged, ts, now, audit).await
     }
 
     /// The pending rows marked as posted in post `post` (see [`Store::outbox_posting`]).
     pub async fn pending_posted_as(&self, post: i64) -> Result<Vec<i64>> {
-        by_db!(self, pending_posted_as(post))
+        tx::pending_posted_as(self, post).await
     }
 
     /// A sender is about to post these as the message carrying post token `posting_as`: until it
@@ -631,7 +598,7 @@ impl Store {
         posting_as: Option<i64>,
         now: OffsetDateTime,
     ) -> Result<()> {
-        by_db!(self, outbox_posting(ids, posting_as, now))
+        tx::outbox_posting(self, ids, posting_as, now).await
     }
 
     /// Try these again at `at` (counting an attempt when the try failed).
@@ -642,7 +609,7 @@ impl Store {
         error: Option<&str>,
         count_attempt: bool,
     ) -> Result<()> {
-        by_db!(self, outbox_retry(ids, at, error, count_attempt))
+        tx::outbox_retry(self, ids, at, error, count_attempt).await
     }
 
     pub async fn outbox_failed(
@@ -652,20 +619,15 @@ impl Store {
         now: OffsetDateTime,
         audit: Vec<AuditEntry>,
     ) -> Result<()> {
-        by_db!(self, outbox_failed(ids, error, now, audit))
+        tx::outbox_failed(self, ids, error, now, audit).await
     }
 
     pub async fn outbox_counts(&self) -> Result<OutboxCounts> {
-        by_db!(self, outbox_counts())
+        tx::outbox_counts(self).await
     }
 
     /// When the next pending message is due, if any.
     pub async fn next_outbox_due(&self) -> Result<Option<OffsetDateTime>> {
-        by_db!(self, next_outbox_due())
+        tx::next_outbox_due(self).await
     }
-}
-
-fn outcome(raw: &str) -> Result<crate::audit::Outcome> {
-    crate::audit::Outcome::parse(raw)
-        .ok_or_else(|| StoreError::Corrupt(format!("audit outcome `{raw}`")))
 }
