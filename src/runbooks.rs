@@ -11,12 +11,11 @@ use crate::{
     chat::{self, Message, escape},
     config::RunbookConfig,
     domain::{
-        approval::{ApprovalRequest, Decision, NewApprovalRequest, binding},
+        approval::{ApprovalRequest, Decision, NewApprovalRequest, VoteResult, binding},
         job::NewJob,
         runbook::{compile_param_regex, compile_when, render, validate_value},
     },
     jobs::{report, runner},
-    store::VoteResult,
 };
 
 /// Who is asking, and where.

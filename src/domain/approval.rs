@@ -259,6 +259,17 @@ pub fn binding(runbook: &RunbookConfig, params: &BTreeMap<String, String>) -> St
     hex::encode(hash.finalize())
 }
 
+/// What a vote did, once it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VoteResult {
+    Counted { approvals: u32, required: u32 },
+    Approved { job_id: i64 },
+    Denied,
+    Withdrawn,
+    Expired,
+    Refused(Refusal),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

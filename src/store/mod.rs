@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 use crate::{
     audit::{AuditEntry, AuditRecord},
     domain::{
-        approval::{ApprovalRequest, Decision, NewApprovalRequest, Refusal},
+        approval::{ApprovalRequest, Decision, NewApprovalRequest, VoteResult},
         job::{Heartbeat, Job, JobStatus, LogLine, NewJob},
     },
     notify::{Delivery, OutboxCounts, OutboxRow, Recorded},
@@ -392,17 +392,6 @@ impl Store {
         let now = time::OffsetDateTime::now_utc();
         tx::set_pagerduty_identity(self, slack_user_id, email, pagerduty_user_id, now).await
     }
-}
-
-/// What a vote did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VoteResult {
-    Counted { approvals: u32, required: u32 },
-    Approved { job_id: i64 },
-    Denied,
-    Withdrawn,
-    Expired,
-    Refused(Refusal),
 }
 
 impl Store {

@@ -8,13 +8,13 @@ use sqlx::types::Json;
 use time::OffsetDateTime;
 
 use super::db::{Conn, List, Pooled, Ts, Tx};
-use super::{Prunable, Result, Store, StoreError, UserPrefs, VoteResult};
+use super::{Prunable, Result, Store, StoreError, UserPrefs};
 use crate::{
     audit::{AuditEntry, AuditRecord, Outcome},
     domain::{
         approval::{
             ApprovalRequest, Decision, NewApprovalRequest, Refusal, RequestStatus, Transition,
-            Vote, decide,
+            Vote, VoteResult, decide,
         },
         job::{Heartbeat, Job, JobStatus, LogLine, NewJob, Stream},
     },
