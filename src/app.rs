@@ -13,7 +13,7 @@ use crate::{
     },
     command::{self, Registry},
     config::{ConfigError, FileConfig, LimitsSection, Settings, Source},
-    domain::access::Access,
+    domain::catalogue::Catalogue,
     http::{self, AppState},
     reply::ResponseUrlPolicy,
     signature::HmacKey,
@@ -26,7 +26,8 @@ pub struct Services {
     pub settings: Settings,
     pub store: Store,
     pub audit: AuditLog,
-    pub access: Access,
+    /// The configuration compiled: runbooks, routes, who may do what.
+    pub catalogue: Catalogue,
     pub registry: Registry,
     pub outbound: Outbound,
     pub response_urls: ResponseUrlPolicy,
@@ -52,9 +53,6 @@ pub struct Services {
     /// Background commands in flight, in all and per person; past these the acknowledgement
     /// says "busy".
     pub in_flight: Arc<crate::inflight::InFlight>,
-    /// Runbooks made from `[pagerduty] approval_required`: each holds one kind of PagerDuty
-    /// write for approval. Not chat commands and not reachable with `run`.
-    pub held: Vec<crate::config::RunbookConfig>,
 }
 
 impl Services {
@@ -114,8 +112,8 @@ impl App {
         register_runbook_urls(&config);
         crate::telemetry::spawn_metrics_upkeep();
 
-        let registry = build_registry_with(&config, &source, commands)?;
-        let access = Access::from_config(&config);
+        let catalogue = config.catalogue().map_err(BuildError::Registry)?;
+        let registry = build_registry_with(&config, &catalogue, &source, commands)?;
 
         let store = Store::connect(&settings.database_url).await?;
         if migrate {
@@ -173,7 +171,6 @@ impl App {
             zendesk,
             github,
             slash: config.slack.command.get_ref().clone(),
-            held: crate::runbooks::held_runbooks(&config),
             in_flight: crate::inflight::InFlight::new(
                 config.limits.max_in_flight,
                 config.limits.max_in_flight_per_user,
@@ -184,7 +181,7 @@ impl App {
             settings,
             store,
             audit,
-            access,
+            catalogue,
             registry,
         };
         let services = Arc::new(services);
@@ -314,11 +311,13 @@ impl App {
 /// Every command: the built-ins now, vendor commands and runbooks as they are added. The
 /// configuration's `[permissions]` keys are checked against it here.
 pub fn build_registry(config: &FileConfig, source: &Source) -> Result<Registry, BuildError> {
-    build_registry_with(config, source, Vec::new())
+    let catalogue = config.catalogue().map_err(BuildError::Registry)?;
+    build_registry_with(config, &catalogue, source, Vec::new())
 }
 
 fn build_registry_with(
     config: &FileConfig,
+    catalogue: &Catalogue,
     source: &Source,
     extra: Vec<command::Declaration>,
 ) -> Result<Registry, BuildError> {
@@ -326,7 +325,7 @@ fn build_registry_with(
     declarations.extend(command::pagerduty::declarations());
     declarations.extend(command::zendesk::declarations());
     declarations.extend(command::github::declarations());
-    declarations.extend(command::runbook::declarations(config).map_err(BuildError::Registry)?);
+    declarations.extend(command::runbook::declarations(catalogue).map_err(BuildError::Registry)?);
     declarations.extend(extra);
     let registry = Registry::build(declarations).map_err(BuildError::Registry)?;
     let known = registry.permission_keys();
@@ -382,7 +381,7 @@ fn register_runbook_urls(config: &FileConfig) {
         .iter()
         .flat_map(|r| std::iter::once(&r.run).chain(r.plan.as_ref()))
         .filter_map(|run| match run.get_ref() {
-            crate::config::RunConfig::Http { url, .. } => url::Url::parse(url).ok(),
+            crate::domain::runbook::Run::Http { url, .. } => url::Url::parse(url).ok(),
             _ => None,
         });
     let mut secrets = Vec::new();

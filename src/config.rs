@@ -15,6 +15,15 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use url::Url;
 
+use crate::domain::{
+    access::Access,
+    approval::ApprovalPolicy,
+    catalogue::Catalogue,
+    policy::PAGERDUTY_WRITE_ACTIONS,
+    routing::Route,
+    runbook::{Definition, Run, Runbook, placeholders},
+};
+
 /// A configuration problem, located in the file when it comes from the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -244,7 +253,7 @@ impl std::fmt::Display for Keep {
 pub struct NotificationsSection {
     /// How long bursty events (pushes) wait so that a burst to one channel becomes one message.
     /// `0s` posts each at once.
-    #[serde(default = "default_coalesce_window", with = "duration_str")]
+    #[serde(default = "default_coalesce_window", with = "crate::domain::duration")]
     pub coalesce_window: Duration,
     /// Attempts before a message is given up on (5xx and network failures, with backoff).
     #[serde(default = "default_max_attempts")]
@@ -285,13 +294,13 @@ pub struct JobsSection {
     #[serde(default = "default_workers")]
     pub workers: usize,
     /// How long a claimed job stays ours without a heartbeat; a worker renews it every third.
-    #[serde(default = "default_lease", with = "duration_str")]
+    #[serde(default = "default_lease", with = "crate::domain::duration")]
     pub lease: Duration,
     /// How often idle workers look for work queued by other processes.
-    #[serde(default = "default_poll", with = "duration_str")]
+    #[serde(default = "default_poll", with = "crate::domain::duration")]
     pub poll: Duration,
     /// How long links to job pages stay valid.
-    #[serde(default = "default_link_ttl", with = "duration_str")]
+    #[serde(default = "default_link_ttl", with = "crate::domain::duration")]
     pub link_ttl: Duration,
 }
 
@@ -373,21 +382,16 @@ pub struct PagerDutySection {
     pub approval_required: Vec<Spanned<String>>,
     /// Who approves those actions; default: one member of `approvers`, within an hour.
     #[serde(default)]
-    pub approval: Option<Spanned<ApprovalConfig>>,
+    pub approval: Option<Spanned<ApprovalPolicy>>,
 }
 
 impl PagerDutySection {
     /// The approval policy for held PagerDuty actions.
-    pub fn approval_policy(&self) -> ApprovalConfig {
+    pub fn approval_policy(&self) -> ApprovalPolicy {
         self.approval
             .as_ref()
             .map(|a| a.get_ref().clone())
-            .unwrap_or_else(|| ApprovalConfig {
-                group: "approvers".to_owned(),
-                count: 1,
-                expires: default_expiry(),
-                when: BTreeMap::new(),
-            })
+            .unwrap_or_default()
     }
 }
 
@@ -395,7 +399,7 @@ impl PagerDutySection {
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
     /// How long a command's handler may run before the user is told it timed out.
-    #[serde(default = "default_handler_timeout", with = "duration_str")]
+    #[serde(default = "default_handler_timeout", with = "crate::domain::duration")]
     pub handler_timeout: Duration,
     /// Commands running in the background at once; past this the acknowledgement says "busy".
     #[serde(default = "default_max_in_flight")]
@@ -405,15 +409,19 @@ pub struct LimitsSection {
     pub max_in_flight_per_user: usize,
     /// How long a client has to send a request's headers, from the connection opening or the
     /// previous response.
-    #[serde(default = "default_header_timeout", with = "duration_str")]
+    #[serde(default = "default_header_timeout", with = "crate::domain::duration")]
     pub header_timeout: Duration,
     /// How long a client has to send a whole request body, once its headers are in.
-    #[serde(default = "default_body_timeout", with = "duration_str")]
+    #[serde(default = "default_body_timeout", with = "crate::domain::duration")]
     pub body_timeout: Duration,
     /// How long a connection kept alive after a response may wait for its next request. At
     /// most `header_timeout`, whose timer also runs while a connection waits. Read it with
     /// [`LimitsSection::idle_timeout`].
-    #[serde(default, rename = "idle_timeout", with = "duration_str::option")]
+    #[serde(
+        default,
+        rename = "idle_timeout",
+        with = "crate::domain::duration::option"
+    )]
     pub idle_timeout_setting: Option<Duration>,
     /// Client connections open at once. Unset: the open-files limit less a reserve for the
     /// database, job processes and outbound calls; a larger value is lowered to that at start.
@@ -481,71 +489,15 @@ pub struct RunbookConfig {
     /// One running job per rendered target.
     #[serde(default)]
     pub target: Option<Spanned<String>>,
-    pub run: Spanned<RunConfig>,
+    pub run: Spanned<Run>,
     /// A dry run whose output is shown in the approval message.
     #[serde(default)]
-    pub plan: Option<Spanned<RunConfig>>,
+    pub plan: Option<Spanned<Run>>,
     #[serde(default)]
-    pub approval: Option<Spanned<ApprovalConfig>>,
+    pub approval: Option<Spanned<ApprovalPolicy>>,
     /// Whether a job interrupted by a dead worker may be run again automatically.
     #[serde(default)]
     pub retry_safe: bool,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum RunConfig {
-    Command {
-        argv: Vec<String>,
-        #[serde(default, with = "duration_str::option")]
-        timeout: Option<Duration>,
-        #[serde(default)]
-        dir: Option<PathBuf>,
-        #[serde(default)]
-        env: BTreeMap<String, String>,
-    },
-    GithubWorkflow {
-        repo: String,
-        workflow: String,
-        #[serde(rename = "ref")]
-        git_ref: String,
-        #[serde(default)]
-        inputs: BTreeMap<String, String>,
-    },
-    Http {
-        url: String,
-        #[serde(default)]
-        body: BTreeMap<String, String>,
-        #[serde(default, with = "duration_str::option")]
-        timeout: Option<Duration>,
-    },
-    /// Never read from pantheon.toml: a chat command held for approval (`[pagerduty]
-    /// approval_required`), run as the person who asked once it is approved. The command as
-    /// typed is the job's `command` parameter.
-    #[serde(skip_deserializing)]
-    HeldCommand,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApprovalConfig {
-    pub group: String,
-    #[serde(default = "one")]
-    pub count: u32,
-    #[serde(default = "default_expiry", with = "duration_str")]
-    pub expires: Duration,
-    /// Approval is needed only when every listed parameter matches the given expression (in
-    /// full, ignoring case: `production` also catches `PRODUCTION`).
-    #[serde(default)]
-    pub when: BTreeMap<String, String>,
-}
-
-fn one() -> u32 {
-    1
-}
-
-fn default_expiry() -> Duration {
-    Duration::from_secs(3600)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -559,43 +511,175 @@ pub struct RouteConfig {
     pub channel: Spanned<String>,
 }
 
-mod duration_str {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
+/// Every placeholder in usage, target and runner templates must be a declared parameter, and
+/// every usage placeholder needs an expression. Errors are (span, field, message).
+fn check_templates(
+    runbook: &RunbookConfig,
+) -> Result<(), (std::ops::Range<usize>, &'static str, String)> {
+    let usage = runbook.usage.get_ref();
+    let usage_params = placeholders(usage).map_err(|e| (runbook.usage.span(), "usage", e))?;
+    let words: Vec<&str> = usage.split_whitespace().collect();
+    if words.first().is_none_or(|w| w.starts_with('{')) {
+        return Err((
+            runbook.usage.span(),
+            "usage",
+            "usage must start with a literal word, like \"deploy {app} ...\"".to_owned(),
+        ));
     }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let raw = String::deserialize(d)?;
-        humantime::parse_duration(&raw).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "`{raw}` is not a duration ({e}); write e.g. \"30s\", \"15m\", \"1h\""
-            ))
-        })
-    }
-
-    pub mod option {
-        use super::*;
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-            super::deserialize(d).map(Some)
+    for word in &words {
+        if word.contains('{') && !(word.starts_with('{') && word.ends_with('}')) {
+            return Err((
+                runbook.usage.span(),
+                "usage",
+                format!("`{word}`: a placeholder must be a whole word"),
+            ));
         }
-
-        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-            match d {
-                Some(d) => super::serialize(d, s),
-                None => s.serialize_none(),
+    }
+    for name in &usage_params {
+        if !runbook.params.contains_key(*name) {
+            return Err((
+                runbook.usage.span(),
+                "usage",
+                format!("`{{{name}}}` has no expression in `params`"),
+            ));
+        }
+    }
+    let known = |name: &str| runbook.params.contains_key(name);
+    let check = |template: &str| -> Result<(), String> {
+        for name in placeholders(template)? {
+            if !known(name) {
+                return Err(format!("`{{{name}}}` is not one of this runbook's params"));
             }
         }
+        Ok(())
+    };
+    if let Some(target) = &runbook.target {
+        check(target.get_ref()).map_err(|e| (target.span(), "target", e))?;
     }
+    let runners =
+        std::iter::once(("run", &runbook.run)).chain(runbook.plan.iter().map(|p| ("plan", p)));
+    for (field, runner) in runners {
+        let templates: Vec<&str> = match runner.get_ref() {
+            Run::Command { argv, env, .. } => {
+                if argv.is_empty() {
+                    return Err((runner.span(), field, "argv must name a program".to_owned()));
+                }
+                if argv[0].contains('{') {
+                    return Err((
+                        runner.span(),
+                        field,
+                        "the program (argv[0]) cannot come from a parameter".to_owned(),
+                    ));
+                }
+                argv.iter()
+                    .chain(env.values())
+                    .map(String::as_str)
+                    .collect()
+            }
+            Run::GithubWorkflow {
+                repo,
+                workflow,
+                git_ref,
+                inputs,
+            } => [repo.as_str(), workflow.as_str(), git_ref.as_str()]
+                .into_iter()
+                .chain(inputs.values().map(String::as_str))
+                .collect(),
+            Run::Http { url, body, .. } => {
+                if url.contains('{') {
+                    return Err((
+                        runner.span(),
+                        field,
+                        "the URL cannot contain parameters; send them in `body`".to_owned(),
+                    ));
+                }
+                body.values().map(String::as_str).collect()
+            }
+            Run::HeldCommand => Vec::new(),
+        };
+        for t in templates {
+            check(t).map_err(|e| (runner.span(), field, e))?;
+        }
+    }
+    Ok(())
 }
 
 pub const SOURCES: &[&str] = &["github", "pagerduty", "zendesk"];
 
+impl RunbookConfig {
+    /// The definition, without the file positions.
+    pub fn definition(&self) -> Definition {
+        Definition {
+            name: self.name.get_ref().clone(),
+            usage: self.usage.get_ref().clone(),
+            description: self.description.clone(),
+            params: self
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+                .collect(),
+            target: self.target.as_ref().map(|t| t.get_ref().clone()),
+            run: self.run.get_ref().clone(),
+            plan: self.plan.as_ref().map(|p| p.get_ref().clone()),
+            approval: self.approval.as_ref().map(|a| a.get_ref().clone()),
+            retry_safe: self.retry_safe,
+        }
+    }
+}
+
 impl FileConfig {
+    /// The configuration compiled for use: every expression compiled once. A file that
+    /// [`FileConfig::parse`] accepted always compiles; the error is for one built by hand.
+    pub fn catalogue(&self) -> Result<Catalogue, String> {
+        let runbooks = self
+            .runbooks
+            .iter()
+            .map(|r| {
+                Runbook::compile(r.definition())
+                    .map_err(|e| format!("runbook `{}`: {e}", r.name.get_ref()))
+            })
+            .collect::<Result<_, _>>()?;
+        let policy = self.pagerduty.approval_policy();
+        let approval_required: Vec<String> = self
+            .pagerduty
+            .approval_required
+            .iter()
+            .map(|a| a.get_ref().clone())
+            .collect();
+        let held = approval_required
+            .iter()
+            .map(|action| Runbook::held(action, policy.clone()))
+            .collect::<Result<_, _>>()?;
+        let routes = self
+            .routes
+            .iter()
+            .map(|r| Route {
+                source: r.source.get_ref().clone(),
+                events: r.events.clone(),
+                matches: r.matches.clone(),
+                channel: r.channel.get_ref().clone(),
+            })
+            .collect();
+        let plain = |v: &[Spanned<String>]| v.iter().map(|m| m.get_ref().clone()).collect();
+        let access = Access::new(
+            self.groups
+                .iter()
+                .map(|(k, v)| (k.clone(), plain(v)))
+                .collect(),
+            self.permissions
+                .iter()
+                .map(|(k, v)| (k.get_ref().clone(), plain(v)))
+                .collect(),
+        );
+        Ok(Catalogue {
+            runbooks,
+            held,
+            routes,
+            access,
+            approval_required,
+        })
+    }
+
     /// Parse and check a configuration file's text. Errors name the file, line and key.
     pub fn parse(source: &Source) -> Result<Self, ConfigError> {
         let config: FileConfig = toml::from_str(&source.text).map_err(|e| {
@@ -722,7 +806,7 @@ impl FileConfig {
                     }
                 }
             }
-            crate::domain::runbook::check_templates(runbook).map_err(|(span, field, msg)| {
+            check_templates(runbook).map_err(|(span, field, msg)| {
                 source.error_at(span, format!("{key}.{field}"), msg)
             })?;
         }
@@ -942,9 +1026,6 @@ impl FileConfig {
         }
     }
 }
-
-pub const PAGERDUTY_WRITE_ACTIONS: &[&str] =
-    &["ack", "resolve", "override", "maintenance", "trigger"];
 
 fn is_name(s: &str) -> bool {
     !s.is_empty()
@@ -1211,7 +1292,7 @@ channel = "C0DEV"
         let approval = config.runbooks[0].approval.as_ref().unwrap().get_ref();
         assert_eq!(approval.expires, Duration::from_secs(3600));
         match config.runbooks[0].run.get_ref() {
-            RunConfig::Command { timeout, .. } => {
+            Run::Command { timeout, .. } => {
                 assert_eq!(*timeout, Some(Duration::from_secs(1800)))
             }
             other => panic!("unexpected run {other:?}"),
@@ -1402,5 +1483,64 @@ channel = "C0DEV"
         })
         .unwrap();
         assert!(!format!("{s:?}").contains("super-secret-value"));
+    }
+}
+
+#[cfg(test)]
+mod binding_is_stable {
+    /// An approval is bound to a hash of its runbook's definition. These values were computed
+    /// before the definition moved out of the file's shape: a pending approval survives the
+    /// upgrade only while they hold.
+    #[test]
+    fn approvals_stay_bound_to_the_same_definitions() {
+        let c = super::FileConfig::parse(&super::Source {
+            path: "t".into(),
+            text: r#"
+[groups]
+approvers = ["U024BE7LH", "U024BE7LJ"]
+[[runbooks]]
+name = "deploy"
+usage = "deploy {app} to {env}"
+description = "Deploy"
+params = { app = "[a-z]+", env = "staging|production" }
+target = "{app}/{env}"
+run = { kind = "command", argv = ["/bin/echo", "{app}"], timeout = "30s", env = { X = "{env}" } }
+plan = { kind = "http", url = "https://example.com/hook", body = { a = "{app}" }, timeout = "5s" }
+approval = { group = "approvers", count = 2, expires = "30m", when = { env = "production" } }
+retry_safe = true
+[[runbooks]]
+name = "wf"
+usage = "wf {ref}"
+params = { ref = "[a-z]+" }
+run = { kind = "github_workflow", repo = "o/r", workflow = "w.yml", ref = "{ref}", inputs = { x = "{ref}" } }
+[pagerduty]
+approval_required = ["ack"]
+"#.into(),
+        }).unwrap();
+        let p = std::collections::BTreeMap::from([
+            ("app".to_owned(), "api".to_owned()),
+            ("env".to_owned(), "production".to_owned()),
+        ]);
+        let catalogue = c.catalogue().unwrap();
+        let bound = |r: &crate::domain::runbook::Runbook, p| {
+            crate::domain::approval::binding(r.definition(), p)
+        };
+        assert_eq!(
+            bound(&catalogue.runbooks[0], &p),
+            "63c0d23390fa48a1c2f7d1c2741571fab4cbc51f57963961072b403f4a2dcffa"
+        );
+        let p = std::collections::BTreeMap::from([("ref".to_owned(), "main".to_owned())]);
+        assert_eq!(
+            bound(&catalogue.runbooks[1], &p),
+            "9ed03af4ed4d3d3e1dcad2806a5ce6511de3834b44129988c153f580d1be1e4a"
+        );
+        let p = std::collections::BTreeMap::from([
+            ("command".to_owned(), "pager ack! 1".to_owned()),
+            ("check".to_owned(), "0".repeat(64)),
+        ]);
+        assert_eq!(
+            bound(&catalogue.held[0], &p),
+            "3608033432e7a0896ac615160172ad47344dca2c7bee4fe0c3e71478d5b716e7"
+        );
     }
 }

@@ -138,7 +138,7 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
     };
     let name = spec.name.clone();
 
-    if let Err(refusal) = spec.allowed(&services.access, &inv.user_id) {
+    if let Err(refusal) = spec.allowed(&services.catalogue.access, &inv.user_id) {
         let text = refusal.message(&format!("{} {}", inv.slash, name));
         return answer(
             vec![received, entry(Outcome::Refused).detail(text.clone())],
@@ -283,7 +283,7 @@ fn replay_refused() -> Ack {
 }
 
 fn may_run(services: &Services, user: &str, spec: &CommandSpec) -> bool {
-    spec.allowed(&services.access, user).is_ok()
+    spec.allowed(&services.catalogue.access, user).is_ok()
 }
 
 /// Answer in the acknowledgement, once the rows are committed (with the request's claim).

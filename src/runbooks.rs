@@ -9,11 +9,10 @@ use crate::{
     app::Services,
     audit::{AuditEntry, Outcome},
     chat::{self, Message, escape},
-    config::RunbookConfig,
     domain::{
         approval::{ApprovalRequest, Decision, NewApprovalRequest, VoteResult, binding},
         job::NewJob,
-        runbook::{compile_param_regex, compile_when, render, validate_value},
+        runbook::{Run, Runbook, held_action, validate_value},
     },
     jobs::{report, runner},
 };
@@ -35,33 +34,14 @@ impl Requester<'_> {
     }
 }
 
-pub fn find<'a>(services: &'a Services, name: &str) -> Option<&'a RunbookConfig> {
-    services
-        .config
-        .runbooks
-        .iter()
-        .find(|r| r.name.get_ref() == name)
+pub fn find<'a>(services: &'a Services, name: &str) -> Option<&'a Runbook> {
+    services.catalogue.runbook(name)
 }
 
 /// A runbook by name, including those that hold PagerDuty writes for approval: what a job or
 /// an approval request may name.
-pub fn find_any<'a>(services: &'a Services, name: &str) -> Option<&'a RunbookConfig> {
-    find(services, name).or_else(|| services.held.iter().find(|r| r.name.get_ref() == name))
-}
-
-/// Names of the runbooks that hold PagerDuty writes start so. Configured runbook names cannot
-/// contain a dot, so these never clash with them.
-const HELD_PREFIX: &str = "pagerduty.";
-
-/// The name of the runbook that holds PagerDuty `action` for approval.
-pub fn held_name(action: &str) -> String {
-    format!("{HELD_PREFIX}{action}")
-}
-
-/// The PagerDuty action `name` holds, if it is one of the runbooks [`held_runbooks`] makes.
-pub fn held_action(name: &str) -> Option<&str> {
-    name.strip_prefix(HELD_PREFIX)
-        .filter(|action| crate::config::PAGERDUTY_WRITE_ACTIONS.contains(action))
+pub fn find_any<'a>(services: &'a Services, name: &str) -> Option<&'a Runbook> {
+    services.catalogue.any_runbook(name)
 }
 
 /// Whether `user` may see `job` (its status, log and page): whoever may run its runbook, and
@@ -79,11 +59,14 @@ pub fn may_see_job(
     if held_action(&job.runbook).is_some() {
         let command = job.params.get("command").map(String::as_str).unwrap_or("");
         return match services.registry.parse(command, |_| true) {
-            Ok((spec, _)) => spec.allowed(&services.access, user),
+            Ok((spec, _)) => spec.allowed(&services.catalogue.access, user),
             Err(_) => Err(crate::domain::access::Refusal { needed: Vec::new() }),
         };
     }
-    services.access.check(user, None, &job.runbook, &[])
+    services
+        .catalogue
+        .access
+        .check(user, None, &job.runbook, &[])
 }
 
 /// What someone who may not see job `job` is told instead.
@@ -109,89 +92,31 @@ pub fn hidden_job_message(
     )
 }
 
-/// One runbook per action in `[pagerduty] approval_required`. Its parameters: `command`, the
-/// command as typed, and `check`, a digest of what it was to act on; once approved, a job runs
-/// the command as the person who asked, and only if it would still act on the same things.
-pub fn held_runbooks(config: &crate::config::FileConfig) -> Vec<RunbookConfig> {
-    use toml::Spanned;
-    let policy = config.pagerduty.approval_policy();
-    config
-        .pagerduty
-        .approval_required
-        .iter()
-        .map(|action| {
-            let name = held_name(action.get_ref());
-            let spanned = |v| Spanned::new(action.span(), v);
-            RunbookConfig {
-                name: spanned(name.clone()),
-                usage: spanned(format!("pager {}", action.get_ref())),
-                description: Some(format!(
-                    "PagerDuty `{}`, held for approval",
-                    action.get_ref()
-                )),
-                params: BTreeMap::from([
-                    ("command".to_owned(), spanned(".+".to_owned())),
-                    ("check".to_owned(), spanned("[0-9a-f]{64}".to_owned())),
-                ]),
-                target: None,
-                run: Spanned::new(action.span(), crate::config::RunConfig::HeldCommand),
-                plan: None,
-                approval: Some(Spanned::new(action.span(), policy.clone())),
-                retry_safe: false,
-            }
-        })
-        .collect()
-}
-
 /// Check `params` against the runbook: every declared parameter present and valid, nothing else.
-pub fn validate(runbook: &RunbookConfig, params: &BTreeMap<String, String>) -> Result<(), String> {
+pub fn validate(runbook: &Runbook, params: &BTreeMap<String, String>) -> Result<(), String> {
     for name in params.keys() {
-        if !runbook.params.contains_key(name) {
+        if runbook.param(name).is_none() {
             return Err(format!(
                 "`{}` is not a parameter of `{}`",
                 escape(name),
-                runbook.name.get_ref()
+                runbook.name()
             ));
         }
     }
-    for (name, pattern) in &runbook.params {
+    for (name, re) in runbook.params() {
         let value = params
             .get(name)
             .ok_or_else(|| format!("`{name}` is missing (give `{name}=…`)"))?;
-        let re = compile_param_regex(pattern.get_ref())?;
-        validate_value(name, value, &re).map_err(|e| chat::escape(&e.to_string()))?;
+        validate_value(name, value, re).map_err(|e| chat::escape(&e.to_string()))?;
     }
     Ok(())
-}
-
-/// Whether this run needs approval: the runbook has a policy, and every `when` parameter either
-/// is the value written there (ignoring case) or matches it as an expression (in full, ignoring
-/// case; see [`compile_when`]). Both, so a value written before `when` took expressions (`a+b`)
-/// still catches itself. An expression that does not compile (check-config refuses those)
-/// counts as a match: when in doubt, ask.
-pub fn needs_approval(runbook: &RunbookConfig, params: &BTreeMap<String, String>) -> bool {
-    runbook.approval.as_ref().is_some_and(|a| {
-        a.get_ref().when.iter().all(|(k, pattern)| {
-            params.get(k).is_some_and(|value| {
-                value.to_lowercase() == pattern.to_lowercase()
-                    || compile_when(pattern).map_or(true, |re| re.is_match(value))
-            })
-        })
-    })
-}
-
-pub fn target(runbook: &RunbookConfig, params: &BTreeMap<String, String>) -> String {
-    match &runbook.target {
-        Some(t) => render(t.get_ref(), params),
-        None => runbook.name.get_ref().clone(),
-    }
 }
 
 /// Ask for a run. Returns the answer for the person who asked.
 pub async fn request(
     services: &Services,
     who: &Requester<'_>,
-    runbook: &RunbookConfig,
+    runbook: &Runbook,
     params: BTreeMap<String, String>,
 ) -> Result<Message, String> {
     request_with_preview(services, who, runbook, params, None).await
@@ -202,14 +127,14 @@ pub async fn request(
 pub async fn request_with_preview(
     services: &Services,
     who: &Requester<'_>,
-    runbook: &RunbookConfig,
+    runbook: &Runbook,
     params: BTreeMap<String, String>,
     preview: Option<String>,
 ) -> Result<Message, String> {
     validate(runbook, &params)?;
-    let name = runbook.name.get_ref().clone();
-    let target = target(runbook, &params);
-    let bound = binding(runbook, &params);
+    let name = runbook.name().to_owned();
+    let target = runbook.target(&params);
+    let bound = binding(runbook.definition(), &params);
     let now = OffsetDateTime::now_utc();
     let shown = params
         .iter()
@@ -217,7 +142,7 @@ pub async fn request_with_preview(
         .collect::<Vec<_>>()
         .join(" ");
 
-    if !needs_approval(runbook, &params) {
+    if !runbook.needs_approval(&params) {
         // Post to the channel first (when we can), so the job is born knowing its thread.
         let intro = format!(
             "<@{}> asked for *{}* on `{}` ({}).",
@@ -236,7 +161,7 @@ pub async fn request_with_preview(
             approval_id: None,
             channel: who.channel.to_owned(),
             thread_ts: posted.clone(),
-            retry_safe: runbook.retry_safe,
+            retry_safe: runbook.definition().retry_safe,
             correlation_id: who.correlation_id.to_owned(),
             created_at: now,
         };
@@ -277,13 +202,11 @@ pub async fn request_with_preview(
         });
     }
 
-    let policy = runbook
-        .approval
-        .as_ref()
-        .map(|a| a.get_ref().clone())
-        .unwrap_or_else(|| unreachable!("checked by needs_approval"));
-    let plan_output = match &runbook.plan {
-        Some(plan) => Some(run_plan(services, plan.get_ref(), &params).await?),
+    let Some(policy) = runbook.definition().approval.clone() else {
+        unreachable!("checked by needs_approval")
+    };
+    let plan_output = match &runbook.definition().plan {
+        Some(plan) => Some(run_plan(services, plan, &params).await?),
         None => preview,
     };
     let expires =
@@ -301,7 +224,7 @@ pub async fn request_with_preview(
         correlation_id: who.correlation_id.to_owned(),
         created_at: now,
         expires_at: expires,
-        retry_safe: runbook.retry_safe,
+        retry_safe: runbook.definition().retry_safe,
     };
     let id =
         services
@@ -359,7 +282,7 @@ async fn post(services: &Services, channel: &str, message: &Message) -> Option<S
 /// Run a runbook's plan step and return its output (the last 40 lines).
 async fn run_plan(
     services: &Services,
-    plan: &crate::config::RunConfig,
+    plan: &Run,
     params: &BTreeMap<String, String>,
 ) -> Result<String, String> {
     let log = runner::LogSink::new(0);
@@ -403,7 +326,11 @@ pub async fn vote(
     let action = format!("approval.{}", decision.as_str());
     // Every way to vote (a button, a command, a future modal) comes through here, so the
     // `approvals` permission is checked here, once for all of them.
-    if let Err(refusal) = services.access.check(voter, None, "approvals", &[]) {
+    if let Err(refusal) = services
+        .catalogue
+        .access
+        .check(voter, None, "approvals", &[])
+    {
         let text = refusal.message(&format!("{} request #{id}", decision.as_str()));
         let entry = AuditEntry::new(correlation_id, voter, &action, Outcome::Refused)
             .channel(channel)
@@ -429,7 +356,7 @@ pub async fn vote(
         .map(|r| r.approver_group);
     let qualified = group
         .as_deref()
-        .is_some_and(|g| services.access.in_group(voter, g));
+        .is_some_and(|g| services.catalogue.access.in_group(voter, g));
     let audit = |request: Option<&ApprovalRequest>, result: &VoteResult| {
         let base = AuditEntry::new(correlation_id, voter, &action, Outcome::Succeeded)
             .channel(channel)
@@ -510,38 +437,4 @@ pub async fn vote(
         changed,
         request,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn runbook(when: &str, param: &str) -> RunbookConfig {
-        let text = format!(
-            "[groups]\napprovers = [\"U01ALICE\"]\n\n[[runbooks]]\nname = \"r\"\nusage = \"r {{v}}\"\nparams = {{ v = {param:?} }}\nrun = {{ kind = \"command\", argv = [\"true\"] }}\napproval = {{ group = \"approvers\", when = {{ v = {when:?} }} }}\n"
-        );
-        let source = crate::config::Source {
-            path: "t.toml".into(),
-            text: text.into(),
-        };
-        crate::config::FileConfig::parse(&source)
-            .unwrap()
-            .runbooks
-            .remove(0)
-    }
-
-    fn needs(r: &RunbookConfig, v: &str) -> bool {
-        needs_approval(r, &BTreeMap::from([("v".to_owned(), v.to_owned())]))
-    }
-
-    #[test]
-    fn when_catches_its_own_literal_and_what_its_expression_matches() {
-        // Written before `when` took expressions: still caught literally.
-        let plus = runbook("a+b", "^[a-z+]+$");
-        assert!(needs(&plus, "a+b"));
-        assert!(needs(&plus, "aab"), "and as the expression it now also is");
-        let prod = runbook("production", "(?i)^(staging|production)$");
-        assert!(needs(&prod, "PRODUCTION") && needs(&prod, "Production"));
-        assert!(!needs(&prod, "staging"));
-    }
 }

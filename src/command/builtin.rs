@@ -26,7 +26,8 @@ async fn help_command(ctx: CommandContext) -> HandlerResult {
     let services = &ctx.services;
     let user = &ctx.invocation.user_id;
     let topic = ctx.args.words("topic").join(" ");
-    let may_run = |spec: &super::CommandSpec| spec.allowed(&services.access, user).is_ok();
+    let may_run =
+        |spec: &super::CommandSpec| spec.allowed(&services.catalogue.access, user).is_ok();
     Ok(help::render(
         &services.registry,
         &ctx.invocation.slash,
@@ -37,7 +38,7 @@ async fn help_command(ctx: CommandContext) -> HandlerResult {
 
 async fn whoami(ctx: CommandContext) -> HandlerResult {
     let user = &ctx.invocation.user_id;
-    let groups = ctx.services.access.groups_of(user);
+    let groups = ctx.services.catalogue.access.groups_of(user);
     let groups_text = if groups.is_empty() {
         "You are in no groups.".to_owned()
     } else {

@@ -14,7 +14,7 @@ use crate::{
         pagerduty::{self, Incident, PagerDuty},
         vendor::VendorError,
     },
-    domain::policy::{self, Gate},
+    domain::policy::Gate,
 };
 
 const DAYS: ArgType = ArgType::Int { min: 1, max: 90 };
@@ -196,7 +196,7 @@ async fn write_pinned<T>(
     call: impl std::future::Future<Output = Result<T, VendorError>>,
     answered: impl Fn(&T) -> String,
 ) -> Result<T, CommandError> {
-    let gated = policy::pagerduty_gate(&ctx.services.config, action) == Gate::NeedsApproval;
+    let gated = ctx.services.catalogue.pagerduty_gate(action) == Gate::NeedsApproval;
     match &ctx.approved {
         Some(approved) if approved.action != action => {
             return Err(CommandError::User(format!(
@@ -251,7 +251,7 @@ async fn hold_for_approval(
     pinned: &str,
 ) -> CommandError {
     let services = &ctx.services;
-    let name = crate::runbooks::held_name(action);
+    let name = crate::domain::runbook::held_name(action);
     let Some(runbook) = crate::runbooks::find_any(services, &name) else {
         return CommandError::Internal(format!("no held runbook `{name}`"));
     };
@@ -669,6 +669,7 @@ async fn me_as(ctx: CommandContext) -> HandlerResult {
     if let Some(own) = ctx.services.slack.user_email(ctx.user()).await? {
         let may_set_any = ctx
             .services
+            .catalogue
             .access
             .check(ctx.user(), Some("pager.identity"), "pager", &["admins"])
             .is_ok();

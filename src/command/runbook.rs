@@ -9,8 +9,7 @@ use super::{ArgType, CommandContext, CommandError, Declaration, HandlerResult, c
 use crate::{
     audit::Outcome,
     chat::{self, Message, escape},
-    config::FileConfig,
-    domain::{approval::Decision, job::JobStatus, runbook::compile_param_regex},
+    domain::{approval::Decision, catalogue::Catalogue, job::JobStatus},
     jobs::report,
     runbooks::{self, Requester},
 };
@@ -20,24 +19,25 @@ const ID: ArgType = ArgType::Int {
     max: i64::MAX,
 };
 
-pub fn declarations(config: &FileConfig) -> Result<Vec<Declaration>, String> {
+pub fn declarations(catalogue: &Catalogue) -> Result<Vec<Declaration>, String> {
     let mut out = Vec::new();
-    for runbook in &config.runbooks {
-        let name = runbook.name.get_ref().clone();
+    for runbook in &catalogue.runbooks {
+        let name = runbook.name().to_owned();
+        let definition = runbook.definition();
         let mut declaration = command(
-            runbook.usage.get_ref(),
-            runbook.description.as_deref().unwrap_or("run this runbook"),
+            &definition.usage,
+            definition
+                .description
+                .as_deref()
+                .unwrap_or("run this runbook"),
             handler({
                 let name = name.clone();
                 move |ctx| request(ctx, name.clone(), None)
             }),
         )
         .family(&name);
-        for (param, pattern) in &runbook.params {
-            declaration = declaration.arg(
-                param,
-                ArgType::Param(Arc::new(compile_param_regex(pattern.get_ref())?)),
-            );
+        for (param, re) in runbook.params() {
+            declaration = declaration.arg(param, ArgType::Param(Arc::clone(re)));
         }
         out.push(declaration);
     }
@@ -149,7 +149,10 @@ async fn request(
     };
     // `run <runbook>` reaches every runbook, so it checks the runbook's own permission.
     if given.is_some()
-        && let Err(refusal) = services.access.check(ctx.user(), None, &name, &[])
+        && let Err(refusal) = services
+            .catalogue
+            .access
+            .check(ctx.user(), None, &name, &[])
     {
         return Err(CommandError::User(
             refusal.message(&format!("{} {name}", ctx.invocation.slash)),
@@ -272,6 +275,7 @@ async fn cancel(ctx: CommandContext) -> HandlerResult {
     };
     // Anyone may cancel their own job; others' need `jobs.cancel` (default: admins).
     let may_cancel_others = services
+        .catalogue
         .access
         .check(ctx.user(), Some("jobs.cancel"), "jobs", &["admins"])
         .is_ok();

@@ -2,8 +2,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::FileConfig;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Members {
     Everyone,
@@ -48,27 +46,21 @@ impl Refusal {
 }
 
 impl Access {
-    pub fn from_config(config: &FileConfig) -> Self {
-        let groups = config
-            .groups
-            .iter()
+    /// From group name -> members (user ids, or `"*"` for everyone) and command family (or
+    /// `family.action`) -> groups allowed.
+    pub fn new(
+        groups: BTreeMap<String, Vec<String>>,
+        permissions: BTreeMap<String, Vec<String>>,
+    ) -> Self {
+        let groups = groups
+            .into_iter()
             .map(|(name, members)| {
-                let members = if members.iter().any(|m| m.get_ref() == "*") {
+                let members = if members.iter().any(|m| m == "*") {
                     Members::Everyone
                 } else {
-                    Members::Users(members.iter().map(|m| m.get_ref().clone()).collect())
+                    Members::Users(members.into_iter().collect())
                 };
-                (name.clone(), members)
-            })
-            .collect();
-        let permissions = config
-            .permissions
-            .iter()
-            .map(|(family, groups)| {
-                (
-                    family.get_ref().clone(),
-                    groups.iter().map(|g| g.get_ref().clone()).collect(),
-                )
+                (name, members)
             })
             .collect();
         Self {
@@ -135,15 +127,17 @@ impl Access {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{FileConfig, Source};
 
     fn access(toml: &str) -> Access {
-        let config = FileConfig::parse(&Source {
-            path: "t.toml".into(),
-            text: toml.into(),
-        })
-        .unwrap();
-        Access::from_config(&config)
+        #[derive(serde::Deserialize)]
+        struct File {
+            #[serde(default)]
+            groups: BTreeMap<String, Vec<String>>,
+            #[serde(default)]
+            permissions: BTreeMap<String, Vec<String>>,
+        }
+        let file: File = toml::from_str(toml).unwrap();
+        Access::new(file.groups, file.permissions)
     }
 
     const CONFIG: &str = r#"

@@ -5,13 +5,13 @@
 //! it expires. The store applies [`decide`] inside one transaction, so any number of
 //! simultaneous clicks give exactly one decision.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::config::RunbookConfig;
+use super::runbook::Definition;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -244,10 +244,46 @@ pub fn decide(
     }
 }
 
+/// Who must approve a runbook's runs, how many of them, and for how long the request stands.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalPolicy {
+    pub group: String,
+    #[serde(default = "one")]
+    pub count: u32,
+    #[serde(default = "default_expiry", with = "crate::domain::duration")]
+    pub expires: Duration,
+    /// Approval is needed only when every listed parameter matches the given expression (in
+    /// full, ignoring case: `production` also catches `PRODUCTION`).
+    #[serde(default)]
+    pub when: BTreeMap<String, String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_expiry() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl Default for ApprovalPolicy {
+    /// One approver of the `approvers` group within an hour: the policy of held PagerDuty
+    /// writes when `[pagerduty] approval` says nothing.
+    fn default() -> Self {
+        Self {
+            group: "approvers".to_owned(),
+            count: 1,
+            expires: default_expiry(),
+            when: BTreeMap::new(),
+        }
+    }
+}
+
 /// The binding of an approval: SHA-256 over the runbook's definition (as configured now) and
 /// the exact parameters. A job checks it again when it starts, so a changed runbook or changed
 /// parameters cannot ride on an old approval.
-pub fn binding(runbook: &RunbookConfig, params: &BTreeMap<String, String>) -> String {
+pub fn binding(runbook: &Definition, params: &BTreeMap<String, String>) -> String {
     // serde_json writes map keys in order (BTreeMap), so this is canonical.
     let definition = serde_json::to_string(runbook).unwrap_or_default();
     let params = serde_json::to_string(params).unwrap_or_default();

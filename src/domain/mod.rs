@@ -2,6 +2,8 @@
 
 pub mod access;
 pub mod approval;
+pub mod catalogue;
+pub mod duration;
 pub mod job;
 pub mod policy;
 pub mod routing;

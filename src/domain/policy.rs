@@ -1,6 +1,4 @@
-//! Which actions need a peer's approval before they run.
-
-use crate::config::FileConfig;
+//! Which actions need a peer's approval before they run (see [`super::catalogue::Catalogue::pagerduty_gate`]).
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
@@ -8,18 +6,6 @@ pub enum Gate {
     NeedsApproval,
 }
 
-/// PagerDuty write actions (`ack`, `resolve`, `override`, `maintenance`, `trigger`) listed in
-/// `[pagerduty] approval_required` need approval; none do by default. Such a command opens an
-/// approval request for the runbook `pagerduty.<action>` (see `runbooks::held_runbooks`).
-pub fn pagerduty_gate(config: &FileConfig, action: &str) -> Gate {
-    if config
-        .pagerduty
-        .approval_required
-        .iter()
-        .any(|a| a.get_ref() == action)
-    {
-        Gate::NeedsApproval
-    } else {
-        Gate::Direct
-    }
-}
+/// PagerDuty actions that change something, and so may be held for approval.
+pub const PAGERDUTY_WRITE_ACTIONS: &[&str] =
+    &["ack", "resolve", "override", "maintenance", "trigger"];

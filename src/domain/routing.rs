@@ -5,7 +5,21 @@
 //! fields (`repository`, `branch`, `service`, `urgency`, `priority`, `group`, each a glob with
 //! `*`). An event type we do not know is posted only by a rule that names it.
 
-use crate::config::RouteConfig;
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// One `[[routes]]` rule.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub source: String,
+    #[serde(default)]
+    pub events: Vec<String>,
+    #[serde(default, rename = "match")]
+    pub matches: BTreeMap<String, String>,
+    pub channel: String,
+}
 
 /// The facts of an event that rules can match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,8 +103,8 @@ fn event_matches(pattern: &str, facts: &Facts) -> bool {
 }
 
 /// Whether one rule takes this event.
-pub fn matches(route: &RouteConfig, facts: &Facts) -> bool {
-    if !route.source.get_ref().eq_ignore_ascii_case(&facts.source) {
+pub fn matches(route: &Route, facts: &Facts) -> bool {
+    if !route.source.eq_ignore_ascii_case(&facts.source) {
         return false;
     }
     let events_ok = if route.events.is_empty() {
@@ -106,10 +120,10 @@ pub fn matches(route: &RouteConfig, facts: &Facts) -> bool {
 }
 
 /// The channels for an event, each once, in rule order.
-pub fn channels(routes: &[RouteConfig], facts: &Facts) -> Vec<String> {
+pub fn channels(routes: &[Route], facts: &Facts) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for route in routes.iter().filter(|r| matches(r, facts)) {
-        let channel = route.channel.get_ref();
+        let channel = &route.channel;
         if !out.contains(channel) {
             out.push(channel.clone());
         }
@@ -120,15 +134,13 @@ pub fn channels(routes: &[RouteConfig], facts: &Facts) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{FileConfig, Source};
 
-    fn routes(toml: &str) -> Vec<RouteConfig> {
-        FileConfig::parse(&Source {
-            path: "t.toml".into(),
-            text: toml.into(),
-        })
-        .unwrap()
-        .routes
+    fn routes(toml: &str) -> Vec<Route> {
+        #[derive(Deserialize)]
+        struct File {
+            routes: Vec<Route>,
+        }
+        toml::from_str::<File>(toml).unwrap().routes
     }
 
     fn github(kind: &str, repo: &str, branch: Option<&str>) -> Facts {

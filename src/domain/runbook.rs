@@ -6,11 +6,12 @@
 //! value can never become an option of the program it is passed to), bounded length. Values are
 //! substituted into argv elements and never reach a shell.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
 use regex::Regex;
+use serde::{Deserialize, Serialize};
 
-use crate::config::{RunConfig, RunbookConfig};
+use super::approval::ApprovalPolicy;
 
 static INVISIBLE: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
     Regex::new(r"[\p{Cf}\p{Zl}\p{Zp}\p{Co}]")
@@ -112,97 +113,183 @@ pub fn render(template: &str, values: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// Every placeholder in usage, target and runner templates must be a declared parameter, and
-/// every usage placeholder needs an expression. Errors are (span, field, message).
-pub fn check_templates(
-    runbook: &RunbookConfig,
-) -> Result<(), (std::ops::Range<usize>, &'static str, String)> {
-    let usage = runbook.usage.get_ref();
-    let usage_params = placeholders(usage).map_err(|e| (runbook.usage.span(), "usage", e))?;
-    let words: Vec<&str> = usage.split_whitespace().collect();
-    if words.first().is_none_or(|w| w.starts_with('{')) {
-        return Err((
-            runbook.usage.span(),
-            "usage",
-            "usage must start with a literal word, like \"deploy {app} ...\"".to_owned(),
-        ));
+/// How a runbook runs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Run {
+    Command {
+        argv: Vec<String>,
+        #[serde(default, with = "crate::domain::duration::option")]
+        timeout: Option<Duration>,
+        #[serde(default)]
+        dir: Option<PathBuf>,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+    },
+    GithubWorkflow {
+        repo: String,
+        workflow: String,
+        #[serde(rename = "ref")]
+        git_ref: String,
+        #[serde(default)]
+        inputs: BTreeMap<String, String>,
+    },
+    Http {
+        url: String,
+        #[serde(default)]
+        body: BTreeMap<String, String>,
+        #[serde(default, with = "crate::domain::duration::option")]
+        timeout: Option<Duration>,
+    },
+    /// Never read from pantheon.toml: a chat command held for approval (`[pagerduty]
+    /// approval_required`), run as the person who asked once it is approved. The command as
+    /// typed is the job's `command` parameter.
+    #[serde(skip_deserializing)]
+    HeldCommand,
+}
+
+/// A runbook as configured: the definition an approval is bound to (see
+/// [`super::approval::binding`]). Its JSON form is canonical (maps in key order), and must stay
+/// as it is: a pending approval is bound to a hash of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Definition {
+    pub name: String,
+    /// Chat syntax: literal words and `{param}` placeholders.
+    pub usage: String,
+    pub description: Option<String>,
+    /// Parameter name -> regular expression the whole value must match.
+    pub params: BTreeMap<String, String>,
+    /// One running job per rendered target.
+    pub target: Option<String>,
+    pub run: Run,
+    /// A dry run whose output is shown in the approval message.
+    pub plan: Option<Run>,
+    pub approval: Option<ApprovalPolicy>,
+    /// Whether a job interrupted by a dead worker may be run again automatically.
+    pub retry_safe: bool,
+}
+
+/// A `when` entry of an approval policy, compiled once. `None` when the expression does not
+/// compile (check-config refuses those): it counts as a match, since when in doubt we ask.
+#[derive(Debug, Clone)]
+struct When {
+    param: String,
+    written: String,
+    expression: Option<Regex>,
+}
+
+/// A runbook ready to use: its definition, with every expression compiled once.
+#[derive(Debug, Clone)]
+pub struct Runbook {
+    definition: Definition,
+    params: BTreeMap<String, Arc<Regex>>,
+    when: Vec<When>,
+}
+
+impl Runbook {
+    /// Compile the definition's expressions. Errors name the parameter.
+    pub fn compile(definition: Definition) -> Result<Self, String> {
+        let params = definition
+            .params
+            .iter()
+            .map(|(name, pattern)| {
+                compile_param_regex(pattern)
+                    .map(|re| (name.clone(), Arc::new(re)))
+                    .map_err(|e| format!("params.{name}: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        let when = definition
+            .approval
+            .iter()
+            .flat_map(|a| &a.when)
+            .map(|(param, written)| When {
+                param: param.clone(),
+                written: written.to_lowercase(),
+                expression: compile_when(written).ok(),
+            })
+            .collect();
+        Ok(Self {
+            definition,
+            params,
+            when,
+        })
     }
-    for word in &words {
-        if word.contains('{') && !(word.starts_with('{') && word.ends_with('}')) {
-            return Err((
-                runbook.usage.span(),
-                "usage",
-                format!("`{word}`: a placeholder must be a whole word"),
-            ));
+
+    /// The runbook that holds PagerDuty `action` for approval (`[pagerduty] approval_required`).
+    /// Its parameters: `command`, the command as typed, and `check`, a digest of what it was to
+    /// act on; once approved, a job runs the command as the person who asked, and only if it
+    /// would still act on the same things.
+    pub fn held(action: &str, policy: ApprovalPolicy) -> Result<Self, String> {
+        Self::compile(Definition {
+            name: held_name(action),
+            usage: format!("pager {action}"),
+            description: Some(format!("PagerDuty `{action}`, held for approval")),
+            params: BTreeMap::from([
+                ("command".to_owned(), ".+".to_owned()),
+                ("check".to_owned(), "[0-9a-f]{64}".to_owned()),
+            ]),
+            target: None,
+            run: Run::HeldCommand,
+            plan: None,
+            approval: Some(policy),
+            retry_safe: false,
+        })
+    }
+
+    pub fn definition(&self) -> &Definition {
+        &self.definition
+    }
+
+    pub fn name(&self) -> &str {
+        &self.definition.name
+    }
+
+    /// The compiled expression of parameter `name`.
+    pub fn param(&self, name: &str) -> Option<&Arc<Regex>> {
+        self.params.get(name)
+    }
+
+    /// Every parameter with its compiled expression, in name order.
+    pub fn params(&self) -> impl Iterator<Item = (&str, &Arc<Regex>)> {
+        self.params.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Whether this run needs approval: the runbook has a policy, and every `when` parameter
+    /// either is the value written there (ignoring case) or matches it as an expression (in full,
+    /// ignoring case; see [`compile_when`]). Both, so a value written before `when` took
+    /// expressions (`a+b`) still catches itself.
+    pub fn needs_approval(&self, params: &BTreeMap<String, String>) -> bool {
+        self.definition.approval.is_some()
+            && self.when.iter().all(|w| {
+                params.get(&w.param).is_some_and(|value| {
+                    value.to_lowercase() == w.written
+                        || w.expression.as_ref().is_none_or(|re| re.is_match(value))
+                })
+            })
+    }
+
+    /// The target a run with these parameters holds: the rendered `target`, or the name.
+    pub fn target(&self, params: &BTreeMap<String, String>) -> String {
+        match &self.definition.target {
+            Some(t) => render(t, params),
+            None => self.definition.name.clone(),
         }
     }
-    for name in &usage_params {
-        if !runbook.params.contains_key(*name) {
-            return Err((
-                runbook.usage.span(),
-                "usage",
-                format!("`{{{name}}}` has no expression in `params`"),
-            ));
-        }
-    }
-    let known = |name: &str| runbook.params.contains_key(name);
-    let check = |template: &str| -> Result<(), String> {
-        for name in placeholders(template)? {
-            if !known(name) {
-                return Err(format!("`{{{name}}}` is not one of this runbook's params"));
-            }
-        }
-        Ok(())
-    };
-    if let Some(target) = &runbook.target {
-        check(target.get_ref()).map_err(|e| (target.span(), "target", e))?;
-    }
-    let runners =
-        std::iter::once(("run", &runbook.run)).chain(runbook.plan.iter().map(|p| ("plan", p)));
-    for (field, runner) in runners {
-        let templates: Vec<&str> = match runner.get_ref() {
-            RunConfig::Command { argv, env, .. } => {
-                if argv.is_empty() {
-                    return Err((runner.span(), field, "argv must name a program".to_owned()));
-                }
-                if argv[0].contains('{') {
-                    return Err((
-                        runner.span(),
-                        field,
-                        "the program (argv[0]) cannot come from a parameter".to_owned(),
-                    ));
-                }
-                argv.iter()
-                    .chain(env.values())
-                    .map(String::as_str)
-                    .collect()
-            }
-            RunConfig::GithubWorkflow {
-                repo,
-                workflow,
-                git_ref,
-                inputs,
-            } => [repo.as_str(), workflow.as_str(), git_ref.as_str()]
-                .into_iter()
-                .chain(inputs.values().map(String::as_str))
-                .collect(),
-            RunConfig::Http { url, body, .. } => {
-                if url.contains('{') {
-                    return Err((
-                        runner.span(),
-                        field,
-                        "the URL cannot contain parameters; send them in `body`".to_owned(),
-                    ));
-                }
-                body.values().map(String::as_str).collect()
-            }
-            RunConfig::HeldCommand => Vec::new(),
-        };
-        for t in templates {
-            check(t).map_err(|e| (runner.span(), field, e))?;
-        }
-    }
-    Ok(())
+}
+
+/// Names of the runbooks that hold PagerDuty writes start so. Configured runbook names cannot
+/// contain a dot, so these never clash with them.
+const HELD_PREFIX: &str = "pagerduty.";
+
+/// The name of the runbook that holds PagerDuty `action` for approval.
+pub fn held_name(action: &str) -> String {
+    format!("{HELD_PREFIX}{action}")
+}
+
+/// The PagerDuty action `name` holds, if it is one of the runbooks [`Runbook::held`] makes.
+pub fn held_action(name: &str) -> Option<&str> {
+    name.strip_prefix(HELD_PREFIX)
+        .filter(|action| super::policy::PAGERDUTY_WRITE_ACTIONS.contains(action))
 }
 
 /// Why a parameter value was refused.
@@ -269,6 +356,60 @@ pub fn validate_value(name: &str, value: &str, pattern: &Regex) -> Result<(), Pa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn runbook(when: &str, param: &str) -> Runbook {
+        Runbook::compile(Definition {
+            name: "r".into(),
+            usage: "r {v}".into(),
+            description: None,
+            params: BTreeMap::from([("v".to_owned(), param.to_owned())]),
+            target: None,
+            run: Run::Command {
+                argv: vec!["true".into()],
+                timeout: None,
+                dir: None,
+                env: BTreeMap::new(),
+            },
+            plan: None,
+            approval: Some(ApprovalPolicy {
+                when: BTreeMap::from([("v".to_owned(), when.to_owned())]),
+                ..ApprovalPolicy::default()
+            }),
+            retry_safe: false,
+        })
+        .unwrap()
+    }
+
+    fn needs(r: &Runbook, v: &str) -> bool {
+        r.needs_approval(&BTreeMap::from([("v".to_owned(), v.to_owned())]))
+    }
+
+    #[test]
+    fn when_catches_its_own_literal_and_what_its_expression_matches() {
+        // Written before `when` took expressions: still caught literally.
+        let plus = runbook("a+b", "^[a-z+]+$");
+        assert!(needs(&plus, "a+b"));
+        assert!(needs(&plus, "aab"), "and as the expression it now also is");
+        let prod = runbook("production", "(?i)^(staging|production)$");
+        assert!(needs(&prod, "PRODUCTION") && needs(&prod, "Production"));
+        assert!(!needs(&prod, "staging"));
+    }
+
+    #[test]
+    fn a_policy_without_when_always_applies_and_no_policy_never() {
+        let always = Runbook::compile(Definition {
+            approval: Some(ApprovalPolicy::default()),
+            ..runbook("x", "[a-z]+").definition().clone()
+        })
+        .unwrap();
+        assert!(needs(&always, "anything"));
+        let never = Runbook::compile(Definition {
+            approval: None,
+            ..always.definition().clone()
+        })
+        .unwrap();
+        assert!(!needs(&never, "x"));
+    }
 
     #[test]
     fn placeholders_are_found_in_order() {

@@ -276,7 +276,7 @@ pub async fn audit_page(State(state): State<AppState>, Query(q): Query<AuditQuer
         .specs()
         .iter()
         .find(|spec| spec.name == "audit")
-        .is_some_and(|spec| spec.allowed(&services.access, user).is_ok());
+        .is_some_and(|spec| spec.allowed(&services.catalogue.access, user).is_ok());
     if !services.links.verify_audit(user, exp, sig, now) || !still_allowed {
         return page(
             StatusCode::FORBIDDEN,

@@ -31,13 +31,14 @@ pub async fn run(
     let (Some(text), Some(check)) = (job.params.get("command"), job.params.get("check")) else {
         return failed("the job names no command");
     };
-    let Some(action) = crate::runbooks::held_action(&job.runbook) else {
+    let Some(action) = crate::domain::runbook::held_action(&job.runbook) else {
         return failed(format!("`{}` is not a held PagerDuty action", job.runbook));
     };
     let user = &job.requested_by;
     let slash = &services.slash;
     // Parsed and authorized again: the requester must still be allowed to run it.
-    let may_run = |spec: &crate::command::CommandSpec| spec.allowed(&services.access, user).is_ok();
+    let may_run =
+        |spec: &crate::command::CommandSpec| spec.allowed(&services.catalogue.access, user).is_ok();
     let (spec, args) = match services.registry.parse(text, may_run) {
         Ok(found) => found,
         Err(e) => {
@@ -47,7 +48,7 @@ pub async fn run(
             ));
         }
     };
-    if let Err(refusal) = spec.allowed(&services.access, user) {
+    if let Err(refusal) = spec.allowed(&services.catalogue.access, user) {
         return failed(refusal.message(&format!("{slash} {}", spec.name)));
     }
     log.line(

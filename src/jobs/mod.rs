@@ -15,11 +15,11 @@ use tracing::Instrument;
 use crate::{
     app::Services,
     audit::{AuditEntry, Outcome},
-    config::RunConfig,
+    domain::runbook::Run,
     domain::{
         approval::binding,
         job::{Heartbeat, Job, JobStatus, Stream},
-        runbook::{compile_param_regex, validate_value},
+        runbook::validate_value,
     },
 };
 use runner::{LogSink, RunEnd, Stop};
@@ -172,7 +172,7 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: I
                 ("PANTHEON_REQUESTED_BY", job.requested_by.clone()),
             ];
             let end = match run {
-                RunConfig::HeldCommand => held::run(services, &job, &log, cancel_rx).await,
+                Run::HeldCommand => held::run(services, &job, &log, cancel_rx).await,
                 run => runner::run(services, &run, &job.params, &env, &log, cancel_rx).await,
             };
             heartbeat.abort();
@@ -375,22 +375,20 @@ fn stop_by(services: &Services, asked_at: Instant) -> Instant {
 }
 
 /// The runbook's run configuration, if the job may still run.
-fn check_job(services: &Services, job: &Job) -> Result<crate::config::RunConfig, String> {
+fn check_job(services: &Services, job: &Job) -> Result<crate::domain::runbook::Run, String> {
     let Some(runbook) = crate::runbooks::find_any(services, &job.runbook) else {
         return Err(format!("runbook `{}` is no longer configured", job.runbook));
     };
-    if binding(runbook, &job.params) != job.binding {
+    if binding(runbook.definition(), &job.params) != job.binding {
         return Err("the runbook's definition or the parameters changed since this was requested and approved; ask again".to_owned());
     }
     for (name, value) in &job.params {
-        let pattern = runbook
-            .params
-            .get(name)
+        let re = runbook
+            .param(name)
             .ok_or_else(|| format!("`{name}` is not a parameter of `{}` any more", job.runbook))?;
-        let re = compile_param_regex(pattern.get_ref())?;
-        validate_value(name, value, &re).map_err(|e| e.to_string())?;
+        validate_value(name, value, re).map_err(|e| e.to_string())?;
     }
-    Ok(runbook.run.get_ref().clone())
+    Ok(runbook.definition().run.clone())
 }
 
 async fn reap(services: Arc<Services>, mut stop: watch::Receiver<bool>) {

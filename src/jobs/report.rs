@@ -58,7 +58,7 @@ pub fn approval_message(request: &ApprovalRequest, job: Option<&Job>) -> Message
     let held = request
         .params
         .get("command")
-        .filter(|_| crate::runbooks::held_action(&request.runbook).is_some());
+        .filter(|_| crate::domain::runbook::held_action(&request.runbook).is_some());
     let asked = match held {
         Some(command) => format!(
             "<@{}> asks to run `{}`\n{}",

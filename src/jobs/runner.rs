@@ -9,7 +9,7 @@ use tokio::sync::{Mutex, watch};
 
 use crate::{
     app::Services,
-    config::RunConfig,
+    domain::runbook::Run,
     domain::{
         job::{LogLine, Stream},
         runbook::render,
@@ -140,14 +140,14 @@ impl LogSink {
 /// Run `run` for a job with validated `params`.
 pub async fn run(
     services: &Services,
-    run: &RunConfig,
+    run: &Run,
     params: &BTreeMap<String, String>,
     extra_env: &[(&str, String)],
     log: &LogSink,
     cancel: watch::Receiver<Stop>,
 ) -> RunEnd {
     match run {
-        RunConfig::Command {
+        Run::Command {
             argv,
             timeout,
             dir,
@@ -169,7 +169,7 @@ pub async fn run(
             )
             .await
         }
-        RunConfig::GithubWorkflow {
+        Run::GithubWorkflow {
             repo,
             workflow,
             git_ref,
@@ -214,7 +214,7 @@ pub async fn run(
                 },
             }
         }
-        RunConfig::Http { url, body, timeout } => {
+        Run::Http { url, body, timeout } => {
             let body: BTreeMap<String, String> = body
                 .iter()
                 .map(|(k, v)| (k.clone(), render(v, params)))
@@ -264,7 +264,7 @@ pub async fn run(
             }
         }
         // Run by the worker itself (it needs the job's requester); never reaches here.
-        RunConfig::HeldCommand => RunEnd::Failed {
+        Run::HeldCommand => RunEnd::Failed {
             exit_code: None,
             error: "a held command is run by the job worker".into(),
         },

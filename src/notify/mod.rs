@@ -12,7 +12,6 @@ use time::OffsetDateTime;
 use crate::{
     app::Services,
     audit::{AuditEntry, Outcome},
-    domain::routing,
     store::StoreError,
 };
 use format::Formatted;
@@ -161,7 +160,7 @@ pub async fn accept(
     payload: &Value,
 ) -> Result<(Recorded, usize), StoreError> {
     let now = OffsetDateTime::now_utc();
-    let channels = routing::channels(&services.config.routes, &formatted.facts);
+    let channels = services.catalogue.channels(&formatted.facts);
     // Events that come in bursts wait a moment so a burst becomes one message.
     let hold = if formatted.coalesce.is_some() {
         services.config.notifications.coalesce_window
