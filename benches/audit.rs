@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use pantheon::{
-    audit::{AuditEntry, Outcome},
     dispatch::new_correlation_id,
+    domain::audit::{AuditEntry, Outcome},
     store::Store,
 };
 use sqlx::Connection as _;

@@ -363,8 +363,8 @@ fn register_secrets(settings: &Settings) {
         &settings.zendesk_webhook_secrets,
     ];
     let db_secrets = crate::store::url_secrets(&settings.database_url);
-    crate::redact::register_secrets(db_secrets.iter().map(String::as_str));
-    crate::redact::register_secrets(
+    crate::domain::redact::register_secrets(db_secrets.iter().map(String::as_str));
+    crate::domain::redact::register_secrets(
         singles
             .into_iter()
             .flatten()
@@ -394,7 +394,7 @@ fn register_runbook_urls(config: &FileConfig) {
             secrets.push(q.to_owned());
         }
     }
-    crate::redact::register_secrets(secrets.iter().map(String::as_str));
+    crate::domain::redact::register_secrets(secrets.iter().map(String::as_str));
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

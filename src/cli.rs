@@ -69,13 +69,13 @@ pub fn run(cli: Cli) -> ExitCode {
     let (file, source, settings) = match load(&cli) {
         Ok(loaded) => loaded,
         Err(e) => {
-            eprintln!("error: {}", crate::redact::scrub(&e));
+            eprintln!("error: {}", crate::domain::redact::scrub(&e));
             return ExitCode::from(2);
         }
     };
     // Before anything can print an error that quotes the database URL.
     let secrets = crate::store::url_secrets(&settings.database_url);
-    crate::redact::register_secrets(secrets.iter().map(String::as_str));
+    crate::domain::redact::register_secrets(secrets.iter().map(String::as_str));
     let quiet = matches!(
         cli.command,
         Command::Console { .. } | Command::CheckConfig | Command::SlackManifest { .. }
@@ -123,7 +123,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", crate::redact::scrub(&e.to_string()));
+            eprintln!("error: {}", crate::domain::redact::scrub(&e.to_string()));
             ExitCode::FAILURE
         }
     }

@@ -18,9 +18,10 @@ use url::Url;
 
 use crate::{
     app::Services,
-    audit::{AuditEntry, AuditError, Claimed, Outcome},
+    audit::{AuditError, Claimed},
     chat::{Message, Visibility},
     command::{CommandContext, CommandError, CommandSpec, ParseError, help},
+    domain::audit::{AuditEntry, Outcome},
     reply,
 };
 

@@ -16,7 +16,6 @@ pub mod jobs;
 pub mod links;
 pub mod manifest;
 pub mod notify;
-pub mod redact;
 pub mod reply;
 pub mod runbooks;
 pub mod signature;

@@ -7,8 +7,8 @@ use time::OffsetDateTime;
 
 use crate::{
     app::Services,
-    audit::{AuditEntry, Outcome},
     chat::{self, Message, escape},
+    domain::audit::{AuditEntry, Outcome},
     domain::{
         approval::{ApprovalRequest, Decision, NewApprovalRequest, VoteResult, binding},
         job::NewJob,

@@ -54,7 +54,7 @@ pub fn init_logs(format: Option<LogFormat>) -> tracing_appender::non_blocking::W
             .map(|s| (*s).to_owned())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        tracing::error!(panic = %crate::redact::scrub(&payload), %location, "panic");
+        tracing::error!(panic = %crate::domain::redact::scrub(&payload), %location, "panic");
     }));
     guard
 }
@@ -104,7 +104,7 @@ impl<W: std::io::Write> std::io::Write for SafeLine<W> {
 
 /// One formatted log line, made safe (see [`SafeLines`]).
 pub fn safe_line(text: &str, json: bool) -> std::borrow::Cow<'_, str> {
-    let mut out = crate::redact::scrub_registered(text);
+    let mut out = crate::domain::redact::scrub_registered(text);
     if out.contains(['\u{2028}', '\u{2029}', '\u{85}']) {
         let escaped = out
             .chars()
@@ -204,7 +204,7 @@ pub fn record_signature_failure(source: &'static str, reason: &'static str) {
 mod tests {
     #[test]
     fn log_lines_cannot_be_split_or_leak_a_registered_secret() {
-        crate::redact::register_secrets(["a-registered-db-password"]);
+        crate::domain::redact::register_secrets(["a-registered-db-password"]);
         let line = "{\"message\":\"x\u{2028}{\\\"forged\\\":1}\u{85}y\",\"value\":\"a-registered-db-password\"}\n";
         let safe = super::safe_line(line, true);
         assert!(!safe.contains(['\u{2028}', '\u{85}']), "{safe}");

@@ -148,7 +148,7 @@ pub async fn checked<D: Dialect>(
     let message = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| D::error_message(&v))
-        .map(|m| crate::chat::truncate(&crate::redact::scrub(m.trim()), 200))
+        .map(|m| crate::chat::truncate(&crate::domain::redact::scrub(m.trim()), 200))
         .unwrap_or_default();
     let now = OffsetDateTime::now_utc();
     let kind = match status {

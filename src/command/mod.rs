@@ -74,15 +74,19 @@ impl CommandContext {
     pub async fn audit_step(
         &self,
         action: &str,
-        outcome: crate::audit::Outcome,
+        outcome: crate::domain::audit::Outcome,
         detail: impl Into<String>,
     ) -> Result<(), CommandError> {
         let inv = &self.invocation;
-        let entry =
-            crate::audit::AuditEntry::new(&inv.correlation_id, &inv.user_id, action, outcome)
-                .channel(&inv.channel_id)
-                .command(&inv.text)
-                .detail(detail);
+        let entry = crate::domain::audit::AuditEntry::new(
+            &inv.correlation_id,
+            &inv.user_id,
+            action,
+            outcome,
+        )
+        .channel(&inv.channel_id)
+        .command(&inv.text)
+        .detail(detail);
         self.services
             .audit
             .record(vec![entry])

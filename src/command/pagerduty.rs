@@ -8,12 +8,12 @@ use time::{Duration, OffsetDateTime};
 
 use super::{ArgType, CommandContext, CommandError, Declaration, HandlerResult, command, handler};
 use crate::{
-    audit::Outcome,
     chat::{self, Message, escape, link},
     clients::{
         pagerduty::{self, Incident, PagerDuty},
         vendor::VendorError,
     },
+    domain::audit::Outcome,
     domain::policy::Gate,
 };
 

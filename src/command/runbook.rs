@@ -7,8 +7,8 @@ use time::OffsetDateTime;
 
 use super::{ArgType, CommandContext, CommandError, Declaration, HandlerResult, command, handler};
 use crate::{
-    audit::Outcome,
     chat::{self, Message, escape},
+    domain::audit::Outcome,
     domain::{approval::Decision, catalogue::Catalogue, job::JobStatus},
     jobs::report,
     runbooks::{self, Requester},
@@ -291,7 +291,7 @@ async fn cancel(ctx: CommandContext) -> HandlerResult {
             job.status.as_str()
         )));
     }
-    let entry = crate::audit::AuditEntry::new(
+    let entry = crate::domain::audit::AuditEntry::new(
         &ctx.invocation.correlation_id,
         ctx.user(),
         "job.cancel",

@@ -2,9 +2,12 @@
 
 pub mod access;
 pub mod approval;
+pub mod audit;
 pub mod catalogue;
 pub mod duration;
 pub mod job;
+pub mod outbox;
 pub mod policy;
+pub mod redact;
 pub mod routing;
 pub mod runbook;

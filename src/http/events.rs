@@ -14,14 +14,14 @@ use serde_json::{Value, json};
 use super::{AppState, slack::VerifiedSlack};
 use crate::{
     dispatch::{self, Ack, Invocation, ReplyTarget},
+    domain::outbox::Recorded,
     error::ApiError,
-    notify::Recorded,
 };
 
 pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Response {
     let body = request.body;
     let payload: Value = match serde_json::from_slice(&body) {
-        Ok(v) => crate::redact::json_without_nul(v),
+        Ok(v) => crate::domain::redact::json_without_nul(v),
         Err(e) => {
             return ApiError::BadRequest(format!("the body is not JSON: {e}")).into_response();
         }
@@ -45,10 +45,14 @@ pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Re
     };
     // Remember the event before acting on it, so a retry is recognised.
     let services = &state.services;
-    let entry =
-        crate::audit::AuditEntry::new(event_id, "slack", "event", crate::audit::Outcome::Received)
-            .detail(format!("app_mention {event_id}"));
-    let delivery = crate::notify::Delivery {
+    let entry = crate::domain::audit::AuditEntry::new(
+        event_id,
+        "slack",
+        "event",
+        crate::domain::audit::Outcome::Received,
+    )
+    .detail(format!("app_mention {event_id}"));
+    let delivery = crate::domain::outbox::Delivery {
         source: "slack".into(),
         delivery_id: event_id.to_owned(),
         body_sha256: None,
@@ -71,7 +75,7 @@ pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Re
         .or(event["ts"].as_str())
         .unwrap_or_default()
         .to_owned();
-    let text = strip_mentions(&crate::redact::without_nul(
+    let text = strip_mentions(&crate::domain::redact::without_nul(
         event["text"].as_str().unwrap_or_default(),
     ));
     let invocation = Invocation {

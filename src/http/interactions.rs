@@ -16,10 +16,11 @@ use tracing::Instrument;
 use super::{AppState, slack::VerifiedSlack};
 use crate::{
     app::Services,
-    audit::{AuditEntry, Claimed, Outcome},
+    audit::Claimed,
     chat::Message,
     dispatch::new_correlation_id,
     domain::approval::Decision,
+    domain::audit::{AuditEntry, Outcome},
     error::ApiError,
     jobs::report,
     reply, runbooks,
@@ -70,7 +71,7 @@ fn parse(body: &[u8]) -> Result<Payload, String> {
         .ok_or_else(|| "no `payload` field".to_owned())?;
     // Its strings reach the database (voter, channel): no NUL, which Postgres cannot store.
     serde_json::from_str::<serde_json::Value>(&raw)
-        .map(crate::redact::json_without_nul)
+        .map(crate::domain::redact::json_without_nul)
         .and_then(serde_json::from_value)
         .map_err(|e| format!("`payload` is not an interaction: {e}"))
 }

@@ -122,11 +122,11 @@ pub async fn job_page(
             false,
         );
     }
-    let view = crate::audit::AuditEntry::new(
+    let view = crate::domain::audit::AuditEntry::new(
         &job.correlation_id,
         user,
         "job.page",
-        crate::audit::Outcome::Succeeded,
+        crate::domain::audit::Outcome::Succeeded,
     )
     .channel(&job.channel)
     .command(&format!("{} #{}", job.runbook, job.id))
@@ -320,11 +320,11 @@ pub async fn audit_page(State(state): State<AppState>, Query(q): Query<AuditQuer
             );
         }
     };
-    let view = crate::audit::AuditEntry::new(
+    let view = crate::domain::audit::AuditEntry::new(
         &crate::dispatch::new_correlation_id(),
         user,
         "audit.page",
-        crate::audit::Outcome::Succeeded,
+        crate::domain::audit::Outcome::Succeeded,
     )
     .detail(format!("viewed the audit trail ({shown}) by signed link"));
     // Waited for, like any other step: the trail is not shown unless the view is on it.

@@ -138,7 +138,9 @@ impl SlashForm {
         for (key, value) in form_urlencoded::parse(body) {
             // Nothing downstream (the audit trail, Postgres, replies) wants a NUL.
             let value = if value.contains('\0') {
-                crate::redact::without_nul(&value).into_owned().into()
+                crate::domain::redact::without_nul(&value)
+                    .into_owned()
+                    .into()
             } else {
                 value
             };

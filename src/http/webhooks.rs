@@ -13,8 +13,9 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use crate::{
+    domain::outbox::Recorded,
     error::ApiError,
-    notify::{self, Recorded, format},
+    notify::{self, format},
     signature::{self, HmacKey, SignatureError},
 };
 
@@ -100,7 +101,7 @@ async fn finish(
 /// cannot hold one: a signed delivery with `\u0000` in it would otherwise get a 503 forever).
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body)
-        .map(crate::redact::json_without_nul)
+        .map(crate::domain::redact::json_without_nul)
         .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))
 }
 

@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use crate::{
     app::Services,
-    audit::{AuditEntry, Outcome},
+    domain::audit::{AuditEntry, Outcome},
     domain::runbook::Run,
     domain::{
         approval::binding,

@@ -70,7 +70,7 @@ impl LogSink {
     }
 
     pub async fn line(&self, stream: Stream, text: &str) {
-        let text: String = crate::redact::scrub(text.trim_end_matches(['\r', '\n']))
+        let text: String = crate::domain::redact::scrub(text.trim_end_matches(['\r', '\n']))
             .chars()
             .take(MAX_LINE + 20)
             .map(|c| if c == '\0' { '\u{fffd}' } else { c })

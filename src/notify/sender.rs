@@ -10,12 +10,12 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use super::OutboxRow;
+use crate::domain::outbox::OutboxRow;
 use crate::{
     app::Services,
-    audit::{AuditEntry, Outcome},
     chat::{self, Message},
     clients::vendor::{ErrorKind, VendorError},
+    domain::audit::{AuditEntry, Outcome},
 };
 
 /// How long claimed rows stay hidden from other senders.

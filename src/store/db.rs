@@ -15,7 +15,7 @@ use sqlx::{
 use time::OffsetDateTime;
 
 use super::{Result, postgres, sqlite};
-use crate::audit::AuditEntry;
+use crate::domain::audit::AuditEntry;
 use crate::domain::job::LogLine;
 
 /// A value that can be bound in either database.

@@ -22,12 +22,12 @@ use sqlx::{
 use time::OffsetDateTime;
 
 use crate::{
-    audit::{AuditEntry, AuditRecord},
+    domain::audit::{AuditEntry, AuditRecord},
+    domain::outbox::{Delivery, OutboxCounts, OutboxRow, Recorded},
     domain::{
         approval::{ApprovalRequest, Decision, NewApprovalRequest, VoteResult},
         job::{Heartbeat, Job, JobStatus, LogLine, NewJob},
     },
-    notify::{Delivery, OutboxCounts, OutboxRow, Recorded},
 };
 
 static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -345,7 +345,7 @@ pub fn without_password(url: &str) -> String {
 }
 
 /// The secrets a database URL holds (its password, `password` and `sslpassword` values), for
-/// [`crate::redact::register_secrets`].
+/// [`crate::domain::redact::register_secrets`].
 pub fn url_secrets(url: &str) -> Vec<String> {
     let Ok(u) = url::Url::parse(url) else {
         return Vec::new();

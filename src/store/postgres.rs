@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::Result;
 use super::db::{List, Sql, Ts};
-use crate::{audit::AuditEntry, domain::job::LogLine};
+use crate::domain::{audit::AuditEntry, job::LogLine};
 
 pub(super) const SQL: Sql = Sql {
     for_update: " FOR UPDATE",

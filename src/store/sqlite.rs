@@ -14,7 +14,7 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use super::db::{List, Sql, Ts};
 use super::{Result, StoreError};
-use crate::{audit::AuditEntry, domain::job::LogLine};
+use crate::domain::{audit::AuditEntry, job::LogLine};
 
 pub(super) const SQL: Sql = Sql {
     for_update: "",

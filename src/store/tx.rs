@@ -10,7 +10,8 @@ use time::OffsetDateTime;
 use super::db::{Conn, List, Pooled, Ts, Tx};
 use super::{Prunable, Result, Store, StoreError, UserPrefs};
 use crate::{
-    audit::{AuditEntry, AuditRecord, Outcome},
+    domain::audit::{AuditEntry, AuditRecord, Outcome},
+    domain::outbox::{Delivery, OutboxCounts, OutboxRow, Recorded},
     domain::{
         approval::{
             ApprovalRequest, Decision, NewApprovalRequest, Refusal, RequestStatus, Transition,
@@ -18,7 +19,6 @@ use crate::{
         },
         job::{Heartbeat, Job, JobStatus, LogLine, NewJob, Stream},
     },
-    notify::{Delivery, OutboxCounts, OutboxRow, Recorded},
 };
 
 // -- rows ---------------------------------------------------------------------------------------

@@ -10,10 +10,10 @@ use std::{
 
 use pantheon::{
     app::{App, Options, Services},
-    audit::{AuditRecord, Outcome},
     clients::RetryPolicy,
     command::Declaration,
     config::{FileConfig, Settings, Source},
+    domain::audit::{AuditRecord, Outcome},
     signature::{HmacKey, sign_slack},
 };
 use sqlx::Connection as _;

@@ -1318,11 +1318,11 @@ async fn a_worker_that_loses_its_lease_stops_its_job(db: Db) {
         .services
         .store
         .reap_expired_leases(now, now + time::Duration::hours(1), |j| {
-            pantheon::audit::AuditEntry::new(
+            pantheon::domain::audit::AuditEntry::new(
                 &j.correlation_id,
                 "test",
                 "job",
-                pantheon::audit::Outcome::Failed,
+                pantheon::domain::audit::Outcome::Failed,
             )
         })
         .await

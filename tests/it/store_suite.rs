@@ -3,7 +3,8 @@
 use std::collections::BTreeSet;
 
 use pantheon::{
-    audit::{AuditEntry, AuditLog, Outcome},
+    audit::AuditLog,
+    domain::audit::{AuditEntry, Outcome},
     store::Store,
 };
 
