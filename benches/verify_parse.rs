@@ -8,8 +8,8 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use pantheon::{
     config::{FileConfig, Source},
-    http::slack::{SlashCommand, SlashForm},
     signature::{HmacKey, sign_slack, verify_slack},
+    slack::commands::{SlashCommand, SlashForm},
 };
 
 const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";

@@ -7,16 +7,13 @@ use tokio::net::TcpListener;
 
 use crate::{
     audit::AuditLog,
-    clients::{
-        Outbound, RetryPolicy, github::GitHub, pagerduty::PagerDuty, slack::SlackApi,
-        zendesk::Zendesk,
-    },
+    clients::{Outbound, RetryPolicy, github::GitHub, pagerduty::PagerDuty, zendesk::Zendesk},
     command::{self, Registry},
     config::{ConfigError, FileConfig, LimitsSection, Settings, Source},
     domain::catalogue::Catalogue,
     http::{self, AppState},
-    reply::ResponseUrlPolicy,
     signature::HmacKey,
+    slack::{api::SlackApi, response_url::ResponseUrlPolicy},
     store::Store,
 };
 

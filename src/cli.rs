@@ -108,7 +108,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 let registry = app::build_registry(&file, &source).map_err(|e| e.to_string())?;
                 print!(
                     "{}",
-                    crate::manifest::render(
+                    crate::slack::manifest::render(
                         &file.slack.app_name,
                         file.slack.command.get_ref(),
                         &registry,

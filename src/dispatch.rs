@@ -22,7 +22,7 @@ use crate::{
     chat::{Message, Visibility},
     command::{CommandContext, CommandError, CommandSpec, ParseError, help},
     domain::audit::{AuditEntry, Outcome},
-    reply,
+    slack::response_url,
 };
 
 /// Where a command's answer goes.
@@ -431,9 +431,11 @@ async fn run_in_background(
 
 async fn deliver(services: &Services, delivery: &Delivery, message: Message) -> Result<(), String> {
     match delivery {
-        Delivery::ResponseUrl(url) => reply::post_response(&services.outbound, url, &message)
-            .await
-            .map_err(|e| e.to_string()),
+        Delivery::ResponseUrl(url) => {
+            response_url::post_response(&services.outbound, url, &message)
+                .await
+                .map_err(|e| e.to_string())
+        }
         Delivery::Console(tx) => tx.send(message).map_err(|_| "console closed".to_owned()),
         Delivery::Thread { channel, thread_ts } => services
             .slack

@@ -3,7 +3,6 @@
 
 pub mod github;
 pub mod pagerduty;
-pub mod slack;
 pub mod vendor;
 pub mod zendesk;
 

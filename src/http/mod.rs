@@ -1,11 +1,8 @@
 //! The HTTP surface: one router, one module per surface.
 
-pub mod events;
-pub mod interactions;
 pub mod ops;
 pub mod pages;
 pub mod server;
-pub mod slack;
 pub mod webhooks;
 
 use std::{
@@ -49,18 +46,24 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/slack/commands",
-            post_within(post(slack::commands), SLACK_COMMAND_BODY_LIMIT),
+            post_within(
+                post(crate::slack::commands::commands),
+                SLACK_COMMAND_BODY_LIMIT,
+            ),
         )
         .route(
             "/slack/interactions",
             post_within(
-                post(interactions::interactions),
+                post(crate::slack::interactions::interactions),
                 SLACK_INTERACTION_BODY_LIMIT,
             ),
         )
         .route(
             "/slack/events",
-            post_within(post(events::events), SLACK_INTERACTION_BODY_LIMIT),
+            post_within(
+                post(crate::slack::events::events),
+                SLACK_INTERACTION_BODY_LIMIT,
+            ),
         )
         .route(
             "/webhooks/github",

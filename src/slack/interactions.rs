@@ -13,7 +13,8 @@ use axum::{
 use serde::Deserialize;
 use tracing::Instrument;
 
-use super::{AppState, slack::VerifiedSlack};
+use super::commands::VerifiedSlack;
+use crate::http::AppState;
 use crate::{
     app::Services,
     audit::Claimed,
@@ -23,7 +24,7 @@ use crate::{
     domain::audit::{AuditEntry, Outcome},
     error::ApiError,
     jobs::report,
-    reply, runbooks,
+    runbooks,
 };
 
 #[derive(Debug, Deserialize)]
@@ -245,7 +246,9 @@ fn ephemeral(text: &str) -> Message {
 async fn respond(services: &Services, raw_url: &str, message: &Message) {
     match services.response_urls.check(raw_url) {
         Ok(url) => {
-            if let Err(e) = reply::post_response(&services.outbound, &url, message).await {
+            if let Err(e) =
+                super::response_url::post_response(&services.outbound, &url, message).await
+            {
                 tracing::warn!(error = %e, "interaction reply not delivered");
             }
         }

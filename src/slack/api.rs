@@ -4,7 +4,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use super::{Outbound, vendor::VendorError};
+use crate::clients::{self, Outbound, vendor::VendorError};
 
 pub const NAME: &str = "Slack";
 
@@ -127,18 +127,18 @@ impl SlackApi {
             .map_err(|e| VendorError::transport(NAME, e))?;
         let status = resp.status();
         if status.as_u16() == 429 {
-            let resets = super::retry_after(&resp).and_then(|d| {
+            let resets = clients::retry_after(&resp).and_then(|d| {
                 time::OffsetDateTime::now_utc().checked_add(time::Duration::try_from(d).ok()?)
             });
             return Err(VendorError::new(
                 NAME,
-                super::vendor::ErrorKind::RateLimited { resets },
+                clients::vendor::ErrorKind::RateLimited { resets },
             ));
         }
         if status.is_server_error() {
             return Err(VendorError::new(
                 NAME,
-                super::vendor::ErrorKind::Server {
+                clients::vendor::ErrorKind::Server {
                     status: status.as_u16(),
                 },
             ));
@@ -154,10 +154,10 @@ impl SlackApi {
                 .unwrap_or_else(|| "unknown_error".into());
             let kind = match error.as_str() {
                 "invalid_auth" | "not_authed" | "token_revoked" | "account_inactive" => {
-                    super::vendor::ErrorKind::Unauthorized
+                    clients::vendor::ErrorKind::Unauthorized
                 }
-                "ratelimited" => super::vendor::ErrorKind::RateLimited { resets: None },
-                _ => super::vendor::ErrorKind::Rejected {
+                "ratelimited" => clients::vendor::ErrorKind::RateLimited { resets: None },
+                _ => clients::vendor::ErrorKind::Rejected {
                     status: status.as_u16(),
                     message: error,
                 },
@@ -239,7 +239,7 @@ impl SlackApi {
         if !history.ok {
             return Err(VendorError::new(
                 NAME,
-                super::vendor::ErrorKind::Rejected {
+                clients::vendor::ErrorKind::Rejected {
                     status,
                     message: history.error.unwrap_or_else(|| "unknown_error".into()),
                 },

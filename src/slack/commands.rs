@@ -11,7 +11,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::AppState;
+use crate::http::AppState;
 use crate::{
     dispatch::{self, Ack, Invocation, ReplyTarget},
     error::ApiError,

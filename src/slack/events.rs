@@ -11,7 +11,8 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{AppState, slack::VerifiedSlack};
+use super::commands::VerifiedSlack;
+use crate::http::AppState;
 use crate::{
     dispatch::{self, Ack, Invocation, ReplyTarget},
     domain::outbox::Recorded,
