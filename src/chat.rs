@@ -1,18 +1,17 @@
-//! What we say in Slack: messages with Block Kit blocks and a plain-text fallback, built with
-//! small helpers that keep to Slack's documented limits and escape everything we did not write.
+//! What we say in chat: messages of blocks ([`Block`]) with a plain-text fallback, built with
+//! small helpers that keep to the platforms' limits and escape everything we did not write.
+//! Nothing here is any platform's wire format; each chat edge renders a [`Message`] its own way.
 
-use serde::Serialize;
-use serde_json::{Value, json};
+pub use crate::domain::message::{Action, Block, Button, ButtonStyle};
 
-/// Slack's limits (api.slack.com/reference/block-kit): 50 blocks per message, 3000 characters
-/// of section text, 150 of header text, 4000 of top-level `text` (kept as the fallback).
+/// Limits, Slack's being the tightest (api.slack.com/reference/block-kit): 50 blocks per
+/// message, 3000 characters of section text, 150 of header text, 4000 of fallback text.
 pub const MAX_BLOCKS: usize = 50;
 pub const MAX_SECTION_TEXT: usize = 3000;
 pub const MAX_HEADER_TEXT: usize = 150;
 pub const MAX_FALLBACK_TEXT: usize = 4000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Visibility {
     /// Only the person who ran the command sees it.
     #[default]
@@ -21,16 +20,16 @@ pub enum Visibility {
     InChannel,
 }
 
-/// A message for `response_url`, an acknowledgement body or `chat.postMessage`.
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+/// A reply, a post or a notice.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Message {
-    pub response_type: Visibility,
-    /// The plain-text fallback: complete on its own (notifications, the console, screen readers).
+    pub visibility: Visibility,
+    /// The fallback text: complete on its own (notifications, the console, screen readers).
     pub text: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub blocks: Vec<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub replace_original: Option<bool>,
+    pub blocks: Vec<Block>,
+    /// For a reply to a click: whether it takes the place of the message clicked (`Some(true)`),
+    /// must not (`Some(false)`), or the platform's default applies (`None`).
+    pub replace: Option<bool>,
 }
 
 impl Message {
@@ -44,7 +43,7 @@ impl Message {
 
     /// A message of blocks with its fallback text. Blocks past Slack's limit are dropped and
     /// the last kept block says how many were cut.
-    pub fn blocks(text: impl Into<String>, mut blocks: Vec<Value>) -> Self {
+    pub fn blocks(text: impl Into<String>, mut blocks: Vec<Block>) -> Self {
         if blocks.len() > MAX_BLOCKS {
             let cut = blocks.len() - (MAX_BLOCKS - 1);
             blocks.truncate(MAX_BLOCKS - 1);
@@ -58,12 +57,12 @@ impl Message {
     }
 
     pub fn in_channel(mut self) -> Self {
-        self.response_type = Visibility::InChannel;
+        self.visibility = Visibility::InChannel;
         self
     }
 
     pub fn replacing_original(mut self) -> Self {
-        self.replace_original = Some(true);
+        self.replace = Some(true);
         self
     }
 }
@@ -128,14 +127,18 @@ pub fn truncate(text: &str, max: usize) -> String {
     out
 }
 
-pub fn section(mrkdwn: &str) -> Value {
-    json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(mrkdwn, MAX_SECTION_TEXT)}})
+pub fn section(markup: &str) -> Block {
+    Block::Section {
+        text: truncate(markup, MAX_SECTION_TEXT),
+    }
 }
 
 /// A header block. `plain` is text as it should read (not escaped): it is escaped here like every
 /// other text we send, since Slack decodes `&amp;`, `&lt;` and `&gt;` in all text.
-pub fn header(plain: &str) -> Value {
-    json!({"type": "header", "text": {"type": "plain_text", "text": escape_within(plain, MAX_HEADER_TEXT), "emoji": true}})
+pub fn header(plain: &str) -> Block {
+    Block::Header {
+        text: escape_within(plain, MAX_HEADER_TEXT),
+    }
 }
 
 /// [`escape`], cut so that the escaped text is at most `max` characters (an entity is never cut
@@ -165,12 +168,27 @@ pub fn escape_within(text: &str, max: usize) -> String {
     out
 }
 
-pub fn context(mrkdwn: &str) -> Value {
-    json!({"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(mrkdwn, MAX_SECTION_TEXT)}]})
+pub fn context(markup: &str) -> Block {
+    Block::Context {
+        text: truncate(markup, MAX_SECTION_TEXT),
+    }
 }
 
-pub fn divider() -> Value {
-    json!({"type": "divider"})
+pub fn divider() -> Block {
+    Block::Divider
+}
+
+/// A row of buttons.
+pub fn buttons(buttons: Vec<Button>) -> Block {
+    Block::Actions { buttons }
+}
+
+pub fn button(action: Action, label: &str, style: Option<ButtonStyle>) -> Button {
+    Button {
+        action,
+        label: label.to_owned(),
+        style,
+    }
 }
 
 /// How long ago `then` was, in one unit: `45s`, `12m`, `3h`, `2d`.
@@ -228,7 +246,7 @@ pub fn list_message(title: &str, lines: &[String], fetch_truncated: bool, empty:
 }
 
 /// Split lines into as few sections as fit Slack's per-section limit.
-pub fn sections_of_lines(lines: &[String]) -> Vec<Value> {
+pub fn sections_of_lines(lines: &[String]) -> Vec<Block> {
     let mut blocks = Vec::new();
     let mut current = String::new();
     for line in lines {
@@ -269,11 +287,17 @@ mod tests {
     #[test]
     fn an_escaped_header_keeps_to_slacks_limit() {
         let long = "&".repeat(200);
-        let h = header(&long);
-        let text = h["text"]["text"].as_str().unwrap();
+        let Block::Header { text } = header(&long) else {
+            unreachable!()
+        };
         assert!(text.chars().count() <= MAX_HEADER_TEXT, "{}", text.len());
         assert!(text.ends_with("&amp;…"), "no entity cut in half: {text}");
-        assert_eq!(header("a < b")["text"]["text"], "a &lt; b");
+        assert_eq!(
+            header("a < b"),
+            Block::Header {
+                text: "a &lt; b".into()
+            }
+        );
     }
 
     #[test]
@@ -290,19 +314,18 @@ mod tests {
         let long = "x".repeat(5000);
         let msg = Message::text(long.clone());
         assert_eq!(msg.text.chars().count(), MAX_FALLBACK_TEXT);
-        let blocks: Vec<Value> = (0..60).map(|i| section(&i.to_string())).collect();
+        let blocks: Vec<Block> = (0..60).map(|i| section(&i.to_string())).collect();
         let msg = Message::blocks("t", blocks);
         assert_eq!(msg.blocks.len(), MAX_BLOCKS);
-        assert!(
-            msg.blocks[49]
-                .to_string()
-                .contains("11 more blocks not shown")
-        );
+        assert_eq!(msg.blocks[49], context("… 11 more blocks not shown"));
         let lines: Vec<String> = (0..100).map(|_| "y".repeat(100)).collect();
         let sections = sections_of_lines(&lines);
         assert_eq!(sections.len(), 4);
         for s in &sections {
-            assert!(s["text"]["text"].as_str().unwrap().len() <= MAX_SECTION_TEXT);
+            let Block::Section { text } = s else {
+                unreachable!()
+            };
+            assert!(text.len() <= MAX_SECTION_TEXT);
         }
     }
 
@@ -319,15 +342,6 @@ mod tests {
         assert_eq!(
             list_message("Things", &[], false, "Nothing.").text,
             "Nothing."
-        );
-    }
-
-    #[test]
-    fn serialises_as_slack_expects() {
-        let msg = Message::text("hi").in_channel();
-        assert_eq!(
-            serde_json::to_value(&msg).unwrap(),
-            json!({"response_type": "in_channel", "text": "hi"})
         );
     }
 }

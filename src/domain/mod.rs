@@ -6,6 +6,7 @@ pub mod audit;
 pub mod catalogue;
 pub mod duration;
 pub mod job;
+pub mod message;
 pub mod outbox;
 pub mod policy;
 pub mod redact;

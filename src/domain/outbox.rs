@@ -4,14 +4,14 @@
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::audit::AuditEntry;
+use super::{audit::AuditEntry, message::Block};
 
 /// A message to queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewOutbox {
     pub channel: String,
     pub text: String,
-    pub blocks: Vec<Value>,
+    pub blocks: Vec<Block>,
     pub coalesce_key: Option<String>,
     pub coalesce_label: Option<String>,
     pub next_attempt_at: OffsetDateTime,
@@ -25,7 +25,7 @@ pub struct OutboxRow {
     pub id: i64,
     pub channel: String,
     pub text: String,
-    pub blocks: Vec<Value>,
+    pub blocks: Vec<Block>,
     pub coalesce_key: Option<String>,
     pub coalesce_label: Option<String>,
     pub attempts: i32,

@@ -5,9 +5,9 @@
 
 use crate::{
     app::Services,
-    chat::{self, Message, escape},
+    chat::{self, Action, ButtonStyle, Message, escape},
     domain::{
-        approval::{ApprovalRequest, RequestStatus},
+        approval::{ApprovalRequest, Decision, RequestStatus},
         job::{Job, JobStatus},
     },
 };
@@ -130,19 +130,19 @@ pub fn approval_message(request: &ApprovalRequest, job: Option<&Job>) -> Message
     }
     blocks.push(chat::context(&status));
     if request.status == RequestStatus::Pending {
-        let id = request.id.to_string();
-        blocks.push(serde_json::json!({
-            "type": "actions",
-            "block_id": format!("approval:{id}"),
-            "elements": [
-                {"type": "button", "action_id": "approval_approve", "style": "primary", "value": id,
-                 "text": {"type": "plain_text", "text": "Approve"}},
-                {"type": "button", "action_id": "approval_deny", "style": "danger", "value": id,
-                 "text": {"type": "plain_text", "text": "Deny"}},
-                {"type": "button", "action_id": "approval_withdraw", "value": id,
-                 "text": {"type": "plain_text", "text": "Withdraw"}},
-            ]
-        }));
+        let vote = |decision| Action::Vote {
+            request: request.id,
+            decision,
+        };
+        blocks.push(chat::buttons(vec![
+            chat::button(
+                vote(Decision::Approve),
+                "Approve",
+                Some(ButtonStyle::Primary),
+            ),
+            chat::button(vote(Decision::Deny), "Deny", Some(ButtonStyle::Danger)),
+            chat::button(vote(Decision::Withdraw), "Withdraw", None),
+        ]));
     }
     if let Some(job_id) = request.job_id {
         blocks.push(log_button(job_id));
@@ -190,21 +190,15 @@ pub fn job_line(job: &Job, url: Option<&str>) -> String {
     parts.join(" · ")
 }
 
-/// The action id of the "Log" button on job messages.
-pub const LOG_ACTION: &str = "job_log";
-
 /// A "Log" button for job `job_id`. Messages in a channel carry no link to the job's page (a link
 /// opens the page for whoever holds it); a click answers the clicker privately with a link of
 /// their own, if they may see the job.
-pub fn log_button(job_id: i64) -> serde_json::Value {
-    serde_json::json!({
-        "type": "actions",
-        "block_id": format!("job:{job_id}"),
-        "elements": [
-            {"type": "button", "action_id": LOG_ACTION, "value": job_id.to_string(),
-             "text": {"type": "plain_text", "text": "Log"}},
-        ]
-    })
+pub fn log_button(job_id: i64) -> chat::Block {
+    chat::buttons(vec![chat::button(
+        Action::ShowLog { job: job_id },
+        "Log",
+        None,
+    )])
 }
 
 /// `text` (mrkdwn) with a "Log" button for job `job_id` under it.

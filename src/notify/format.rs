@@ -14,7 +14,7 @@ use crate::{
 pub struct Formatted {
     pub facts: Facts,
     pub text: String,
-    pub blocks: Vec<Value>,
+    pub blocks: Vec<chat::Block>,
     /// Events with the same key waiting together are posted as one message, labelled.
     pub coalesce: Option<(String, String)>,
 }

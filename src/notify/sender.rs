@@ -6,7 +6,6 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
@@ -448,7 +447,7 @@ fn compose_summary(unit: &[OutboxRow]) -> Message {
         "{} notifications arrived faster than Slack takes messages here (one a second per channel), so they come as one",
         unit.len()
     );
-    let mut blocks: Vec<Value> = vec![chat::section(&format!("*{}*", chat::escape(&title)))];
+    let mut blocks: Vec<chat::Block> = vec![chat::section(&format!("*{}*", chat::escape(&title)))];
     let lines: Vec<String> = unit
         .iter()
         .map(|r| format!("• {}", r.text.lines().next().unwrap_or_default()))
@@ -477,7 +476,7 @@ fn compose(unit: &[OutboxRow]) -> Message {
         .clone()
         .unwrap_or_else(|| "updates".to_owned());
     let title = format!("{} {label}", unit.len());
-    let mut blocks: Vec<Value> = vec![chat::section(&format!("*{}*", chat::escape(&title)))];
+    let mut blocks: Vec<chat::Block> = vec![chat::section(&format!("*{}*", chat::escape(&title)))];
     let lines: Vec<String> = unit
         .iter()
         .flat_map(|r| r.text.lines().map(str::to_owned).collect::<Vec<_>>())

@@ -272,7 +272,7 @@ impl SlackApi {
         let mut body =
             serde_json::json!({"channel": channel, "text": message.text, "unfurl_links": false});
         if !message.blocks.is_empty() {
-            body["blocks"] = serde_json::Value::Array(message.blocks.clone());
+            body["blocks"] = serde_json::Value::Array(super::blocks::blocks(&message.blocks));
         }
         if let Some(ts) = thread_ts {
             body["thread_ts"] = serde_json::Value::String(ts.to_owned());
@@ -298,7 +298,7 @@ impl SlackApi {
     ) -> Result<(), VendorError> {
         let body = serde_json::json!({
             "channel": channel, "ts": ts, "text": message.text,
-            "blocks": serde_json::Value::Array(message.blocks.clone()),
+            "blocks": super::blocks::blocks(&message.blocks),
         });
         self.call("chat.update", body).await.map(drop)
     }

@@ -218,7 +218,7 @@ pub async fn commands(State(state): State<AppState>, request: VerifiedSlack) -> 
     };
     let ack = dispatch::dispatch(&state.services, invocation).await;
     let mut response = match ack {
-        Ack::Message(message) => Json(message).into_response(),
+        Ack::Message(message) => Json(super::blocks::reply(&message)).into_response(),
         Ack::Echo => Json(serde_json::json!({"response_type": "in_channel"})).into_response(),
         Ack::Empty => StatusCode::OK.into_response(),
     };

@@ -13,12 +13,15 @@ use axum::{
 use serde::Deserialize;
 use tracing::Instrument;
 
-use super::commands::VerifiedSlack;
+use super::{
+    blocks::{UnknownAction, parse_action},
+    commands::VerifiedSlack,
+};
 use crate::http::AppState;
 use crate::{
     app::Services,
     audit::Claimed,
-    chat::Message,
+    chat::{Action, Message},
     dispatch::new_correlation_id,
     domain::approval::Decision,
     domain::audit::{AuditEntry, Outcome},
@@ -33,7 +36,7 @@ struct Payload {
     kind: String,
     user: User,
     #[serde(default)]
-    actions: Vec<Action>,
+    actions: Vec<Clicked>,
     #[serde(default)]
     response_url: Option<String>,
     #[serde(default)]
@@ -48,7 +51,7 @@ struct User {
 }
 
 #[derive(Debug, Deserialize)]
-struct Action {
+struct Clicked {
     action_id: String,
     #[serde(default)]
     value: Option<String>,
@@ -126,32 +129,30 @@ pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack)
                 .and_then(|c| c.channel_id.clone())
         })
         .unwrap_or_default();
-    for action in &payload.actions {
-        if action.action_id == report::LOG_ACTION {
-            let id = action.value.as_deref().and_then(|v| v.parse::<i64>().ok());
-            let answer = log_link(&services, &payload.user.id, id).await;
-            if let Some(url) = payload.response_url.clone() {
-                let services = services.clone();
-                tokio::spawn(async move { respond(&services, &url, &ephemeral(&answer)).await });
+    for clicked in &payload.actions {
+        let (id, decision) = match parse_action(&clicked.action_id, clicked.value.as_deref()) {
+            Ok(Action::Vote { request, decision }) => (request, decision),
+            Ok(Action::ShowLog { job }) => {
+                answer_log(&services, &payload, Some(job));
+                continue;
             }
-            continue;
-        }
-        let decision = match action.action_id.as_str() {
-            "approval_approve" => Decision::Approve,
-            "approval_deny" => Decision::Deny,
-            "approval_withdraw" => Decision::Withdraw,
-            other => {
-                tracing::info!(action_id = other, "unknown action ignored");
+            Err(UnknownAction::Value { vote: None }) => {
+                answer_log(&services, &payload, None);
+                continue;
+            }
+            Err(UnknownAction::Value {
+                vote: Some(decision),
+            }) => {
+                refuse_vote_without_id(&services, &payload, &channel, decision).await;
+                continue;
+            }
+            Err(UnknownAction::Id(other)) => {
+                tracing::info!(action_id = %other, "unknown action ignored");
                 continue;
             }
         };
         let correlation_id = new_correlation_id();
         let span = tracing::error_span!("interaction", correlation_id = %correlation_id, user = %payload.user.id, channel = %channel);
-        let id = action
-            .value
-            .as_deref()
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(0);
         let voted = runbooks::vote(
             &services,
             &payload.user.id,
@@ -207,6 +208,45 @@ pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack)
     StatusCode::OK.into_response()
 }
 
+/// Answer a click on a job's "Log" button, in the background.
+fn answer_log(services: &std::sync::Arc<Services>, payload: &Payload, job: Option<i64>) {
+    let Some(url) = payload.response_url.clone() else {
+        return;
+    };
+    let services = services.clone();
+    let user = payload.user.id.clone();
+    tokio::spawn(async move {
+        let answer = log_link(&services, &user, job).await;
+        respond(&services, &url, &ephemeral(&answer)).await;
+    });
+}
+
+/// A vote button whose value names no request (not one we rendered): refused, audited as the
+/// vote it tried to be, and answered.
+async fn refuse_vote_without_id(
+    services: &std::sync::Arc<Services>,
+    payload: &Payload,
+    channel: &str,
+    decision: Decision,
+) {
+    let text = "That button does not name an approval request; nothing was decided.";
+    let entry = AuditEntry::new(
+        &new_correlation_id(),
+        &payload.user.id,
+        &format!("approval.{}", decision.as_str()),
+        Outcome::Refused,
+    )
+    .channel(channel)
+    .detail(format!("refused: {text}"));
+    if let Err(e) = services.audit.record(vec![entry]).await {
+        tracing::error!(error = %e, "refused vote not audited");
+    }
+    if let Some(url) = payload.response_url.clone() {
+        let services = services.clone();
+        tokio::spawn(async move { respond(&services, &url, &ephemeral(text)).await });
+    }
+}
+
 /// The answer to a click on a job's "Log" button: a link to its page for the clicker alone, if
 /// they may see the job.
 async fn log_link(services: &Services, user: &str, id: Option<i64>) -> String {
@@ -239,7 +279,7 @@ async fn log_link(services: &Services, user: &str, id: Option<i64>) -> String {
 
 fn ephemeral(text: &str) -> Message {
     let mut m = Message::text(text);
-    m.replace_original = Some(false);
+    m.replace = Some(false);
     m
 }
 

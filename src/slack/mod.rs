@@ -3,6 +3,7 @@
 //! Past this folder the code speaks of commands, replies and notices, not of Slack.
 
 pub mod api;
+pub mod blocks;
 pub mod commands;
 pub mod events;
 pub mod interactions;

@@ -67,7 +67,11 @@ pub async fn post_response(
     message: &Message,
 ) -> Result<(), DeliveryError> {
     let resp = outbound
-        .send(|client| client.post(url.clone()).json(message))
+        .send(|client| {
+            client
+                .post(url.clone())
+                .json(&super::blocks::reply(message))
+        })
         .await?;
     let status = resp.status();
     if status.is_success() {

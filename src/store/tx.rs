@@ -18,6 +18,7 @@ use crate::{
             Vote, VoteResult, decide,
         },
         job::{Heartbeat, Job, JobStatus, LogLine, NewJob, Stream},
+        message::Block,
     },
 };
 
@@ -209,6 +210,17 @@ struct OutboxDbRow {
     posting_as: Option<i64>,
 }
 
+/// A row's blocks. Rows queued before blocks were stored in the neutral form hold Slack's Block
+/// Kit: those are posted with their text alone (complete on its own), not refused.
+fn blocks_of(id: i64, raw: Vec<serde_json::Value>) -> Vec<Block> {
+    let parsed: std::result::Result<Vec<Block>, _> =
+        raw.into_iter().map(serde_json::from_value).collect();
+    parsed.unwrap_or_else(|e| {
+        tracing::warn!(outbox_id = id, error = %e, "stored blocks are not in the neutral form; posting the text alone");
+        Vec::new()
+    })
+}
+
 /// The columns of [`OutboxDbRow`].
 const OUTBOX_COLUMNS: &str = "id, channel, text, blocks, coalesce_key, coalesce_label, attempts, created_at, priority, posting_since IS NOT NULL AS maybe_posted, posting_as";
 
@@ -218,7 +230,7 @@ impl From<OutboxDbRow> for OutboxRow {
             id: r.id,
             channel: r.channel,
             text: r.text,
-            blocks: r.blocks.0,
+            blocks: blocks_of(r.id, r.blocks.0),
             coalesce_key: r.coalesce_key,
             coalesce_label: r.coalesce_label,
             attempts: r.attempts,
@@ -1236,4 +1248,21 @@ pub(super) async fn next_outbox_due(store: &Store) -> Result<Option<OffsetDateTi
         .scalar()
         .await?;
     Ok(due.map(|t| t.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neutral_blocks_load_and_block_kit_from_before_falls_back_to_text() {
+        let neutral = serde_json::to_value(Block::Section { text: "*x*".into() }).unwrap();
+        assert_eq!(
+            blocks_of(1, vec![neutral]),
+            vec![Block::Section { text: "*x*".into() }]
+        );
+        let block_kit =
+            serde_json::json!({"type": "section", "text": {"type": "mrkdwn", "text": "*x*"}});
+        assert!(blocks_of(2, vec![block_kit]).is_empty());
+    }
 }
