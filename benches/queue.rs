@@ -61,7 +61,7 @@ async fn claims_per_second(url: &str) -> f64 {
             requested_by: "U1".into(),
             approval_id: None,
             channel: "C1".into(),
-            thread_ts: None,
+            thread_ref: None,
             retry_safe: false,
             correlation_id: format!("c{i}"),
             created_at: now,

@@ -7,13 +7,14 @@ use tokio::net::TcpListener;
 
 use crate::{
     audit::AuditLog,
+    chat::ChatPort,
     clients::{Outbound, RetryPolicy, github::GitHub, pagerduty::PagerDuty, zendesk::Zendesk},
     command::{self, Registry},
     config::{ConfigError, FileConfig, LimitsSection, Settings, Source},
     domain::catalogue::Catalogue,
     http::{self, AppState},
     signature::HmacKey,
-    slack::{api::SlackApi, response_url::ResponseUrlPolicy},
+    slack::{api::SlackApi, port::SlackChat, response_url::ResponseUrlPolicy},
     store::Store,
 };
 
@@ -27,17 +28,17 @@ pub struct Services {
     pub catalogue: Catalogue,
     pub registry: Registry,
     pub outbound: Outbound,
-    pub response_urls: ResponseUrlPolicy,
-    pub slack: SlackApi,
+    /// The chat platform: posts, updates, replies, user lookups.
+    pub chat: Arc<dyn ChatPort>,
     pub pagerduty: Option<PagerDuty>,
     pub zendesk: Option<Zendesk>,
     pub github: Option<GitHub>,
     pub links: crate::links::Links,
     /// Woken when a job is queued, so idle workers claim it at once.
     pub job_queued: tokio::sync::Notify,
-    /// The Web API client the outbox sender uses: no retries of its own, since the sender
+    /// The chat platform as the outbox sender uses it: no retries of its own, since the sender
     /// paces and retries per channel.
-    pub slack_outbox: SlackApi,
+    pub notices: Arc<dyn ChatPort>,
     /// Woken when messages are queued.
     pub outbox_ready: tokio::sync::Notify,
     /// Stores webhook deliveries with group commit.
@@ -156,14 +157,19 @@ impl App {
             settings.slack_api_url.clone(),
             settings.slack_bot_token.clone(),
         );
+        let response_urls = ResponseUrlPolicy::new(settings.response_url_hosts.clone());
         let services = Services {
             approval_locks: std::sync::Mutex::default(),
             deliveries,
-            slack_outbox,
+            notices: Arc::new(SlackChat::new(
+                slack_outbox,
+                response_urls.clone(),
+                outbound.clone(),
+            )),
             outbox_ready: tokio::sync::Notify::new(),
             links: crate::links::Links::new(&settings, config.jobs.link_ttl),
             job_queued: tokio::sync::Notify::new(),
-            slack,
+            chat: Arc::new(SlackChat::new(slack, response_urls, outbound.clone())),
             pagerduty,
             zendesk,
             github,
@@ -172,7 +178,6 @@ impl App {
                 config.limits.max_in_flight,
                 config.limits.max_in_flight_per_user,
             ),
-            response_urls: ResponseUrlPolicy::new(settings.response_url_hosts.clone()),
             outbound,
             config,
             settings,

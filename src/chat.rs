@@ -2,7 +2,89 @@
 //! small helpers that keep to the platforms' limits and escape everything we did not write.
 //! Nothing here is any platform's wire format; each chat edge renders a [`Message`] its own way.
 
+use std::{future::Future, pin::Pin};
+
+use time::OffsetDateTime;
+use url::Url;
+
+use crate::clients::vendor::VendorError;
 pub use crate::domain::message::{Action, Block, Button, ButtonStyle};
+
+/// A message as posted: its channel and its reference there (on Slack, its `ts`). References
+/// are opaque outside the platform's edge: stored, compared, handed back, never read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    pub channel: String,
+    pub at: String,
+}
+
+/// A reply URL the platform gave with a request (Slack's `response_url`), checked against the
+/// allow-list once, by the platform's edge ([`ChatPort::response_url`]); only a checked one can
+/// be replied to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseUrl(Url);
+
+impl ResponseUrl {
+    /// For a platform edge's policy, once it has checked `url`.
+    pub fn checked(url: Url) -> Self {
+        Self(url)
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.0
+    }
+}
+
+pub type ChatFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, VendorError>> + Send + 'a>>;
+
+/// What the rest of Pantheon needs of a chat platform: post (optionally into a thread), update
+/// what it posted, reply through a request's reply URL, look up a person's email, and post
+/// outbox notices in a way that a sender which died mid-post can recognise afterwards.
+pub trait ChatPort: Send + Sync {
+    /// Whether it can post at all (its bot credentials are configured).
+    fn configured(&self) -> bool;
+
+    fn post<'a>(
+        &'a self,
+        channel: &'a str,
+        thread: Option<&'a str>,
+        message: &'a Message,
+    ) -> ChatFuture<'a, Posted>;
+
+    fn update<'a>(
+        &'a self,
+        channel: &'a str,
+        at: &'a str,
+        message: &'a Message,
+    ) -> ChatFuture<'a, ()>;
+
+    /// The reply URL, if the policy lets us post to it; otherwise why not.
+    fn response_url(&self, raw: &str) -> Result<ResponseUrl, String>;
+
+    /// Answer a request through its reply URL (ephemeral unless the message says otherwise).
+    fn reply<'a>(&'a self, to: &'a ResponseUrl, message: &'a Message) -> ChatFuture<'a, ()>;
+
+    /// A person's email, when the platform will tell.
+    fn user_email<'a>(&'a self, user: &'a str) -> ChatFuture<'a, Option<String>>;
+
+    /// Post outbox row `outbox_id` as try `post` (a token unique to each try), marked so that
+    /// [`ChatPort::find_notice`] can find it again.
+    fn post_notice<'a>(
+        &'a self,
+        channel: &'a str,
+        message: &'a Message,
+        outbox_id: i64,
+        post: i64,
+    ) -> ChatFuture<'a, Posted>;
+
+    /// The reference of what try `post` posted to `channel` since `since`, if it got there.
+    fn find_notice<'a>(
+        &'a self,
+        channel: &'a str,
+        since: OffsetDateTime,
+        post: i64,
+    ) -> ChatFuture<'a, Option<String>>;
+}
 
 /// Limits, Slack's being the tightest (api.slack.com/reference/block-kit): 50 blocks per
 /// message, 3000 characters of section text, 150 of header text, 4000 of fallback text.

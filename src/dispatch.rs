@@ -14,15 +14,13 @@ use std::{sync::Arc, time::Instant};
 
 use tokio::sync::mpsc;
 use tracing::Instrument;
-use url::Url;
 
 use crate::{
     app::Services,
     audit::{AuditError, Claimed},
-    chat::{Message, Visibility},
+    chat::{Message, ResponseUrl, Visibility},
     command::{CommandContext, CommandError, CommandSpec, ParseError, help},
     domain::audit::{AuditEntry, Outcome},
-    slack::response_url,
 };
 
 /// Where a command's answer goes.
@@ -33,7 +31,7 @@ pub enum ReplyTarget {
     /// The local console.
     Console(mpsc::UnboundedSender<Message>),
     /// A thread in a channel (an @mention), posted with the bot token.
-    Thread { channel: String, thread_ts: String },
+    Thread { channel: String, thread_ref: String },
 }
 
 /// One command as someone typed it.
@@ -56,9 +54,9 @@ pub struct Invocation {
 /// Where a checked reply goes.
 #[derive(Debug, Clone)]
 enum Delivery {
-    ResponseUrl(Url),
+    ResponseUrl(ResponseUrl),
     Console(mpsc::UnboundedSender<Message>),
-    Thread { channel: String, thread_ts: String },
+    Thread { channel: String, thread_ref: String },
 }
 
 /// The acknowledgement: what the HTTP response carries.
@@ -172,11 +170,14 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
 
     let delivery = match &inv.reply {
         ReplyTarget::Console(tx) => Delivery::Console(tx.clone()),
-        ReplyTarget::Thread { channel, thread_ts } => Delivery::Thread {
+        ReplyTarget::Thread {
+            channel,
+            thread_ref,
+        } => Delivery::Thread {
             channel: channel.clone(),
-            thread_ts: thread_ts.clone(),
+            thread_ref: thread_ref.clone(),
         },
-        ReplyTarget::ResponseUrl(raw) => match services.response_urls.check(raw) {
+        ReplyTarget::ResponseUrl(raw) => match services.chat.response_url(raw) {
             Ok(url) => Delivery::ResponseUrl(url),
             Err(why) => {
                 tracing::warn!(reason = %why, "response_url refused");
@@ -431,15 +432,18 @@ async fn run_in_background(
 
 async fn deliver(services: &Services, delivery: &Delivery, message: Message) -> Result<(), String> {
     match delivery {
-        Delivery::ResponseUrl(url) => {
-            response_url::post_response(&services.outbound, url, &message)
-                .await
-                .map_err(|e| e.to_string())
-        }
+        Delivery::ResponseUrl(url) => services
+            .chat
+            .reply(url, &message)
+            .await
+            .map_err(|e| e.to_string()),
         Delivery::Console(tx) => tx.send(message).map_err(|_| "console closed".to_owned()),
-        Delivery::Thread { channel, thread_ts } => services
-            .slack
-            .post_message(channel, Some(thread_ts), &message)
+        Delivery::Thread {
+            channel,
+            thread_ref,
+        } => services
+            .chat
+            .post(channel, Some(thread_ref), &message)
             .await
             .map(drop)
             .map_err(|e| e.to_string()),

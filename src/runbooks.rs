@@ -160,7 +160,7 @@ pub async fn request_with_preview(
             requested_by: who.user.to_owned(),
             approval_id: None,
             channel: who.channel.to_owned(),
-            thread_ts: posted.clone(),
+            thread_ref: posted.clone(),
             retry_safe: runbook.definition().retry_safe,
             correlation_id: who.correlation_id.to_owned(),
             created_at: now,
@@ -187,11 +187,7 @@ pub async fn request_with_preview(
         let message = report::with_log_button(text, id).in_channel();
         return Ok(match posted {
             Some(ts) => {
-                if let Err(e) = services
-                    .slack
-                    .update_message(who.channel, &ts, &message)
-                    .await
-                {
+                if let Err(e) = services.chat.update(who.channel, &ts, &message).await {
                     tracing::warn!(error = %e, "queued message not updated");
                 }
                 Message::text(format!(
@@ -267,11 +263,11 @@ fn store_failed(what: &str, e: &crate::store::StoreError) -> String {
 
 /// Post to the channel with the bot token; None without one (or when Slack refuses).
 async fn post(services: &Services, channel: &str, message: &Message) -> Option<String> {
-    if !services.slack.configured() || channel.is_empty() {
+    if !services.chat.configured() || channel.is_empty() {
         return None;
     }
-    match services.slack.post_message(channel, None, message).await {
-        Ok(posted) => Some(posted.ts),
+    match services.chat.post(channel, None, message).await {
+        Ok(posted) => Some(posted.at),
         Err(e) => {
             tracing::warn!(error = %e, "could not post to the channel; answering through the response URL");
             None

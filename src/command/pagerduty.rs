@@ -145,7 +145,7 @@ async fn identity(ctx: &CommandContext, pd: &PagerDuty) -> Result<Identity, Comm
     let slash = &ctx.invocation.slash;
     let (email, remembered) = match prefs.pagerduty_email {
         Some(email) => (email, true),
-        None => match ctx.services.slack.user_email(ctx.user()).await? {
+        None => match ctx.services.chat.user_email(ctx.user()).await? {
             Some(email) => (email, false),
             None => {
                 return Err(CommandError::User(format!(
@@ -666,7 +666,7 @@ async fn me_as(ctx: CommandContext) -> HandlerResult {
     let store = &ctx.services.store;
     // You may only claim your own identity: when Slack tells us your email, it must match,
     // unless you may set anyone's (`pager.identity`, default admins).
-    if let Some(own) = ctx.services.slack.user_email(ctx.user()).await? {
+    if let Some(own) = ctx.services.chat.user_email(ctx.user()).await? {
         let may_set_any = ctx
             .services
             .catalogue
@@ -853,7 +853,7 @@ async fn trigger(ctx: CommandContext) -> HandlerResult {
             .map_err(|e| CommandError::Internal(e.to_string()))?;
         match remembered.and_then(|p| p.pagerduty_email) {
             Some(email) => Some(email),
-            None => ctx.services.slack.user_email(slack_id).await?,
+            None => ctx.services.chat.user_email(slack_id).await?,
         }
         .ok_or_else(|| CommandError::User(format!("I don't know <@{slack_id}>'s PagerDuty email; they can set it with `{} pager me as …`.", ctx.invocation.slash)))
         .map(Some)?

@@ -69,7 +69,7 @@ pub async fn run(
             text: text.clone(),
             reply: ReplyTarget::Thread {
                 channel: job.channel.clone(),
-                thread_ts: job.thread_ts.clone().unwrap_or_default(),
+                thread_ref: job.thread_ref.clone().unwrap_or_default(),
             },
             replay_key: None,
         }),

@@ -240,10 +240,10 @@ async fn refresh_approval_now(services: &Services, request_id: i64) {
     let Ok(Some(request)) = services.store.approval_request(request_id).await else {
         return;
     };
-    let Some(ts) = request.message_ts.clone() else {
+    let Some(ts) = request.message_ref.clone() else {
         return;
     };
-    if !services.slack.configured() {
+    if !services.chat.configured() {
         return;
     }
     let job = match request.job_id {
@@ -251,26 +251,22 @@ async fn refresh_approval_now(services: &Services, request_id: i64) {
         None => None,
     };
     let message = approval_message(&request, job.as_ref());
-    if let Err(e) = services
-        .slack
-        .update_message(&request.channel, &ts, &message)
-        .await
-    {
+    if let Err(e) = services.chat.update(&request.channel, &ts, &message).await {
         tracing::warn!(request_id, error = %e, "approval message not updated");
     }
 }
 
 /// Post into the job's thread (when it has one and we have a bot token).
 pub async fn to_thread(services: &Services, job: &Job, text: String) {
-    if !services.slack.configured() {
+    if !services.chat.configured() {
         return;
     }
-    let Some(thread) = job.thread_ts.as_deref() else {
+    let Some(thread) = job.thread_ref.as_deref() else {
         return;
     };
     if let Err(e) = services
-        .slack
-        .post_message(&job.channel, Some(thread), &with_log_button(text, job.id))
+        .chat
+        .post(&job.channel, Some(thread), &with_log_button(text, job.id))
         .await
     {
         tracing::warn!(job_id = job.id, error = %e, "thread message not posted");

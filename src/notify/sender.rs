@@ -1,4 +1,4 @@
-//! The outbox sender: posts queued messages with `chat.postMessage`, about one per second per
+//! The outbox sender: posts queued messages through the chat port, about one per second per
 //! channel, coalescing waiting messages with the same key into one; honours `Retry-After` on
 //! 429, retries 5xx and network failures with backoff, and records each message as sent,
 //! merged or failed. Rows live in the database, so nothing is lost across a restart; a row
@@ -19,7 +19,7 @@ use crate::{
 
 /// How long claimed rows stay hidden from other senders.
 const CLAIM: time::Duration = time::Duration::seconds(30);
-/// One message per channel per this long (Slack's documented pace for chat.postMessage).
+/// One message per channel per this long (Slack's documented pace for posting to a channel).
 const PER_CHANNEL: time::Duration = time::Duration::seconds(1);
 const BATCH: i64 = 200;
 
@@ -27,7 +27,7 @@ pub async fn run(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
     let mut next_allowed: HashMap<String, OffsetDateTime> = HashMap::new();
     let mut warned = false;
     while !*stop.borrow() {
-        if !services.slack_outbox.configured() {
+        if !services.notices.configured() {
             if !warned {
                 tracing::warn!(
                     "SLACK_BOT_TOKEN is not set: notifications wait in the outbox until it is"
@@ -168,8 +168,8 @@ async fn send_channel(
         return now + PER_CHANNEL;
     }
     match services
-        .slack_outbox
-        .post_notification(channel, &message, first, post)
+        .notices
+        .post_notice(channel, &message, first, post)
         .await
     {
         Ok(posted) => {
@@ -182,12 +182,12 @@ async fn send_channel(
                 metrics::histogram!("pantheon_outbox_delivery_seconds").record(age);
             }
             let detail = if merged.is_empty() {
-                format!("posted to {channel} (ts {})", posted.ts)
+                format!("posted to {channel} (ts {})", posted.at)
             } else {
                 format!(
                     "posted {} messages as one to {channel} (ts {})",
                     unit.len(),
-                    posted.ts
+                    posted.at
                 )
             };
             let entry = AuditEntry::new(
@@ -204,7 +204,7 @@ async fn send_channel(
                 .outbox_sent(
                     first,
                     &merged,
-                    &posted.ts,
+                    &posted.at,
                     OffsetDateTime::now_utc(),
                     vec![entry],
                 )
@@ -292,11 +292,7 @@ async fn recover(
     }
     let oldest =
         marked.iter().map(|r| r.created_at).min().unwrap_or(now) - time::Duration::minutes(1);
-    match services
-        .slack_outbox
-        .find_notification(channel, oldest, post)
-        .await
-    {
+    match services.notices.find_notice(channel, oldest, post).await {
         Ok(Some(ts)) => {
             // Every row of that post, claimed now or not.
             let ids = match services.store.pending_posted_as(post).await {

@@ -89,7 +89,7 @@ pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Re
         text,
         reply: ReplyTarget::Thread {
             channel: channel.to_owned(),
-            thread_ts: thread.clone(),
+            thread_ref: thread.clone(),
         },
         replay_key: None,
     };
@@ -98,10 +98,7 @@ pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Re
     // Events are acknowledged at once; even an answer-in-the-ack is posted to the thread.
     tokio::spawn(async move {
         if let Ack::Message(message) = dispatch::dispatch(&services, invocation).await
-            && let Err(e) = services
-                .slack
-                .post_message(&channel, Some(&thread), &message)
-                .await
+            && let Err(e) = services.chat.post(&channel, Some(&thread), &message).await
         {
             tracing::warn!(error = %e, "mention answer not posted");
         }

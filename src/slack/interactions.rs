@@ -169,8 +169,8 @@ pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack)
             async move {
                 match voted {
                     Ok(v) if v.changed => {
-                        if services.slack.configured()
-                            && v.request.as_ref().is_some_and(|r| r.message_ts.is_some())
+                        if services.chat.configured()
+                            && v.request.as_ref().is_some_and(|r| r.message_ref.is_some())
                         {
                             report::refresh_approval(&services, id).await;
                         } else if let (Some(url), Some(request)) = (response_url, v.request) {
@@ -284,11 +284,9 @@ fn ephemeral(text: &str) -> Message {
 }
 
 async fn respond(services: &Services, raw_url: &str, message: &Message) {
-    match services.response_urls.check(raw_url) {
+    match services.chat.response_url(raw_url) {
         Ok(url) => {
-            if let Err(e) =
-                super::response_url::post_response(&services.outbound, &url, message).await
-            {
+            if let Err(e) = services.chat.reply(&url, message).await {
                 tracing::warn!(error = %e, "interaction reply not delivered");
             }
         }

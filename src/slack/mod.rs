@@ -8,4 +8,5 @@ pub mod commands;
 pub mod events;
 pub mod interactions;
 pub mod manifest;
+pub mod port;
 pub mod response_url;

@@ -79,7 +79,7 @@ struct RequestRow {
     required: i32,
     status: String,
     plan_output: Option<String>,
-    message_ts: Option<String>,
+    message_ref: Option<String>,
     correlation_id: String,
     created_at: Ts,
     expires_at: Ts,
@@ -90,7 +90,7 @@ struct RequestRow {
 }
 
 /// The columns of [`RequestRow`].
-const REQUEST_COLUMNS: &str = "id, runbook, params, binding, target, requester, channel, approver_group, required, status, plan_output, message_ts, correlation_id, created_at, expires_at, decided_at, decided_by, job_id, retry_safe";
+const REQUEST_COLUMNS: &str = "id, runbook, params, binding, target, requester, channel, approver_group, required, status, plan_output, message_ref, correlation_id, created_at, expires_at, decided_at, decided_by, job_id, retry_safe";
 
 impl RequestRow {
     fn into_request(self, votes: Vec<Vote>) -> Result<ApprovalRequest> {
@@ -107,7 +107,7 @@ impl RequestRow {
             status: RequestStatus::parse(&self.status)
                 .ok_or_else(|| corrupt("request status", &self.status))?,
             plan_output: self.plan_output,
-            message_ts: self.message_ts,
+            message_ref: self.message_ref,
             correlation_id: self.correlation_id,
             created_at: self.created_at.0,
             expires_at: self.expires_at.0,
@@ -136,7 +136,7 @@ struct JobRow {
     requested_by: String,
     approval_id: Option<i64>,
     channel: String,
-    thread_ts: Option<String>,
+    thread_ref: Option<String>,
     status: String,
     retry_safe: bool,
     cancel_requested: bool,
@@ -152,7 +152,7 @@ struct JobRow {
 }
 
 /// The columns of [`JobRow`].
-const JOB_COLUMNS: &str = "id, runbook, params, binding, target, requested_by, approval_id, channel, thread_ts, status, retry_safe, cancel_requested, attempts, worker, lease_expires_at, correlation_id, created_at, started_at, finished_at, exit_code, error";
+const JOB_COLUMNS: &str = "id, runbook, params, binding, target, requested_by, approval_id, channel, thread_ref, status, retry_safe, cancel_requested, attempts, worker, lease_expires_at, correlation_id, created_at, started_at, finished_at, exit_code, error";
 
 impl TryFrom<JobRow> for Job {
     type Error = StoreError;
@@ -167,7 +167,7 @@ impl TryFrom<JobRow> for Job {
             requested_by: r.requested_by,
             approval_id: r.approval_id,
             channel: r.channel,
-            thread_ts: r.thread_ts,
+            thread_ref: r.thread_ref,
             retry_safe: r.retry_safe,
             cancel_requested: r.cancel_requested,
             attempts: r.attempts,
@@ -535,7 +535,7 @@ pub(super) async fn set_approval_message(store: &Store, id: i64, ts: &str) -> Re
     let mut pooled = Pooled::acquire(store).await?;
     pooled
         .conn()
-        .query("UPDATE approval_requests SET message_ts = $2 WHERE id = $1")
+        .query("UPDATE approval_requests SET message_ref = $2 WHERE id = $1")
         .bind(id)
         .bind(ts)
         .execute()
@@ -651,7 +651,7 @@ async fn apply_transition(
                 requested_by: request.requester.clone(),
                 approval_id: Some(request.id),
                 channel: request.channel.clone(),
-                thread_ts: request.message_ts.clone(),
+                thread_ref: request.message_ref.clone(),
                 retry_safe,
                 correlation_id: request.correlation_id.clone(),
                 created_at: now,
@@ -701,7 +701,7 @@ pub(super) async fn expire_due(
 
 async fn insert_job(conn: &mut Conn<'_>, job: &NewJob) -> Result<i64> {
     conn.query(
-        "INSERT INTO jobs (runbook, params, binding, target, requested_by, approval_id, channel, thread_ts,
+        "INSERT INTO jobs (runbook, params, binding, target, requested_by, approval_id, channel, thread_ref,
                            retry_safe, correlation_id, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
     )
@@ -712,7 +712,7 @@ async fn insert_job(conn: &mut Conn<'_>, job: &NewJob) -> Result<i64> {
     .bind(&job.requested_by)
     .bind(job.approval_id)
     .bind(&job.channel)
-    .bind(&job.thread_ts)
+    .bind(&job.thread_ref)
     .bind(job.retry_safe)
     .bind(&job.correlation_id)
     .bind(Ts(job.created_at))
@@ -931,7 +931,7 @@ pub(super) async fn set_job_thread(store: &Store, job_id: i64, ts: &str) -> Resu
     let mut pooled = Pooled::acquire(store).await?;
     pooled
         .conn()
-        .query("UPDATE jobs SET thread_ts = $2 WHERE id = $1 AND thread_ts IS NULL")
+        .query("UPDATE jobs SET thread_ref = $2 WHERE id = $1 AND thread_ref IS NULL")
         .bind(job_id)
         .bind(ts)
         .execute()
@@ -1108,7 +1108,7 @@ pub(super) async fn outbox_sent(
 ) -> Result<()> {
     let mut tx = Tx::begin(store).await?;
     let mut conn = tx.conn();
-    conn.query("UPDATE outbox SET status = 'sent', slack_ts = $2, sent_at = $3, attempts = attempts + 1, posting_since = NULL WHERE id = $1")
+    conn.query("UPDATE outbox SET status = 'sent', posted_ref = $2, sent_at = $3, attempts = attempts + 1, posting_since = NULL WHERE id = $1")
         .bind(first)
         .bind(ts)
         .bind(Ts(now))

@@ -238,7 +238,7 @@ run = {{ kind = "command", argv = ["{retryable}"] }}
     let interrupted = interrupted.expect("an interruption report in the thread");
     assert_eq!(
         interrupted["thread_ts"],
-        migrate.thread_ts.clone().unwrap().as_str()
+        migrate.thread_ref.clone().unwrap().as_str()
     );
     assert!(
         interrupted["text"]

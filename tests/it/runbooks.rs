@@ -297,7 +297,7 @@ async fn a_gated_deploy_waits_for_a_peer_and_then_runs(db: Db) {
     assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
     assert_eq!(job.approval_id, Some(1));
     assert_eq!(
-        job.thread_ts.as_deref(),
+        job.thread_ref.as_deref(),
         Some("1700000000.000001"),
         "progress goes into the approval's thread"
     );
@@ -882,7 +882,7 @@ async fn a_changed_binding_is_refused_at_start(db: Db) {
         requested_by: ALICE.into(),
         approval_id: None,
         channel: CHANNEL.into(),
-        thread_ts: None,
+        thread_ref: None,
         retry_safe: false,
         correlation_id: "binding-test".into(),
         created_at: time::OffsetDateTime::now_utc(),

@@ -264,7 +264,7 @@ async fn a_job_log_line_written_twice_is_stored_once(db: Db) {
         requested_by: "U1".into(),
         approval_id: None,
         channel: "C1".into(),
-        thread_ts: None,
+        thread_ref: None,
         retry_safe: false,
         correlation_id: "logs-twice".into(),
         created_at: time::OffsetDateTime::now_utc(),
