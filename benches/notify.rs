@@ -61,6 +61,7 @@ async fn measure(database_url: &str) -> Vec<f64> {
         Settings::from_lookup(|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
             .unwrap();
     let app = App::build(Options {
+        background: true,
         config: file,
         source,
         settings,

@@ -151,6 +151,7 @@ approval = { group = "approvers" }
         Settings::from_lookup(|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
             .unwrap();
     let app = App::build(Options {
+        background: true,
         config,
         source,
         settings,

@@ -59,6 +59,7 @@ fn bench(c: &mut Criterion) {
         ];
         let settings = Settings::from_lookup(|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())).unwrap();
         let app = App::build(Options {
+            background: true,
             config: FileConfig::default(),
             source: Source::default(),
             settings,

@@ -43,6 +43,8 @@ pub struct Services {
     pub outbox_ready: tokio::sync::Notify,
     /// Stores webhook deliveries with group commit.
     pub deliveries: crate::notify::DeliveryWriter,
+    /// The background loops, and which of them died.
+    pub background: Arc<crate::background::Background>,
     /// One approval-message refresh at a time per request.
     pub approval_locks:
         std::sync::Mutex<std::collections::HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
@@ -81,6 +83,10 @@ pub struct Options {
     pub commands: Vec<command::Declaration>,
     /// Per-request timeout of outbound HTTP calls.
     pub http_timeout: Duration,
+    /// Run the background loops (job workers, reaper, expirer, outbox sender, upkeep). Tests
+    /// that drive them one step at a time (`jobs::run_next`, `jobs::reap_once`,
+    /// `jobs::expire_once`, `notify::sender::send_due`, `upkeep::run_once`) leave them off.
+    pub background: bool,
 }
 
 /// Outbound calls give up after this long (each attempt).
@@ -105,6 +111,7 @@ impl App {
             migrate,
             commands,
             http_timeout,
+            background,
         } = options;
         register_secrets(&settings);
         register_runbook_urls(&config);
@@ -160,6 +167,7 @@ impl App {
         let response_urls = ResponseUrlPolicy::new(settings.response_url_hosts.clone());
         let services = Services {
             approval_locks: std::sync::Mutex::default(),
+            background: Arc::default(),
             deliveries,
             notices: Arc::new(SlackChat::new(
                 slack_outbox,
@@ -188,12 +196,16 @@ impl App {
         };
         let services = Arc::new(services);
         let (stop_jobs, stop) = tokio::sync::watch::channel(false);
-        let mut job_tasks = crate::jobs::spawn(services.clone(), stop.clone());
-        job_tasks.push(tokio::spawn(crate::notify::sender::run(
-            services.clone(),
-            stop.clone(),
-        )));
-        job_tasks.push(tokio::spawn(crate::upkeep::run(services.clone(), stop)));
+        let mut job_tasks = Vec::new();
+        if background {
+            let spawn = &services.background;
+            job_tasks = crate::jobs::spawn(services.clone(), stop.clone());
+            job_tasks.push(spawn.spawn(
+                "outbox sender",
+                crate::notify::sender::run(services.clone(), stop.clone()),
+            ));
+            job_tasks.push(spawn.spawn("upkeep", crate::upkeep::run(services.clone(), stop)));
+        }
         Ok(Self {
             services,
             audit_task,
@@ -284,6 +296,7 @@ impl App {
     /// commit what they hold before the pool closes. A job still running after the grace period
     /// is left to its lease: another replica reports it.
     pub async fn shutdown(self) {
+        self.services.background.stopping();
         let _ = self.stop_jobs.send(true);
         let grace = self.services.config.limits.handler_timeout + Duration::from_secs(5);
         let deadline = tokio::time::Instant::now() + grace;

@@ -159,6 +159,7 @@ async fn serve(file: FileConfig, source: Source, settings: Settings) -> Result<(
         }
     }
     let app = App::build(Options {
+        background: true,
         config: file,
         source,
         settings,
@@ -352,6 +353,7 @@ async fn console(
     channel: String,
 ) -> Result<(), String> {
     let app = App::build(Options {
+        background: true,
         config: file,
         source,
         settings,

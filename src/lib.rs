@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod background;
 pub mod chat;
 pub mod cli;
 pub mod clients;

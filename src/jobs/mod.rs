@@ -30,6 +30,7 @@ pub fn spawn(
     services: Arc<Services>,
     stop: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    let background = services.background.clone();
     let mut tasks = Vec::new();
     // Unique per app instance, even for two apps in one process or two containers that share
     // a hostname and pid: heartbeats and results are fenced on this id.
@@ -37,10 +38,13 @@ pub fn spawn(
     let process = format!("{}-{}-{}", hostname(), std::process::id(), &nonce[..8]);
     for n in 0..services.config.jobs.workers {
         let worker = format!("{process}/{n}");
-        tasks.push(tokio::spawn(work(services.clone(), worker, stop.clone())));
+        tasks.push(background.spawn(
+            format!("worker {n}"),
+            work(services.clone(), worker, stop.clone()),
+        ));
     }
-    tasks.push(tokio::spawn(reap(services.clone(), stop.clone())));
-    tasks.push(tokio::spawn(expire(services, stop)));
+    tasks.push(background.spawn("reaper", reap(services.clone(), stop.clone())));
+    tasks.push(background.spawn("expirer", expire(services, stop)));
     tasks
 }
 
@@ -51,20 +55,10 @@ fn hostname() -> String {
 }
 
 async fn work(services: Arc<Services>, worker: String, mut stop: watch::Receiver<bool>) {
-    let lease =
-        time::Duration::try_from(services.config.jobs.lease).unwrap_or(time::Duration::seconds(30));
     let poll = services.config.jobs.poll;
     while !*stop.borrow() {
-        // Taken before the claim: the lease can only end later than this suggests.
-        let claimed_at = Instant::now();
-        let now = OffsetDateTime::now_utc();
-        match services.store.claim_job(&worker, now, now + lease).await {
-            Ok(Some(job)) => {
-                let span = tracing::error_span!("job", job_id = job.id, correlation_id = %job.correlation_id, runbook = %job.runbook);
-                run_job(&services, &worker, job, claimed_at)
-                    .instrument(span)
-                    .await;
-            }
+        match run_next(&services, &worker).await {
+            Ok(Some(_)) => {}
             Ok(None) => {
                 tokio::select! {
                     () = services.job_queued.notified() => {}
@@ -78,6 +72,29 @@ async fn work(services: Arc<Services>, worker: String, mut stop: watch::Receiver
             }
         }
     }
+}
+
+/// One step of a worker: claim the next queued job as `worker` and run it to its end. The id of
+/// the job run, or None when nothing was waiting. The worker loop repeats this; tests call it
+/// to run a job without waiting for a worker to notice it.
+pub async fn run_next(
+    services: &Arc<Services>,
+    worker: &str,
+) -> Result<Option<i64>, crate::store::StoreError> {
+    let lease =
+        time::Duration::try_from(services.config.jobs.lease).unwrap_or(time::Duration::seconds(30));
+    // Taken before the claim: the lease can only end later than this suggests.
+    let claimed_at = Instant::now();
+    let now = OffsetDateTime::now_utc();
+    let Some(job) = services.store.claim_job(worker, now, now + lease).await? else {
+        return Ok(None);
+    };
+    let id = job.id;
+    let span = tracing::error_span!("job", job_id = job.id, correlation_id = %job.correlation_id, runbook = %job.runbook);
+    run_job(services, worker, job, claimed_at)
+        .instrument(span)
+        .await;
+    Ok(Some(id))
 }
 
 fn job_entry(job: &Job, outcome: Outcome, detail: String) -> AuditEntry {
@@ -395,59 +412,7 @@ async fn reap(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
     let every =
         (services.config.jobs.lease / 2).clamp(Duration::from_millis(200), Duration::from_secs(10));
     while !*stop.borrow() {
-        let now = OffsetDateTime::now_utc();
-        let audit = |job: &Job| {
-            let (outcome, detail) = match job.status {
-                JobStatus::Queued => (
-                    Outcome::Started,
-                    "its worker stopped (lease expired); re-queued because the runbook is safe to retry",
-                ),
-                JobStatus::Cancelled => (
-                    Outcome::Failed,
-                    "cancelled: its worker stopped after a cancel was asked",
-                ),
-                _ => (
-                    Outcome::Failed,
-                    "interrupted: its worker stopped before it finished (lease expired); not rerun",
-                ),
-            };
-            job_entry(job, outcome, detail.to_owned())
-        };
-        // A grace of half a lease absorbs clock differences between replicas.
-        let cutoff = now
-            - time::Duration::try_from(services.config.jobs.lease / 2)
-                .unwrap_or(time::Duration::ZERO);
-        match services.store.reap_expired_leases(now, cutoff, audit).await {
-            Ok(reaped) => {
-                for job in reaped {
-                    tracing::warn!(
-                        job_id = job.id,
-                        status = job.status.as_str(),
-                        "reaped a job whose worker died"
-                    );
-                    metrics::counter!("pantheon_jobs_reaped_total", "status" => job.status.as_str()).increment(1);
-                    let text = if job.status == JobStatus::Cancelled {
-                        format!(
-                            "⏹ {} #{} was cancelled (its worker stopped).",
-                            job.runbook, job.id
-                        )
-                    } else if job.status == JobStatus::Queued {
-                        services.job_queued.notify_waiters();
-                        format!(
-                            "⚠ {} #{} lost its worker and was re-queued (the runbook is safe to retry).",
-                            job.runbook, job.id
-                        )
-                    } else {
-                        format!(
-                            "⚠ {} #{} was interrupted: its worker stopped before it finished. It was *not* run again; check its effects, then ask again if needed.",
-                            job.runbook, job.id
-                        )
-                    };
-                    report::job_changed(&services, &job, text).await;
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "reaping failed"),
-        }
+        reap_once(&services, OffsetDateTime::now_utc()).await;
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             _ = stop.changed() => {}
@@ -455,32 +420,104 @@ async fn reap(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// One round of the reaper at `now`: jobs whose worker's lease ran out more than half a lease
+/// ago are re-queued (safe to retry), cancelled (a cancel was asked) or marked interrupted, and
+/// their threads told. How many were reaped.
+pub async fn reap_once(services: &Services, now: OffsetDateTime) -> usize {
+    let audit = |job: &Job| {
+        let (outcome, detail) = match job.status {
+            JobStatus::Queued => (
+                Outcome::Started,
+                "its worker stopped (lease expired); re-queued because the runbook is safe to retry",
+            ),
+            JobStatus::Cancelled => (
+                Outcome::Failed,
+                "cancelled: its worker stopped after a cancel was asked",
+            ),
+            _ => (
+                Outcome::Failed,
+                "interrupted: its worker stopped before it finished (lease expired); not rerun",
+            ),
+        };
+        job_entry(job, outcome, detail.to_owned())
+    };
+    // A grace of half a lease absorbs clock differences between replicas.
+    let cutoff = now
+        - time::Duration::try_from(services.config.jobs.lease / 2).unwrap_or(time::Duration::ZERO);
+    match services.store.reap_expired_leases(now, cutoff, audit).await {
+        Ok(reaped) => {
+            let count = reaped.len();
+            for job in reaped {
+                tracing::warn!(
+                    job_id = job.id,
+                    status = job.status.as_str(),
+                    "reaped a job whose worker died"
+                );
+                metrics::counter!("pantheon_jobs_reaped_total", "status" => job.status.as_str())
+                    .increment(1);
+                let text = if job.status == JobStatus::Cancelled {
+                    format!(
+                        "⏹ {} #{} was cancelled (its worker stopped).",
+                        job.runbook, job.id
+                    )
+                } else if job.status == JobStatus::Queued {
+                    services.job_queued.notify_waiters();
+                    format!(
+                        "⚠ {} #{} lost its worker and was re-queued (the runbook is safe to retry).",
+                        job.runbook, job.id
+                    )
+                } else {
+                    format!(
+                        "⚠ {} #{} was interrupted: its worker stopped before it finished. It was *not* run again; check its effects, then ask again if needed.",
+                        job.runbook, job.id
+                    )
+                };
+                report::job_changed(services, &job, text).await;
+            }
+            count
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reaping failed");
+            0
+        }
+    }
+}
+
 async fn expire(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
     let every = Duration::from_secs(2);
     while !*stop.borrow() {
-        let now = OffsetDateTime::now_utc();
-        let audit = |r: &crate::domain::approval::ApprovalRequest| {
-            AuditEntry::new(
-                &r.correlation_id,
-                "system",
-                "approval.expire",
-                Outcome::Succeeded,
-            )
-            .channel(&r.channel)
-            .command(&format!("{} request #{}", r.runbook, r.id))
-            .detail("expired without enough approvals")
-        };
-        match services.store.expire_due(now, audit).await {
-            Ok(expired) => {
-                for request in expired {
-                    report::refresh_approval(&services, request.id).await;
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "expiring approval requests failed"),
-        }
+        expire_once(&services, OffsetDateTime::now_utc()).await;
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             _ = stop.changed() => {}
+        }
+    }
+}
+
+/// One round of the expirer at `now`: pending approval requests past their expiry are expired
+/// (audited) and their messages refreshed. How many expired.
+pub async fn expire_once(services: &Services, now: OffsetDateTime) -> usize {
+    let audit = |r: &crate::domain::approval::ApprovalRequest| {
+        AuditEntry::new(
+            &r.correlation_id,
+            "system",
+            "approval.expire",
+            Outcome::Succeeded,
+        )
+        .channel(&r.channel)
+        .command(&format!("{} request #{}", r.runbook, r.id))
+        .detail("expired without enough approvals")
+    };
+    match services.store.expire_due(now, audit).await {
+        Ok(expired) => {
+            for request in &expired {
+                report::refresh_approval(services, request.id).await;
+            }
+            expired.len()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "expiring approval requests failed");
+            0
         }
     }
 }

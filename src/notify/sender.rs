@@ -9,13 +9,13 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use crate::domain::outbox::OutboxRow;
 use crate::{
     app::Services,
     chat::{self, Message},
     clients::vendor::{ErrorKind, VendorError},
     domain::audit::{AuditEntry, Outcome},
 };
+use crate::{domain::outbox::OutboxRow, store::StoreError};
 
 /// How long claimed rows stay hidden from other senders.
 const CLAIM: time::Duration = time::Duration::seconds(30);
@@ -24,7 +24,7 @@ const PER_CHANNEL: time::Duration = time::Duration::seconds(1);
 const BATCH: i64 = 200;
 
 pub async fn run(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
-    let mut next_allowed: HashMap<String, OffsetDateTime> = HashMap::new();
+    let mut pace = Pace::default();
     let mut warned = false;
     while !*stop.borrow() {
         if !services.notices.configured() {
@@ -40,50 +40,63 @@ pub async fn run(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
             }
             continue;
         }
-        let now = OffsetDateTime::now_utc();
-        let rows = match services.store.claim_outbox(now, now + CLAIM, BATCH).await {
-            Ok(rows) => rows,
+        match send_due(&services, &mut pace).await {
+            Ok(0) => {
+                let now = OffsetDateTime::now_utc();
+                let wait = match services.store.next_outbox_due().await {
+                    Ok(Some(due)) => (due - now)
+                        .clamp(time::Duration::milliseconds(5), time::Duration::seconds(1)),
+                    _ => time::Duration::seconds(1),
+                };
+                tokio::select! {
+                    () = services.outbox_ready.notified() => {}
+                    () = tokio::time::sleep(wait.try_into().unwrap_or(Duration::from_secs(1))) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+            Ok(_) => {}
             Err(e) => {
                 tracing::error!(error = %e, "outbox claim failed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if rows.is_empty() {
-            let wait = match services.store.next_outbox_due().await {
-                Ok(Some(due)) => {
-                    (due - now).clamp(time::Duration::milliseconds(5), time::Duration::seconds(1))
-                }
-                _ => time::Duration::seconds(1),
-            };
-            tokio::select! {
-                () = services.outbox_ready.notified() => {}
-                () = tokio::time::sleep(wait.try_into().unwrap_or(Duration::from_secs(1))) => {}
-                _ = stop.changed() => {}
-            }
-            continue;
-        }
-        // Per channel, in order: one message now, the rest when the channel's pace allows.
-        let mut by_channel: Vec<(String, Vec<OutboxRow>)> = Vec::new();
-        for row in rows {
-            match by_channel.iter_mut().find(|(c, _)| *c == row.channel) {
-                Some((_, list)) => list.push(row),
-                None => by_channel.push((row.channel.clone(), vec![row])),
             }
         }
-        let sends = by_channel.into_iter().map(|(channel, rows)| {
-            let allowed = next_allowed.get(&channel).copied();
-            let services = services.clone();
-            async move {
-                let next = send_channel(&services, &channel, rows, allowed).await;
-                (channel, next)
-            }
-        });
-        for (channel, next) in futures_join_all(sends).await {
-            next_allowed.insert(channel, next);
-        }
-        next_allowed.retain(|_, t| *t > OffsetDateTime::now_utc() - time::Duration::minutes(5));
     }
+}
+
+/// When each channel may next be posted to.
+#[derive(Debug, Default)]
+pub struct Pace {
+    next_allowed: HashMap<String, OffsetDateTime>,
+}
+
+/// One round of the sender: claim what is due and post it, per channel in order, one message
+/// per channel now and the rest when the channel's pace allows. How many rows were claimed
+/// (0: nothing was due). The sender loop repeats this; tests call it to send without waiting.
+pub async fn send_due(services: &Arc<Services>, pace: &mut Pace) -> Result<usize, StoreError> {
+    let now = OffsetDateTime::now_utc();
+    let rows = services.store.claim_outbox(now, now + CLAIM, BATCH).await?;
+    let claimed = rows.len();
+    let mut by_channel: Vec<(String, Vec<OutboxRow>)> = Vec::new();
+    for row in rows {
+        match by_channel.iter_mut().find(|(c, _)| *c == row.channel) {
+            Some((_, list)) => list.push(row),
+            None => by_channel.push((row.channel.clone(), vec![row])),
+        }
+    }
+    let sends = by_channel.into_iter().map(|(channel, rows)| {
+        let allowed = pace.next_allowed.get(&channel).copied();
+        let services = services.clone();
+        async move {
+            let next = send_channel(&services, &channel, rows, allowed).await;
+            (channel, next)
+        }
+    });
+    for (channel, next) in futures_join_all(sends).await {
+        pace.next_allowed.insert(channel, next);
+    }
+    pace.next_allowed
+        .retain(|_, t| *t > OffsetDateTime::now_utc() - time::Duration::minutes(5));
+    Ok(claimed)
 }
 
 /// Run the per-channel sends concurrently (each channel is independent).

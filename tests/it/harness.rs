@@ -190,6 +190,7 @@ pub struct TestAppBuilder {
     commands: Vec<Declaration>,
     slack_api: bool,
     existing_db: Option<TestDb>,
+    background: bool,
 }
 
 /// A stand-in for Slack's Web API: `chat.postMessage` answers with a new `ts` each time and
@@ -271,6 +272,13 @@ impl TestAppBuilder {
     }
 
     /// Give the app a bot token and a fake Slack Web API (`app.slack_api`).
+    /// No background loops: the test runs workers, reaper, expirer and sender one step at a
+    /// time (`pantheon::jobs::run_next` and the like), so it never waits for a loop to notice.
+    pub fn stepped(mut self) -> Self {
+        self.background = false;
+        self
+    }
+
     pub fn with_slack_api(mut self) -> Self {
         self.slack_api = true;
         self
@@ -314,6 +322,7 @@ impl TestAppBuilder {
         let config = FileConfig::parse(&source).expect("test config parses");
         let settings = test_settings(&db.url, &self.env);
         let app = App::build(Options {
+            background: self.background,
             config,
             source,
             settings,
@@ -405,6 +414,7 @@ impl TestApp {
             commands: Vec::new(),
             slack_api: false,
             existing_db: None,
+            background: true,
         }
     }
 
@@ -564,6 +574,7 @@ impl TestApp {
 
     /// Stop the app but keep its database for another.
     pub async fn stop_keeping_db(self) -> TestDb {
+        self.assert_background_alive();
         let TestApp {
             services,
             stop,
@@ -581,7 +592,26 @@ impl TestApp {
         _db
     }
 
+    /// `future`, which must finish within `limit` with every background loop still alive.
+    pub async fn within<T>(
+        &self,
+        limit: Duration,
+        future: impl std::future::Future<Output = T>,
+    ) -> T {
+        let out = tokio::time::timeout(limit, future).await;
+        self.assert_background_alive();
+        out.unwrap_or_else(|_| panic!("not done within {limit:?}"))
+    }
+
+    /// Fails the test if a background loop ended before it was stopped (a panic in a worker,
+    /// the sender or the reaper would otherwise only show as a later timeout).
+    pub fn assert_background_alive(&self) {
+        let died = self.services.background.died();
+        assert!(died.is_empty(), "background tasks died: {died:?}");
+    }
+
     pub async fn stop(self) {
+        self.assert_background_alive();
         let TestApp {
             services,
             stop,

@@ -67,14 +67,47 @@ async fn start(
     script_body: &str,
     extra: &str,
 ) -> Option<(TestApp, tempfile::TempDir)> {
+    start_app(db, test, script_body, extra, false).await
+}
+
+/// [`start`] without background loops: the test runs the worker and the expirer itself, one
+/// step at a time, and so never waits for them.
+async fn start_stepped(
+    db: Db,
+    test: &str,
+    script_body: &str,
+    extra: &str,
+) -> Option<(TestApp, tempfile::TempDir)> {
+    start_app(db, test, script_body, extra, true).await
+}
+
+async fn start_app(
+    db: Db,
+    test: &str,
+    script_body: &str,
+    extra: &str,
+    stepped: bool,
+) -> Option<(TestApp, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
     let script = write_script(dir.path(), "deploy.sh", script_body);
-    let app = TestApp::on(db, test)
+    let mut app = TestApp::on(db, test)
         .config(&config(&script, extra))
-        .with_slack_api()
-        .start()
-        .await?;
-    Some((app, dir))
+        .with_slack_api();
+    if stepped {
+        app = app.stepped();
+    }
+    Some((app.start().await?, dir))
+}
+
+/// Run the next queued job to its end, as a worker would; its id.
+async fn run_next_job(app: &TestApp) -> i64 {
+    app.within(
+        Duration::from_secs(15),
+        pantheon::jobs::run_next(&app.services, "test-worker"),
+    )
+    .await
+    .unwrap()
+    .expect("a job was queued")
 }
 
 /// Wait (up to 15 s) until job `id` has ended; returns it.
@@ -149,10 +182,11 @@ both_stores!(
     run_reaches_every_runbook,
     job_pages_need_a_valid_signed_link,
     one_job_per_target_at_a_time,
+    the_reaper_reports_a_job_whose_worker_vanished,
 );
 
 async fn a_runbook_without_approval_runs_and_reports_in_its_thread(db: Db) {
-    let Some((app, _dir)) = start(db, "rb_staging", DEPLOY, "").await else {
+    let Some((app, _dir)) = start_stepped(db, "rb_staging", DEPLOY, "").await else {
         return;
     };
     let ack = app.slash("deploy api 1.2.3 to staging").send().await;
@@ -160,7 +194,8 @@ async fn a_runbook_without_approval_runs_and_reports_in_its_thread(db: Db) {
     assert_eq!(ack.body, "", "runbooks answer in the background");
     let reply = app.reply_text(&ack).await;
     assert!(reply.starts_with("Queued deploy #1"), "{reply}");
-    let job = job_ended(&app, 1).await;
+    assert_eq!(run_next_job(&app).await, 1);
+    let job = app.services.store.job(1).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
     assert_eq!(job.target, "api/staging");
     assert_eq!(job.exit_code, Some(0));
@@ -510,16 +545,21 @@ name = "rotate"
 usage = "rotate {key}"
 params = { key = "^[a-z]+$" }
 run = { kind = "command", argv = ["true"] }
-approval = { group = "approvers", expires = "1s" }
+approval = { group = "approvers", expires = "1h" }
 "#;
-    let Some((app, _dir)) = start(db, "rb_expire", DEPLOY, extra).await else {
+    let Some((app, _dir)) = start_stepped(db, "rb_expire", DEPLOY, extra).await else {
         return;
     };
     app.slash("rotate tls").by(ALICE).send().await;
     let _ = slack_wait(&app, "chat.postMessage", 1).await;
     let id = only_request_id(&app).await;
-    // The expirer closes it and updates its message.
-    let updates = slack_wait(&app, "chat.update", 1).await;
+    // Not yet due: the expirer leaves it.
+    let now = time::OffsetDateTime::now_utc();
+    assert_eq!(pantheon::jobs::expire_once(&app.services, now).await, 0);
+    // Past its hour, the expirer closes it and updates its message.
+    let later = now + time::Duration::hours(2);
+    assert_eq!(pantheon::jobs::expire_once(&app.services, later).await, 1);
+    let updates = slack_calls(app.slack_api.as_ref().unwrap(), "chat.update").await;
     assert!(
         updates
             .iter()
@@ -988,6 +1028,57 @@ async fn job_pages_need_a_valid_signed_link(db: Db) {
             .unwrap()
             .status(),
         403
+    );
+    app.stop().await;
+}
+
+/// One round of the reaper, driven by the test: a job claimed by a worker whose lease ran out
+/// (the worker died) is marked interrupted, audited, and its thread told; one still leased is
+/// left alone.
+async fn the_reaper_reports_a_job_whose_worker_vanished(db: Db) {
+    let Some((app, _dir)) = start_stepped(db, "rb_reap_once", DEPLOY, "").await else {
+        return;
+    };
+    let ack = app.slash("deploy api 1.2.3 to staging").send().await;
+    assert!(app.reply_text(&ack).await.starts_with("Queued deploy #1"));
+    let now = time::OffsetDateTime::now_utc();
+    let lease_end = now + time::Duration::seconds(10);
+    let claimed = app
+        .services
+        .store
+        .claim_job("vanished-worker", now, lease_end)
+        .await
+        .unwrap()
+        .expect("the queued job");
+    assert_eq!(claimed.id, 1);
+    // Within its lease (and the half-lease grace after it), nothing is reaped.
+    assert_eq!(pantheon::jobs::reap_once(&app.services, now).await, 0);
+    // Long after, its worker is taken for dead.
+    let later = lease_end + time::Duration::minutes(10);
+    assert_eq!(pantheon::jobs::reap_once(&app.services, later).await, 1);
+    let job = app.services.store.job(1).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Interrupted, "{job:?}");
+    let rows = app.audit_for(&job.correlation_id).await;
+    assert!(
+        rows.iter().any(|r| r.entry.action == "job"
+            && r.entry.outcome.as_str() == "failed"
+            && r.entry
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.starts_with("interrupted"))),
+        "{rows:?}"
+    );
+    let posts = slack_calls(app.slack_api.as_ref().unwrap(), "chat.postMessage").await;
+    assert!(
+        posts
+            .iter()
+            .any(|p| text_of(p).contains("deploy #1 was interrupted")),
+        "{posts:?}"
+    );
+    assert_eq!(
+        pantheon::jobs::reap_once(&app.services, later).await,
+        0,
+        "once"
     );
     app.stop().await;
 }
