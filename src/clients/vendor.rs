@@ -112,12 +112,6 @@ impl VendorError {
     }
 }
 
-impl From<VendorError> for crate::command::CommandError {
-    fn from(e: VendorError) -> Self {
-        crate::command::CommandError::User(e.to_string())
-    }
-}
-
 /// How each vendor tells us why: where its error message is, and when a rate limit resets.
 pub trait Dialect {
     const NAME: &'static str;
@@ -148,7 +142,14 @@ pub async fn checked<D: Dialect>(
     let message = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| D::error_message(&v))
-        .map(|m| crate::chat::truncate(&crate::domain::redact::scrub(m.trim()), 200))
+        .map(|m| {
+            // A vendor's words in our error text: masked, and short (200 characters at most).
+            let m = crate::domain::redact::scrub(m.trim());
+            match m.char_indices().nth(199) {
+                Some((cut, _)) => format!("{}…", &m[..cut]),
+                None => m.into_owned(),
+            }
+        })
         .unwrap_or_default();
     let now = OffsetDateTime::now_utc();
     let kind = match status {

@@ -17,6 +17,12 @@ use grammar::{Mismatch, Usage, words};
 
 use crate::{app::Services, chat::Message, chat::Visibility, dispatch::Invocation};
 
+impl From<crate::clients::vendor::VendorError> for CommandError {
+    fn from(e: crate::clients::vendor::VendorError) -> Self {
+        CommandError::User(e.to_string())
+    }
+}
+
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// What a handler gets: the app's services, who asked and where, and the typed arguments.

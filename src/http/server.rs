@@ -62,11 +62,6 @@ pub fn connection_cap(configured: Option<usize>, open_files: u64) -> usize {
     configured.map_or(room.min(AUTO_MAX_CONNECTIONS), |c| c.min(room))
 }
 
-/// The soft open-files limit before [`raise_open_files_limit`] raised it (0: not raised). Job
-/// programs get it back: some loop over every possible descriptor and would crawl at the raised
-/// limit.
-pub static ORIGINAL_OPEN_FILES: AtomicU64 = AtomicU64::new(0);
-
 /// Raise the soft open-files limit to the hard one. Returns (soft, hard) as they are afterwards.
 pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
     let mut limit = libc::rlimit {
@@ -84,7 +79,7 @@ pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
         };
         // SAFETY: as above.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            ORIGINAL_OPEN_FILES.store(limit.rlim_cur, Ordering::Relaxed);
+            crate::jobs::runner::ORIGINAL_OPEN_FILES.store(limit.rlim_cur, Ordering::Relaxed);
             limit = raised;
         }
     }

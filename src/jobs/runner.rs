@@ -17,6 +17,11 @@ use crate::{
     store::StoreError,
 };
 
+/// The soft open-files limit before `http::server::raise_open_files_limit` raised it (0: not
+/// raised). Job programs get it back: some loop over every possible descriptor and would crawl
+/// at the raised limit.
+pub static ORIGINAL_OPEN_FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunEnd {
@@ -322,8 +327,7 @@ pub async fn run_command(
     // parent-death signal, so the program dies with its worker instead of running on
     // unsupervised, and gives it back the open-files limit the server started with.
     unsafe {
-        let original =
-            crate::http::server::ORIGINAL_OPEN_FILES.load(std::sync::atomic::Ordering::Relaxed);
+        let original = ORIGINAL_OPEN_FILES.load(std::sync::atomic::Ordering::Relaxed);
         cmd.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             // The soft open-files limit as it was before the server raised it.
