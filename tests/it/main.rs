@@ -13,6 +13,7 @@ mod ops;
 mod pagerduty;
 mod runbooks;
 mod security;
+mod seen;
 mod signing;
 mod slash_commands;
 mod store_suite;
