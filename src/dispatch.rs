@@ -19,7 +19,7 @@ use crate::{
     app::Services,
     audit::{AuditError, Claimed},
     chat::{Message, ResponseUrl, Visibility},
-    command::{CommandContext, CommandError, CommandSpec, ParseError, help},
+    command::{Answer, CommandContext, CommandError, CommandSpec, ParseError, help},
     domain::audit::{AuditEntry, Outcome},
 };
 
@@ -317,22 +317,22 @@ fn cannot_audit(e: &crate::audit::AuditError) -> Ack {
     ))
 }
 
-type Joined = Result<Result<Message, CommandError>, tokio::task::JoinError>;
+type Joined = Result<Result<Answer, CommandError>, tokio::task::JoinError>;
 
 /// Turn a handler's result into an audit outcome, a detail for the audit row and the message
 /// the user sees.
 fn settle(inv: &Invocation, name: &str, result: Joined) -> (Outcome, Option<String>, Message) {
     let shown = format!("{} {}", inv.slash, name);
     match result {
-        Ok(Ok(message)) => (Outcome::Succeeded, None, message),
+        Ok(Ok(Answer::Reply(message))) => (Outcome::Succeeded, None, message),
+        Ok(Ok(Answer::Held(message))) => (
+            Outcome::Succeeded,
+            Some("held for approval".to_owned()),
+            message,
+        ),
         Ok(Err(CommandError::User(text))) => {
             (Outcome::Failed, Some(text.clone()), Message::text(text))
         }
-        Ok(Err(CommandError::Held(message))) => (
-            Outcome::Succeeded,
-            Some("held for approval".to_owned()),
-            *message,
-        ),
         Ok(Err(CommandError::Internal(detail))) => {
             tracing::error!(error = %detail, command = name, "command failed");
             (

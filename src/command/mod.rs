@@ -55,12 +55,33 @@ pub enum CommandError {
     /// Logged in full; the user gets a short apology with the correlation id.
     #[error("internal error: {0}")]
     Internal(String),
-    /// Not run now: held for a peer's approval. The message says so (and where to vote); the
-    /// audit row says succeeded, with the request's own steps beside it.
-    #[error("held for approval")]
-    Held(Box<Message>),
 }
 
+/// What a handler answers when it did not fail.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// Done: the answer to show.
+    Reply(Message),
+    /// Not run now: held for a peer's approval. The message says so (and where to vote); the
+    /// audit row says succeeded, with the request's own steps beside it.
+    Held(Message),
+}
+
+impl From<Message> for Answer {
+    fn from(message: Message) -> Self {
+        Answer::Reply(message)
+    }
+}
+
+impl Answer {
+    pub fn message(&self) -> &Message {
+        match self {
+            Answer::Reply(m) | Answer::Held(m) => m,
+        }
+    }
+}
+
+/// What most handlers return; [`handler`] makes it an [`Answer`].
 pub type HandlerResult = Result<Message, CommandError>;
 
 impl CommandContext {
@@ -104,13 +125,27 @@ impl CommandContext {
         &self.invocation.user_id
     }
 }
-pub type Handler = Arc<dyn Fn(CommandContext) -> BoxFuture<HandlerResult> + Send + Sync>;
+pub type Handler =
+    Arc<dyn Fn(CommandContext) -> BoxFuture<Result<Answer, CommandError>> + Send + Sync>;
 
-/// Wrap an async function as a [`Handler`].
+/// Wrap an async function that answers a [`Message`] as a [`Handler`].
 pub fn handler<F, Fut>(f: F) -> Handler
 where
     F: Fn(CommandContext) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    Arc::new(move |ctx| {
+        let answered = f(ctx);
+        Box::pin(async move { answered.await.map(Answer::Reply) })
+    })
+}
+
+/// Wrap an async function that may hold what it was asked for a peer's approval (it answers
+/// an [`Answer`]) as a [`Handler`].
+pub fn answering<F, Fut>(f: F) -> Handler
+where
+    F: Fn(CommandContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Answer, CommandError>> + Send + 'static,
 {
     Arc::new(move |ctx| Box::pin(f(ctx)))
 }

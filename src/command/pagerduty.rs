@@ -6,7 +6,10 @@
 
 use time::{Duration, OffsetDateTime};
 
-use super::{ArgType, CommandContext, CommandError, Declaration, HandlerResult, command, handler};
+use super::{
+    Answer, ArgType, CommandContext, CommandError, Declaration, HandlerResult, answering, command,
+    handler,
+};
 use crate::{
     chat::{self, Message, escape, link},
     clients::{
@@ -29,13 +32,13 @@ pub fn declarations() -> Vec<Declaration> {
         command(
             "pager ack [ids...]",
             "acknowledge incidents (yours when no ids are given)",
-            handler(|c| update(c, Update::Ack, Scope::Given)),
+            answering(|c| update(c, Update::Ack, Scope::Given)),
         )
         .in_channel(),
         command(
             "pager ack!",
             "acknowledge every triggered incident",
-            handler(|c| update(c, Update::Ack, Scope::All)),
+            answering(|c| update(c, Update::Ack, Scope::All)),
         )
         .permission("pager.all")
         .default_groups(&["admins"])
@@ -43,13 +46,13 @@ pub fn declarations() -> Vec<Declaration> {
         command(
             "pager resolve [ids...]",
             "resolve incidents (yours when no ids are given)",
-            handler(|c| update(c, Update::Resolve, Scope::Given)),
+            answering(|c| update(c, Update::Resolve, Scope::Given)),
         )
         .in_channel(),
         command(
             "pager resolve!",
             "resolve every open incident",
-            handler(|c| update(c, Update::Resolve, Scope::All)),
+            answering(|c| update(c, Update::Resolve, Scope::All)),
         )
         .permission("pager.all")
         .default_groups(&["admins"])
@@ -85,7 +88,7 @@ pub fn declarations() -> Vec<Declaration> {
         command(
             "pager me <schedule> <minutes>",
             "take the pager: put yourself on call for some minutes",
-            handler(take_pager),
+            answering(take_pager),
         )
         .arg(
             "minutes",
@@ -98,7 +101,7 @@ pub fn declarations() -> Vec<Declaration> {
         command(
             "pager maintenance <minutes> <services...>",
             "a maintenance window on services",
-            handler(maintenance),
+            answering(maintenance),
         )
         .arg(
             "minutes",
@@ -116,7 +119,7 @@ pub fn declarations() -> Vec<Declaration> {
         command(
             "pager trigger <user> <message...>",
             "open an incident assigned to someone",
-            handler(trigger),
+            answering(trigger),
         )
         .in_channel(),
     ]
@@ -173,6 +176,13 @@ async fn identity(ctx: &CommandContext, pd: &PagerDuty) -> Result<Identity, Comm
     })
 }
 
+/// What a write did: PagerDuty's answer, or nothing yet because it waits for a peer's approval
+/// (the message says so and where to vote).
+enum Written<T> {
+    Done(T),
+    Held(Message),
+}
+
 /// Run a write against PagerDuty: the policy gate, an audit step with what is asked, the call,
 /// and an audit step with what PagerDuty answered.
 async fn write<T>(
@@ -181,7 +191,7 @@ async fn write<T>(
     asked: String,
     call: impl std::future::Future<Output = Result<T, VendorError>>,
     answered: impl Fn(&T) -> String,
-) -> Result<T, CommandError> {
+) -> Result<Written<T>, CommandError> {
     let pinned = asked.clone();
     write_pinned(ctx, action, asked, &pinned, call, answered).await
 }
@@ -195,7 +205,7 @@ async fn write_pinned<T>(
     pinned: &str,
     call: impl std::future::Future<Output = Result<T, VendorError>>,
     answered: impl Fn(&T) -> String,
-) -> Result<T, CommandError> {
+) -> Result<Written<T>, CommandError> {
     let gated = ctx.services.catalogue.pagerduty_gate(action) == Gate::NeedsApproval;
     match &ctx.approved {
         Some(approved) if approved.action != action => {
@@ -211,7 +221,11 @@ async fn write_pinned<T>(
             )));
         }
         Some(_) => {}
-        None if gated => return Err(hold_for_approval(ctx, action, &asked, pinned).await),
+        None if gated => {
+            return hold_for_approval(ctx, action, &asked, pinned)
+                .await
+                .map(Written::Held);
+        }
         None => {}
     }
     let step = format!("pagerduty.{action}");
@@ -225,7 +239,7 @@ async fn write_pinned<T>(
                 format!("PagerDuty: {}", answered(&done)),
             )
             .await?;
-            Ok(done)
+            Ok(Written::Done(done))
         }
         Err(e) => {
             ctx.audit_step(&step, Outcome::Failed, e.to_string())
@@ -249,22 +263,22 @@ async fn hold_for_approval(
     action: &str,
     asked: &str,
     pinned: &str,
-) -> CommandError {
+) -> Result<Message, CommandError> {
     let services = &ctx.services;
     let name = crate::domain::runbook::held_name(action);
     let Some(runbook) = crate::runbooks::find_any(services, &name) else {
-        return CommandError::Internal(format!("no held runbook `{name}`"));
+        return Err(CommandError::Internal(format!("no held runbook `{name}`")));
     };
     let inv = &ctx.invocation;
     if inv.text.chars().count() > crate::domain::runbook::MAX_PARAM_LEN
         || inv.text.chars().any(char::is_control)
     {
-        return CommandError::User(format!(
+        return Err(CommandError::User(format!(
             "`{} {}` needs a peer's approval here, and a command held for approval must be one line of at most {} characters. Nothing was done.",
             inv.slash,
             ctx.command,
             crate::domain::runbook::MAX_PARAM_LEN
-        ));
+        )));
     }
     let who = crate::runbooks::Requester {
         user: &inv.user_id,
@@ -277,12 +291,9 @@ async fn hold_for_approval(
         ("check".to_owned(), held_check(pinned)),
     ]);
     let preview = format!("Would {asked}");
-    match crate::runbooks::request_with_preview(services, &who, runbook, params, Some(preview))
+    crate::runbooks::request_with_preview(services, &who, runbook, params, Some(preview))
         .await
-    {
-        Ok(message) => CommandError::Held(Box::new(message)),
-        Err(why) => CommandError::User(why),
-    }
+        .map_err(CommandError::User)
 }
 
 fn incident_line(i: &Incident, now: OffsetDateTime) -> String {
@@ -368,7 +379,7 @@ fn valid_incident_id(id: &str) -> bool {
     (1..=32).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
-async fn update(ctx: CommandContext, update: Update, scope: Scope) -> HandlerResult {
+async fn update(ctx: CommandContext, update: Update, scope: Scope) -> Result<Answer, CommandError> {
     let pd = client(&ctx)?;
     let (action, status, verb) = match update {
         Update::Ack => ("ack", "acknowledged", "acknowledged"),
@@ -404,21 +415,21 @@ async fn update(ctx: CommandContext, update: Update, scope: Scope) -> HandlerRes
         } else {
             "open"
         };
-        return Ok(Message::text(format!(
+        return Ok(Answer::Reply(Message::text(format!(
             "No {} incidents {what} to {}.",
             from_statuses.join(" or "),
             match update {
                 Update::Ack => "acknowledge",
                 Update::Resolve => "resolve",
             }
-        )));
+        ))));
     }
     let asked = format!(
         "{action} {} ({whose} incidents) as {}",
         ids.join(", "),
         me.email
     );
-    let updated = write(
+    let updated = match write(
         &ctx,
         action,
         asked,
@@ -434,7 +445,11 @@ async fn update(ctx: CommandContext, update: Update, scope: Scope) -> HandlerRes
             )
         },
     )
-    .await?;
+    .await?
+    {
+        Written::Done(done) => done,
+        Written::Held(message) => return Ok(Answer::Held(message)),
+    };
     let now = OffsetDateTime::now_utc();
     let lines: Vec<String> = updated.iter().map(|i| incident_line(i, now)).collect();
     let title = format!(
@@ -451,7 +466,7 @@ async fn update(ctx: CommandContext, update: Update, scope: Scope) -> HandlerRes
     );
     message.blocks.insert(1, chat::section(&title));
     message.text = format!("{title}\n{}", message.text);
-    Ok(message)
+    Ok(Answer::Reply(message))
 }
 
 async fn oncall(ctx: CommandContext) -> HandlerResult {
@@ -710,7 +725,7 @@ async fn me_as(ctx: CommandContext) -> HandlerResult {
     Ok(Message::text(text))
 }
 
-async fn take_pager(ctx: CommandContext) -> HandlerResult {
+async fn take_pager(ctx: CommandContext) -> Result<Answer, CommandError> {
     let pd = client(&ctx)?;
     let me = identity(&ctx, pd).await?;
     let wanted = ctx.args.text("schedule").unwrap_or_default();
@@ -729,7 +744,7 @@ async fn take_pager(ctx: CommandContext) -> HandlerResult {
     // An approval holds to the schedule and the person, not the clock: approved later, the
     // override starts then.
     let pinned = format!("override {} for {}", schedule.id, me.email);
-    let created = write_pinned(
+    let created = match write_pinned(
         &ctx,
         "override",
         asked,
@@ -737,16 +752,20 @@ async fn take_pager(ctx: CommandContext) -> HandlerResult {
         pd.create_override(&schedule.id, &me.user_id, start, end),
         |o| format!("override {} created", o.id.as_deref().unwrap_or("(no id)")),
     )
-    .await?;
-    Ok(Message::text(format!(
+    .await?
+    {
+        Written::Done(done) => done,
+        Written::Held(message) => return Ok(Answer::Held(message)),
+    };
+    Ok(Answer::Reply(Message::text(format!(
         "<@{}> has the pager on *{}* until {} ({minutes} minutes).",
         ctx.user(),
         escape(schedule.display_name()),
         chat::when(created.end)
-    )))
+    ))))
 }
 
-async fn maintenance(ctx: CommandContext) -> HandlerResult {
+async fn maintenance(ctx: CommandContext) -> Result<Answer, CommandError> {
     let pd = client(&ctx)?;
     let me = identity(&ctx, pd).await?;
     let minutes = ctx.args.int("minutes").unwrap_or(60);
@@ -781,14 +800,18 @@ async fn maintenance(ctx: CommandContext) -> HandlerResult {
         names.join(", "),
         me.email
     );
-    let window = write(
+    let window = match write(
         &ctx,
         "maintenance",
         asked,
         pd.create_maintenance_window(&me.email, &ids, start, end, &description),
         |w| format!("maintenance window {} created", w.id),
     )
-    .await?;
+    .await?
+    {
+        Written::Done(done) => done,
+        Written::Held(message) => return Ok(Answer::Held(message)),
+    };
     let until = chat::when(window.end_time.unwrap_or(end));
     let what = names
         .iter()
@@ -800,7 +823,7 @@ async fn maintenance(ctx: CommandContext) -> HandlerResult {
         text.push(' ');
         text.push_str(&link(url, "Maintenance window"));
     }
-    Ok(Message::text(text))
+    Ok(Answer::Reply(Message::text(text)))
 }
 
 async fn services(ctx: CommandContext) -> HandlerResult {
@@ -833,7 +856,7 @@ async fn services(ctx: CommandContext) -> HandlerResult {
     ))
 }
 
-async fn trigger(ctx: CommandContext) -> HandlerResult {
+async fn trigger(ctx: CommandContext) -> Result<Answer, CommandError> {
     let pd = client(&ctx)?;
     let service_id = ctx.services.config.pagerduty.default_service.clone().ok_or_else(|| {
         CommandError::User("`pager trigger` needs a service to open incidents on: set `[pagerduty] default_service` in pantheon.toml.".into())
@@ -903,21 +926,25 @@ async fn trigger(ctx: CommandContext) -> HandlerResult {
         assignee.name.as_deref().unwrap_or(&assignee.id),
         me.email
     );
-    let incident = write(
+    let incident = match write(
         &ctx,
         "trigger",
         asked,
         pd.create_incident(&me.email, &service_id, &title, &assignee.id),
         |i| format!("incident {} created", i.id),
     )
-    .await?;
+    .await?
+    {
+        Written::Done(done) => done,
+        Written::Held(message) => return Ok(Answer::Held(message)),
+    };
     let now = OffsetDateTime::now_utc();
-    Ok(Message::text(format!(
+    Ok(Answer::Reply(Message::text(format!(
         "<@{}> paged {}: {}",
         ctx.user(),
         escape(assignee.name.as_deref().unwrap_or(&assignee.id)),
         incident_line(&incident, now)
-    )))
+    ))))
 }
 
 fn plural(n: usize) -> &'static str {

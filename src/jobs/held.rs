@@ -10,7 +10,7 @@ use tracing::Instrument as _;
 use super::runner::{LogSink, RunEnd, Stop, cancelled};
 use crate::{
     app::Services,
-    command::{Approved, CommandContext, CommandError},
+    command::{Answer, Approved, CommandContext, CommandError},
     dispatch::{Invocation, ReplyTarget},
     domain::job::{Job, Stream},
 };
@@ -95,7 +95,7 @@ pub async fn run(
             handler.abort();
             RunEnd::TimedOut { after: limit }
         }
-        Ok(Ok(Ok(message))) => {
+        Ok(Ok(Ok(Answer::Reply(message)))) => {
             for line in message.text.lines() {
                 log.line(Stream::Stdout, line).await;
             }
@@ -111,7 +111,7 @@ pub async fn run(
                 job.correlation_id
             ))
         }
-        Ok(Ok(Err(CommandError::Held(_)))) => {
+        Ok(Ok(Ok(Answer::Held(_)))) => {
             failed("the command asked for approval again; this is a bug in Pantheon")
         }
         Ok(Err(join)) => {
