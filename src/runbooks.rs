@@ -132,72 +132,125 @@ pub async fn request_with_preview(
     preview: Option<String>,
 ) -> Result<Message, String> {
     validate(runbook, &params)?;
-    let name = runbook.name().to_owned();
-    let target = runbook.target(&params);
-    let bound = binding(runbook.definition(), &params);
-    let now = OffsetDateTime::now_utc();
-    let shown = params
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(" ");
-
-    if !runbook.needs_approval(&params) {
-        // Post to the channel first (when we can), so the job is born knowing its thread.
-        let intro = format!(
-            "<@{}> asked for *{}* on `{}` ({}).",
-            who.user,
-            escape(&name),
-            escape(&target),
-            escape(&shown)
-        );
-        let posted = post(services, who.channel, &Message::text(intro).in_channel()).await;
-        let job = NewJob {
-            runbook: name.clone(),
-            params: params.clone(),
-            binding: bound,
-            target: target.clone(),
-            requested_by: who.user.to_owned(),
-            approval_id: None,
-            channel: who.channel.to_owned(),
-            thread_ref: posted.clone(),
-            retry_safe: runbook.definition().retry_safe,
-            correlation_id: who.correlation_id.to_owned(),
-            created_at: now,
-        };
-        let id = services
-            .store
-            .enqueue_job(&job, |id| {
-                vec![
-                    who.entry("job.enqueue", Outcome::Succeeded)
-                        .detail(format!("{name} #{id} queued on {target}: {shown}")),
-                ]
-            })
-            .await
-            .map_err(|e| store_failed("The job could not be queued", &e))?;
-        services.job_queued.notify_waiters();
-        let text = format!(
-            "<@{}> queued *{}* #{id} on `{}` ({}).",
-            who.user,
-            escape(&name),
-            escape(&target),
-            escape(&shown),
-        );
-        // In the channel: no link to the page, a button that hands each clicker their own.
-        let message = report::with_log_button(text, id).in_channel();
-        return Ok(match posted {
-            Some(ts) => {
-                if let Err(e) = services.chat.update(who.channel, &ts, &message).await {
-                    tracing::warn!(error = %e, "queued message not updated");
-                }
-                Message::text(format!(
-                    "Queued {name} #{id}; progress follows in the thread."
-                ))
-            }
-            None => message,
-        });
+    let asked = Asked {
+        name: runbook.name().to_owned(),
+        target: runbook.target(&params),
+        bound: binding(runbook.definition(), &params),
+        now: OffsetDateTime::now_utc(),
+        shown: params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        params,
+    };
+    if runbook.needs_approval(&asked.params) {
+        open_request(services, who, runbook, asked, preview).await
+    } else {
+        queue_now(services, who, runbook, asked).await
     }
+}
 
+/// A validated run, as asked.
+struct Asked {
+    name: String,
+    target: String,
+    /// The approval binding of the runbook's definition and these parameters.
+    bound: String,
+    now: OffsetDateTime,
+    /// The parameters as `key=value …`, for messages and audit rows.
+    shown: String,
+    params: BTreeMap<String, String>,
+}
+
+/// A run that needs no approval: announced in the channel, then queued as a job that knows its
+/// thread.
+async fn queue_now(
+    services: &Services,
+    who: &Requester<'_>,
+    runbook: &Runbook,
+    asked: Asked,
+) -> Result<Message, String> {
+    let Asked {
+        name,
+        target,
+        bound,
+        now,
+        shown,
+        params,
+    } = asked;
+    // Post to the channel first (when we can), so the job is born knowing its thread.
+    let intro = format!(
+        "<@{}> asked for *{}* on `{}` ({}).",
+        who.user,
+        escape(&name),
+        escape(&target),
+        escape(&shown)
+    );
+    let posted = post(services, who.channel, &Message::text(intro).in_channel()).await;
+    let job = NewJob {
+        runbook: name.clone(),
+        params: params.clone(),
+        binding: bound,
+        target: target.clone(),
+        requested_by: who.user.to_owned(),
+        approval_id: None,
+        channel: who.channel.to_owned(),
+        thread_ref: posted.clone(),
+        retry_safe: runbook.definition().retry_safe,
+        correlation_id: who.correlation_id.to_owned(),
+        created_at: now,
+    };
+    let id = services
+        .store
+        .enqueue_job(&job, |id| {
+            vec![
+                who.entry("job.enqueue", Outcome::Succeeded)
+                    .detail(format!("{name} #{id} queued on {target}: {shown}")),
+            ]
+        })
+        .await
+        .map_err(|e| store_failed("The job could not be queued", &e))?;
+    services.job_queued.notify_waiters();
+    let text = format!(
+        "<@{}> queued *{}* #{id} on `{}` ({}).",
+        who.user,
+        escape(&name),
+        escape(&target),
+        escape(&shown),
+    );
+    // In the channel: no link to the page, a button that hands each clicker their own.
+    let message = report::with_log_button(text, id).in_channel();
+    Ok(match posted {
+        Some(ts) => {
+            if let Err(e) = services.chat.update(who.channel, &ts, &message).await {
+                tracing::warn!(error = %e, "queued message not updated");
+            }
+            Message::text(format!(
+                "Queued {name} #{id}; progress follows in the thread."
+            ))
+        }
+        None => message,
+    })
+}
+
+/// A run that needs approval: its plan (or `preview`) shown, the request stored, and the
+/// approval message posted with its buttons.
+async fn open_request(
+    services: &Services,
+    who: &Requester<'_>,
+    runbook: &Runbook,
+    asked: Asked,
+    preview: Option<String>,
+) -> Result<Message, String> {
+    let Asked {
+        name,
+        target,
+        bound,
+        now,
+        shown,
+        params,
+    } = asked;
     let Some(policy) = runbook.definition().approval.clone() else {
         unreachable!("checked by needs_approval")
     };
@@ -241,7 +294,11 @@ pub async fn request_with_preview(
     let message = report::approval_message(&request, None);
     Ok(match post(services, who.channel, &message).await {
         Some(ts) => {
-            let _ = services.store.set_approval_message(id, &ts).await;
+            if let Err(e) = services.store.set_approval_message(id, &ts).await {
+                // The message stands; without its reference, votes answer the voter instead of
+                // updating it.
+                tracing::warn!(request_id = id, error = %e, "approval message posted, its reference not stored");
+            }
             Message::text(format!(
                 "Request #{id} for {name} is waiting for {} approval{} from `{}`.",
                 policy.count,
