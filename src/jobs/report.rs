@@ -130,19 +130,7 @@ pub fn approval_message(request: &ApprovalRequest, job: Option<&Job>) -> Message
     }
     blocks.push(chat::context(&status));
     if request.status == RequestStatus::Pending {
-        let vote = |decision| Action::Vote {
-            request: request.id,
-            decision,
-        };
-        blocks.push(chat::buttons(vec![
-            chat::button(
-                vote(Decision::Approve),
-                "Approve",
-                Some(ButtonStyle::Primary),
-            ),
-            chat::button(vote(Decision::Deny), "Deny", Some(ButtonStyle::Danger)),
-            chat::button(vote(Decision::Withdraw), "Withdraw", None),
-        ]));
+        blocks.push(approval_buttons(request.id));
     }
     if let Some(job_id) = request.job_id {
         blocks.push(log_button(job_id));
@@ -188,6 +176,20 @@ pub fn job_line(job: &Job, url: Option<&str>) -> String {
         parts.push(escape(&chat::truncate(e, 120)));
     }
     parts.join(" · ")
+}
+
+/// Approve, Deny and Withdraw for approval request `request`.
+pub fn approval_buttons(request: i64) -> chat::Block {
+    let vote = |decision| Action::Vote { request, decision };
+    chat::buttons(vec![
+        chat::button(
+            vote(Decision::Approve),
+            "Approve",
+            Some(ButtonStyle::Primary),
+        ),
+        chat::button(vote(Decision::Deny), "Deny", Some(ButtonStyle::Danger)),
+        chat::button(vote(Decision::Withdraw), "Withdraw", None),
+    ])
 }
 
 /// A "Log" button for job `job_id`. Messages in a channel carry no link to the job's page (a link

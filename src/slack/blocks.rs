@@ -209,19 +209,7 @@ mod tests {
 
     #[test]
     fn approval_buttons_render_as_before() {
-        let vote = |decision| Action::Vote {
-            request: 3,
-            decision,
-        };
-        let row = chat::buttons(vec![
-            chat::button(
-                vote(Decision::Approve),
-                "Approve",
-                Some(ButtonStyle::Primary),
-            ),
-            chat::button(vote(Decision::Deny), "Deny", Some(ButtonStyle::Danger)),
-            chat::button(vote(Decision::Withdraw), "Withdraw", None),
-        ]);
+        let row = crate::jobs::report::approval_buttons(3);
         assert_eq!(
             block(&row),
             json!({
