@@ -1,7 +1,8 @@
 //! Messages as Slack shows them: Block Kit for blocks, `response_type` / `replace_original` for
 //! replies, and the one table of action ids that both the renderer and the click parser use.
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Value, json};
 
 use crate::{
     chat::{Action, Block, Button, ButtonStyle, Message, Visibility},
@@ -116,24 +117,28 @@ pub fn blocks(blocks: &[Block]) -> Vec<Value> {
     blocks.iter().map(block).collect()
 }
 
-/// A reply body: what an acknowledgement answers or a `response_url` is sent.
-pub fn reply(message: &Message) -> Value {
-    let mut out = Map::new();
-    out.insert(
-        "response_type".into(),
-        json!(match message.visibility {
+/// A reply body: what an acknowledgement answers or a `response_url` is sent. Serialized
+/// straight from the message (a text-only answer builds no JSON tree on the way).
+#[derive(Debug, Serialize)]
+pub struct Reply<'a> {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    blocks: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replace_original: Option<bool>,
+    response_type: &'static str,
+    text: &'a str,
+}
+
+pub fn reply(message: &Message) -> Reply<'_> {
+    Reply {
+        blocks: blocks(&message.blocks),
+        replace_original: message.replace,
+        response_type: match message.visibility {
             Visibility::Ephemeral => "ephemeral",
             Visibility::InChannel => "in_channel",
-        }),
-    );
-    out.insert("text".into(), json!(message.text));
-    if !message.blocks.is_empty() {
-        out.insert("blocks".into(), Value::Array(blocks(&message.blocks)));
+        },
+        text: &message.text,
     }
-    if let Some(replace) = message.replace {
-        out.insert("replace_original".into(), json!(replace));
-    }
-    Value::Object(out)
 }
 
 #[cfg(test)]
@@ -145,17 +150,20 @@ mod tests {
     fn replies_serialise_as_slack_expects() {
         let msg = Message::text("hi").in_channel();
         assert_eq!(
-            reply(&msg),
+            serde_json::to_value(reply(&msg)).unwrap(),
             json!({"response_type": "in_channel", "text": "hi"})
         );
         let mut clicked = Message::blocks("t", vec![chat::section("*x*")]).replacing_original();
         assert_eq!(
-            reply(&clicked),
+            serde_json::to_value(reply(&clicked)).unwrap(),
             json!({"response_type": "ephemeral", "text": "t", "replace_original": true,
                    "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "*x*"}}]})
         );
         clicked.replace = Some(false);
-        assert_eq!(reply(&clicked)["replace_original"], false);
+        assert_eq!(
+            serde_json::to_value(reply(&clicked)).unwrap()["replace_original"],
+            false
+        );
     }
 
     #[test]
