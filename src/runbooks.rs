@@ -118,7 +118,7 @@ pub async fn request(
     who: &Requester<'_>,
     runbook: &Runbook,
     params: BTreeMap<String, String>,
-) -> Result<Message, String> {
+) -> Result<Message, RunbookError> {
     request_with_preview(services, who, runbook, params, None).await
 }
 
@@ -130,7 +130,7 @@ pub async fn request_with_preview(
     runbook: &Runbook,
     params: BTreeMap<String, String>,
     preview: Option<String>,
-) -> Result<Message, String> {
+) -> Result<Message, RunbookError> {
     validate(runbook, &params)?;
     let asked = Asked {
         name: runbook.name().to_owned(),
@@ -170,7 +170,7 @@ async fn queue_now(
     who: &Requester<'_>,
     runbook: &Runbook,
     asked: Asked,
-) -> Result<Message, String> {
+) -> Result<Message, RunbookError> {
     let Asked {
         name,
         target,
@@ -242,7 +242,7 @@ async fn open_request(
     runbook: &Runbook,
     asked: Asked,
     preview: Option<String>,
-) -> Result<Message, String> {
+) -> Result<Message, RunbookError> {
     let Asked {
         name,
         target,
@@ -289,7 +289,9 @@ async fn open_request(
             .await
             .map_err(|e| store_failed("The approval request could not be stored", &e))?;
     let Ok(Some(request)) = services.store.approval_request(id).await else {
-        return Err("The approval request was stored but could not be read back.".into());
+        return Err(RunbookError::Refused(
+            "The approval request was stored but could not be read back.".into(),
+        ));
     };
     let message = report::approval_message(&request, None);
     Ok(match post(services, who.channel, &message).await {
@@ -311,11 +313,33 @@ async fn open_request(
     })
 }
 
+/// Why a request or a vote did not go through. What it says (`Display`) is for the person who
+/// asked; the database's own words are only in `detail` and the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunbookError {
+    /// Refused as asked (a bad parameter, a plan that failed, the audit trail unwritable):
+    /// said as is.
+    #[error("{0}")]
+    Refused(String),
+    /// The store did not answer; nothing was changed.
+    #[error("{what} (the database did not answer); nothing was changed. Try again shortly.")]
+    Unavailable { what: &'static str, detail: String },
+}
+
+impl From<String> for RunbookError {
+    fn from(text: String) -> Self {
+        RunbookError::Refused(text)
+    }
+}
+
 /// A store failure as the person sees it: what did not happen, not the database's words
 /// (those go to the log).
-fn store_failed(what: &str, e: &crate::store::StoreError) -> String {
+fn store_failed(what: &'static str, e: &crate::store::StoreError) -> RunbookError {
     tracing::error!(error = %e, "{what}");
-    format!("{what} (the database did not answer); nothing was changed. Try again shortly.")
+    RunbookError::Unavailable {
+        what,
+        detail: e.to_string(),
+    }
 }
 
 /// Post to the channel with the bot token; None without one (or when Slack refuses).
@@ -374,7 +398,7 @@ pub async fn vote(
     correlation_id: &str,
     id: i64,
     decision: Decision,
-) -> Result<Voted, String> {
+) -> Result<Voted, RunbookError> {
     let now = OffsetDateTime::now_utc();
     let action = format!("approval.{}", decision.as_str());
     // Every way to vote (a button, a command, a future modal) comes through here, so the
@@ -393,7 +417,7 @@ pub async fn vote(
             .audit
             .record(vec![entry])
             .await
-            .map_err(|e| format!("{e}."))?;
+            .map_err(|e| RunbookError::Refused(format!("{e}.")))?;
         metrics::counter!("pantheon_approval_votes_total", "result" => "refused").increment(1);
         return Ok(Voted {
             reply: text,

@@ -293,7 +293,7 @@ async fn hold_for_approval(
     let preview = format!("Would {asked}");
     crate::runbooks::request_with_preview(services, &who, runbook, params, Some(preview))
         .await
-        .map_err(CommandError::User)
+        .map_err(|e| CommandError::User(e.to_string()))
 }
 
 fn incident_line(i: &Incident, now: OffsetDateTime) -> String {

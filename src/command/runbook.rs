@@ -167,7 +167,7 @@ async fn request(
     };
     runbooks::request(services, &who, runbook, params)
         .await
-        .map_err(CommandError::User)
+        .map_err(|e| CommandError::User(e.to_string()))
 }
 
 async fn jobs(ctx: CommandContext) -> HandlerResult {
@@ -382,7 +382,7 @@ async fn vote(ctx: CommandContext, decision: Decision) -> HandlerResult {
         decision,
     )
     .await
-    .map_err(CommandError::Internal)?;
+    .map_err(|e| CommandError::Internal(e.to_string()))?;
     if voted.changed {
         report::refresh_approval(&ctx.services, id).await;
         Ok(Message::text(voted.reply))
