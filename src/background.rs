@@ -1,6 +1,6 @@
 //! The background loops (job workers, reaper, expirer, outbox sender, upkeep): spawned through
 //! [`Background::spawn`], so that one which ends before it was asked to stop (a panic, a loop
-//! that returned) is noticed. Tests fail when one died; `/readyz` could say so too.
+//! that returned) is noticed and logged, and tests fail when one died.
 
 use std::{
     future::Future,

@@ -73,14 +73,6 @@ impl From<Message> for Answer {
     }
 }
 
-impl Answer {
-    pub fn message(&self) -> &Message {
-        match self {
-            Answer::Reply(m) | Answer::Held(m) => m,
-        }
-    }
-}
-
 /// What most handlers return; [`handler`] makes it an [`Answer`].
 pub type HandlerResult = Result<Message, CommandError>;
 

@@ -11,7 +11,7 @@ use crate::{
     domain::audit::Outcome,
     domain::{approval::Decision, catalogue::Catalogue, job::JobStatus},
     jobs::report,
-    runbooks::{self, Requester},
+    runbooks::{self, Requester, RunbookError},
 };
 
 const ID: ArgType = ArgType::Int {
@@ -382,7 +382,11 @@ async fn vote(ctx: CommandContext, decision: Decision) -> HandlerResult {
         decision,
     )
     .await
-    .map_err(|e| CommandError::Internal(e.to_string()))?;
+    .map_err(|e| match e {
+        // The log gets the database's words; the person a reference to them.
+        RunbookError::Unavailable { detail, .. } => CommandError::Internal(detail),
+        RunbookError::Refused(text) => CommandError::Internal(text),
+    })?;
     if voted.changed {
         report::refresh_approval(&ctx.services, id).await;
         Ok(Message::text(voted.reply))
