@@ -1534,13 +1534,16 @@ approval_required = ["ack"]
             bound(&catalogue.runbooks[1], &p),
             "9ed03af4ed4d3d3e1dcad2806a5ce6511de3834b44129988c153f580d1be1e4a"
         );
+        // Held PagerDuty writes are bound to the write itself since the typed held write
+        // replaced the digest of a sentence (`check`): requests made before that are refused
+        // when approved ("changed since this was requested"), never run.
         let p = std::collections::BTreeMap::from([
             ("command".to_owned(), "pager ack! 1".to_owned()),
-            ("check".to_owned(), "0".repeat(64)),
+            ("write".to_owned(), r#"{"write":"update","to":"acknowledged","ids":["PT1"],"scope":"all","from":"jane@acme.test","user_id":"PJANE"}"#.to_owned()),
         ]);
         assert_eq!(
             bound(&catalogue.held[0], &p),
-            "3608033432e7a0896ac615160172ad47344dca2c7bee4fe0c3e71478d5b716e7"
+            "047e5e3ca9641882276fe714098bc7bf803f31ac680ac327bba7688d77e07c64"
         );
     }
 }

@@ -153,7 +153,6 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
         invocation: Arc::new(inv.clone()),
         args,
         command: name.clone(),
-        approved: None,
     };
 
     if spec.inline {

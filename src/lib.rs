@@ -16,6 +16,7 @@ pub mod inflight;
 pub mod jobs;
 pub mod links;
 pub mod notify;
+pub mod pager;
 pub mod runbooks;
 pub mod signature;
 pub mod slack;

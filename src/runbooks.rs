@@ -12,7 +12,7 @@ use crate::{
     domain::{
         approval::{ApprovalRequest, Decision, NewApprovalRequest, VoteResult, binding},
         job::NewJob,
-        runbook::{Run, Runbook, held_action, validate_value},
+        runbook::{Run, Runbook, held_action},
     },
     jobs::{report, runner},
 };
@@ -103,11 +103,13 @@ pub fn validate(runbook: &Runbook, params: &BTreeMap<String, String>) -> Result<
             ));
         }
     }
-    for (name, re) in runbook.params() {
+    for (name, _) in runbook.params() {
         let value = params
             .get(name)
             .ok_or_else(|| format!("`{name}` is missing (give `{name}=…`)"))?;
-        validate_value(name, value, re).map_err(|e| chat::escape(&e.to_string()))?;
+        runbook
+            .validate(name, value)
+            .map_err(|e| chat::escape(&e.to_string()))?;
     }
     Ok(())
 }

@@ -17,6 +17,12 @@ use grammar::{Mismatch, Usage, words};
 
 use crate::{app::Services, chat::Message, chat::Visibility, dispatch::Invocation};
 
+impl From<crate::pager::WriteError> for CommandError {
+    fn from(e: crate::pager::WriteError) -> Self {
+        CommandError::User(e.0)
+    }
+}
+
 impl From<crate::clients::vendor::VendorError> for CommandError {
     fn from(e: crate::clients::vendor::VendorError) -> Self {
         CommandError::User(e.to_string())
@@ -33,17 +39,6 @@ pub struct CommandContext {
     pub args: Args,
     /// The matched command's name, e.g. `pager ack`.
     pub command: String,
-    /// Set when a job runs the command after a peer approved it: the approval gate of that
-    /// action is passed, provided the command still does what was approved.
-    pub approved: Option<Approved>,
-}
-
-/// What a peer approved: one PagerDuty action, and a digest of what it was to act on (ids,
-/// names, identity), so the job does only that.
-#[derive(Debug, Clone)]
-pub struct Approved {
-    pub action: String,
-    pub check: String,
 }
 
 /// A failure the handler reports.

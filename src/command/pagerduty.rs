@@ -13,11 +13,13 @@ use super::{
 use crate::{
     chat::{self, Message, escape, link},
     clients::{
-        pagerduty::{self, Incident, PagerDuty},
+        pagerduty::{self, PagerDuty},
         vendor::VendorError,
     },
     domain::audit::Outcome,
+    domain::held::{HeldWrite, IncidentUpdate, Scope},
     domain::policy::Gate,
+    pager,
 };
 
 const DAYS: ArgType = ArgType::Int { min: 1, max: 90 };
@@ -32,13 +34,13 @@ pub fn declarations() -> Vec<Declaration> {
         command(
             "pager ack [ids...]",
             "acknowledge incidents (yours when no ids are given)",
-            answering(|c| update(c, Update::Ack, Scope::Given)),
+            answering(|c| update(c, IncidentUpdate::Acknowledged, Choose::Given)),
         )
         .in_channel(),
         command(
             "pager ack!",
             "acknowledge every triggered incident",
-            answering(|c| update(c, Update::Ack, Scope::All)),
+            answering(|c| update(c, IncidentUpdate::Acknowledged, Choose::All)),
         )
         .permission("pager.all")
         .default_groups(&["admins"])
@@ -46,13 +48,13 @@ pub fn declarations() -> Vec<Declaration> {
         command(
             "pager resolve [ids...]",
             "resolve incidents (yours when no ids are given)",
-            answering(|c| update(c, Update::Resolve, Scope::Given)),
+            answering(|c| update(c, IncidentUpdate::Resolved, Choose::Given)),
         )
         .in_channel(),
         command(
             "pager resolve!",
             "resolve every open incident",
-            answering(|c| update(c, Update::Resolve, Scope::All)),
+            answering(|c| update(c, IncidentUpdate::Resolved, Choose::All)),
         )
         .permission("pager.all")
         .default_groups(&["admins"])
@@ -176,97 +178,33 @@ async fn identity(ctx: &CommandContext, pd: &PagerDuty) -> Result<Identity, Comm
     })
 }
 
-/// What a write did: PagerDuty's answer, or nothing yet because it waits for a peer's approval
-/// (the message says so and where to vote).
-enum Written<T> {
-    Done(T),
-    Held(Message),
-}
-
-/// Run a write against PagerDuty: the policy gate, an audit step with what is asked, the call,
-/// and an audit step with what PagerDuty answered.
-async fn write<T>(
-    ctx: &CommandContext,
-    action: &str,
-    asked: String,
-    call: impl std::future::Future<Output = Result<T, VendorError>>,
-    answered: impl Fn(&T) -> String,
-) -> Result<Written<T>, CommandError> {
-    let pinned = asked.clone();
-    write_pinned(ctx, action, asked, &pinned, call, answered).await
-}
-
-/// [`write`], where `pinned` is the part of `asked` an approval holds to (what is acted on
-/// and as whom; not, say, a start time that is "now" whenever it runs).
-async fn write_pinned<T>(
-    ctx: &CommandContext,
-    action: &str,
-    asked: String,
-    pinned: &str,
-    call: impl std::future::Future<Output = Result<T, VendorError>>,
-    answered: impl Fn(&T) -> String,
-) -> Result<Written<T>, CommandError> {
-    let gated = ctx.services.catalogue.pagerduty_gate(action) == Gate::NeedsApproval;
-    match &ctx.approved {
-        Some(approved) if approved.action != action => {
-            return Err(CommandError::User(format!(
-                "This was approved for PagerDuty `{}`, but the command now does `{action}`. Nothing was done.",
-                approved.action
-            )));
-        }
-        Some(approved) if approved.check != held_check(pinned) => {
-            return Err(CommandError::User(format!(
-                "What this would do changed since it was approved: it would now {}. Nothing was done; ask again.",
-                escape(&asked)
-            )));
-        }
-        Some(_) => {}
-        None if gated => {
-            return hold_for_approval(ctx, action, &asked, pinned)
-                .await
-                .map(Written::Held);
-        }
-        None => {}
+/// Do a PagerDuty write for the caller, or, when `[pagerduty] approval_required` names its
+/// action, hold it for a peer's approval (the answer says so and where to vote).
+async fn write(ctx: &CommandContext, write: HeldWrite) -> Result<Answer, CommandError> {
+    if ctx.services.catalogue.pagerduty_gate(write.action()) == Gate::NeedsApproval {
+        return hold_for_approval(ctx, &write).await.map(Answer::Held);
     }
-    let step = format!("pagerduty.{action}");
-    ctx.audit_step(&step, Outcome::Started, format!("asked: {asked}"))
-        .await?;
-    match call.await {
-        Ok(done) => {
-            ctx.audit_step(
-                &step,
-                Outcome::Succeeded,
-                format!("PagerDuty: {}", answered(&done)),
-            )
-            .await?;
-            Ok(Written::Done(done))
-        }
-        Err(e) => {
-            ctx.audit_step(&step, Outcome::Failed, e.to_string())
-                .await?;
-            Err(e.into())
-        }
-    }
+    let pd = client(ctx)?;
+    let inv = &ctx.invocation;
+    let who = pager::Requester {
+        user: inv.user_id.clone(),
+        channel: inv.channel_id.clone(),
+        correlation_id: inv.correlation_id.clone(),
+        command: inv.text.clone(),
+    };
+    let message = pager::perform(&ctx.services, pd, &who, &write).await?;
+    Ok(Answer::Reply(message))
 }
 
-/// The digest an approval of `pinned` carries.
-fn held_check(pinned: &str) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(pinned.as_bytes()))
-}
-
-/// Open an approval request for this command instead of running it. The approvers see what it
-/// would do now (`asked`); once approved, a job runs the command as typed, as the person who
-/// asked, and does nothing if what it would act on (`pinned`) has changed.
+/// Open an approval request for `write` instead of doing it. The approvers see what it would
+/// do now; once approved, a job does exactly that write, as the person who asked.
 async fn hold_for_approval(
     ctx: &CommandContext,
-    action: &str,
-    asked: &str,
-    pinned: &str,
+    write: &HeldWrite,
 ) -> Result<Message, CommandError> {
     let services = &ctx.services;
-    let name = crate::domain::runbook::held_name(action);
-    let Some(runbook) = crate::runbooks::find_any(services, &name) else {
+    let name = crate::domain::runbook::held_name(write.action());
+    let Some(runbook) = services.catalogue.any_runbook(&name) else {
         return Err(CommandError::Internal(format!("no held runbook `{name}`")));
     };
     let inv = &ctx.invocation;
@@ -288,60 +226,23 @@ async fn hold_for_approval(
     };
     let params = std::collections::BTreeMap::from([
         ("command".to_owned(), inv.text.clone()),
-        ("check".to_owned(), held_check(pinned)),
+        ("write".to_owned(), write.canonical()),
     ]);
-    let preview = format!("Would {asked}");
+    let preview = format!("Would {}", pager::asked(write, OffsetDateTime::now_utc()));
     crate::runbooks::request_with_preview(services, &who, runbook, params, Some(preview))
         .await
         .map_err(|e| CommandError::User(e.to_string()))
-}
-
-fn incident_line(i: &Incident, now: OffsetDateTime) -> String {
-    let number = i
-        .incident_number
-        .map_or_else(|| i.id.clone(), |n| format!("#{n}"));
-    let title = i
-        .title
-        .as_deref()
-        .or(i.summary.as_deref())
-        .unwrap_or("(no title)");
-    let head = match &i.html_url {
-        Some(url) => link(url, &number),
-        None => escape(&number),
-    };
-    let mut parts = vec![format!(
-        "{head} *{}*",
-        chat::escape_inline(&chat::truncate(title, 120))
-    )];
-    if let Some(status) = &i.status {
-        parts.push(status.clone());
-    }
-    if let Some(urgency) = &i.urgency {
-        parts.push(format!("{urgency} urgency"));
-    }
-    if let Some(service) = &i.service {
-        parts.push(escape(service.name()));
-    }
-    if let Some(created) = i.created_at {
-        parts.push(format!("{} old", chat::age(created, now)));
-    }
-    let assignees: Vec<String> = i
-        .assignments
-        .iter()
-        .map(|a| escape(a.assignee.name()))
-        .collect();
-    if !assignees.is_empty() {
-        parts.push(format!("assigned to {}", assignees.join(", ")));
-    }
-    parts.push(format!("`{}`", escape(&i.id)));
-    parts.join(" · ")
 }
 
 async fn incidents(ctx: CommandContext) -> HandlerResult {
     let pd = client(&ctx)?;
     let list = pd.incidents(&["triggered", "acknowledged"], &[]).await?;
     let now = OffsetDateTime::now_utc();
-    let lines: Vec<String> = list.items.iter().map(|i| incident_line(i, now)).collect();
+    let lines: Vec<String> = list
+        .items
+        .iter()
+        .map(|i| pager::incident_line(i, now))
+        .collect();
     let triggered = list
         .items
         .iter()
@@ -350,7 +251,7 @@ async fn incidents(ctx: CommandContext) -> HandlerResult {
     let title = format!(
         "{} open incident{} ({triggered} triggered, {} acknowledged)",
         list.items.len(),
-        plural(list.items.len()),
+        pager::plural(list.items.len()),
         list.items.len() - triggered
     );
     Ok(chat::list_message(
@@ -362,13 +263,7 @@ async fn incidents(ctx: CommandContext) -> HandlerResult {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Update {
-    Ack,
-    Resolve,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Scope {
+enum Choose {
     /// The ids given, or the caller's own incidents when none are.
     Given,
     /// Every open incident (the `!` commands).
@@ -379,17 +274,13 @@ fn valid_incident_id(id: &str) -> bool {
     (1..=32).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
-async fn update(ctx: CommandContext, update: Update, scope: Scope) -> Result<Answer, CommandError> {
+async fn update(
+    ctx: CommandContext,
+    to: IncidentUpdate,
+    choose: Choose,
+) -> Result<Answer, CommandError> {
     let pd = client(&ctx)?;
-    let (action, status, verb) = match update {
-        Update::Ack => ("ack", "acknowledged", "acknowledged"),
-        Update::Resolve => ("resolve", "resolved", "resolved"),
-    };
-    // Acknowledging only makes sense for triggered incidents; resolving for any open one.
-    let from_statuses: &[&str] = match update {
-        Update::Ack => &["triggered"],
-        Update::Resolve => &["triggered", "acknowledged"],
-    };
+    let from_statuses = to.from_statuses();
     let me = identity(&ctx, pd).await?;
     let given = ctx.args.words("ids");
     if let Some(bad) = given.iter().find(|id| !valid_incident_id(id)) {
@@ -398,19 +289,19 @@ async fn update(ctx: CommandContext, update: Update, scope: Scope) -> Result<Ans
             escape(bad)
         )));
     }
-    let (ids, whose): (Vec<String>, &str) = match (scope, given.is_empty()) {
-        (Scope::Given, false) => (given.to_vec(), "the given"),
-        (Scope::Given, true) => {
+    let (ids, scope): (Vec<String>, Scope) = match (choose, given.is_empty()) {
+        (Choose::Given, false) => (given.to_vec(), Scope::Given),
+        (Choose::Given, true) => {
             let mine = pd.incidents(from_statuses, &[&me.user_id]).await?;
-            (mine.items.into_iter().map(|i| i.id).collect(), "your")
+            (mine.items.into_iter().map(|i| i.id).collect(), Scope::Mine)
         }
-        (Scope::All, _) => {
+        (Choose::All, _) => {
             let all = pd.incidents(from_statuses, &[]).await?;
-            (all.items.into_iter().map(|i| i.id).collect(), "all")
+            (all.items.into_iter().map(|i| i.id).collect(), Scope::All)
         }
     };
     if ids.is_empty() {
-        let what = if whose == "your" {
+        let what = if scope == Scope::Mine {
             "assigned to you"
         } else {
             "open"
@@ -418,55 +309,20 @@ async fn update(ctx: CommandContext, update: Update, scope: Scope) -> Result<Ans
         return Ok(Answer::Reply(Message::text(format!(
             "No {} incidents {what} to {}.",
             from_statuses.join(" or "),
-            match update {
-                Update::Ack => "acknowledge",
-                Update::Resolve => "resolve",
+            match to {
+                IncidentUpdate::Acknowledged => "acknowledge",
+                IncidentUpdate::Resolved => "resolve",
             }
         ))));
     }
-    let asked = format!(
-        "{action} {} ({whose} incidents) as {}",
-        ids.join(", "),
-        me.email
-    );
-    let updated = match write(
-        &ctx,
-        action,
-        asked,
-        pd.update_incidents(&me.email, &ids, status),
-        |done: &Vec<Incident>| {
-            format!(
-                "{} {verb}: {}",
-                done.len(),
-                done.iter()
-                    .map(|i| i.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        },
-    )
-    .await?
-    {
-        Written::Done(done) => done,
-        Written::Held(message) => return Ok(Answer::Held(message)),
+    let held = HeldWrite::Update {
+        to,
+        ids,
+        scope,
+        from: me.email,
+        user_id: me.user_id,
     };
-    let now = OffsetDateTime::now_utc();
-    let lines: Vec<String> = updated.iter().map(|i| incident_line(i, now)).collect();
-    let title = format!(
-        "<@{}> {verb} {} incident{}",
-        ctx.user(),
-        updated.len(),
-        plural(updated.len())
-    );
-    let mut message = chat::list_message(
-        &format!("{verb} {} incident{}", updated.len(), plural(updated.len())),
-        &lines,
-        false,
-        "",
-    );
-    message.blocks.insert(1, chat::section(&title));
-    message.text = format!("{title}\n{}", message.text);
-    Ok(Answer::Reply(message))
+    write(&ctx, held).await
 }
 
 async fn oncall(ctx: CommandContext) -> HandlerResult {
@@ -549,7 +405,7 @@ async fn schedules(ctx: CommandContext) -> HandlerResult {
         None => "There are no PagerDuty schedules.".to_owned(),
     };
     Ok(chat::list_message(
-        &format!("{} schedule{}", lines.len(), plural(lines.len())),
+        &format!("{} schedule{}", lines.len(), pager::plural(lines.len())),
         &lines,
         list.truncated,
         &empty,
@@ -731,38 +587,16 @@ async fn take_pager(ctx: CommandContext) -> Result<Answer, CommandError> {
     let wanted = ctx.args.text("schedule").unwrap_or_default();
     let minutes = ctx.args.int("minutes").unwrap_or(60);
     let schedule = find_schedule(pd, wanted).await?;
-    let start = OffsetDateTime::now_utc();
-    let end = start + Duration::minutes(minutes);
-    let asked = format!(
-        "override {} ({}) for {} from {} to {}",
-        schedule.display_name(),
-        schedule.id,
-        me.email,
-        chat::when(start),
-        chat::when(end)
-    );
-    // An approval holds to the schedule and the person, not the clock: approved later, the
-    // override starts then.
-    let pinned = format!("override {} for {}", schedule.id, me.email);
-    let created = match write_pinned(
-        &ctx,
-        "override",
-        asked,
-        &pinned,
-        pd.create_override(&schedule.id, &me.user_id, start, end),
-        |o| format!("override {} created", o.id.as_deref().unwrap_or("(no id)")),
-    )
-    .await?
-    {
-        Written::Done(done) => done,
-        Written::Held(message) => return Ok(Answer::Held(message)),
+    // An approval holds to the schedule, the person and the length, not the clock: approved
+    // later, the override starts then.
+    let held = HeldWrite::Override {
+        schedule_name: schedule.display_name().to_owned(),
+        schedule_id: schedule.id,
+        user_id: me.user_id,
+        from: me.email,
+        minutes,
     };
-    Ok(Answer::Reply(Message::text(format!(
-        "<@{}> has the pager on *{}* until {} ({minutes} minutes).",
-        ctx.user(),
-        escape(schedule.display_name()),
-        chat::when(created.end)
-    ))))
+    write(&ctx, held).await
 }
 
 async fn maintenance(ctx: CommandContext) -> Result<Answer, CommandError> {
@@ -790,40 +624,14 @@ async fn maintenance(ctx: CommandContext) -> Result<Answer, CommandError> {
             })?;
         found.push(service);
     }
-    let ids: Vec<String> = found.iter().map(|s| s.id.clone()).collect();
-    let names: Vec<&str> = found.iter().map(|s| s.display_name()).collect();
-    let start = OffsetDateTime::now_utc();
-    let end = start + Duration::minutes(minutes);
-    let description = format!("from chat by {} ({})", ctx.invocation.user_name, ctx.user());
-    let asked = format!(
-        "maintenance on {} for {minutes} minutes as {}",
-        names.join(", "),
-        me.email
-    );
-    let window = match write(
-        &ctx,
-        "maintenance",
-        asked,
-        pd.create_maintenance_window(&me.email, &ids, start, end, &description),
-        |w| format!("maintenance window {} created", w.id),
-    )
-    .await?
-    {
-        Written::Done(done) => done,
-        Written::Held(message) => return Ok(Answer::Held(message)),
+    let held = HeldWrite::Maintenance {
+        service_ids: found.iter().map(|s| s.id.clone()).collect(),
+        service_names: found.iter().map(|s| s.display_name().to_owned()).collect(),
+        from: me.email,
+        minutes,
+        description: format!("from chat by {} ({})", ctx.invocation.user_name, ctx.user()),
     };
-    let until = chat::when(window.end_time.unwrap_or(end));
-    let what = names
-        .iter()
-        .map(|n| format!("*{}*", escape(n)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut text = format!("<@{}> put {what} in maintenance until {until}.", ctx.user());
-    if let Some(url) = &window.html_url {
-        text.push(' ');
-        text.push_str(&link(url, "Maintenance window"));
-    }
-    Ok(Answer::Reply(Message::text(text)))
+    write(&ctx, held).await
 }
 
 async fn services(ctx: CommandContext) -> HandlerResult {
@@ -849,7 +657,7 @@ async fn services(ctx: CommandContext) -> HandlerResult {
         })
         .collect();
     Ok(chat::list_message(
-        &format!("{} service{}", lines.len(), plural(lines.len())),
+        &format!("{} service{}", lines.len(), pager::plural(lines.len())),
         &lines,
         list.truncated,
         "No PagerDuty services found.",
@@ -920,33 +728,12 @@ async fn trigger(ctx: CommandContext) -> Result<Answer, CommandError> {
             }
         }
     };
-    let title = chat::truncate(&message, 255);
-    let asked = format!(
-        "trigger \"{title}\" for {} on service {service_id} as {}",
-        assignee.name.as_deref().unwrap_or(&assignee.id),
-        me.email
-    );
-    let incident = match write(
-        &ctx,
-        "trigger",
-        asked,
-        pd.create_incident(&me.email, &service_id, &title, &assignee.id),
-        |i| format!("incident {} created", i.id),
-    )
-    .await?
-    {
-        Written::Done(done) => done,
-        Written::Held(message) => return Ok(Answer::Held(message)),
+    let held = HeldWrite::Trigger {
+        service_id,
+        title: chat::truncate(&message, 255),
+        assignee_name: assignee.name.clone().unwrap_or_else(|| assignee.id.clone()),
+        assignee_id: assignee.id,
+        from: me.email,
     };
-    let now = OffsetDateTime::now_utc();
-    Ok(Answer::Reply(Message::text(format!(
-        "<@{}> paged {}: {}",
-        ctx.user(),
-        escape(assignee.name.as_deref().unwrap_or(&assignee.id)),
-        incident_line(&incident, now)
-    ))))
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
+    write(&ctx, held).await
 }

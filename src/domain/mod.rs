@@ -5,6 +5,7 @@ pub mod approval;
 pub mod audit;
 pub mod catalogue;
 pub mod duration;
+pub mod held;
 pub mod job;
 pub mod message;
 pub mod outbox;

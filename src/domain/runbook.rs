@@ -21,6 +21,9 @@ static INVISIBLE: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
 /// Longest parameter value accepted.
 pub const MAX_PARAM_LEN: usize = 256;
 
+/// The longest held PagerDuty write (its JSON), which names every incident it acts on.
+pub const MAX_HELD_WRITE_LEN: usize = 32 * 1024;
+
 /// Compile a parameter expression so that it must match the whole value, with a size limit so a
 /// configuration cannot build an enormous automaton.
 pub fn compile_param_regex(pattern: &str) -> Result<Regex, String> {
@@ -184,6 +187,9 @@ pub struct Runbook {
     definition: Definition,
     params: BTreeMap<String, Arc<Regex>>,
     when: Vec<When>,
+    /// The longest value a parameter may have: [`MAX_PARAM_LEN`], but more for the held write
+    /// of [`Runbook::held`], which lists every incident it acts on.
+    max_len: usize,
 }
 
 impl Runbook {
@@ -212,28 +218,40 @@ impl Runbook {
             definition,
             params,
             when,
+            max_len: MAX_PARAM_LEN,
         })
     }
 
     /// The runbook that holds PagerDuty `action` for approval (`[pagerduty] approval_required`).
-    /// Its parameters: `command`, the command as typed, and `check`, a digest of what it was to
-    /// act on; once approved, a job runs the command as the person who asked, and only if it
-    /// would still act on the same things.
+    /// Its parameters: `command`, the command as typed (what people read), and `write`, the
+    /// [`HeldWrite`](super::held::HeldWrite) it asked for, in its canonical form; once approved,
+    /// a job does that write as the person who asked.
     pub fn held(action: &str, policy: ApprovalPolicy) -> Result<Self, String> {
-        Self::compile(Definition {
+        let mut runbook = Self::compile(Definition {
             name: held_name(action),
             usage: format!("pager {action}"),
             description: Some(format!("PagerDuty `{action}`, held for approval")),
             params: BTreeMap::from([
                 ("command".to_owned(), ".+".to_owned()),
-                ("check".to_owned(), "[0-9a-f]{64}".to_owned()),
+                ("write".to_owned(), r"\{.+\}".to_owned()),
             ]),
             target: None,
             run: Run::HeldCommand,
             plan: None,
             approval: Some(policy),
             retry_safe: false,
-        })
+        })?;
+        runbook.max_len = MAX_HELD_WRITE_LEN;
+        Ok(runbook)
+    }
+
+    /// Check one value of parameter `name`: the rules every runbook shares, then its expression.
+    pub fn validate(&self, name: &str, value: &str) -> Result<(), ParamError> {
+        let pattern = self
+            .params
+            .get(name)
+            .ok_or_else(|| ParamError::Unknown { name: name.into() })?;
+        validate_within(name, value, pattern, self.max_len)
     }
 
     pub fn definition(&self) -> &Definition {
@@ -307,8 +325,8 @@ pub enum ParamError {
         "`{name}` contains an invisible formatting character (such as a right-to-left override or a zero-width space)"
     )]
     FormatCharacter { name: String },
-    #[error("`{name}` is longer than {MAX_PARAM_LEN} characters")]
-    TooLong { name: String },
+    #[error("`{name}` is longer than {max} characters")]
+    TooLong { name: String, max: usize },
     #[error("`{value}` is not a valid `{name}` (must match `{pattern}`)")]
     NoMatch {
         name: String,
@@ -319,11 +337,18 @@ pub enum ParamError {
 
 /// Check one value against the rules every runbook shares and then its own expression.
 pub fn validate_value(name: &str, value: &str, pattern: &Regex) -> Result<(), ParamError> {
+    validate_within(name, value, pattern, MAX_PARAM_LEN)
+}
+
+fn validate_within(name: &str, value: &str, pattern: &Regex, max: usize) -> Result<(), ParamError> {
     if value.is_empty() {
         return Err(ParamError::Missing { name: name.into() });
     }
-    if value.chars().count() > MAX_PARAM_LEN {
-        return Err(ParamError::TooLong { name: name.into() });
+    if value.chars().count() > max {
+        return Err(ParamError::TooLong {
+            name: name.into(),
+            max,
+        });
     }
     if value.chars().any(char::is_control) {
         return Err(ParamError::ControlCharacter { name: name.into() });

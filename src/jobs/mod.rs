@@ -19,7 +19,6 @@ use crate::{
     domain::{
         approval::binding,
         job::{Heartbeat, Job, JobStatus, Stream},
-        runbook::validate_value,
     },
 };
 use runner::{LogSink, RunEnd, Stop};
@@ -393,17 +392,20 @@ fn stop_by(services: &Services, asked_at: Instant) -> Instant {
 
 /// The runbook's run configuration, if the job may still run.
 fn check_job(services: &Services, job: &Job) -> Result<crate::domain::runbook::Run, String> {
-    let Some(runbook) = crate::runbooks::find_any(services, &job.runbook) else {
+    let Some(runbook) = services.catalogue.any_runbook(&job.runbook) else {
         return Err(format!("runbook `{}` is no longer configured", job.runbook));
     };
     if binding(runbook.definition(), &job.params) != job.binding {
         return Err("the runbook's definition or the parameters changed since this was requested and approved; ask again".to_owned());
     }
     for (name, value) in &job.params {
-        let re = runbook
-            .param(name)
-            .ok_or_else(|| format!("`{name}` is not a parameter of `{}` any more", job.runbook))?;
-        validate_value(name, value, re).map_err(|e| e.to_string())?;
+        if runbook.param(name).is_none() {
+            return Err(format!(
+                "`{name}` is not a parameter of `{}` any more",
+                job.runbook
+            ));
+        }
+        runbook.validate(name, value).map_err(|e| e.to_string())?;
     }
     Ok(runbook.definition().run.clone())
 }

@@ -53,8 +53,8 @@ pub fn approval_message(request: &ApprovalRequest, job: Option<&Job>) -> Message
         RequestStatus::Expired => format!("Expired: {}", request.runbook),
         RequestStatus::Withdrawn => format!("Withdrawn: {}", request.runbook),
     };
-    // A held PagerDuty command reads as itself and what it would do; its `check` parameter is
-    // a digest, of no use to a person.
+    // A held PagerDuty command reads as itself and what it would do; its `write` parameter is
+    // JSON, for the job rather than for a person.
     let held = request
         .params
         .get("command")

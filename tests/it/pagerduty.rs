@@ -123,6 +123,7 @@ both_stores!(
     an_empty_list_says_so,
     held_actions_wait_for_a_peer_and_run_as_the_requester,
     an_approval_holds_to_what_was_shown,
+    a_held_trigger_sends_what_was_approved,
 );
 
 async fn incidents_are_listed_across_pages(db: Db) {
@@ -1161,5 +1162,71 @@ async fn an_approval_holds_to_what_was_shown(db: Db) {
         error.contains("changed since it was approved") && error.contains("PT9, PT10"),
         "{error}"
     );
+    app.stop().await;
+}
+
+/// A held `pager trigger`: the request holds the write as it will be sent (service, title,
+/// assignee, as whom), and the approved job sends exactly that once.
+async fn a_held_trigger_sends_what_was_approved(db: Db) {
+    let Some((app, pd)) = start_held(db, "pd_held_trigger", "trigger").await else {
+        return;
+    };
+    jane_is_known(&app, &pd).await;
+    Mock::given(method("POST"))
+        .and(path("/incidents"))
+        .and(header("from", "jane@acme.test"))
+        .and(body_json(json!({"incident": {
+            "type": "incident", "title": "disk full",
+            "service": {"id": "PSVC001", "type": "service_reference"},
+            "assignments": [{"assignee": {"id": "PJANE", "type": "user_reference"}}]
+        }})))
+        .respond_with(
+            ResponseTemplate::new(201).set_body_json(
+                json!({"incident": incident("PT78", 178, "triggered", "disk full")}),
+            ),
+        )
+        .expect(1)
+        .mount(&pd)
+        .await;
+    let ack = app
+        .slash("pager trigger jane@acme.test disk full")
+        .by(JANE)
+        .send()
+        .await;
+    let text = app.reply(&ack).await["text"].as_str().unwrap().to_owned();
+    assert!(
+        text.contains(
+            "Would trigger \"disk full\" for Jane Doe on service PSVC001 as jane@acme.test"
+        ),
+        "{text}"
+    );
+    let request = app
+        .services
+        .store
+        .approval_request(1)
+        .await
+        .unwrap()
+        .expect("an approval request");
+    let write: Value = serde_json::from_str(&request.params["write"]).unwrap();
+    assert_eq!(
+        write,
+        json!({"write": "trigger", "service_id": "PSVC001", "title": "disk full",
+               "assignee_id": "PJANE", "assignee_name": "Jane Doe", "from": "jane@acme.test"})
+    );
+    let all = pd.received_requests().await.unwrap();
+    assert!(requests_to(&all, "POST", "/incidents").is_empty());
+
+    assert_eq!(app.click(JOE, "approval_approve", "1").await.status, 200);
+    let job = first_job_ended(&app).await;
+    assert_eq!(job.status.as_str(), "succeeded", "{job:?}");
+    let log = app.job_log_lines(1).await;
+    assert!(log.iter().any(|l| l.contains("paged Jane Doe")), "{log:?}");
+    let rows = app.audit_for(&ack.correlation_id).await;
+    let triggered: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.entry.action == "pagerduty.trigger")
+        .map(|r| r.entry.outcome.as_str())
+        .collect();
+    assert_eq!(triggered, ["started", "succeeded"], "{rows:?}");
     app.stop().await;
 }
