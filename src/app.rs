@@ -7,59 +7,16 @@ use tokio::net::TcpListener;
 
 use crate::{
     audit::AuditLog,
-    chat::ChatPort,
     clients::{Outbound, RetryPolicy, github::GitHub, pagerduty::PagerDuty, zendesk::Zendesk},
     command::{self, Registry},
-    config::{ConfigError, FileConfig, LimitsSection, Settings, Source},
+    config::{ConfigError, FileConfig, Settings, Source},
     domain::catalogue::Catalogue,
     http::{self, AppState},
+    services::Services,
     signature::HmacKey,
     slack::{api::SlackApi, port::SlackChat, response_url::ResponseUrlPolicy},
     store::Store,
 };
-
-/// Everything a request or a handler may use. Built once; shared behind an `Arc`.
-pub struct Services {
-    pub config: FileConfig,
-    pub settings: Settings,
-    pub store: Store,
-    pub audit: AuditLog,
-    /// The configuration compiled: runbooks, routes, who may do what.
-    pub catalogue: Catalogue,
-    pub registry: Registry,
-    pub outbound: Outbound,
-    /// The chat platform: posts, updates, replies, user lookups.
-    pub chat: Arc<dyn ChatPort>,
-    pub pagerduty: Option<PagerDuty>,
-    pub zendesk: Option<Zendesk>,
-    pub github: Option<GitHub>,
-    pub links: crate::links::Links,
-    /// Woken when a job is queued, so idle workers claim it at once.
-    pub job_queued: tokio::sync::Notify,
-    /// The chat platform as the outbox sender uses it: no retries of its own, since the sender
-    /// paces and retries per channel.
-    pub notices: Arc<dyn ChatPort>,
-    /// Woken when messages are queued.
-    pub outbox_ready: tokio::sync::Notify,
-    /// Stores webhook deliveries with group commit.
-    pub deliveries: crate::notify::DeliveryWriter,
-    /// The background loops, and which of them died.
-    pub background: Arc<crate::background::Background>,
-    /// One approval-message refresh at a time per request.
-    pub approval_locks:
-        std::sync::Mutex<std::collections::HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
-    /// The slash command we answer, e.g. `/ops`.
-    pub slash: String,
-    /// Background commands in flight, in all and per person; past these the acknowledgement
-    /// says "busy".
-    pub in_flight: Arc<crate::inflight::InFlight>,
-}
-
-impl Services {
-    pub fn limits(&self) -> &LimitsSection {
-        &self.config.limits
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -95,6 +52,8 @@ pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// A built application: its services and the tasks it runs.
 pub struct App {
     pub services: Arc<Services>,
+    /// Every command with its handler: what requests are dispatched to.
+    pub registry: Arc<Registry>,
     audit_task: tokio::task::JoinHandle<()>,
     delivery_task: tokio::task::JoinHandle<()>,
     stop_jobs: tokio::sync::watch::Sender<bool>,
@@ -125,7 +84,7 @@ impl App {
             store.migrate().await?;
         }
         let (audit, audit_task) = AuditLog::spawn(store.clone());
-        let (deliveries, delivery_task) = crate::notify::DeliveryWriter::spawn(store.clone());
+        let (deliveries, delivery_task) = crate::deliveries::DeliveryWriter::spawn(store.clone());
         let outbound = Outbound::new(retry, http_timeout);
         let slack = SlackApi::new(
             outbound.clone(),
@@ -192,7 +151,7 @@ impl App {
             store,
             audit,
             catalogue,
-            registry,
+            commands: registry.rules(),
         };
         let services = Arc::new(services);
         let (stop_jobs, stop) = tokio::sync::watch::channel(false);
@@ -208,6 +167,7 @@ impl App {
         }
         Ok(Self {
             services,
+            registry: Arc::new(registry),
             audit_task,
             delivery_task,
             stop_jobs,
@@ -230,9 +190,11 @@ impl App {
             })?;
         let state = AppState {
             services: self.services.clone(),
+            registry: self.registry.clone(),
             slack_key: Arc::new(HmacKey::new(secret.expose_secret().as_bytes())),
         };
-        Ok(http::router(state))
+        let chat = crate::slack::routes(self.services.config.limits.body_timeout);
+        Ok(http::router(state, chat))
     }
 
     /// Serve on `listener` until `shutdown` resolves, then let background commands finish (for
@@ -269,7 +231,8 @@ impl App {
             Some(addr) => {
                 let metrics_listener = TcpListener::bind(addr).await?;
                 tracing::info!(%addr, "metrics listening");
-                let router = crate::http::metrics_router(self.services.clone());
+                let router =
+                    crate::http::metrics_router(self.services.clone(), self.registry.clone());
                 let limits = ServerLimits {
                     max_connections: 64,
                     ..server_limits

@@ -365,6 +365,7 @@ async fn console(
     .await
     .map_err(|e| e.to_string())?;
     let services = app.services.clone();
+    let registry = app.registry.clone();
     let slash = services.slash.clone();
     let wait = services.limits().handler_timeout + std::time::Duration::from_secs(5);
     println!(
@@ -404,7 +405,7 @@ async fn console(
             reply: ReplyTarget::Console(tx),
             replay_key: None,
         };
-        match dispatch::dispatch(&services, invocation).await {
+        match dispatch::dispatch(&services, &registry, invocation).await {
             Ack::Message(message) => println!("{}", crate::chat::unescape(&message.text)),
             Ack::Empty | Ack::Echo => match tokio::time::timeout(wait, rx.recv()).await {
                 Ok(Some(message)) => println!("{}", crate::chat::unescape(&message.text)),

@@ -16,40 +16,14 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::{
-    app::Services,
     audit::{AuditError, Claimed},
     chat::{Message, ResponseUrl, Visibility},
-    command::{Answer, CommandContext, CommandError, CommandSpec, ParseError, help},
+    command::{Answer, CommandContext, CommandError, CommandSpec, ParseError, Registry, help},
     domain::audit::{AuditEntry, Outcome},
+    services::Services,
 };
 
-/// Where a command's answer goes.
-#[derive(Debug, Clone)]
-pub enum ReplyTarget {
-    /// Slack's `response_url`, as received (checked against the allow-list when dispatched).
-    ResponseUrl(String),
-    /// The local console.
-    Console(mpsc::UnboundedSender<Message>),
-    /// A thread in a channel (an @mention), posted with the bot token.
-    Thread { channel: String, thread_ref: String },
-}
-
-/// One command as someone typed it.
-#[derive(Debug, Clone)]
-pub struct Invocation {
-    pub correlation_id: String,
-    pub user_id: String,
-    pub user_name: String,
-    pub channel_id: String,
-    pub team_id: String,
-    /// The slash command used, e.g. `/ops`.
-    pub slash: String,
-    pub text: String,
-    pub reply: ReplyTarget,
-    /// What makes this request unique within the replay window (its signature), when it came
-    /// signed: a second request with the same key is a replay and is refused.
-    pub replay_key: Option<String>,
-}
+pub use crate::command::{Invocation, ReplyTarget};
 
 /// Where a checked reply goes.
 #[derive(Debug, Clone)]
@@ -81,7 +55,7 @@ pub fn new_correlation_id() -> String {
 }
 
 /// Handle one invocation up to its acknowledgement, spawning the rest.
-pub async fn dispatch(services: &Arc<Services>, inv: Invocation) -> Ack {
+pub async fn dispatch(services: &Arc<Services>, registry: &Arc<Registry>, inv: Invocation) -> Ack {
     // At ERROR level so the span is on whenever any of its events can be: a warning logged
     // under `RUST_LOG=warn` still carries the correlation id. (Spans' levels only filter.)
     let span = tracing::error_span!(
@@ -90,10 +64,16 @@ pub async fn dispatch(services: &Arc<Services>, inv: Invocation) -> Ack {
         user = %inv.user_id,
         channel = %inv.channel_id,
     );
-    dispatch_in_span(services, inv).instrument(span).await
+    dispatch_in_span(services, registry, inv)
+        .instrument(span)
+        .await
 }
 
-async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
+async fn dispatch_in_span(
+    services: &Arc<Services>,
+    registry: &Arc<Registry>,
+    inv: Invocation,
+) -> Ack {
     let entry = |outcome| {
         AuditEntry::new(&inv.correlation_id, &inv.user_id, "command", outcome)
             .channel(&inv.channel_id)
@@ -104,13 +84,13 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
     let answer =
         |entries, command, message| answer_inline(services, &inv, entries, command, message);
 
-    let (spec, args) = match services.registry.parse(&inv.text, may_run) {
+    let (spec, args) = match registry.parse(&inv.text, may_run) {
         Ok(found) => found,
         Err(ParseError::Empty) => {
             return answer(
                 vec![received, entry(Outcome::Succeeded).detail("help")],
                 "help",
-                help::render(&services.registry, &inv.slash, may_run, None),
+                help::render(registry, &inv.slash, may_run, None),
             )
             .await;
         }
@@ -121,7 +101,7 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
                     entry(Outcome::Succeeded).detail(format!("help {topic}")),
                 ],
                 "help",
-                help::render(&services.registry, &inv.slash, may_run, Some(&topic)),
+                help::render(registry, &inv.slash, may_run, Some(&topic)),
             )
             .await;
         }
@@ -150,6 +130,7 @@ async fn dispatch_in_span(services: &Arc<Services>, inv: Invocation) -> Ack {
     // Built only for a command that will run (a refusal below needs none).
     let context = |args| CommandContext {
         services: services.clone(),
+        registry: registry.clone(),
         invocation: Arc::new(inv.clone()),
         args,
         command: name.clone(),

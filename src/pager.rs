@@ -5,7 +5,6 @@
 use time::{Duration, OffsetDateTime};
 
 use crate::{
-    app::Services,
     chat::{self, Message, escape, link},
     clients::{
         pagerduty::{Incident, PagerDuty},
@@ -15,6 +14,7 @@ use crate::{
         audit::{AuditEntry, Outcome},
         held::{HeldWrite, Scope},
     },
+    services::Services,
 };
 
 /// Who a write is done for, and where its audit steps go.

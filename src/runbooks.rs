@@ -6,15 +6,16 @@ use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 use crate::{
-    app::Services,
     chat::{self, Message, escape},
     domain::audit::{AuditEntry, Outcome},
     domain::{
         approval::{ApprovalRequest, Decision, NewApprovalRequest, VoteResult, binding},
+        held::HeldWrite,
         job::NewJob,
         runbook::{Run, Runbook, held_action},
     },
     jobs::{report, runner},
+    services::Services,
 };
 
 /// Who is asking, and where.
@@ -57,10 +58,14 @@ pub fn may_see_job(
         return Ok(());
     }
     if held_action(&job.runbook).is_some() {
-        let command = job.params.get("command").map(String::as_str).unwrap_or("");
-        return match services.registry.parse(command, |_| true) {
-            Ok((spec, _)) => spec.allowed(&services.catalogue.access, user),
-            Err(_) => Err(crate::domain::access::Refusal { needed: Vec::new() }),
+        let write = job.params.get("write").map(|w| HeldWrite::parse(w));
+        return match write {
+            Some(Ok(write)) => {
+                services
+                    .commands
+                    .allowed(&services.catalogue.access, write.command(), user)
+            }
+            _ => Err(crate::domain::access::Refusal { needed: Vec::new() }),
         };
     }
     services

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use crate::{app::Services, config::Keep, signature::MAX_CLOCK_SKEW_SECS, store::Prunable};
+use crate::{config::Keep, services::Services, signature::MAX_CLOCK_SKEW_SECS, store::Prunable};
 
 /// How long a signature is remembered, counted from when it was signed: a copy is refused by
 /// verification once its timestamp is more than the clock skew old. Five minutes more allow for

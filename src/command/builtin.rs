@@ -29,7 +29,7 @@ async fn help_command(ctx: CommandContext) -> HandlerResult {
     let may_run =
         |spec: &super::CommandSpec| spec.allowed(&services.catalogue.access, user).is_ok();
     Ok(help::render(
-        &services.registry,
+        &ctx.registry,
         &ctx.invocation.slash,
         may_run,
         (!topic.is_empty()).then_some(topic.as_str()),

@@ -15,7 +15,7 @@ use std::{future::Future, pin::Pin, sync::Arc};
 pub use grammar::{ArgType, Args};
 use grammar::{Mismatch, Usage, words};
 
-use crate::{app::Services, chat::Message, chat::Visibility, dispatch::Invocation};
+use crate::{chat::Message, chat::Visibility, services::Services};
 
 impl From<crate::pager::WriteError> for CommandError {
     fn from(e: crate::pager::WriteError) -> Self {
@@ -29,12 +29,42 @@ impl From<crate::clients::vendor::VendorError> for CommandError {
     }
 }
 
+/// Where a command's answer goes.
+#[derive(Debug, Clone)]
+pub enum ReplyTarget {
+    /// Slack's `response_url`, as received (checked against the allow-list when dispatched).
+    ResponseUrl(String),
+    /// The local console.
+    Console(tokio::sync::mpsc::UnboundedSender<Message>),
+    /// A thread in a channel (an @mention), posted with the bot token.
+    Thread { channel: String, thread_ref: String },
+}
+
+/// One command as someone typed it.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub correlation_id: String,
+    pub user_id: String,
+    pub user_name: String,
+    pub channel_id: String,
+    pub team_id: String,
+    /// The slash command used, e.g. `/ops`.
+    pub slash: String,
+    pub text: String,
+    pub reply: ReplyTarget,
+    /// What makes this request unique within the replay window (its signature), when it came
+    /// signed: a second request with the same key is a replay and is refused.
+    pub replay_key: Option<String>,
+}
+
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// What a handler gets: the app's services, who asked and where, and the typed arguments.
 #[derive(Clone)]
 pub struct CommandContext {
     pub services: Arc<Services>,
+    /// Every command, for those that list them (`help`).
+    pub registry: Arc<Registry>,
     pub invocation: Arc<Invocation>,
     pub args: Args,
     /// The matched command's name, e.g. `pager ack`.
@@ -78,7 +108,7 @@ impl CommandContext {
     pub fn private_reply(&self) -> bool {
         matches!(
             self.invocation.reply,
-            crate::dispatch::ReplyTarget::ResponseUrl(_) | crate::dispatch::ReplyTarget::Console(_)
+            ReplyTarget::ResponseUrl(_) | ReplyTarget::Console(_)
         )
     }
 
@@ -396,6 +426,18 @@ impl Registry {
             });
         }
         Ok(Self { specs })
+    }
+
+    /// Who may run each command, by name, without the handlers.
+    pub fn rules(&self) -> crate::domain::access::CommandRules {
+        crate::domain::access::CommandRules::new(self.specs.iter().map(|s| {
+            let rule = crate::domain::access::CommandRule {
+                family: s.family.clone(),
+                permission: s.permission.clone(),
+                default_groups: s.default_groups.clone(),
+            };
+            (s.name.clone(), rule)
+        }))
     }
 
     pub fn specs(&self) -> &[CommandSpec] {

@@ -124,6 +124,33 @@ impl Access {
     }
 }
 
+/// Who may run one command, as the registry declares it: its family, its own permission key and
+/// the groups it allows when configuration says nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRule {
+    pub family: String,
+    pub permission: Option<String>,
+    pub default_groups: Vec<String>,
+}
+
+/// Every command's [`CommandRule`] by name: what a job or a page checks again at every look
+/// (may Jane still run `pager ack!`?) without the registry and its handlers.
+#[derive(Debug, Clone, Default)]
+pub struct CommandRules(std::collections::BTreeMap<String, CommandRule>);
+
+impl CommandRules {
+    pub fn new(rules: impl IntoIterator<Item = (String, CommandRule)>) -> Self {
+        Self(rules.into_iter().collect())
+    }
+
+    /// Whether `user` may run `command`; a command that does not exist is refused to everyone.
+    pub fn allowed(&self, access: &Access, command: &str, user: &str) -> Result<(), Refusal> {
+        let rule = self.0.get(command).ok_or(Refusal { needed: Vec::new() })?;
+        let defaults: Vec<&str> = rule.default_groups.iter().map(String::as_str).collect();
+        access.check(user, rule.permission.as_deref(), &rule.family, &defaults)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,50 +21,36 @@ use axum::{
 };
 use http_body_util::BodyExt as _;
 
-use crate::{app::Services, signature::HmacKey};
-
-/// Slack's slash-command bodies are a few hundred bytes; interaction payloads carry the whole
-/// message they came from (up to 50 blocks), so they get more room.
-pub const SLACK_COMMAND_BODY_LIMIT: usize = 64 * 1024;
-pub const SLACK_INTERACTION_BODY_LIMIT: usize = 1024 * 1024;
+use crate::{services::Services, signature::HmacKey};
 
 #[derive(Clone)]
 pub struct AppState {
     pub services: Arc<Services>,
+    pub registry: Arc<crate::command::Registry>,
     pub slack_key: Arc<HmacKey>,
 }
 
-pub fn router(state: AppState) -> Router {
+/// A POST route whose body is read in full before `handler` runs: at most `limit` bytes, within
+/// `body_timeout`.
+pub fn post_within(
+    handler: MethodRouter<AppState>,
+    limit: usize,
+    body_timeout: Duration,
+) -> MethodRouter<AppState> {
+    handler
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(move |request, next| {
+            read_body(request, next, limit, body_timeout)
+        }))
+}
+
+/// Every route: the chat platform's (`chat`, from its edge folder), the webhooks, the pages and
+/// the operational endpoints.
+pub fn router(state: AppState, chat: Router<AppState>) -> Router {
     let body_timeout = state.services.config.limits.body_timeout;
-    let post_within = |handler: MethodRouter<AppState>, limit: usize| {
-        handler
-            .layer(DefaultBodyLimit::max(limit))
-            .layer(middleware::from_fn(move |request, next| {
-                read_body(request, next, limit, body_timeout)
-            }))
-    };
+    let post_within = |handler, limit| post_within(handler, limit, body_timeout);
     Router::new()
-        .route(
-            "/slack/commands",
-            post_within(
-                post(crate::slack::commands::commands),
-                SLACK_COMMAND_BODY_LIMIT,
-            ),
-        )
-        .route(
-            "/slack/interactions",
-            post_within(
-                post(crate::slack::interactions::interactions),
-                SLACK_INTERACTION_BODY_LIMIT,
-            ),
-        )
-        .route(
-            "/slack/events",
-            post_within(
-                post(crate::slack::events::events),
-                SLACK_INTERACTION_BODY_LIMIT,
-            ),
-        )
+        .merge(chat)
         .route(
             "/webhooks/github",
             post_within(post(webhooks::github), webhooks::GITHUB_BODY_LIMIT),
@@ -93,9 +79,10 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// `/metrics` and `/healthz` alone, for `METRICS_LISTEN_ADDR`.
-pub fn metrics_router(services: Arc<Services>) -> Router {
+pub fn metrics_router(services: Arc<Services>, registry: Arc<crate::command::Registry>) -> Router {
     let state = AppState {
         services,
+        registry,
         // Nothing signed is served here.
         slack_key: Arc::new(HmacKey::new(b"unused")),
     };

@@ -272,11 +272,9 @@ pub async fn audit_page(State(state): State<AppState>, Query(q): Query<AuditQuer
         );
     };
     let still_allowed = services
-        .registry
-        .specs()
-        .iter()
-        .find(|spec| spec.name == "audit")
-        .is_some_and(|spec| spec.allowed(&services.catalogue.access, user).is_ok());
+        .commands
+        .allowed(&services.catalogue.access, "audit", user)
+        .is_ok();
     if !services.links.verify_audit(user, exp, sig, now) || !still_allowed {
         return page(
             StatusCode::FORBIDDEN,

@@ -10,12 +10,12 @@ use tracing::Instrument as _;
 
 use super::runner::{LogSink, RunEnd, Stop, cancelled};
 use crate::{
-    app::Services,
     domain::{
         held::HeldWrite,
         job::{Job, Stream},
     },
     pager,
+    services::Services,
 };
 
 fn failed(error: impl Into<String>) -> RunEnd {
@@ -49,22 +49,10 @@ pub async fn run(
     let slash = &services.slash;
     // The requester must still be allowed to ask for it.
     let allowed = services
-        .registry
-        .specs()
-        .iter()
-        .find(|spec| spec.name == write.command())
-        .map(|spec| spec.allowed(&services.catalogue.access, user));
-    match allowed {
-        Some(Ok(())) => {}
-        Some(Err(refusal)) => {
-            return failed(refusal.message(&format!("{slash} {}", write.command())));
-        }
-        None => {
-            return failed(format!(
-                "`{slash} {}` is not a command any more",
-                write.command()
-            ));
-        }
+        .commands
+        .allowed(&services.catalogue.access, write.command(), user);
+    if let Err(refusal) = allowed {
+        return failed(refusal.message(&format!("{slash} {}", write.command())));
     }
     let Some(pd) = services.pagerduty.clone() else {
         return failed("PagerDuty is not configured (PAGERDUTY_API_TOKEN); nothing was done");

@@ -13,13 +13,13 @@ use tokio::{sync::watch, time::Instant};
 use tracing::Instrument;
 
 use crate::{
-    app::Services,
     domain::audit::{AuditEntry, Outcome},
     domain::runbook::Run,
     domain::{
         approval::binding,
         job::{Heartbeat, Job, JobStatus, Stream},
     },
+    services::Services,
 };
 use runner::{LogSink, RunEnd, Stop};
 

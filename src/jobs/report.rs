@@ -4,12 +4,12 @@
 //! response URL only and later progress is visible with `job <id>` and on the job page.
 
 use crate::{
-    app::Services,
     chat::{self, Action, ButtonStyle, Message, escape},
     domain::{
         approval::{ApprovalRequest, Decision, RequestStatus},
         job::{Job, JobStatus},
     },
+    services::Services,
 };
 
 fn params_lines(params: &std::collections::BTreeMap<String, String>) -> String {

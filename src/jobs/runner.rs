@@ -8,12 +8,12 @@ use time::OffsetDateTime;
 use tokio::sync::{Mutex, watch};
 
 use crate::{
-    app::Services,
     domain::runbook::Run,
     domain::{
         job::{LogLine, Stream},
         runbook::render,
     },
+    services::Services,
     store::StoreError,
 };
 

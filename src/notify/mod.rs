@@ -10,11 +10,11 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::{
-    app::Services,
     domain::{
         audit::{AuditEntry, Outcome},
         outbox::{Delivery, NewOutbox, Recorded},
     },
+    services::Services,
     store::StoreError,
 };
 use format::Formatted;
@@ -22,66 +22,6 @@ use format::Formatted;
 /// The priority of incident notifications (PagerDuty): posted ahead of anything else waiting for
 /// their channel, and never summarised into a burst.
 pub const INCIDENT_PRIORITY: i16 = 1;
-
-type Pending = (
-    Delivery,
-    tokio::sync::oneshot::Sender<Result<Recorded, String>>,
-);
-
-/// Group commit for deliveries: callers wait until their delivery is committed, and one writer
-/// commits whatever queued meanwhile in one transaction, so a burst of webhooks costs a few
-/// commits rather than one each.
-#[derive(Clone)]
-pub struct DeliveryWriter {
-    tx: tokio::sync::mpsc::Sender<Pending>,
-}
-
-impl DeliveryWriter {
-    pub fn spawn(store: crate::store::Store) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(4096);
-        let task = tokio::spawn(async move {
-            let mut batch: Vec<Pending> = Vec::new();
-            while rx.recv_many(&mut batch, 256).await > 0 {
-                let (deliveries, waiters): (Vec<Delivery>, Vec<_>) = batch.drain(..).unzip();
-                for d in &deliveries {
-                    crate::audit::log_entries(&d.audit);
-                }
-                match store.record_deliveries(&deliveries).await {
-                    Ok(recorded) => {
-                        for (done, r) in waiters.into_iter().zip(recorded) {
-                            let _ = done.send(Ok(r));
-                        }
-                    }
-                    Err(e) => {
-                        // One bad delivery (or a deadlock with another replica) must not fail
-                        // the others: try each on its own.
-                        tracing::warn!(error = %e, deliveries = deliveries.len(), "batch not stored; storing one by one");
-                        for (d, done) in deliveries.into_iter().zip(waiters) {
-                            let one = store
-                                .record_deliveries(std::slice::from_ref(&d))
-                                .await
-                                .map(|mut r| r.remove(0))
-                                .map_err(|e| e.to_string());
-                            let _ = done.send(one);
-                        }
-                    }
-                }
-            }
-        });
-        (Self { tx }, task)
-    }
-
-    /// Store one delivery; returns once it is committed.
-    pub async fn record(&self, delivery: Delivery) -> Result<Recorded, String> {
-        let (done, wait) = tokio::sync::oneshot::channel();
-        self.tx
-            .send((delivery, done))
-            .await
-            .map_err(|_| "the delivery writer has stopped".to_owned())?;
-        wait.await
-            .map_err(|_| "the delivery writer has stopped".to_owned())?
-    }
-}
 
 pub fn body_hash(body: &[u8]) -> String {
     use sha2::Digest as _;

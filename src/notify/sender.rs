@@ -10,10 +10,10 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::{
-    app::Services,
     chat::{self, Message},
     clients::vendor::{ErrorKind, VendorError},
     domain::audit::{AuditEntry, Outcome},
+    services::Services,
 };
 use crate::{domain::outbox::OutboxRow, store::StoreError};
 

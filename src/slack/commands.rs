@@ -216,7 +216,7 @@ pub async fn commands(State(state): State<AppState>, request: VerifiedSlack) -> 
         reply: ReplyTarget::ResponseUrl(cmd.response_url),
         replay_key: Some(request.replay_key()),
     };
-    let ack = dispatch::dispatch(&state.services, invocation).await;
+    let ack = dispatch::dispatch(&state.services, &state.registry, invocation).await;
     let mut response = match ack {
         Ack::Message(message) => Json(super::blocks::reply(&message)).into_response(),
         Ack::Echo => Json(serde_json::json!({"response_type": "in_channel"})).into_response(),

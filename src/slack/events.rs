@@ -94,10 +94,11 @@ pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Re
         replay_key: None,
     };
     let services = services.clone();
+    let registry = state.registry.clone();
     let channel = channel.to_owned();
     // Events are acknowledged at once; even an answer-in-the-ack is posted to the thread.
     tokio::spawn(async move {
-        if let Ack::Message(message) = dispatch::dispatch(&services, invocation).await
+        if let Ack::Message(message) = dispatch::dispatch(&services, &registry, invocation).await
             && let Err(e) = services.chat.post(&channel, Some(&thread), &message).await
         {
             tracing::warn!(error = %e, "mention answer not posted");

@@ -19,7 +19,6 @@ use super::{
 };
 use crate::http::AppState;
 use crate::{
-    app::Services,
     audit::Claimed,
     chat::{Action, Message},
     dispatch::new_correlation_id,
@@ -28,6 +27,7 @@ use crate::{
     error::ApiError,
     jobs::report,
     runbooks,
+    services::Services,
 };
 
 #[derive(Debug, Deserialize)]

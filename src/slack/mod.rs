@@ -10,3 +10,44 @@ pub mod interactions;
 pub mod manifest;
 pub mod port;
 pub mod response_url;
+
+use std::time::Duration;
+
+use axum::{Router, routing::post};
+
+use crate::http::{AppState, post_within};
+
+/// Slack's slash-command bodies are a few hundred bytes; interaction payloads carry the whole
+/// message they came from (up to 50 blocks), so they get more room.
+pub const SLACK_COMMAND_BODY_LIMIT: usize = 64 * 1024;
+pub const SLACK_INTERACTION_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Slack's three routes, each reading its body in full (within `body_timeout`) before it is
+/// verified.
+pub fn routes(body_timeout: Duration) -> Router<AppState> {
+    Router::new()
+        .route(
+            "/slack/commands",
+            post_within(
+                post(commands::commands),
+                SLACK_COMMAND_BODY_LIMIT,
+                body_timeout,
+            ),
+        )
+        .route(
+            "/slack/interactions",
+            post_within(
+                post(interactions::interactions),
+                SLACK_INTERACTION_BODY_LIMIT,
+                body_timeout,
+            ),
+        )
+        .route(
+            "/slack/events",
+            post_within(
+                post(events::events),
+                SLACK_INTERACTION_BODY_LIMIT,
+                body_timeout,
+            ),
+        )
+}

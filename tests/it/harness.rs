@@ -9,11 +9,12 @@ use std::{
 };
 
 use pantheon::{
-    app::{App, Options, Services},
+    app::{App, Options},
     clients::RetryPolicy,
     command::Declaration,
     config::{FileConfig, Settings, Source},
     domain::audit::{AuditRecord, Outcome},
+    services::Services,
     signature::{HmacKey, sign_slack},
 };
 use sqlx::Connection as _;

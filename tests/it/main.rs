@@ -8,6 +8,7 @@ mod crash;
 mod edge;
 mod escaping;
 mod github;
+mod layout;
 mod notifications;
 mod ops;
 mod pagerduty;
