@@ -9,7 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use pantheon::{
     config::{FileConfig, Source},
     signature::{HmacKey, sign_slack, verify_slack},
-    slack::commands::{SlashCommand, SlashForm},
+    slack::request::{Request, SlashCommand},
 };
 
 const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
@@ -48,8 +48,8 @@ fn bench(c: &mut Criterion) {
                 now,
             )
             .expect("valid");
-            let SlashForm::Command(SlashCommand { text, .. }) =
-                SlashForm::parse(black_box(BODY.as_bytes())).expect("form")
+            let Request::Command(SlashCommand { text, .. }) =
+                Request::command_form(black_box(BODY.as_bytes())).expect("form")
             else {
                 unreachable!()
             };

@@ -157,19 +157,17 @@ async fn dispatch_in_span(
             channel: channel.clone(),
             thread_ref: thread_ref.clone(),
         },
-        ReplyTarget::ResponseUrl(raw) => match services.chat.response_url(raw) {
-            Ok(url) => Delivery::ResponseUrl(url),
-            Err(why) => {
-                tracing::warn!(reason = %why, "response_url refused");
-                let text = format!("I can't answer this request: {why}. Nothing was run.");
-                return answer(
-                    vec![received, entry(Outcome::Refused).detail(why)],
-                    &name,
-                    Message::text(text),
-                )
-                .await;
-            }
-        },
+        ReplyTarget::ResponseUrl(url) => Delivery::ResponseUrl(url.clone()),
+        ReplyTarget::RefusedUrl(why) => {
+            tracing::warn!(reason = %why, "response_url refused");
+            let text = format!("I can't answer this request: {why}. Nothing was run.");
+            return answer(
+                vec![received, entry(Outcome::Refused).detail(why.clone())],
+                &name,
+                Message::text(text),
+            )
+            .await;
+        }
     };
 
     // Votes and cancels take no slot: however busy Pantheon is, people can get out of a jam.

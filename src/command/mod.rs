@@ -32,8 +32,11 @@ impl From<crate::clients::vendor::VendorError> for CommandError {
 /// Where a command's answer goes.
 #[derive(Debug, Clone)]
 pub enum ReplyTarget {
-    /// Slack's `response_url`, as received (checked against the allow-list when dispatched).
-    ResponseUrl(String),
+    /// The platform's reply URL (Slack's `response_url`), checked by the edge that received it.
+    ResponseUrl(crate::chat::ResponseUrl),
+    /// The request came with a reply URL its edge refused (why): nothing runs, and the
+    /// refusal is audited and answered in the acknowledgement.
+    RefusedUrl(String),
     /// The local console.
     Console(tokio::sync::mpsc::UnboundedSender<Message>),
     /// A thread in a channel (an @mention), posted with the bot token.
@@ -108,7 +111,7 @@ impl CommandContext {
     pub fn private_reply(&self) -> bool {
         matches!(
             self.invocation.reply,
-            ReplyTarget::ResponseUrl(_) | ReplyTarget::Console(_)
+            ReplyTarget::ResponseUrl(_) | ReplyTarget::RefusedUrl(_) | ReplyTarget::Console(_)
         )
     }
 

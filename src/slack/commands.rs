@@ -11,6 +11,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+use super::request::Request as SlackRequest;
 use crate::http::AppState;
 use crate::{
     dispatch::{self, Ack, Invocation, ReplyTarget},
@@ -106,98 +107,13 @@ pub fn is_form(headers: &HeaderMap) -> bool {
         })
 }
 
-/// The fields of a slash-command form that we use.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct SlashCommand {
-    pub command: String,
-    pub text: String,
-    pub user_id: String,
-    pub user_name: String,
-    pub channel_id: String,
-    pub team_id: String,
-    pub response_url: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SlashForm {
-    /// Slack checking our certificate: answer 200 and do nothing.
-    SslCheck,
-    Command(SlashCommand),
-}
-
-impl SlashForm {
-    pub fn parse(body: &[u8]) -> Result<Self, String> {
-        if std::str::from_utf8(body).is_err() {
-            return Err("the body is not UTF-8 text".into());
-        }
-        let mut cmd = SlashCommand::default();
-        let mut ssl_check = false;
-        let mut seen_command = false;
-        let mut seen_user = false;
-        let mut seen_response_url = false;
-        for (key, value) in form_urlencoded::parse(body) {
-            // Nothing downstream (the audit trail, Postgres, replies) wants a NUL.
-            let value = if value.contains('\0') {
-                crate::domain::redact::without_nul(&value)
-                    .into_owned()
-                    .into()
-            } else {
-                value
-            };
-            match &*key {
-                "ssl_check" => ssl_check = value == "1",
-                "command" => {
-                    cmd.command = value.into_owned();
-                    seen_command = true;
-                }
-                "text" => cmd.text = value.into_owned(),
-                "user_id" => {
-                    cmd.user_id = value.into_owned();
-                    seen_user = true;
-                }
-                "user_name" => cmd.user_name = value.into_owned(),
-                "channel_id" => cmd.channel_id = value.into_owned(),
-                "team_id" => cmd.team_id = value.into_owned(),
-                "response_url" => {
-                    cmd.response_url = value.into_owned();
-                    seen_response_url = true;
-                }
-                _ => {}
-            }
-        }
-        if ssl_check && !seen_command {
-            return Ok(SlashForm::SslCheck);
-        }
-        let missing: Vec<&str> = [
-            ("command", seen_command),
-            ("user_id", seen_user),
-            ("response_url", seen_response_url),
-        ]
-        .into_iter()
-        .filter(|(_, seen)| !seen)
-        .map(|(name, _)| name)
-        .collect();
-        if !missing.is_empty() {
-            return Err(format!(
-                "not a slash command: missing {}",
-                missing.join(", ")
-            ));
-        }
-        if cmd.user_id.is_empty() {
-            return Err("not a slash command: empty user_id".into());
-        }
-        Ok(SlashForm::Command(cmd))
-    }
-}
-
 pub async fn commands(State(state): State<AppState>, request: VerifiedSlack) -> Response {
     if let Err(e) = request.require_form() {
         return e.into_response();
     }
-    let body = request.body.clone();
-    let cmd = match SlashForm::parse(&body) {
-        Ok(SlashForm::SslCheck) => return StatusCode::OK.into_response(),
-        Ok(SlashForm::Command(cmd)) => cmd,
+    let cmd = match SlackRequest::command_form(&request.body) {
+        Ok(SlackRequest::Command(cmd)) => cmd,
+        Ok(_) => return StatusCode::OK.into_response(),
         Err(why) => return ApiError::BadRequest(why).into_response(),
     };
     let correlation_id = dispatch::new_correlation_id();
@@ -213,7 +129,10 @@ pub async fn commands(State(state): State<AppState>, request: VerifiedSlack) -> 
             cmd.command
         },
         text: cmd.text,
-        reply: ReplyTarget::ResponseUrl(cmd.response_url),
+        reply: match state.services.chat.response_url(&cmd.response_url) {
+            Ok(url) => ReplyTarget::ResponseUrl(url),
+            Err(why) => ReplyTarget::RefusedUrl(why),
+        },
         replay_key: Some(request.replay_key()),
     };
     let ack = dispatch::dispatch(&state.services, &state.registry, invocation).await;
@@ -226,39 +145,4 @@ pub async fn commands(State(state): State<AppState>, request: VerifiedSlack) -> 
         response.headers_mut().insert("x-correlation-id", value);
     }
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slack_docs_payloads_parse() {
-        let body = "token=gIkuvaNzQIHg97ATvDxqgjtO&team_id=T0001&team_domain=example&enterprise_id=E0001&enterprise_name=Globular%20Construct%20Inc&channel_id=C2147483705&channel_name=test&user_id=U2147483697&user_name=Steve&command=/weather&text=94070&response_url=https://hooks.slack.com/commands/1234/5678&trigger_id=13345224609.738474920.8088930838d88f008e0&api_app_id=A123456";
-        match SlashForm::parse(body.as_bytes()).unwrap() {
-            SlashForm::Command(c) => {
-                assert_eq!(c.command, "/weather");
-                assert_eq!(c.text, "94070");
-                assert_eq!(c.user_id, "U2147483697");
-                assert_eq!(c.channel_id, "C2147483705");
-                assert_eq!(c.response_url, "https://hooks.slack.com/commands/1234/5678");
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn ssl_check_and_bad_forms() {
-        assert_eq!(
-            SlashForm::parse(b"token=random&ssl_check=1").unwrap(),
-            SlashForm::SslCheck
-        );
-        let err = SlashForm::parse(b"{\"json\": true}").unwrap_err();
-        assert!(
-            err.contains("missing command, user_id, response_url"),
-            "{err}"
-        );
-        assert!(SlashForm::parse(b"\xff\xfe").is_err());
-        assert!(SlashForm::parse(b"command=%2Fops&user_id=&response_url=x").is_err());
-    }
 }

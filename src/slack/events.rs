@@ -11,7 +11,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::commands::VerifiedSlack;
+use super::{commands::VerifiedSlack, request::Request};
 use crate::http::AppState;
 use crate::{
     dispatch::{self, Ack, Invocation, ReplyTarget},
@@ -20,30 +20,21 @@ use crate::{
 };
 
 pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Response {
-    let body = request.body;
-    let payload: Value = match serde_json::from_slice(&body) {
-        Ok(v) => crate::domain::redact::json_without_nul(v),
+    let payload: Value = match serde_json::from_slice(&request.body) {
+        Ok(v) => v,
         Err(e) => {
             return ApiError::BadRequest(format!("the body is not JSON: {e}")).into_response();
         }
     };
-    match payload["type"].as_str() {
-        Some("url_verification") => {
-            let challenge = payload["challenge"].as_str().unwrap_or_default();
+    let mention = match Request::event(payload) {
+        Ok(Request::Mention(mention)) => mention,
+        Ok(Request::UrlVerification { challenge }) => {
             return Json(json!({"challenge": challenge})).into_response();
         }
-        Some("event_callback") => {}
-        _ => return StatusCode::OK.into_response(),
-    }
-    let event = &payload["event"];
-    if event["type"].as_str() != Some("app_mention")
-        || event.get("bot_id").is_some_and(|b| !b.is_null())
-    {
-        return StatusCode::OK.into_response();
-    }
-    let Some(event_id) = payload["event_id"].as_str() else {
-        return ApiError::BadRequest("no event_id".into()).into_response();
+        Ok(_) => return StatusCode::OK.into_response(),
+        Err(why) => return ApiError::BadRequest(why).into_response(),
     };
+    let event_id = mention.event_id.as_str();
     // Remember the event before acting on it, so a retry is recognised.
     let services = &state.services;
     let entry = crate::domain::audit::AuditEntry::new(
@@ -58,7 +49,7 @@ pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Re
         delivery_id: event_id.to_owned(),
         body_sha256: None,
         event: "app_mention".into(),
-        payload: payload.clone(),
+        payload: mention.payload.clone(),
         now: time::OffsetDateTime::now_utc(),
         messages: Vec::new(),
         audit: vec![entry],
@@ -68,23 +59,17 @@ pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Re
         Ok(Recorded::New { .. }) => {}
         Err(e) => return ApiError::Unavailable(format!("event not stored: {e}")).into_response(),
     }
-    let (Some(user), Some(channel)) = (event["user"].as_str(), event["channel"].as_str()) else {
+    let (Some(user), Some(channel)) = (mention.user.as_deref(), mention.channel.as_deref()) else {
         return StatusCode::OK.into_response();
     };
-    let thread = event["thread_ts"]
-        .as_str()
-        .or(event["ts"].as_str())
-        .unwrap_or_default()
-        .to_owned();
-    let text = strip_mentions(&crate::domain::redact::without_nul(
-        event["text"].as_str().unwrap_or_default(),
-    ));
+    let thread = mention.thread.clone();
+    let text = strip_mentions(&mention.text);
     let invocation = Invocation {
         correlation_id: dispatch::new_correlation_id(),
         user_id: user.to_owned(),
         user_name: user.to_owned(),
         channel_id: channel.to_owned(),
-        team_id: payload["team_id"].as_str().unwrap_or_default().to_owned(),
+        team_id: mention.team_id.clone(),
         slash: format!("@{}", services.config.slack.app_name.to_lowercase()),
         text,
         reply: ReplyTarget::Thread {

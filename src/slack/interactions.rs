@@ -10,17 +10,13 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use serde::Deserialize;
 use tracing::Instrument;
 
-use super::{
-    blocks::{UnknownAction, parse_action},
-    commands::VerifiedSlack,
-};
+use super::{blocks::UnknownAction, commands::VerifiedSlack, request::Request};
 use crate::http::AppState;
 use crate::{
     audit::Claimed,
-    chat::{Action, Message},
+    chat::{Action, Message, ResponseUrl},
     dispatch::new_correlation_id,
     domain::approval::Decision,
     domain::audit::{AuditEntry, Outcome},
@@ -30,69 +26,24 @@ use crate::{
     services::Services,
 };
 
-#[derive(Debug, Deserialize)]
-struct Payload {
-    #[serde(rename = "type")]
-    kind: String,
-    user: User,
-    #[serde(default)]
-    actions: Vec<Clicked>,
-    #[serde(default)]
-    response_url: Option<String>,
-    #[serde(default)]
-    channel: Option<Channel>,
-    #[serde(default)]
-    container: Option<Container>,
-}
-
-#[derive(Debug, Deserialize)]
-struct User {
-    id: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct Clicked {
-    action_id: String,
-    #[serde(default)]
-    value: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Channel {
-    id: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct Container {
-    #[serde(default)]
-    channel_id: Option<String>,
-}
-
-fn parse(body: &[u8]) -> Result<Payload, String> {
-    let raw = form_urlencoded::parse(body)
-        .find(|(k, _)| k == "payload")
-        .map(|(_, v)| v.into_owned())
-        .ok_or_else(|| "no `payload` field".to_owned())?;
-    // Its strings reach the database (voter, channel): no NUL, which Postgres cannot store.
-    serde_json::from_str::<serde_json::Value>(&raw)
-        .map(crate::domain::redact::json_without_nul)
-        .and_then(serde_json::from_value)
-        .map_err(|e| format!("`payload` is not an interaction: {e}"))
-}
-
 pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack) -> Response {
     if let Err(e) = request.require_form() {
         return e.into_response();
     }
-    let payload = match parse(&request.body) {
-        Ok(p) => p,
+    let clicks = match Request::interaction_form(&request.body) {
+        Ok(Request::Clicks(clicks)) => Ok(clicks),
+        Ok(other) => Err(other),
         Err(why) => return ApiError::BadRequest(why).into_response(),
+    };
+    let user = match &clicks {
+        Ok(clicks) => clicks.user.clone(),
+        Err(other) => other.user().unwrap_or_default().to_owned(),
     };
     // Slack never sends a click twice: the same signature again is a replay, refused on every
     // replica and across restarts, and audited.
     let refused = AuditEntry::new(
         &new_correlation_id(),
-        &payload.user.id,
+        &user,
         "interaction",
         Outcome::Refused,
     )
@@ -113,37 +64,47 @@ pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack)
             return ApiError::Unavailable(format!("interaction not recorded: {e}")).into_response();
         }
     }
-    if payload.kind != "block_actions" {
-        tracing::info!(kind = %payload.kind, "interaction ignored");
-        return StatusCode::OK.into_response();
-    }
+    let clicks = match clicks {
+        Ok(clicks) => clicks,
+        Err(other) => {
+            tracing::info!(request = ?other, "interaction ignored");
+            return StatusCode::OK.into_response();
+        }
+    };
     let services = state.services.clone();
-    let channel = payload
-        .channel
-        .as_ref()
-        .map(|c| c.id.clone())
-        .or_else(|| {
-            payload
-                .container
-                .as_ref()
-                .and_then(|c| c.channel_id.clone())
-        })
-        .unwrap_or_default();
-    for clicked in &payload.actions {
-        let (id, decision) = match parse_action(&clicked.action_id, clicked.value.as_deref()) {
-            Ok(Action::Vote { request, decision }) => (request, decision),
+    // Checked once, here; a refused one is never posted to.
+    let reply =
+        clicks
+            .response_url
+            .as_deref()
+            .and_then(|raw| match services.chat.response_url(raw) {
+                Ok(url) => Some(url),
+                Err(why) => {
+                    tracing::warn!(reason = %why, "interaction response_url refused");
+                    None
+                }
+            });
+    let from = Clicker {
+        user: clicks.user.clone(),
+        channel: clicks.channel.clone(),
+        reply,
+    };
+    let channel = &from.channel;
+    for clicked in &clicks.actions {
+        let (id, decision) = match clicked {
+            Ok(Action::Vote { request, decision }) => (*request, *decision),
             Ok(Action::ShowLog { job }) => {
-                answer_log(&services, &payload, Some(job));
+                answer_log(&services, &from, Some(*job));
                 continue;
             }
             Err(UnknownAction::Value { vote: None }) => {
-                answer_log(&services, &payload, None);
+                answer_log(&services, &from, None);
                 continue;
             }
             Err(UnknownAction::Value {
                 vote: Some(decision),
             }) => {
-                refuse_vote_without_id(&services, &payload, &channel, decision).await;
+                refuse_vote_without_id(&services, &from, *decision).await;
                 continue;
             }
             Err(UnknownAction::Id(other)) => {
@@ -152,18 +113,18 @@ pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack)
             }
         };
         let correlation_id = new_correlation_id();
-        let span = tracing::error_span!("interaction", correlation_id = %correlation_id, user = %payload.user.id, channel = %channel);
+        let span = tracing::error_span!("interaction", correlation_id = %correlation_id, user = %from.user, channel = %channel);
         let voted = runbooks::vote(
             &services,
-            &payload.user.id,
-            &channel,
+            &from.user,
+            channel,
             &correlation_id,
             id,
             decision,
         )
         .instrument(span.clone())
         .await;
-        let response_url = payload.response_url.clone();
+        let response_url = from.reply.clone();
         let services = services.clone();
         tokio::spawn(
             async move {
@@ -208,13 +169,20 @@ pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack)
     StatusCode::OK.into_response()
 }
 
+/// Who clicked, where, and where to answer them (checked).
+struct Clicker {
+    user: String,
+    channel: String,
+    reply: Option<ResponseUrl>,
+}
+
 /// Answer a click on a job's "Log" button, in the background.
-fn answer_log(services: &std::sync::Arc<Services>, payload: &Payload, job: Option<i64>) {
-    let Some(url) = payload.response_url.clone() else {
+fn answer_log(services: &std::sync::Arc<Services>, from: &Clicker, job: Option<i64>) {
+    let Some(url) = from.reply.clone() else {
         return;
     };
     let services = services.clone();
-    let user = payload.user.id.clone();
+    let user = from.user.clone();
     tokio::spawn(async move {
         let answer = log_link(&services, &user, job).await;
         respond(&services, &url, &ephemeral(&answer)).await;
@@ -225,23 +193,22 @@ fn answer_log(services: &std::sync::Arc<Services>, payload: &Payload, job: Optio
 /// vote it tried to be, and answered.
 async fn refuse_vote_without_id(
     services: &std::sync::Arc<Services>,
-    payload: &Payload,
-    channel: &str,
+    from: &Clicker,
     decision: Decision,
 ) {
     let text = "That button does not name an approval request; nothing was decided.";
     let entry = AuditEntry::new(
         &new_correlation_id(),
-        &payload.user.id,
+        &from.user,
         &format!("approval.{}", decision.as_str()),
         Outcome::Refused,
     )
-    .channel(channel)
+    .channel(&from.channel)
     .detail(format!("refused: {text}"));
     if let Err(e) = services.audit.record(vec![entry]).await {
         tracing::error!(error = %e, "refused vote not audited");
     }
-    if let Some(url) = payload.response_url.clone() {
+    if let Some(url) = from.reply.clone() {
         let services = services.clone();
         tokio::spawn(async move { respond(&services, &url, &ephemeral(text)).await });
     }
@@ -283,13 +250,8 @@ fn ephemeral(text: &str) -> Message {
     m
 }
 
-async fn respond(services: &Services, raw_url: &str, message: &Message) {
-    match services.chat.response_url(raw_url) {
-        Ok(url) => {
-            if let Err(e) = services.chat.reply(&url, message).await {
-                tracing::warn!(error = %e, "interaction reply not delivered");
-            }
-        }
-        Err(why) => tracing::warn!(reason = %why, "interaction response_url refused"),
+async fn respond(services: &Services, url: &ResponseUrl, message: &Message) {
+    if let Err(e) = services.chat.reply(url, message).await {
+        tracing::warn!(error = %e, "interaction reply not delivered");
     }
 }

@@ -9,6 +9,7 @@ pub mod events;
 pub mod interactions;
 pub mod manifest;
 pub mod port;
+pub mod request;
 pub mod response_url;
 
 use std::time::Duration;
