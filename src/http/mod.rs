@@ -53,15 +53,24 @@ pub fn router(state: AppState, chat: Router<AppState>) -> Router {
         .merge(chat)
         .route(
             "/webhooks/github",
-            post_within(post(webhooks::github), webhooks::GITHUB_BODY_LIMIT),
+            post_within(
+                post(webhooks::receive::<webhooks::GitHub>),
+                webhooks::GITHUB_BODY_LIMIT,
+            ),
         )
         .route(
             "/webhooks/pagerduty",
-            post_within(post(webhooks::pagerduty), webhooks::SMALL_WEBHOOK_LIMIT),
+            post_within(
+                post(webhooks::receive::<webhooks::PagerDuty>),
+                webhooks::SMALL_WEBHOOK_LIMIT,
+            ),
         )
         .route(
             "/webhooks/zendesk",
-            post_within(post(webhooks::zendesk), webhooks::SMALL_WEBHOOK_LIMIT),
+            post_within(
+                post(webhooks::receive::<webhooks::Zendesk>),
+                webhooks::SMALL_WEBHOOK_LIMIT,
+            ),
         )
         .route("/jobs/{id}", get(pages::job_page))
         .route("/audit", get(pages::audit_page))

@@ -1,21 +1,23 @@
-//! `POST /webhooks/{github,pagerduty,zendesk}`: verify over the raw bytes, parse, store (a
-//! redelivery is acknowledged and not posted again), route, queue. Every accepted delivery is
-//! stored before we answer 2xx; if it cannot be stored the sender gets a 503 and retries.
+//! `POST /webhooks/{github,pagerduty,zendesk}`: verify over the raw bytes (the [`Verified`]
+//! extractor), parse into a [`Webhook`], store (a redelivery is acknowledged and not posted
+//! again), route, queue. Every accepted delivery is stored before we answer 2xx; if it cannot
+//! be stored the sender gets a 503 and retries.
 
 use axum::{
     Json,
     body::Bytes,
-    extract::State,
+    extract::{FromRequest, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::AppState;
 use crate::{
+    config::Settings,
     domain::outbox::Recorded,
     error::ApiError,
-    notify::{self, format},
+    notify::{self, webhook::Webhook},
     signature::{self, HmacKey, SignatureError},
 };
 
@@ -67,24 +69,106 @@ fn not_configured(source: &'static str, variable: &str) -> Response {
     (StatusCode::UNAUTHORIZED, "invalid signature\n").into_response()
 }
 
-async fn finish(
-    state: &AppState,
-    source: &str,
-    delivery_id: &str,
-    body: &[u8],
-    formatted: format::Formatted,
-    payload: &Value,
-) -> Response {
-    match notify::accept(
-        &state.services,
-        source,
-        delivery_id,
-        body,
-        formatted,
-        payload,
-    )
-    .await
-    {
+/// A webhook source: where its secrets are, how its signature is checked, how its body reads.
+pub trait Source {
+    const NAME: &'static str;
+    /// The variable that holds its secret(s).
+    const SECRET: &'static str;
+    fn secrets(settings: &Settings) -> &[secrecy::SecretString];
+    fn verify(keys: &[HmacKey], headers: &HeaderMap, body: &[u8]) -> Result<(), SignatureError>;
+    fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Option<Webhook>, String>;
+}
+
+pub struct GitHub;
+pub struct PagerDuty;
+pub struct Zendesk;
+
+impl Source for GitHub {
+    const NAME: &'static str = "github";
+    const SECRET: &'static str = "GITHUB_WEBHOOK_SECRET";
+    fn secrets(settings: &Settings) -> &[secrecy::SecretString] {
+        &settings.github_webhook_secrets
+    }
+    fn verify(keys: &[HmacKey], headers: &HeaderMap, body: &[u8]) -> Result<(), SignatureError> {
+        signature::verify_github(keys, header(headers, "x-hub-signature-256"), body)
+    }
+    fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Option<Webhook>, String> {
+        Webhook::github(|name| header_str(headers, name), body)
+    }
+}
+
+impl Source for PagerDuty {
+    const NAME: &'static str = "pagerduty";
+    const SECRET: &'static str = "PAGERDUTY_WEBHOOK_SECRET";
+    fn secrets(settings: &Settings) -> &[secrecy::SecretString] {
+        &settings.pagerduty_webhook_secrets
+    }
+    fn verify(keys: &[HmacKey], headers: &HeaderMap, body: &[u8]) -> Result<(), SignatureError> {
+        signature::verify_pagerduty(keys, header(headers, "x-pagerduty-signature"), body)
+    }
+    fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Option<Webhook>, String> {
+        Webhook::pagerduty(|name| header_str(headers, name), body)
+    }
+}
+
+impl Source for Zendesk {
+    const NAME: &'static str = "zendesk";
+    const SECRET: &'static str = "ZENDESK_WEBHOOK_SECRET";
+    fn secrets(settings: &Settings) -> &[secrecy::SecretString] {
+        &settings.zendesk_webhook_secrets
+    }
+    fn verify(keys: &[HmacKey], headers: &HeaderMap, body: &[u8]) -> Result<(), SignatureError> {
+        signature::verify_zendesk(
+            keys,
+            header(headers, "x-zendesk-webhook-signature-timestamp"),
+            header(headers, "x-zendesk-webhook-signature"),
+            body,
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+        )
+    }
+    fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Option<Webhook>, String> {
+        Webhook::zendesk(|name| header_str(headers, name), body)
+    }
+}
+
+/// A delivery from `S` whose signature has been checked over the raw bytes, parsed; `None`
+/// for a ping. A handler never holds an unverified body.
+pub struct Verified<S> {
+    pub webhook: Option<Webhook>,
+    pub body: Bytes,
+    source: std::marker::PhantomData<S>,
+}
+
+impl<S: Source> FromRequest<AppState> for Verified<S> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let secrets = S::secrets(&state.services.settings);
+        if secrets.is_empty() {
+            return Err(not_configured(S::NAME, S::SECRET));
+        }
+        S::verify(&keys(secrets), &headers, &body).map_err(|e| refuse(S::NAME, e))?;
+        let webhook =
+            S::parse(&headers, &body).map_err(|why| ApiError::BadRequest(why).into_response())?;
+        Ok(Self {
+            webhook,
+            body,
+            source: std::marker::PhantomData,
+        })
+    }
+}
+
+/// `POST /webhooks/{source}`: store the delivery (a redelivery is acknowledged and not posted
+/// again), route it and queue its messages; a ping is answered.
+pub async fn receive<S: Source>(State(state): State<AppState>, verified: Verified<S>) -> Response {
+    let Some(webhook) = verified.webhook else {
+        return (StatusCode::OK, Json(json!({"status": "pong"}))).into_response();
+    };
+    match notify::accept(&state.services, &webhook, &verified.body).await {
         Ok((Recorded::New { .. }, messages)) => (
             StatusCode::ACCEPTED,
             Json(json!({"status": "accepted", "messages": messages})),
@@ -95,119 +179,4 @@ async fn finish(
         }
         Err(e) => ApiError::Unavailable(format!("delivery not stored: {e}")).into_response(),
     }
-}
-
-/// The body as JSON, with NUL taken out of its strings (it is stored, and Postgres `jsonb`
-/// cannot hold one: a signed delivery with `\u0000` in it would otherwise get a 503 forever).
-fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body)
-        .map(crate::domain::redact::json_without_nul)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))
-}
-
-pub async fn github(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let secrets = &state.services.settings.github_webhook_secrets;
-    if secrets.is_empty() {
-        return not_configured("github", "GITHUB_WEBHOOK_SECRET");
-    }
-    if let Err(e) = signature::verify_github(
-        &keys(secrets),
-        header(&headers, "x-hub-signature-256"),
-        &body,
-    ) {
-        return refuse("github", e);
-    }
-    let Some(event) = header_str(&headers, "x-github-event") else {
-        return ApiError::BadRequest("missing X-GitHub-Event".into()).into_response();
-    };
-    if event == "ping" {
-        return (StatusCode::OK, Json(json!({"status": "pong"}))).into_response();
-    }
-    let Some(delivery) = header_str(&headers, "x-github-delivery") else {
-        return ApiError::BadRequest("missing X-GitHub-Delivery".into()).into_response();
-    };
-    // A hook may be set to send `application/x-www-form-urlencoded` with `payload=<json>`.
-    let form = header_str(&headers, "content-type")
-        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-    let payload = if form {
-        match form_urlencoded::parse(&body).find(|(k, _)| k == "payload") {
-            Some((_, v)) => match parse_json(v.as_bytes()) {
-                Ok(p) => p,
-                Err(e) => return e.into_response(),
-            },
-            None => return ApiError::BadRequest("no `payload` field".into()).into_response(),
-        }
-    } else {
-        match parse_json(&body) {
-            Ok(p) => p,
-            Err(e) => return e.into_response(),
-        }
-    };
-    if !payload.is_object() {
-        return ApiError::BadRequest("the payload is not a JSON object".into()).into_response();
-    }
-    let formatted = format::github(event, &payload);
-    finish(&state, "github", delivery, &body, formatted, &payload).await
-}
-
-pub async fn pagerduty(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let secrets = &state.services.settings.pagerduty_webhook_secrets;
-    if secrets.is_empty() {
-        return not_configured("pagerduty", "PAGERDUTY_WEBHOOK_SECRET");
-    }
-    if let Err(e) = signature::verify_pagerduty(
-        &keys(secrets),
-        header(&headers, "x-pagerduty-signature"),
-        &body,
-    ) {
-        return refuse("pagerduty", e);
-    }
-    let payload = match parse_json(&body) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
-    // The event id is inside the signed body; X-Webhook-Id is not signed.
-    let Some(delivery) = payload["event"]["id"]
-        .as_str()
-        .map(str::to_owned)
-        .or_else(|| header_str(&headers, "x-webhook-id").map(str::to_owned))
-    else {
-        return ApiError::BadRequest("no X-Webhook-Id and no event.id".into()).into_response();
-    };
-    let formatted = format::pagerduty(&payload);
-    finish(&state, "pagerduty", &delivery, &body, formatted, &payload).await
-}
-
-pub async fn zendesk(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let secrets = &state.services.settings.zendesk_webhook_secrets;
-    if secrets.is_empty() {
-        return not_configured("zendesk", "ZENDESK_WEBHOOK_SECRET");
-    }
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    if let Err(e) = signature::verify_zendesk(
-        &keys(secrets),
-        header(&headers, "x-zendesk-webhook-signature-timestamp"),
-        header(&headers, "x-zendesk-webhook-signature"),
-        &body,
-        now,
-    ) {
-        return refuse("zendesk", e);
-    }
-    let payload = match parse_json(&body) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
-    let Some(delivery) = payload["id"]
-        .as_str()
-        .map(str::to_owned)
-        .or_else(|| header_str(&headers, "x-zendesk-webhook-invocation-id").map(str::to_owned))
-    else {
-        return ApiError::BadRequest("no event id".into()).into_response();
-    };
-    let zendesk = state.services.zendesk.clone();
-    let formatted = format::zendesk(&payload, |id| {
-        let id: u64 = id.parse().ok()?;
-        zendesk.as_ref().map(|z| z.ticket_link(id))
-    });
-    finish(&state, "zendesk", &delivery, &body, formatted, &payload).await
 }

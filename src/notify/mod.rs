@@ -3,10 +3,10 @@
 
 pub mod format;
 pub mod sender;
+pub mod webhook;
 
 use std::time::Duration;
 
-use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::{
@@ -17,7 +17,7 @@ use crate::{
     services::Services,
     store::StoreError,
 };
-use format::Formatted;
+use webhook::Webhook;
 
 /// The priority of incident notifications (PagerDuty): posted ahead of anything else waiting for
 /// their channel, and never summarised into a burst.
@@ -31,12 +31,17 @@ pub fn body_hash(body: &[u8]) -> String {
 /// Store a verified delivery and queue its messages, in one transaction.
 pub async fn accept(
     services: &Services,
-    source: &str,
-    delivery_id: &str,
+    webhook: &Webhook,
     body: &[u8],
-    formatted: Formatted,
-    payload: &Value,
 ) -> Result<(Recorded, usize), StoreError> {
+    let source = webhook.source();
+    let delivery_id = webhook.delivery_id();
+    let payload = webhook.payload();
+    let zendesk = services.zendesk.as_ref();
+    let formatted = webhook.format(|id| {
+        let id: u64 = id.parse().ok()?;
+        zendesk.map(|z| z.ticket_link(id))
+    });
     let now = OffsetDateTime::now_utc();
     let channels = services.catalogue.channels(&formatted.facts);
     // Events that come in bursts wait a moment so a burst becomes one message.
