@@ -553,6 +553,21 @@ approval = { group = "approvers", expires = "1h" }
     app.slash("rotate tls").by(ALICE).send().await;
     let _ = slack_wait(&app, "chat.postMessage", 1).await;
     let id = only_request_id(&app).await;
+    // Posting the approval message and storing its reference are two steps: wait for both,
+    // so the expirer below has a message to update.
+    let store = &app.services.store;
+    app.within(Duration::from_secs(10), async {
+        while store
+            .approval_request(id)
+            .await
+            .unwrap()
+            .and_then(|r| r.message_ref)
+            .is_none()
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     // Not yet due: the expirer leaves it.
     let now = time::OffsetDateTime::now_utc();
     assert_eq!(pantheon::jobs::expire_once(&app.services, now).await, 0);
