@@ -4,6 +4,9 @@
 
 use serde_json::Value;
 
+use std::ops::Deref as _;
+
+use super::payload::{GitHubBody, GitHubEvent, Named, PagerDutyEvent, ZendeskEvent, read};
 use crate::{
     chat::{self, escape, escape_inline, link, truncate},
     domain::routing::Facts,
@@ -17,23 +20,6 @@ pub struct Formatted {
     pub blocks: Vec<chat::Block>,
     /// Events with the same key waiting together are posted as one message, labelled.
     pub coalesce: Option<(String, String)>,
-}
-
-fn s<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    let mut cur = v;
-    for p in path {
-        cur = cur.get(p)?;
-    }
-    cur.as_str().filter(|s| !s.is_empty())
-}
-
-fn n(v: &Value, path: &[&str]) -> Option<i64> {
-    let mut cur = v;
-    for p in path {
-        cur = cur.get(p)?;
-    }
-    cur.as_i64()
-        .or_else(|| cur.as_str().and_then(|s| s.parse().ok()))
 }
 
 /// A linked label when there is a URL, plain escaped text otherwise.
@@ -79,28 +65,37 @@ const GITHUB_KNOWN: &[&str] = &[
 ];
 
 pub fn github(event: &str, payload: &Value) -> Formatted {
-    let action = s(payload, &["action"]);
+    github_event(&GitHubEvent::read(event, payload))
+}
+
+pub fn github_event(e: &GitHubEvent) -> Formatted {
+    let event = e.event.as_str();
+    let action = e.common.action.get();
     let kind = match action {
         Some(a) => format!("{event}.{a}"),
         None => event.to_owned(),
     };
-    let repo = s(payload, &["repository", "full_name"])
+    let repo = e
+        .common
+        .repository
+        .full_name
+        .get()
         .unwrap_or("(unknown repository)")
         .to_owned();
-    let repo_url = s(payload, &["repository", "html_url"]);
-    let sender = s(payload, &["sender", "login"]).unwrap_or("someone");
+    let repo_url = e.common.repository.html_url.get();
+    let sender = e.common.sender.login.get().unwrap_or("someone");
     let mut facts = Facts {
         source: "github".into(),
         kind: kind.clone(),
         known: GITHUB_KNOWN.contains(&event),
-        repository: s(payload, &["repository", "full_name"]).map(str::to_owned),
+        repository: e.common.repository.full_name.get().map(str::to_owned),
         ..Facts::default()
     };
     let repo_link = maybe_link(repo_url, &repo);
     let footer = format!("GitHub · {repo_link}");
-    match event {
-        "push" => {
-            let git_ref = s(payload, &["ref"]).unwrap_or("");
+    match &e.body {
+        GitHubBody::Push(push) => {
+            let git_ref = push.git_ref.get().unwrap_or("");
             let (branch, what) = match (
                 git_ref.strip_prefix("refs/heads/"),
                 git_ref.strip_prefix("refs/tags/"),
@@ -110,15 +105,11 @@ pub fn github(event: &str, payload: &Value) -> Formatted {
                 _ => (None, "a ref".to_owned()),
             };
             facts.branch = branch.clone();
-            let commits = payload
-                .get("commits")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let commits = &push.commits;
             let count = commits.len();
-            let verb = if payload.get("deleted").and_then(Value::as_bool) == Some(true) {
+            let verb = if push.deleted.get() {
                 "deleted".to_owned()
-            } else if payload.get("forced").and_then(Value::as_bool) == Some(true) {
+            } else if push.forced.get() {
                 format!("force-pushed {count} commit{}", plural(count))
             } else {
                 format!("pushed {count} commit{}", plural(count))
@@ -126,24 +117,23 @@ pub fn github(event: &str, payload: &Value) -> Formatted {
             let headline = format!(
                 "{} {} to {repo_link} {what}",
                 escape(sender),
-                maybe_link(s(payload, &["compare"]), &verb)
+                maybe_link(push.compare.get(), &verb)
             );
             let mut lines: Vec<String> = commits
                 .iter()
                 .take(5)
                 .map(|c| {
-                    let sha: String = s(c, &["id"]).unwrap_or("").chars().take(7).collect();
-                    let msg = s(c, &["message"])
-                        .unwrap_or("")
-                        .lines()
-                        .next()
-                        .unwrap_or("");
-                    let author = s(c, &["author", "name"])
-                        .or_else(|| s(c, &["author", "username"]))
+                    let sha: String = c.id.get().unwrap_or("").chars().take(7).collect();
+                    let msg = c.message.get().unwrap_or("").lines().next().unwrap_or("");
+                    let author = c
+                        .author
+                        .name
+                        .get()
+                        .or_else(|| c.author.username.get())
                         .unwrap_or("");
                     format!(
                         "{} {} — {}",
-                        maybe_link(s(c, &["url"]), &format!("`{sha}`")),
+                        maybe_link(c.url.get(), &format!("`{sha}`")),
                         escape(&truncate(msg, 100)),
                         escape(author)
                     )
@@ -162,12 +152,12 @@ pub fn github(event: &str, payload: &Value) -> Formatted {
             ));
             out
         }
-        "pull_request" => {
-            let pr = payload.get("pull_request").cloned().unwrap_or_default();
-            facts.branch = s(&pr, &["base", "ref"]).map(str::to_owned);
-            let number = n(&pr, &["number"]).or_else(|| n(payload, &["number"]));
-            let title = s(&pr, &["title"]).unwrap_or("(untitled)");
-            let merged = pr.get("merged").and_then(Value::as_bool) == Some(true);
+        GitHubBody::PullRequest(event) => {
+            let pr = &event.pull_request;
+            facts.branch = pr.base.git_ref.get().map(str::to_owned);
+            let number = pr.number.get().or(event.number.get());
+            let title = pr.title.get().unwrap_or("(untitled)");
+            let merged = pr.merged.get();
             let verb = match action.unwrap_or("") {
                 "closed" if merged => "merged".to_owned(),
                 "closed" => "closed".to_owned(),
@@ -181,19 +171,20 @@ pub fn github(event: &str, payload: &Value) -> Formatted {
             let headline = format!(
                 "{} {verb} pull request {} *{}* in {repo_link}",
                 escape(sender),
-                maybe_link(s(&pr, &["html_url"]), &label),
+                maybe_link(pr.html_url.get(), &label),
                 escape_inline(&truncate(title, 150))
             );
-            let branches = match (s(&pr, &["head", "ref"]), s(&pr, &["base", "ref"])) {
+            let branches = match (pr.head.git_ref.get(), pr.base.git_ref.get()) {
                 (Some(h), Some(b)) => format!("`{}` → `{}`", escape_inline(h), escape_inline(b)),
                 _ => String::new(),
             };
             message(facts, headline, vec![branches], footer)
         }
-        "pull_request_review" => {
-            let pr = payload.get("pull_request").cloned().unwrap_or_default();
-            let state = s(payload, &["review", "state"]).unwrap_or("reviewed");
-            let reviewer = s(payload, &["review", "user", "login"]).unwrap_or(sender);
+        GitHubBody::PullRequestReview(event) => {
+            let pr = &event.pull_request;
+            let review = &event.review;
+            let state = review.state.get().unwrap_or("reviewed");
+            let reviewer = review.user.login.get().unwrap_or(sender);
             let verb = match state.to_ascii_lowercase().as_str() {
                 "approved" => "approved",
                 "changes_requested" => "requested changes on",
@@ -201,67 +192,70 @@ pub fn github(event: &str, payload: &Value) -> Formatted {
                 "dismissed" => "dismissed a review of",
                 _ => "reviewed",
             };
-            let label = n(&pr, &["number"])
+            let label = pr
+                .number
+                .get()
                 .map_or_else(|| "a pull request".to_owned(), |n| format!("#{n}"));
             let headline = format!(
                 "{} {verb} {} *{}* in {repo_link}",
                 escape(reviewer),
-                maybe_link(
-                    s(payload, &["review", "html_url"]).or(s(&pr, &["html_url"])),
-                    &label
-                ),
-                escape_inline(&truncate(s(&pr, &["title"]).unwrap_or("(untitled)"), 150))
+                maybe_link(review.html_url.get().or(pr.html_url.get()), &label),
+                escape_inline(&truncate(pr.title.get().unwrap_or("(untitled)"), 150))
             );
-            let body = s(payload, &["review", "body"])
+            let body = review
+                .body
+                .get()
                 .map(|b| format!("> {}", escape(&truncate(b, 300))))
                 .unwrap_or_default();
             message(facts, headline, vec![body], footer)
         }
-        "issues" => {
-            let issue = payload.get("issue").cloned().unwrap_or_default();
-            let label =
-                n(&issue, &["number"]).map_or_else(|| "an issue".to_owned(), |n| format!("#{n}"));
+        GitHubBody::Issues(event) => {
+            let issue = &event.issue;
+            let label = issue
+                .number
+                .get()
+                .map_or_else(|| "an issue".to_owned(), |n| format!("#{n}"));
             let headline = format!(
                 "{} {} issue {} *{}* in {repo_link}",
                 escape(sender),
                 escape(action.unwrap_or("updated")),
-                maybe_link(s(&issue, &["html_url"]), &label),
-                escape_inline(&truncate(
-                    s(&issue, &["title"]).unwrap_or("(untitled)"),
-                    150
-                ))
+                maybe_link(issue.html_url.get(), &label),
+                escape_inline(&truncate(issue.title.get().unwrap_or("(untitled)"), 150))
             );
             message(facts, headline, vec![], footer)
         }
-        "issue_comment" => {
-            let issue = payload.get("issue").cloned().unwrap_or_default();
-            let label =
-                n(&issue, &["number"]).map_or_else(|| "an issue".to_owned(), |n| format!("#{n}"));
+        GitHubBody::IssueComment(event) => {
+            let issue = &event.issue;
+            let label = issue
+                .number
+                .get()
+                .map_or_else(|| "an issue".to_owned(), |n| format!("#{n}"));
             let headline = format!(
                 "{} commented on {} *{}* in {repo_link}",
                 escape(sender),
                 maybe_link(
-                    s(payload, &["comment", "html_url"]).or(s(&issue, &["html_url"])),
+                    event.comment.html_url.get().or(issue.html_url.get()),
                     &label
                 ),
-                escape_inline(&truncate(
-                    s(&issue, &["title"]).unwrap_or("(untitled)"),
-                    150
-                ))
+                escape_inline(&truncate(issue.title.get().unwrap_or("(untitled)"), 150))
             );
-            let body = s(payload, &["comment", "body"])
+            let body = event
+                .comment
+                .body
+                .get()
                 .map(|b| format!("> {}", escape(&truncate(&b.replace('\n', " "), 300))))
                 .unwrap_or_default();
             message(facts, headline, vec![body], footer)
         }
-        "release" => {
-            let tag = s(payload, &["release", "tag_name"]).unwrap_or("(no tag)");
-            let name = s(payload, &["release", "name"]).unwrap_or(tag);
+        GitHubBody::Release(event) => {
+            let release = &event.release;
+            let tag = release.tag_name.get().unwrap_or("(no tag)");
+            let name = release.name.get().unwrap_or(tag);
             let headline = format!(
                 "{} {} release {} in {repo_link}",
                 escape(sender),
                 escape(action.unwrap_or("updated")),
-                maybe_link(s(payload, &["release", "html_url"]), name)
+                maybe_link(release.html_url.get(), name)
             );
             message(
                 facts,
@@ -270,68 +264,75 @@ pub fn github(event: &str, payload: &Value) -> Formatted {
                 footer,
             )
         }
-        "deployment" => {
-            let env = s(payload, &["deployment", "environment"]).unwrap_or("(unknown environment)");
-            let git_ref = s(payload, &["deployment", "ref"]).unwrap_or("(unknown ref)");
+        GitHubBody::Deployment(event) => {
+            let deployment = &event.deployment;
+            let env = deployment
+                .environment
+                .get()
+                .unwrap_or("(unknown environment)");
+            let git_ref = deployment.git_ref.get().unwrap_or("(unknown ref)");
             facts.branch = Some(git_ref.to_owned());
             let headline = format!(
                 "{} is deploying `{}` of {repo_link} to *{}*",
-                escape(s(payload, &["deployment", "creator", "login"]).unwrap_or(sender)),
+                escape(deployment.creator.login.get().unwrap_or(sender)),
                 escape_inline(git_ref),
                 escape_inline(env)
             );
             message(facts, headline, vec![], footer)
         }
-        "deployment_status" => {
-            let state = s(payload, &["deployment_status", "state"]).unwrap_or("unknown");
-            let env = s(payload, &["deployment_status", "environment"])
-                .or(s(payload, &["deployment", "environment"]))
+        GitHubBody::DeploymentStatus(event) => {
+            let status = &event.deployment_status;
+            let state = status.state.get().unwrap_or("unknown");
+            let env = status
+                .environment
+                .get()
+                .or(event.deployment.environment.get())
                 .unwrap_or("(unknown environment)");
-            let git_ref = s(payload, &["deployment", "ref"]).unwrap_or("");
+            let git_ref = event.deployment.git_ref.get().unwrap_or("");
             facts.branch = (!git_ref.is_empty()).then(|| git_ref.to_owned());
             let headline = format!(
                 "Deployment of {repo_link} `{}` to *{}*: {}",
                 escape_inline(git_ref),
                 escape_inline(env),
-                maybe_link(
-                    s(payload, &["deployment_status", "log_url"])
-                        .or(s(payload, &["deployment_status", "target_url"])),
-                    state
-                )
+                maybe_link(status.log_url.get().or(status.target_url.get()), state)
             );
             message(facts, headline, vec![], footer)
         }
-        "workflow_run" => {
-            let run = payload.get("workflow_run").cloned().unwrap_or_default();
-            let branch = s(&run, &["head_branch"]);
+        GitHubBody::WorkflowRun(event) => {
+            let run = &event.workflow_run;
+            let branch = run.head_branch.get();
             facts.branch = branch.map(str::to_owned);
-            let outcome = s(&run, &["conclusion"])
-                .or(s(&run, &["status"]))
+            let outcome = run
+                .conclusion
+                .get()
+                .or(run.status.get())
                 .unwrap_or("unknown");
             let headline = format!(
                 "Workflow *{}* on {repo_link} `{}`: {}",
-                escape_inline(s(&run, &["name"]).unwrap_or("(unnamed)")),
+                escape_inline(run.name.get().unwrap_or("(unnamed)")),
                 escape_inline(branch.unwrap_or("?")),
-                maybe_link(s(&run, &["html_url"]), outcome)
+                maybe_link(run.html_url.get(), outcome)
             );
             message(facts, headline, vec![], footer)
         }
-        "check_suite" => {
-            let suite = payload.get("check_suite").cloned().unwrap_or_default();
-            let branch = s(&suite, &["head_branch"]);
+        GitHubBody::CheckSuite(event) => {
+            let suite = &event.check_suite;
+            let branch = suite.head_branch.get();
             facts.branch = branch.map(str::to_owned);
-            let outcome = s(&suite, &["conclusion"])
-                .or(s(&suite, &["status"]))
+            let outcome = suite
+                .conclusion
+                .get()
+                .or(suite.status.get())
                 .unwrap_or("unknown");
             let headline = format!(
                 "Checks ({}) on {repo_link} `{}`: {}",
-                escape(s(&suite, &["app", "name"]).unwrap_or("CI")),
+                escape(suite.app.name.get().unwrap_or("CI")),
                 escape_inline(branch.unwrap_or("?")),
                 escape(outcome)
             );
             message(facts, headline, vec![], footer)
         }
-        _ => generic(
+        GitHubBody::Other => generic(
             facts,
             format!(
                 "GitHub event `{}` on {repo_link} by {}",
@@ -363,36 +364,42 @@ const PAGERDUTY_KNOWN: &[&str] = &[
 ];
 
 pub fn pagerduty(payload: &Value) -> Formatted {
-    let event = payload.get("event").cloned().unwrap_or_default();
-    let kind = s(&event, &["event_type"]).unwrap_or("unknown").to_owned();
-    let data = event.get("data").cloned().unwrap_or_default();
+    pagerduty_event(&read(payload))
+}
+
+pub fn pagerduty_event(e: &PagerDutyEvent) -> Formatted {
+    let event = &e.event;
+    let kind = event.event_type.get().unwrap_or("unknown").to_owned();
+    let data = &event.data;
     // Most events carry the incident as `data`; notes and responders point at it.
-    let incident = if data.get("incident").is_some() {
-        data["incident"].clone()
+    let incident = data.incident();
+    let service = if data.own.service.deref() == &Named::default() {
+        &incident.service
     } else {
-        data.clone()
+        &data.own.service
     };
-    let service = data
-        .get("service")
-        .or_else(|| incident.get("service"))
-        .cloned()
-        .unwrap_or_default();
     let facts = Facts {
         source: "pagerduty".into(),
         kind: kind.clone(),
         known: PAGERDUTY_KNOWN.contains(&kind.as_str()),
-        service: s(&service, &["summary"])
-            .or(s(&service, &["id"]))
+        service: service
+            .summary
+            .get()
+            .or(service.id.get())
             .map(str::to_owned),
-        urgency: s(&data, &["urgency"]).map(str::to_owned),
-        priority: s(&data, &["priority", "summary"]).map(str::to_owned),
+        urgency: data.urgency.get().map(str::to_owned),
+        priority: data.priority.summary.get().map(str::to_owned),
         ..Facts::default()
     };
-    let title = s(&incident, &["title"])
-        .or(s(&incident, &["summary"]))
+    let title = incident
+        .title
+        .get()
+        .or(incident.summary.get())
         .unwrap_or("(untitled incident)");
-    let label =
-        n(&incident, &["number"]).map_or_else(|| "an incident".to_owned(), |n| format!("#{n}"));
+    let label = incident
+        .number
+        .get()
+        .map_or_else(|| "an incident".to_owned(), |n| format!("#{n}"));
     let verb = match kind.as_str() {
         "incident.triggered" => "🔴 Triggered",
         "incident.acknowledged" => "🟡 Acknowledged",
@@ -408,40 +415,39 @@ pub fn pagerduty(payload: &Value) -> Formatted {
     };
     let headline = format!(
         "{verb} {} *{}*",
-        maybe_link(s(&incident, &["html_url"]), &label),
+        maybe_link(incident.html_url.get(), &label),
         escape_inline(&truncate(title, 150))
     );
     let mut details = Vec::new();
     let mut bits = Vec::new();
-    if let Some(svc) = s(&service, &["summary"]) {
-        bits.push(maybe_link(s(&service, &["html_url"]), svc));
+    if let Some(svc) = service.summary.get() {
+        bits.push(maybe_link(service.html_url.get(), svc));
     }
-    if let Some(u) = s(&data, &["urgency"]) {
+    if let Some(u) = data.urgency.get() {
         bits.push(format!("{} urgency", escape(u)));
     }
-    if let Some(p) = s(&data, &["priority", "summary"]) {
+    if let Some(p) = data.priority.summary.get() {
         bits.push(escape(p));
     }
     let assignees: Vec<String> = data
-        .get("assignees")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| s(x, &["summary"]))
-                .map(escape)
-                .collect()
-        })
-        .unwrap_or_default();
+        .assignees
+        .iter()
+        .filter_map(|x| x.summary.get())
+        .map(escape)
+        .collect();
     if !assignees.is_empty() {
         bits.push(format!("assigned to {}", assignees.join(", ")));
     }
     if !bits.is_empty() {
         details.push(bits.join(" · "));
     }
-    if let Some(note) = s(&data, &["content"]) {
+    if let Some(note) = data.content.get() {
         details.push(format!("> {}", escape(&truncate(note, 300))));
     }
-    let by = s(&event, &["agent", "summary"])
+    let by = event
+        .agent
+        .summary
+        .get()
         .map(|a| format!(" · by {}", escape(a)))
         .unwrap_or_default();
     let footer = format!("PagerDuty · `{}`{by}", escape_inline(&kind));
@@ -449,7 +455,7 @@ pub fn pagerduty(payload: &Value) -> Formatted {
         let headline = format!(
             "PagerDuty event `{}` on {} *{}*",
             escape_inline(&kind),
-            maybe_link(s(&incident, &["html_url"]), &label),
+            maybe_link(incident.html_url.get(), &label),
             escape_inline(title)
         );
         return message(facts, headline, details, footer);
@@ -461,30 +467,28 @@ const ZENDESK_KNOWN: &[&str] = &["ticket.created", "ticket.status_changed"];
 
 /// `ticket_link` builds the agent link for a ticket id when Zendesk is configured.
 pub fn zendesk(payload: &Value, ticket_link: impl Fn(&str) -> Option<String>) -> Formatted {
-    let raw_type = s(payload, &["type"]).unwrap_or("unknown");
+    zendesk_event(&read(payload), ticket_link)
+}
+
+pub fn zendesk_event(e: &ZendeskEvent, ticket_link: impl Fn(&str) -> Option<String>) -> Formatted {
+    let raw_type = e.kind.get().unwrap_or("unknown");
     let kind = raw_type
         .strip_prefix("zen:event-type:")
         .unwrap_or(raw_type)
         .to_owned();
-    let detail = payload.get("detail").cloned().unwrap_or_default();
-    let id = s(&detail, &["id"])
-        .map(str::to_owned)
-        .or_else(|| n(&detail, &["id"]).map(|n| n.to_string()));
+    let detail = &e.detail;
+    let id = detail.id.get();
     let facts = Facts {
         source: "zendesk".into(),
         kind: kind.clone(),
         known: ZENDESK_KNOWN.contains(&kind.as_str()),
-        priority: s(&detail, &["priority"]).map(str::to_ascii_lowercase),
-        group: s(&detail, &["group_id"])
-            .map(str::to_owned)
-            .or_else(|| n(&detail, &["group_id"]).map(|n| n.to_string())),
+        priority: detail.priority.get().map(str::to_ascii_lowercase),
+        group: detail.group_id.get().map(str::to_owned),
         ..Facts::default()
     };
-    let label = id
-        .as_deref()
-        .map_or_else(|| "a ticket".to_owned(), |i| format!("#{i}"));
-    let url = id.as_deref().and_then(&ticket_link);
-    let subject = s(&detail, &["subject"]).unwrap_or("(no subject)");
+    let label = id.map_or_else(|| "a ticket".to_owned(), |i| format!("#{i}"));
+    let url = id.and_then(&ticket_link);
+    let subject = detail.subject.get().unwrap_or("(no subject)");
     let ticket = format!(
         "{} *{}*",
         maybe_link(url.as_deref(), &label),
@@ -493,11 +497,12 @@ pub fn zendesk(payload: &Value, ticket_link: impl Fn(&str) -> Option<String>) ->
     let headline = match kind.as_str() {
         "ticket.created" => format!("🎫 New ticket {ticket}"),
         "ticket.status_changed" => {
-            let from = s(payload, &["event", "previous"])
-                .unwrap_or("?")
-                .to_ascii_lowercase();
-            let to = s(payload, &["event", "current"])
-                .or(s(&detail, &["status"]))
+            let from = e.event.previous.get().unwrap_or("?").to_ascii_lowercase();
+            let to = e
+                .event
+                .current
+                .get()
+                .or(detail.status.get())
                 .unwrap_or("?")
                 .to_ascii_lowercase();
             format!(
@@ -509,13 +514,13 @@ pub fn zendesk(payload: &Value, ticket_link: impl Fn(&str) -> Option<String>) ->
         other => format!("Zendesk event `{}` on {ticket}", escape_inline(other)),
     };
     let mut bits = Vec::new();
-    if let Some(st) = s(&detail, &["status"]) {
+    if let Some(st) = detail.status.get() {
         bits.push(escape(&st.to_ascii_lowercase()));
     }
-    if let Some(p) = s(&detail, &["priority"]) {
+    if let Some(p) = detail.priority.get() {
         bits.push(format!("{} priority", escape(&p.to_ascii_lowercase())));
     }
-    if let Some(via) = s(&detail, &["via", "channel"]) {
+    if let Some(via) = detail.via.channel.get() {
         bits.push(format!("via {}", escape(via)));
     }
     message(

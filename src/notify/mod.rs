@@ -2,6 +2,7 @@
 //! routed to channels, and queued in the outbox that [`sender`] posts from.
 
 pub mod format;
+pub mod payload;
 pub mod sender;
 pub mod webhook;
 

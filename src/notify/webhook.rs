@@ -1,28 +1,34 @@
 //! A verified webhook, parsed once: which source sent it, its delivery id (what a redelivery
-//! is recognised by), and the event. The HTTP edge verifies the signature first; these parsers
+//! is recognised by), and the event as a type ([`super::payload`]). The HTTP edge verifies the signature first; these parsers
 //! see only a body that passed, and the headers as a lookup.
 
 use serde_json::Value;
 
-use super::format::{self, Formatted};
+use super::{
+    format::{self, Formatted},
+    payload::{GitHubEvent, PagerDutyEvent, ZendeskEvent, read},
+};
 
 /// One webhook delivery, by source.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Webhook {
     GitHub {
-        /// `X-GitHub-Event`, e.g. `pull_request`.
-        event: String,
+        /// The event (`X-GitHub-Event`, e.g. `pull_request`), read from the payload.
+        event: Box<GitHubEvent>,
         /// `X-GitHub-Delivery`.
         delivery: String,
+        /// The payload as received, for the store.
         payload: Value,
     },
     PagerDuty {
+        event: Box<PagerDutyEvent>,
         /// The event's id, inside the signed body (`X-Webhook-Id` is not signed, and only a
         /// fallback).
         delivery: String,
         payload: Value,
     },
     Zendesk {
+        event: Box<ZendeskEvent>,
         delivery: String,
         payload: Value,
     },
@@ -62,7 +68,7 @@ impl Webhook {
             return Err("the payload is not a JSON object".into());
         }
         Ok(Some(Webhook::GitHub {
-            event: event.to_owned(),
+            event: Box::new(GitHubEvent::read(event, &payload)),
             delivery: delivery.to_owned(),
             payload,
         }))
@@ -78,7 +84,11 @@ impl Webhook {
             .or_else(|| header("x-webhook-id"))
             .ok_or("no X-Webhook-Id and no event.id")?
             .to_owned();
-        Ok(Some(Webhook::PagerDuty { delivery, payload }))
+        Ok(Some(Webhook::PagerDuty {
+            event: Box::new(read(&payload)),
+            delivery,
+            payload,
+        }))
     }
 
     pub fn zendesk<'a>(
@@ -91,7 +101,11 @@ impl Webhook {
             .or_else(|| header("x-zendesk-webhook-invocation-id"))
             .ok_or("no event id")?
             .to_owned();
-        Ok(Some(Webhook::Zendesk { delivery, payload }))
+        Ok(Some(Webhook::Zendesk {
+            event: Box::new(read(&payload)),
+            delivery,
+            payload,
+        }))
     }
 
     /// `github`, `pagerduty` or `zendesk`.
@@ -125,9 +139,9 @@ impl Webhook {
     /// is configured.
     pub fn format(&self, ticket_link: impl Fn(&str) -> Option<String>) -> Formatted {
         match self {
-            Webhook::GitHub { event, payload, .. } => format::github(event, payload),
-            Webhook::PagerDuty { payload, .. } => format::pagerduty(payload),
-            Webhook::Zendesk { payload, .. } => format::zendesk(payload, ticket_link),
+            Webhook::GitHub { event, .. } => format::github_event(event),
+            Webhook::PagerDuty { event, .. } => format::pagerduty_event(event),
+            Webhook::Zendesk { event, .. } => format::zendesk_event(event, ticket_link),
         }
     }
 }
