@@ -549,8 +549,14 @@ impl Registry {
         for spec in self.specs.iter().filter(|s| !s.hidden && visible(s)) {
             let n = spec.usage.command_words().len().min(typed.len());
             let attempt = typed[..n].join(" ");
-            let distance = strsim::damerau_levenshtein(&attempt, &spec.name);
             let allowed = (spec.name.len() / 4).clamp(1, 3);
+            // The distance is at least the difference in length, so a word far longer than any
+            // name is no typo of one; the check costs lengths, where the distance would cost
+            // their product (a 60,000-character word took seconds, inline).
+            if attempt.chars().count().abs_diff(spec.name.chars().count()) > allowed {
+                continue;
+            }
+            let distance = strsim::damerau_levenshtein(&attempt, &spec.name);
             if distance <= allowed && !scored.iter().any(|(_, n)| *n == spec.name) {
                 scored.push((distance, &spec.name));
             }
@@ -662,6 +668,23 @@ mod tests {
             })
         );
         assert_eq!(parse("   "), Err(ParseError::Empty));
+    }
+
+    #[test]
+    fn a_huge_word_is_unknown_with_no_suggestion() {
+        let reg = registry();
+        let huge = "x".repeat(60_000);
+        match reg.parse(&huge, |_| true) {
+            Err(ParseError::Unknown { suggestions, .. }) => assert!(suggestions.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        // A typo still gets its suggestion.
+        match reg.parse("adit", |_| true) {
+            Err(ParseError::Unknown { suggestions, .. }) => {
+                assert_eq!(suggestions, ["audit"]);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
