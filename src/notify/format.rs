@@ -51,7 +51,7 @@ fn message(facts: Facts, headline: String, details: Vec<String>, footer: String)
 }
 
 /// GitHub events we have a message for.
-const GITHUB_KNOWN: &[&str] = &[
+pub const GITHUB_KNOWN: &[&str] = &[
     "push",
     "pull_request",
     "pull_request_review",
