@@ -12,7 +12,7 @@ use crate::{
     },
     domain::{
         audit::{AuditEntry, Outcome},
-        held::{HeldWrite, Scope},
+        held::{HeldWrite, IncidentUpdate, Scope},
     },
     services::Services,
 };
@@ -83,9 +83,36 @@ pub fn asked(write: &HeldWrite, now: OffsetDateTime) -> String {
     }
 }
 
+/// What an approved write finds when it looks again.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recheck {
+    /// It acts on what was shown: go ahead.
+    Same,
+    /// Nothing is left to act on (the incidents were all acknowledged or resolved meanwhile):
+    /// the answer says so, and nothing is sent.
+    Nothing(Message),
+}
+
+/// The answer when no incident is left for an update to act on.
+pub fn nothing_to_update(to: IncidentUpdate, scope: Scope) -> Message {
+    let what = if scope == Scope::Mine {
+        "assigned to you"
+    } else {
+        "open"
+    };
+    let verb = match to {
+        IncidentUpdate::Acknowledged => "acknowledge",
+        IncidentUpdate::Resolved => "resolve",
+    };
+    Message::text(format!(
+        "No {} incidents {what} to {verb}.",
+        to.from_statuses().join(" or ")
+    ))
+}
+
 /// Before an approved write: the incidents it was to act on, when they were looked up rather
-/// than given, must be the ones PagerDuty lists now.
-pub async fn still_the_same(pd: &PagerDuty, write: &HeldWrite) -> Result<(), WriteError> {
+/// than given, must be the ones PagerDuty lists now (in any order).
+pub async fn recheck(pd: &PagerDuty, write: &HeldWrite) -> Result<Recheck, WriteError> {
     let HeldWrite::Update {
         to,
         ids,
@@ -94,10 +121,10 @@ pub async fn still_the_same(pd: &PagerDuty, write: &HeldWrite) -> Result<(), Wri
         ..
     } = write
     else {
-        return Ok(());
+        return Ok(Recheck::Same);
     };
     let users: Vec<&str> = match scope {
-        Scope::Given => return Ok(()),
+        Scope::Given => return Ok(Recheck::Same),
         Scope::Mine => vec![user_id],
         Scope::All => Vec::new(),
     };
@@ -108,13 +135,16 @@ pub async fn still_the_same(pd: &PagerDuty, write: &HeldWrite) -> Result<(), Wri
         .into_iter()
         .map(|i| i.id)
         .collect();
+    if now.is_empty() {
+        return Ok(Recheck::Nothing(nothing_to_update(*to, *scope)));
+    }
     let sorted = |ids: &[String]| {
         let mut ids = ids.to_vec();
         ids.sort();
         ids
     };
     if sorted(&now) == sorted(ids) {
-        return Ok(());
+        return Ok(Recheck::Same);
     }
     let mut changed = write.clone();
     if let HeldWrite::Update { ids, .. } = &mut changed {
@@ -334,7 +364,6 @@ pub fn plural(n: usize) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::held::IncidentUpdate;
 
     #[test]
     fn what_a_write_would_do_reads_as_before() {

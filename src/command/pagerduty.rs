@@ -301,19 +301,7 @@ async fn update(
         }
     };
     if ids.is_empty() {
-        let what = if scope == Scope::Mine {
-            "assigned to you"
-        } else {
-            "open"
-        };
-        return Ok(Answer::Reply(Message::text(format!(
-            "No {} incidents {what} to {}.",
-            from_statuses.join(" or "),
-            match to {
-                IncidentUpdate::Acknowledged => "acknowledge",
-                IncidentUpdate::Resolved => "resolve",
-            }
-        ))));
+        return Ok(Answer::Reply(pager::nothing_to_update(to, scope)));
     }
     let held = HeldWrite::Update {
         to,

@@ -131,10 +131,26 @@ impl HeldWrite {
         }
     }
 
-    /// The canonical form: the `write` parameter an approval is bound to.
+    /// The canonical form: the `write` parameter an approval is bound to. It is JSON in ASCII
+    /// (anything else escaped as `\uXXXX`), so names PagerDuty gave (a schedule called with an
+    /// emoji) pass the checks every parameter gets, which refuse invisible characters in what
+    /// people typed.
     pub fn canonical(&self) -> String {
         // Serializing plain strings, numbers and lists cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+        let json = serde_json::to_string(self).unwrap_or_default();
+        let mut ascii = String::with_capacity(json.len());
+        for c in json.chars() {
+            if c.is_ascii() {
+                ascii.push(c);
+            } else {
+                // Outside ASCII only inside strings, where JSON reads the escape back.
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    ascii.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+        ascii
     }
 
     /// The write a `write` parameter holds.
@@ -171,6 +187,24 @@ mod tests {
             user_id: "PJANE".into(),
         };
         assert_eq!((all.action(), all.command()), ("resolve", "pager resolve!"));
+    }
+
+    #[test]
+    fn names_outside_ascii_are_escaped_and_read_back() {
+        let write = HeldWrite::Override {
+            schedule_id: "PS1".into(),
+            schedule_name: "Primär 👩\u{200d}🚒".into(),
+            user_id: "PJANE".into(),
+            from: "jane@acme.test".into(),
+            minutes: 30,
+        };
+        let canonical = write.canonical();
+        assert!(canonical.is_ascii(), "{canonical}");
+        assert!(
+            canonical.contains(r"Prim\u00e4r \ud83d\udc69\u200d\ud83d\ude92"),
+            "{canonical}"
+        );
+        assert_eq!(HeldWrite::parse(&canonical), Ok(write));
     }
 
     #[test]

@@ -55,7 +55,11 @@ pub async fn run(
         return failed(refusal.message(&format!("{slash} {}", write.command())));
     }
     let Some(pd) = services.pagerduty.clone() else {
-        return failed("PagerDuty is not configured (PAGERDUTY_API_TOKEN); nothing was done");
+        let missing = crate::clients::vendor::VendorError::not_configured(
+            crate::clients::pagerduty::NAME,
+            "PAGERDUTY_API_TOKEN",
+        );
+        return failed(missing.to_string());
     };
     log.line(
         Stream::System,
@@ -73,8 +77,10 @@ pub async fn run(
     let task = {
         let services = services.clone();
         async move {
-            pager::still_the_same(&pd, &write).await?;
-            pager::perform(&services, &pd, &who, &write).await
+            match pager::recheck(&pd, &write).await? {
+                pager::Recheck::Same => pager::perform(&services, &pd, &who, &write).await,
+                pager::Recheck::Nothing(answer) => Ok(answer),
+            }
         }
     };
     let mut handler = tokio::spawn(task.in_current_span());

@@ -3,8 +3,9 @@
 //! plainer), never as an error, since the delivery is already verified and stored.
 //!
 //! Leaves are [`Text`] (a non-empty string), [`Number`] (a whole number, or digits in a
-//! string), [`Id`] (either, as text) and [`Flag`] (only `true` is true); every object or list is
-//! wrapped in [`L`], which reads anything it cannot read as its default.
+//! string), [`Id`] (either, as text) and [`Flag`] (only `true` is true); every object is wrapped
+//! in [`L`] and every list is a [`List`], which read anything that is not an object (a list) as
+//! their default.
 
 use std::ops::Deref;
 
@@ -86,7 +87,8 @@ impl<'de> Deserialize<'de> for Flag {
     }
 }
 
-/// An object or list read leniently: whatever does not read as `T` is `T::default()`.
+/// An object read leniently: anything but an object (serde would fill a struct from a list, by
+/// position) is `T::default()`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct L<T>(T);
 
@@ -100,7 +102,34 @@ impl<T> Deref for L<T> {
 impl<'de, T: DeserializeOwned + Default> Deserialize<'de> for L<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let value = Value::deserialize(d)?;
-        Ok(L(T::deserialize(value).unwrap_or_default()))
+        Ok(L(if value.is_object() {
+            T::deserialize(value).unwrap_or_default()
+        } else {
+            T::default()
+        }))
+    }
+}
+
+/// A list of objects read leniently: anything but a list is empty, and each item is an [`L`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct List<T>(Vec<L<T>>);
+
+impl<T> Deref for List<T> {
+    type Target = [L<T>];
+    fn deref(&self) -> &[L<T>] {
+        &self.0
+    }
+}
+
+impl<'de, T: DeserializeOwned + Default> Deserialize<'de> for List<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(List(match Value::deserialize(d)? {
+            Value::Array(items) => items
+                .into_iter()
+                .map(|item| L::deserialize(item).unwrap_or_default())
+                .collect(),
+            _ => Vec::new(),
+        }))
     }
 }
 
@@ -173,7 +202,7 @@ pub struct Push {
     pub compare: Text,
     pub deleted: Flag,
     pub forced: Flag,
-    pub commits: L<Vec<L<Commit>>>,
+    pub commits: List<Commit>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -363,7 +392,7 @@ pub struct PagerDutyData {
     pub own: IncidentFields,
     pub urgency: Text,
     pub priority: L<Named>,
-    pub assignees: L<Vec<L<Named>>>,
+    pub assignees: List<Named>,
     /// A note's text.
     pub content: Text,
 }
@@ -449,6 +478,16 @@ mod tests {
             panic!("a pull request")
         };
         assert_eq!(pr.pull_request.number.get(), Some(12));
+        // A list where an object belongs is not read by position.
+        let listed = GitHubEvent::read("push", &json!({"repository": ["acme/api", "x", "y"]}));
+        assert_eq!(listed.common.repository.full_name.get(), None);
+        // A commit that is not an object still counts, as an empty one.
+        let odd = GitHubEvent::read("push", &json!({"commits": ["abc", {"id": "0123456789"}]}));
+        let GitHubBody::Push(push) = odd.body else {
+            panic!("a push")
+        };
+        assert_eq!(push.commits.len(), 2);
+        assert_eq!(push.commits[1].id.get(), Some("0123456789"));
         assert_eq!(
             GitHubEvent::read("discussion", &json!({})).body,
             GitHubBody::Other

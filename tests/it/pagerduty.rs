@@ -124,6 +124,7 @@ both_stores!(
     held_actions_wait_for_a_peer_and_run_as_the_requester,
     an_approval_holds_to_what_was_shown,
     a_held_trigger_sends_what_was_approved,
+    an_approved_ack_with_nothing_left_sends_nothing,
 );
 
 async fn incidents_are_listed_across_pages(db: Db) {
@@ -1228,5 +1229,45 @@ async fn a_held_trigger_sends_what_was_approved(db: Db) {
         .map(|r| r.entry.outcome.as_str())
         .collect();
     assert_eq!(triggered, ["started", "succeeded"], "{rows:?}");
+    app.stop().await;
+}
+
+/// `pager ack` (my incidents), held: if they were all acknowledged by the time a peer
+/// approves, the job sends nothing and says there is nothing left, as the command would.
+async fn an_approved_ack_with_nothing_left_sends_nothing(db: Db) {
+    let Some((app, pd)) = start_held(db, "pd_held_nothing", "ack").await else {
+        return;
+    };
+    jane_is_known(&app, &pd).await;
+    let mine = |items: Value| {
+        Mock::given(method("GET"))
+            .and(path("/incidents"))
+            .and(query_param("user_ids[]", "PJANE"))
+            .respond_with(page("incidents", items, false))
+    };
+    mine(json!([incident("PT9", 109, "triggered", "mine")]))
+        .up_to_n_times(1)
+        .mount(&pd)
+        .await;
+    let ack = app.slash("pager ack").by(JANE).send().await;
+    let text = app.reply(&ack).await["text"].as_str().unwrap().to_owned();
+    assert!(text.contains("Would ack PT9 (your incidents)"), "{text}");
+    mine(json!([])).mount(&pd).await;
+    Mock::given(method("PUT"))
+        .and(path("/incidents"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&pd)
+        .await;
+    assert_eq!(app.click(JOE, "approval_approve", "1").await.status, 200);
+
+    let job = first_job_ended(&app).await;
+    assert_eq!(job.status.as_str(), "succeeded", "{job:?}");
+    let log = app.job_log_lines(1).await;
+    assert!(
+        log.iter()
+            .any(|l| l.contains("No triggered incidents assigned to you to acknowledge.")),
+        "{log:?}"
+    );
     app.stop().await;
 }
