@@ -1118,23 +1118,21 @@ async fn held_actions_wait_for_a_peer_and_run_as_the_requester(db: Db) {
     app.stop().await;
 }
 
-/// `pager ack` (my incidents), held for approval: if by the time it is approved the set of
-/// incidents has changed, the job does nothing and says why.
-async fn an_approval_holds_to_what_was_shown(db: Db) {
-    let Some((app, pd)) = start_held(db, "pd_held_changed", "ack").await else {
-        return;
-    };
-    jane_is_known(&app, &pd).await;
-    let mine = |items: Value| {
-        Mock::given(method("GET"))
-            .and(path("/incidents"))
-            .and(query_param("user_ids[]", "PJANE"))
-            .respond_with(page("incidents", items, false))
-    };
-    // One incident when Jane asks; a second one has arrived by the time Joe approves.
+/// Jane's own incidents as PagerDuty lists them now.
+fn mine(items: Value) -> Mock {
+    Mock::given(method("GET"))
+        .and(path("/incidents"))
+        .and(query_param("user_ids[]", "PJANE"))
+        .respond_with(page("incidents", items, false))
+}
+
+/// Jane asks for `pager ack` (her incidents) where it is held: PT9 is hers when she asks, and
+/// the approvers are shown that.
+async fn jane_asks_to_ack_hers(app: &TestApp, pd: &MockServer) {
+    jane_is_known(app, pd).await;
     mine(json!([incident("PT9", 109, "triggered", "mine")]))
         .up_to_n_times(1)
-        .mount(&pd)
+        .mount(pd)
         .await;
     let ack = app.slash("pager ack").by(JANE).send().await;
     let text = app.reply(&ack).await["text"].as_str().unwrap().to_owned();
@@ -1142,6 +1140,16 @@ async fn an_approval_holds_to_what_was_shown(db: Db) {
         text.contains("Would ack PT9 (your incidents) as jane@acme.test"),
         "{text}"
     );
+}
+
+/// `pager ack` (my incidents), held for approval: if by the time it is approved the set of
+/// incidents has changed, the job does nothing and says why.
+async fn an_approval_holds_to_what_was_shown(db: Db) {
+    let Some((app, pd)) = start_held(db, "pd_held_changed", "ack").await else {
+        return;
+    };
+    // One incident when Jane asks; a second one has arrived by the time Joe approves.
+    jane_asks_to_ack_hers(&app, &pd).await;
     mine(json!([
         incident("PT9", 109, "triggered", "mine"),
         incident("PT10", 110, "triggered", "new")
@@ -1238,20 +1246,7 @@ async fn an_approved_ack_with_nothing_left_sends_nothing(db: Db) {
     let Some((app, pd)) = start_held(db, "pd_held_nothing", "ack").await else {
         return;
     };
-    jane_is_known(&app, &pd).await;
-    let mine = |items: Value| {
-        Mock::given(method("GET"))
-            .and(path("/incidents"))
-            .and(query_param("user_ids[]", "PJANE"))
-            .respond_with(page("incidents", items, false))
-    };
-    mine(json!([incident("PT9", 109, "triggered", "mine")]))
-        .up_to_n_times(1)
-        .mount(&pd)
-        .await;
-    let ack = app.slash("pager ack").by(JANE).send().await;
-    let text = app.reply(&ack).await["text"].as_str().unwrap().to_owned();
-    assert!(text.contains("Would ack PT9 (your incidents)"), "{text}");
+    jane_asks_to_ack_hers(&app, &pd).await;
     mine(json!([])).mount(&pd).await;
     Mock::given(method("PUT"))
         .and(path("/incidents"))
