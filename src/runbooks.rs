@@ -39,12 +39,6 @@ pub fn find<'a>(services: &'a Services, name: &str) -> Option<&'a Runbook> {
     services.catalogue.runbook(name)
 }
 
-/// A runbook by name, including those that hold PagerDuty writes for approval: what a job or
-/// an approval request may name.
-pub fn find_any<'a>(services: &'a Services, name: &str) -> Option<&'a Runbook> {
-    services.catalogue.any_runbook(name)
-}
-
 /// Whether `user` may see `job` (its status, log and page): whoever may run its runbook, and
 /// whoever asked for it. A held PagerDuty write is seen by those who may run the command it
 /// holds (`pager ack!` needs what `pager ack!` needs). The check runs at every look, so a

@@ -121,16 +121,6 @@ impl HeldWrite {
         }
     }
 
-    /// The requester's PagerDuty email, which the write is sent as.
-    pub fn from(&self) -> &str {
-        match self {
-            HeldWrite::Update { from, .. }
-            | HeldWrite::Override { from, .. }
-            | HeldWrite::Maintenance { from, .. }
-            | HeldWrite::Trigger { from, .. } => from,
-        }
-    }
-
     /// The canonical form: the `write` parameter an approval is bound to. It is JSON in ASCII
     /// (anything else escaped as `\uXXXX`), so names PagerDuty gave (a schedule called with an
     /// emoji) pass the checks every parameter gets, which refuse invisible characters in what
