@@ -1,5 +1,6 @@
 //! What we say in chat: messages of blocks ([`Block`]) with a plain-text fallback, built with
 //! small helpers that keep to the platforms' limits and escape everything we did not write.
+//! Text is in Pantheon's markup, whose writers and reader live in [`crate::domain::markup`].
 //! Nothing here is any platform's wire format; each chat edge renders a [`Message`] its own way.
 
 use std::{future::Future, pin::Pin};
@@ -8,6 +9,9 @@ use time::OffsetDateTime;
 use url::Url;
 
 use crate::clients::vendor::VendorError;
+pub use crate::domain::markup::{
+    code_block, escape, escape_inline, link, mention, truncate, unescape,
+};
 pub use crate::domain::message::{Action, Block, Button, ButtonStyle};
 
 /// A message as posted: its channel and its reference there (on Slack, its `ts`). References
@@ -115,7 +119,7 @@ pub struct Message {
 }
 
 impl Message {
-    /// A message with only text, shown as mrkdwn.
+    /// A message with only text, in our markup ([`crate::domain::markup`]).
     pub fn text(text: impl Into<String>) -> Self {
         Self {
             text: truncate(&text.into(), MAX_FALLBACK_TEXT),
@@ -147,66 +151,6 @@ impl Message {
         self.replace = Some(true);
         self
     }
-}
-
-/// Escape text we did not write so Slack shows it literally: `&`, `<` and `>` are the only
-/// control characters of Slack's markup (mentions, links, `<!channel>` all start with `<`).
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Undo [`escape`], for showing a message on a terminal.
-pub fn unescape(text: &str) -> String {
-    text.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
-/// Escape text for inside our own `*bold*` or `` `code` `` spans as well: their delimiters
-/// become look-alikes, so a title like "*urgent*" cannot end our span early and restyle the
-/// rest of the message.
-pub fn escape_inline(text: &str) -> String {
-    escape(text)
-        .replace('`', "\u{2018}")
-        .replace('*', "\u{2217}")
-}
-
-/// Program output shown in a ```code block```: escaped like any text we did not write (so it
-/// cannot mention `@channel` or plant a link), cut to `max`, and unable to close the block.
-pub fn code_block(output: &str, max: usize) -> String {
-    format!(
-        "```{}```",
-        escape(&truncate(output, max)).replace("```", "'''")
-    )
-}
-
-/// A link with escaped label; the URL is ours (built from a base URL and ids) or vendor-given,
-/// and `|`/`>` would end it early, so those are percent-encoded.
-pub fn link(url: &str, label: &str) -> String {
-    let url = url
-        .replace('|', "%7C")
-        .replace('>', "%3E")
-        .replace('<', "%3C");
-    format!("<{url}|{}>", escape(label).replace('|', "\u{2223}"))
-}
-
-/// Cut `text` to at most `max` characters, marking the cut with an ellipsis.
-pub fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
 }
 
 pub fn section(markup: &str) -> Block {

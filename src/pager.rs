@@ -5,7 +5,7 @@
 use time::{Duration, OffsetDateTime};
 
 use crate::{
-    chat::{self, Message, escape, link},
+    chat::{self, Message, escape, link, mention},
     clients::{
         pagerduty::{Incident, PagerDuty},
         vendor::VendorError,
@@ -189,7 +189,7 @@ pub async fn perform(
                 .await?;
             let lines: Vec<String> = updated.iter().map(|i| incident_line(i, now)).collect();
             let n = updated.len();
-            let title = format!("<@{user}> {verb} {n} incident{}", plural(n));
+            let title = format!("{} {verb} {n} incident{}", mention(user), plural(n));
             let mut message = chat::list_message(
                 &format!("{verb} {n} incident{}", plural(n)),
                 &lines,
@@ -214,7 +214,8 @@ pub async fn perform(
                 })
                 .await?;
             Ok(Message::text(format!(
-                "<@{user}> has the pager on *{}* until {} ({minutes} minutes).",
+                "{} has the pager on *{}* until {} ({minutes} minutes).",
+                mention(user),
                 escape(schedule_name),
                 chat::when(created.end)
             )))
@@ -239,7 +240,7 @@ pub async fn perform(
                 .map(|n| format!("*{}*", escape(n)))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let mut text = format!("<@{user}> put {what} in maintenance until {until}.");
+            let mut text = format!("{} put {what} in maintenance until {until}.", mention(user));
             if let Some(url) = &window.html_url {
                 text.push(' ');
                 text.push_str(&link(url, "Maintenance window"));
@@ -260,7 +261,8 @@ pub async fn perform(
                 )
                 .await?;
             Ok(Message::text(format!(
-                "<@{user}> paged {}: {}",
+                "{} paged {}: {}",
+                mention(user),
                 escape(assignee_name),
                 incident_line(&incident, now)
             )))

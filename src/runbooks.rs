@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 use crate::{
-    chat::{self, Message, escape},
+    chat::{self, Message, escape, mention},
     domain::audit::{AuditEntry, Outcome},
     domain::{
         approval::{ApprovalRequest, Decision, NewApprovalRequest, VoteResult, binding},
@@ -182,8 +182,8 @@ async fn queue_now(
     } = asked;
     // Post to the channel first (when we can), so the job is born knowing its thread.
     let intro = format!(
-        "<@{}> asked for *{}* on `{}` ({}).",
-        who.user,
+        "{} asked for *{}* on `{}` ({}).",
+        mention(who.user),
         escape(&name),
         escape(&target),
         escape(&shown)
@@ -214,8 +214,8 @@ async fn queue_now(
         .map_err(|e| store_failed("The job could not be queued", &e))?;
     services.job_queued.notify_waiters();
     let text = format!(
-        "<@{}> queued *{}* #{id} on `{}` ({}).",
-        who.user,
+        "{} queued *{}* #{id} on `{}` ({}).",
+        mention(who.user),
         escape(&name),
         escape(&target),
         escape(&shown),

@@ -51,7 +51,11 @@ async fn whoami(ctx: CommandContext) -> HandlerResult {
                 .join(", ")
         )
     };
-    let text = format!("You are <@{user}> (`{user}`). {groups_text}");
+    let text = format!(
+        "You are {} (`{}`). {groups_text}",
+        chat::mention(user),
+        chat::escape_inline(user)
+    );
     Ok(Message::blocks(text.clone(), vec![chat::section(&text)]))
 }
 
@@ -87,7 +91,7 @@ async fn audit(ctx: CommandContext) -> HandlerResult {
                 .map(|d| format!(" — {}", chat::escape(&chat::truncate(d, 120))))
                 .unwrap_or_default();
             let actor = if crate::config::is_slack_user_id(&e.actor) {
-                format!("<@{}>", e.actor)
+                chat::mention(&e.actor)
             } else {
                 chat::escape(&e.actor)
             };

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use super::{ArgType, CommandContext, CommandError, Declaration, HandlerResult, command, handler};
 use crate::{
-    chat::{self, Message, escape},
+    chat::{self, Message, escape, mention},
     domain::audit::Outcome,
     domain::{approval::Decision, catalogue::Catalogue, job::JobStatus},
     jobs::report,
@@ -281,8 +281,8 @@ async fn cancel(ctx: CommandContext) -> HandlerResult {
         .is_ok();
     if job.requested_by != ctx.user() && !may_cancel_others {
         return Err(CommandError::User(format!(
-            "Only <@{}> (who asked for it) or an admin can cancel job #{id}.",
-            job.requested_by
+            "Only {} (who asked for it) or an admin can cancel job #{id}.",
+            mention(&job.requested_by)
         )));
     }
     if job.status.is_final() {
@@ -317,21 +317,21 @@ async fn cancel(ctx: CommandContext) -> HandlerResult {
                 services,
                 &cancelled,
                 format!(
-                    "⏹ {} #{id} was cancelled by <@{}> before it started.",
+                    "⏹ {} #{id} was cancelled by {} before it started.",
                     job.runbook,
-                    ctx.user()
+                    mention(ctx.user())
                 ),
             )
             .await;
             format!(
-                "<@{}> cancelled {} #{id} before it started.",
-                ctx.user(),
+                "{} cancelled {} #{id} before it started.",
+                mention(ctx.user()),
                 escape(&job.runbook)
             )
         }
         Some(JobStatus::Running) => format!(
-            "<@{}> asked {} #{id} to stop; its process group is being stopped.",
-            ctx.user(),
+            "{} asked {} #{id} to stop; its process group is being stopped.",
+            mention(ctx.user()),
             escape(&job.runbook)
         ),
         Some(other) => format!("Job #{id} has already ended ({}).", other.as_str()),
@@ -351,11 +351,11 @@ async fn approvals(ctx: CommandContext) -> HandlerResult {
         .iter()
         .map(|r| {
             format!(
-                "#{} *{}* on `{}` by <@{}> · {} of {} from `{}` · expires {}",
+                "#{} *{}* on `{}` by {} · {} of {} from `{}` · expires {}",
                 r.id,
                 escape(&r.runbook),
                 escape(&r.target),
-                r.requester,
+                mention(&r.requester),
                 r.approvers().len(),
                 r.required,
                 escape(&r.approver_group),

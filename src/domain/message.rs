@@ -1,6 +1,6 @@
 //! What a message is made of, whatever chat platform shows it: blocks of text and buttons that
-//! name what they do. Text in [`Block::Section`] and [`Block::Context`] is markup built by
-//! `chat`'s helpers (escaped, with links and mentions); a header is plain text. Each platform's
+//! name what they do. Text in [`Block::Section`] and [`Block::Context`] is Pantheon's markup
+//! ([`super::markup`]: escaped, with links and mentions); a header is plain text. Each platform's
 //! edge renders these in its own format (Slack: Block Kit) and parses clicks back into an
 //! [`Action`], so both directions use one definition.
 

@@ -7,6 +7,7 @@ pub mod catalogue;
 pub mod duration;
 pub mod held;
 pub mod job;
+pub mod markup;
 pub mod message;
 pub mod outbox;
 pub mod policy;

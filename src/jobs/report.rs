@@ -4,7 +4,7 @@
 //! response URL only and later progress is visible with `job <id>` and on the job page.
 
 use crate::{
-    chat::{self, Action, ButtonStyle, Message, escape},
+    chat::{self, Action, ButtonStyle, Message, escape, mention},
     domain::{
         approval::{ApprovalRequest, Decision, RequestStatus},
         job::{Job, JobStatus},
@@ -23,15 +23,16 @@ fn params_lines(params: &std::collections::BTreeMap<String, String>) -> String {
 fn mention_list(users: &[&str]) -> String {
     match users {
         [] => String::new(),
-        [one] => format!("<@{one}>"),
+        [one] => mention(one),
         many => {
             let (last, rest) = many.split_last().unwrap_or((&"", &[]));
             format!(
-                "{} and <@{last}>",
+                "{} and {}",
                 rest.iter()
-                    .map(|u| format!("<@{u}>"))
+                    .map(|u| mention(u))
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                mention(last)
             )
         }
     }
@@ -61,14 +62,14 @@ pub fn approval_message(request: &ApprovalRequest, job: Option<&Job>) -> Message
         .filter(|_| crate::domain::runbook::held_action(&request.runbook).is_some());
     let asked = match held {
         Some(command) => format!(
-            "<@{}> asks to run `{}`\n{}",
-            request.requester,
+            "{} asks to run `{}`\n{}",
+            mention(&request.requester),
             chat::escape_inline(command),
             escape(request.plan_output.as_deref().unwrap_or_default())
         ),
         None => format!(
-            "<@{}> asks to run *{}* on `{}`\n{}",
-            request.requester,
+            "{} asks to run *{}* on `{}`\n{}",
+            mention(&request.requester),
             escape(&request.runbook),
             escape(&request.target),
             params_lines(&request.params)
@@ -108,14 +109,14 @@ pub fn approval_message(request: &ApprovalRequest, job: Option<&Job>) -> Message
             request
                 .decided_by
                 .as_deref()
-                .map(|u| format!("<@{u}>"))
+                .map(mention)
                 .unwrap_or_default()
         ),
         RequestStatus::Expired => format!(
             "Expired at {} without enough approvals",
             chat::when(request.expires_at)
         ),
-        RequestStatus::Withdrawn => format!("Withdrawn by <@{}>", request.requester),
+        RequestStatus::Withdrawn => format!("Withdrawn by {}", mention(&request.requester)),
     };
     let mut blocks = vec![chat::header(&title), chat::section(&asked)];
     if let Some(plan) = request
@@ -164,7 +165,7 @@ pub fn job_line(job: &Job, url: Option<&str>) -> String {
     };
     let mut parts = vec![format!("{head} *{}*", job.status.as_str())];
     parts.push(format!("on `{}`", escape(&job.target)));
-    parts.push(format!("by <@{}>", job.requested_by));
+    parts.push(format!("by {}", mention(&job.requested_by)));
     parts.push(chat::when(job.created_at));
     if job.status.is_final() {
         let t = took(job);

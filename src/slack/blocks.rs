@@ -81,7 +81,8 @@ fn button(b: &Button) -> Value {
     out
 }
 
-/// One block in Block Kit.
+/// One block in Block Kit. Section and context text go as `mrkdwn` as they are: Pantheon's
+/// markup ([`crate::domain::markup`]) is a subset of it, escapes included.
 pub fn block(b: &Block) -> Value {
     match b {
         Block::Header { text } => {
