@@ -124,28 +124,31 @@ impl App {
             settings.slack_bot_token.clone(),
         );
         let response_urls = ResponseUrlPolicy::new(settings.response_url_hosts.clone());
-        let services = Services {
-            approval_locks: std::sync::Mutex::default(),
-            background: Arc::default(),
+        let catalogue = Arc::new(catalogue);
+        let notifications = crate::notify::Notifications::new(
+            store.clone(),
             deliveries,
-            notices: Arc::new(SlackChat::new(
+            catalogue.clone(),
+            zendesk.clone(),
+            Arc::new(SlackChat::new(
                 slack_outbox,
                 response_urls.clone(),
                 outbound.clone(),
             )),
-            outbox_ready: tokio::sync::Notify::new(),
+            config.notifications.clone(),
+        );
+        let services = Services {
+            background: Arc::default(),
+            notifications: Arc::new(notifications),
             links: crate::links::Links::new(&settings, config.jobs.link_ttl),
-            job_queued: tokio::sync::Notify::new(),
+            work: crate::work::Work::default(),
             chat: Arc::new(SlackChat::new(slack, response_urls, outbound.clone())),
-            pagerduty,
-            zendesk,
-            github,
             slash: config.slack.command.get_ref().clone(),
             in_flight: crate::inflight::InFlight::new(
                 config.limits.max_in_flight,
                 config.limits.max_in_flight_per_user,
             ),
-            outbound,
+            vendors: crate::clients::Vendors::new(pagerduty, zendesk, github, outbound),
             config,
             settings,
             store,
@@ -161,7 +164,7 @@ impl App {
             job_tasks = crate::jobs::spawn(services.clone(), stop.clone());
             job_tasks.push(spawn.spawn(
                 "outbox sender",
-                crate::notify::sender::run(services.clone(), stop.clone()),
+                crate::notify::sender::run(services.notifications.clone(), stop.clone()),
             ));
             job_tasks.push(spawn.spawn("upkeep", crate::upkeep::run(services.clone(), stop)));
         }

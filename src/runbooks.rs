@@ -212,7 +212,7 @@ async fn queue_now(
         })
         .await
         .map_err(|e| store_failed("The job could not be queued", &e))?;
-    services.job_queued.notify_waiters();
+    services.work.queued();
     let text = format!(
         "{} queued *{}* #{id} on `{}` ({}).",
         mention(who.user),
@@ -491,7 +491,7 @@ pub async fn vote(
             true,
         ),
         VoteResult::Approved { job_id } => {
-            services.job_queued.notify_waiters();
+            services.work.queued();
             (format!("Approved: {name} #{job_id} is queued."), true)
         }
         VoteResult::Denied => (format!("Request #{id} is denied."), true),

@@ -10,6 +10,47 @@ use std::time::Duration;
 
 use reqwest::{RequestBuilder, Response, StatusCode};
 
+/// The vendor APIs we call, each there only when its credentials are configured, and the
+/// outbound client they share (for runbooks' webhooks too).
+pub struct Vendors {
+    pagerduty: Option<pagerduty::PagerDuty>,
+    zendesk: Option<zendesk::Zendesk>,
+    github: Option<github::GitHub>,
+    outbound: Outbound,
+}
+
+impl Vendors {
+    pub fn new(
+        pagerduty: Option<pagerduty::PagerDuty>,
+        zendesk: Option<zendesk::Zendesk>,
+        github: Option<github::GitHub>,
+        outbound: Outbound,
+    ) -> Self {
+        Self {
+            pagerduty,
+            zendesk,
+            github,
+            outbound,
+        }
+    }
+
+    pub fn pagerduty(&self) -> Option<&pagerduty::PagerDuty> {
+        self.pagerduty.as_ref()
+    }
+
+    pub fn zendesk(&self) -> Option<&zendesk::Zendesk> {
+        self.zendesk.as_ref()
+    }
+
+    pub fn github(&self) -> Option<&github::GitHub> {
+        self.github.as_ref()
+    }
+
+    pub fn outbound(&self) -> &Outbound {
+        &self.outbound
+    }
+}
+
 /// How hard to try before giving up.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {

@@ -26,8 +26,8 @@ pub fn declarations() -> Vec<Declaration> {
 
 fn client(ctx: &CommandContext) -> Result<&GitHub, CommandError> {
     ctx.services
-        .github
-        .as_ref()
+        .vendors
+        .github()
         .ok_or_else(|| VendorError::not_configured(github::NAME, "GITHUB_TOKEN").into())
 }
 

@@ -129,8 +129,8 @@ pub fn declarations() -> Vec<Declaration> {
 
 fn client(ctx: &CommandContext) -> Result<&PagerDuty, CommandError> {
     ctx.services
-        .pagerduty
-        .as_ref()
+        .vendors
+        .pagerduty()
         .ok_or_else(|| VendorError::not_configured(pagerduty::NAME, "PAGERDUTY_API_TOKEN").into())
 }
 
@@ -539,7 +539,7 @@ async fn me_as(ctx: CommandContext) -> HandlerResult {
             )));
         }
     }
-    let user = match &ctx.services.pagerduty {
+    let user = match ctx.services.vendors.pagerduty() {
         Some(pd) => Some(pd.user_by_email(&email).await?.ok_or_else(|| {
             CommandError::User(format!(
                 "No PagerDuty user has the email `{}`; nothing was changed.",

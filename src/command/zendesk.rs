@@ -42,7 +42,7 @@ pub fn declarations() -> Vec<Declaration> {
 }
 
 fn client(ctx: &CommandContext) -> Result<&Zendesk, CommandError> {
-    ctx.services.zendesk.as_ref().ok_or_else(|| {
+    ctx.services.vendors.zendesk().ok_or_else(|| {
         VendorError::not_configured(
             zendesk::NAME,
             "ZENDESK_SUBDOMAIN (or ZENDESK_API_URL), ZENDESK_EMAIL and ZENDESK_API_TOKEN",

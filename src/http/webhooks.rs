@@ -17,7 +17,7 @@ use crate::{
     config::Settings,
     domain::outbox::Recorded,
     error::ApiError,
-    notify::{self, webhook::Webhook},
+    notify::webhook::Webhook,
     signature::{self, HmacKey, SignatureError},
 };
 
@@ -168,7 +168,12 @@ pub async fn receive<S: Source>(State(state): State<AppState>, verified: Verifie
     let Some(webhook) = verified.webhook else {
         return (StatusCode::OK, Json(json!({"status": "pong"}))).into_response();
     };
-    match notify::accept(&state.services, &webhook, &verified.body).await {
+    match state
+        .services
+        .notifications
+        .accept(&webhook, &verified.body)
+        .await
+    {
         Ok((Recorded::New { .. }, messages)) => (
             StatusCode::ACCEPTED,
             Json(json!({"status": "accepted", "messages": messages})),

@@ -54,7 +54,7 @@ pub async fn run(
     if let Err(refusal) = allowed {
         return failed(refusal.message(&format!("{slash} {}", write.command())));
     }
-    let Some(pd) = services.pagerduty.clone() else {
+    let Some(pd) = services.vendors.pagerduty().cloned() else {
         let missing = crate::clients::vendor::VendorError::not_configured(
             crate::clients::pagerduty::NAME,
             "PAGERDUTY_API_TOKEN",

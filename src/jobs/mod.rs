@@ -60,7 +60,7 @@ async fn work(services: Arc<Services>, worker: String, mut stop: watch::Receiver
             Ok(Some(_)) => {}
             Ok(None) => {
                 tokio::select! {
-                    () = services.job_queued.notified() => {}
+                    () = services.work.wait_queued() => {}
                     () = tokio::time::sleep(poll) => {}
                     _ = stop.changed() => {}
                 }
@@ -463,7 +463,7 @@ pub async fn reap_once(services: &Services, now: OffsetDateTime) -> usize {
                         job.runbook, job.id
                     )
                 } else if job.status == JobStatus::Queued {
-                    services.job_queued.notify_waiters();
+                    services.work.queued();
                     format!(
                         "⚠ {} #{} lost its worker and was re-queued (the runbook is safe to retry).",
                         job.runbook, job.id

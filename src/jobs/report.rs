@@ -213,30 +213,10 @@ pub fn with_log_button(text: String, job_id: i64) -> Message {
 /// Replace the approval message with the request's current state (bot token and a posted
 /// message needed; otherwise nothing to update).
 pub async fn refresh_approval(services: &Services, request_id: i64) {
-    // One refresh of a message at a time, each reading the state afresh under the lock, so
-    // the last update sent is always the latest state (a slow "running" cannot land after
-    // "succeeded").
-    let lock = {
-        let mut locks = services
-            .approval_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        locks.entry(request_id).or_default().clone()
-    };
-    {
-        let _held = lock.lock().await;
-        refresh_approval_now(services, request_id).await;
-    }
-    let mut locks = services
-        .approval_locks
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if locks
-        .get(&request_id)
-        .is_some_and(|l| std::sync::Arc::strong_count(l) <= 2)
-    {
-        locks.remove(&request_id);
-    }
+    services
+        .work
+        .one_refresh_at_a_time(request_id, refresh_approval_now(services, request_id))
+        .await;
 }
 
 async fn refresh_approval_now(services: &Services, request_id: i64) {

@@ -180,7 +180,7 @@ pub async fn run(
             git_ref,
             inputs,
         } => {
-            let Some(gh) = &services.github else {
+            let Some(gh) = services.vendors.github() else {
                 return RunEnd::Failed {
                     exit_code: None,
                     error: "GitHub is not configured: set GITHUB_TOKEN".into(),
@@ -230,7 +230,8 @@ pub async fn run(
             let shown = shown_url(url);
             log.line(Stream::System, &format!("POST {shown}")).await;
             let call = services
-                .outbound
+                .vendors
+                .outbound()
                 .client
                 .post(url)
                 .timeout(limit)

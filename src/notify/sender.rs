@@ -9,11 +9,11 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+use super::Notifications;
 use crate::{
     chat::{self, Message},
     clients::vendor::{ErrorKind, VendorError},
     domain::audit::{AuditEntry, Outcome},
-    services::Services,
 };
 use crate::{domain::outbox::OutboxRow, store::StoreError};
 
@@ -23,11 +23,11 @@ const CLAIM: time::Duration = time::Duration::seconds(30);
 const PER_CHANNEL: time::Duration = time::Duration::seconds(1);
 const BATCH: i64 = 200;
 
-pub async fn run(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
+pub async fn run(outbox: Arc<Notifications>, mut stop: watch::Receiver<bool>) {
     let mut pace = Pace::default();
     let mut warned = false;
     while !*stop.borrow() {
-        if !services.notices.configured() {
+        if !outbox.notices.configured() {
             if !warned {
                 tracing::warn!(
                     "SLACK_BOT_TOKEN is not set: notifications wait in the outbox until it is"
@@ -40,16 +40,16 @@ pub async fn run(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
             }
             continue;
         }
-        match send_due(&services, &mut pace).await {
+        match send_due(&outbox, &mut pace).await {
             Ok(0) => {
                 let now = OffsetDateTime::now_utc();
-                let wait = match services.store.next_outbox_due().await {
+                let wait = match outbox.store.next_outbox_due().await {
                     Ok(Some(due)) => (due - now)
                         .clamp(time::Duration::milliseconds(5), time::Duration::seconds(1)),
                     _ => time::Duration::seconds(1),
                 };
                 tokio::select! {
-                    () = services.outbox_ready.notified() => {}
+                    () = outbox.ready.notified() => {}
                     () = tokio::time::sleep(wait.try_into().unwrap_or(Duration::from_secs(1))) => {}
                     _ = stop.changed() => {}
                 }
@@ -72,9 +72,9 @@ pub struct Pace {
 /// One round of the sender: claim what is due and post it, per channel in order, one message
 /// per channel now and the rest when the channel's pace allows. How many rows were claimed
 /// (0: nothing was due). The sender loop repeats this; tests call it to send without waiting.
-pub async fn send_due(services: &Arc<Services>, pace: &mut Pace) -> Result<usize, StoreError> {
+pub async fn send_due(outbox: &Arc<Notifications>, pace: &mut Pace) -> Result<usize, StoreError> {
     let now = OffsetDateTime::now_utc();
-    let rows = services.store.claim_outbox(now, now + CLAIM, BATCH).await?;
+    let rows = outbox.store.claim_outbox(now, now + CLAIM, BATCH).await?;
     let claimed = rows.len();
     let mut by_channel: Vec<(String, Vec<OutboxRow>)> = Vec::new();
     for row in rows {
@@ -85,9 +85,9 @@ pub async fn send_due(services: &Arc<Services>, pace: &mut Pace) -> Result<usize
     }
     let sends = by_channel.into_iter().map(|(channel, rows)| {
         let allowed = pace.next_allowed.get(&channel).copied();
-        let services = services.clone();
+        let outbox = outbox.clone();
         async move {
-            let next = send_channel(&services, &channel, rows, allowed).await;
+            let next = send_channel(&outbox, &channel, rows, allowed).await;
             (channel, next)
         }
     });
@@ -106,19 +106,19 @@ where
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
+    let mut results = Vec::with_capacity(handles.len());
     for h in handles {
         if let Ok(v) = h.await {
-            out.push(v);
+            results.push(v);
         }
     }
-    out
+    results
 }
 
 /// Send the first message (or coalesced group) of one channel; put the rest back for later.
 /// Returns when the channel may be posted to next.
 async fn send_channel(
-    services: &Services,
+    outbox: &Notifications,
     channel: &str,
     rows: Vec<OutboxRow>,
     allowed: Option<OffsetDateTime>,
@@ -126,13 +126,13 @@ async fn send_channel(
     let now = OffsetDateTime::now_utc();
     let ids = |rows: &[OutboxRow]| rows.iter().map(|r| r.id).collect::<Vec<_>>();
     if let Some(at) = allowed.filter(|at| *at > now) {
-        release(services, &ids(&rows), at, None, false).await;
+        release(outbox, &ids(&rows), at, None, false).await;
         return at;
     }
     // First, rows a sender had begun posting when it died (or that met an answer that did not
     // say whether Slack took them): settle exactly the rows of that message if it is in the
     // channel, and only then post anything.
-    let rows = match recover(services, channel, rows, now).await {
+    let rows = match recover(outbox, channel, rows, now).await {
         Recovered::Settled => return now,
         Recovered::Go(rows) => rows,
     };
@@ -140,7 +140,7 @@ async fn send_channel(
     // the first row and every waiting row with its coalescing key go as one message; and when
     // more are waiting for this channel than it can take at one a second, they all go as one
     // summary instead of queueing for minutes.
-    let threshold = services.config.notifications.summarize_after;
+    let threshold = outbox.policy.summarize_after;
     let ordinary = rows.iter().filter(|r| r.priority == 0).count();
     let key = rows[0].coalesce_key.clone();
     let (unit, rest, summary): (Vec<OutboxRow>, Vec<OutboxRow>, bool) =
@@ -158,7 +158,7 @@ async fn send_channel(
             (rows, rest, false)
         };
     if !rest.is_empty() {
-        release(services, &ids(&rest), now + PER_CHANNEL, None, false).await;
+        release(outbox, &ids(&rest), now + PER_CHANNEL, None, false).await;
     }
     let message = if summary {
         metrics::counter!("pantheon_outbox_summaries_total").increment(1);
@@ -171,7 +171,7 @@ async fn send_channel(
     let attempts = unit.iter().map(|r| r.attempts).max().unwrap_or(0);
     let started = std::time::Instant::now();
     let post = new_post_token();
-    if let Err(e) = services
+    if let Err(e) = outbox
         .store
         .outbox_posting(&ids(&unit), Some(post), OffsetDateTime::now_utc())
         .await
@@ -180,7 +180,7 @@ async fn send_channel(
         tracing::error!(error = %e, "outbox rows not marked as posting; trying again later");
         return now + PER_CHANNEL;
     }
-    match services
+    match outbox
         .notices
         .post_notice(channel, &message, first, post)
         .await
@@ -212,7 +212,7 @@ async fn send_channel(
             .channel(channel)
             .detail(detail)
             .duration(started.elapsed());
-            if let Err(e) = services
+            if let Err(e) = outbox
                 .store
                 .outbox_sent(
                     first,
@@ -237,22 +237,22 @@ async fn send_channel(
             tracing::info!(channel, retry_at = %at, "Slack rate limit; waiting as told");
             metrics::counter!("pantheon_outbox_rate_limited_total").increment(1);
             // A 429 means Slack did not take it: no need to look for it next time.
-            if let Err(e) = services.store.outbox_posting(&ids(&unit), None, now).await {
+            if let Err(e) = outbox.store.outbox_posting(&ids(&unit), None, now).await {
                 tracing::warn!(error = %e, "could not clear the posting marks");
             }
-            release(services, &ids(&unit), at, Some("rate limited (429)"), false).await;
+            release(outbox, &ids(&unit), at, Some("rate limited (429)"), false).await;
             at
         }
         Err(e) if transient(&e) => {
             let attempt = attempts + 1;
-            if attempt >= services.config.notifications.max_attempts {
-                give_up(services, channel, &unit, &e.to_string()).await;
+            if attempt >= outbox.policy.max_attempts {
+                give_up(outbox, channel, &unit, &e.to_string()).await;
             } else {
                 let backoff = time::Duration::seconds(1i64 << attempt.clamp(0, 8))
                     .min(time::Duration::minutes(5));
                 tracing::warn!(channel, error = %e, attempt, "posting failed; will retry");
                 release(
-                    services,
+                    outbox,
                     &ids(&unit),
                     now + backoff,
                     Some(&e.to_string()),
@@ -263,7 +263,7 @@ async fn send_channel(
             now + PER_CHANNEL
         }
         Err(e) => {
-            give_up(services, channel, &unit, &e.to_string()).await;
+            give_up(outbox, channel, &unit, &e.to_string()).await;
             now + PER_CHANNEL
         }
     }
@@ -282,7 +282,7 @@ enum Recovered {
 /// (no `channels:history`, Slack down): they go on, and may appear twice. Rows marked for another
 /// post wait for the next round, so each round settles one post.
 async fn recover(
-    services: &Services,
+    outbox: &Notifications,
     channel: &str,
     rows: Vec<OutboxRow>,
     now: OffsetDateTime,
@@ -301,14 +301,14 @@ async fn recover(
         others.into_iter().partition(|r| r.maybe_posted);
     if !later.is_empty() {
         let ids: Vec<i64> = later.iter().map(|r| r.id).collect();
-        release(services, &ids, now, None, false).await;
+        release(outbox, &ids, now, None, false).await;
     }
     let oldest =
         marked.iter().map(|r| r.created_at).min().unwrap_or(now) - time::Duration::minutes(1);
-    match services.notices.find_notice(channel, oldest, post).await {
+    match outbox.notices.find_notice(channel, oldest, post).await {
         Ok(Some(ts)) => {
             // Every row of that post, claimed now or not.
-            let ids = match services.store.pending_posted_as(post).await {
+            let ids = match outbox.store.pending_posted_as(post).await {
                 Ok(ids) if !ids.is_empty() => ids,
                 Ok(_) => marked.iter().map(|r| r.id).collect(),
                 Err(e) => {
@@ -333,7 +333,7 @@ async fn recover(
             .detail(format!(
                 "already in {channel} (ts {ts}), posted before a restart: not posted again"
             ));
-            if let Err(e) = services
+            if let Err(e) = outbox
                 .store
                 .outbox_sent(
                     ids[0],
@@ -352,17 +352,17 @@ async fn recover(
                 .filter(|id| !ids.contains(id))
                 .collect();
             if !rest.is_empty() {
-                release(services, &rest, now, None, false).await;
+                release(outbox, &rest, now, None, false).await;
             }
             Recovered::Settled
         }
         Ok(None) => {
-            let ids = services
+            let ids = outbox
                 .store
                 .pending_posted_as(post)
                 .await
                 .unwrap_or_else(|_| marked.iter().map(|r| r.id).collect());
-            if let Err(e) = services.store.outbox_posting(&ids, None, now).await {
+            if let Err(e) = outbox.store.outbox_posting(&ids, None, now).await {
                 tracing::warn!(error = %e, "could not clear the posting marks");
             }
             let mut rows: Vec<OutboxRow> = marked
@@ -404,13 +404,13 @@ fn transient(e: &VendorError) -> bool {
 }
 
 async fn release(
-    services: &Services,
+    outbox: &Notifications,
     ids: &[i64],
     at: OffsetDateTime,
     error: Option<&str>,
     count_attempt: bool,
 ) {
-    if let Err(e) = services
+    if let Err(e) = outbox
         .store
         .outbox_retry(ids, at, error, count_attempt)
         .await
@@ -419,7 +419,7 @@ async fn release(
     }
 }
 
-async fn give_up(services: &Services, channel: &str, unit: &[OutboxRow], error: &str) {
+async fn give_up(outbox: &Notifications, channel: &str, unit: &[OutboxRow], error: &str) {
     tracing::error!(
         channel,
         error,
@@ -441,7 +441,7 @@ async fn give_up(services: &Services, channel: &str, unit: &[OutboxRow], error: 
         })
         .collect();
     let ids: Vec<i64> = unit.iter().map(|r| r.id).collect();
-    if let Err(e) = services
+    if let Err(e) = outbox
         .store
         .outbox_failed(&ids, error, OffsetDateTime::now_utc(), entries)
         .await

@@ -54,7 +54,7 @@ pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Re
         messages: Vec::new(),
         audit: vec![entry],
     };
-    match services.deliveries.record(delivery).await {
+    match services.notifications.record(delivery).await {
         Ok(Recorded::Duplicate) => return StatusCode::OK.into_response(),
         Ok(Recorded::New { .. }) => {}
         Err(e) => return ApiError::Unavailable(format!("event not stored: {e}")).into_response(),

@@ -948,7 +948,7 @@ async fn a_changed_binding_is_refused_at_start(db: Db) {
         .enqueue_job(&job, |_| Vec::new())
         .await
         .unwrap();
-    app.services.job_queued.notify_waiters();
+    app.services.work.queued();
     let ended = job_ended(&app, id).await;
     assert_eq!(ended.status, JobStatus::Failed);
     assert!(
