@@ -5,6 +5,7 @@
 use time::{Duration, OffsetDateTime};
 
 use crate::{
+    audit::AuditLog,
     chat::{self, Message, escape, link, mention},
     clients::{
         pagerduty::{Incident, PagerDuty},
@@ -14,7 +15,6 @@ use crate::{
         audit::{AuditEntry, Outcome},
         held::{HeldWrite, IncidentUpdate, Scope},
     },
-    services::Services,
 };
 
 /// Who a write is done for, and where its audit steps go.
@@ -158,14 +158,14 @@ pub async fn recheck(pd: &PagerDuty, write: &HeldWrite) -> Result<Recheck, Write
 
 /// Do `write` for `who`: audited before and after, answered with what PagerDuty did.
 pub async fn perform(
-    services: &Services,
+    audit: &AuditLog,
     pd: &PagerDuty,
     who: &Requester,
     write: &HeldWrite,
 ) -> Result<Message, WriteError> {
     let now = OffsetDateTime::now_utc();
     let step = Step {
-        services,
+        audit,
         who,
         action: format!("pagerduty.{}", write.action()),
     };
@@ -272,7 +272,7 @@ pub async fn perform(
 
 /// One audited PagerDuty step of a write.
 struct Step<'a> {
-    services: &'a Services,
+    audit: &'a AuditLog,
     who: &'a Requester,
     action: String,
 }
@@ -285,8 +285,7 @@ impl Step<'_> {
             .channel(&who.channel)
             .command(&who.command)
             .detail(detail);
-        self.services
-            .audit
+        self.audit
             .record(vec![entry])
             .await
             .map_err(|e| WriteError(format!("Nothing was done: {e}.")))

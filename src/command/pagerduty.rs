@@ -192,7 +192,7 @@ async fn write(ctx: &CommandContext, write: HeldWrite) -> Result<Answer, Command
         correlation_id: inv.correlation_id.clone(),
         command: inv.text.clone(),
     };
-    let message = pager::perform(&ctx.services, pd, &who, &write).await?;
+    let message = pager::perform(&ctx.services.audit, pd, &who, &write).await?;
     Ok(Answer::Reply(message))
 }
 

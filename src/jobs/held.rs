@@ -78,7 +78,7 @@ pub async fn run(
         let services = services.clone();
         async move {
             match pager::recheck(&pd, &write).await? {
-                pager::Recheck::Same => pager::perform(&services, &pd, &who, &write).await,
+                pager::Recheck::Same => pager::perform(&services.audit, &pd, &who, &write).await,
                 pager::Recheck::Nothing(answer) => Ok(answer),
             }
         }
