@@ -418,4 +418,110 @@ mod tests {
             Err(Refusal::AlreadyDecided(RequestStatus::Approved))
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// What the store does with a transition (see `store::tx::vote`): a counted or
+        /// deciding vote is kept; a decision closes the request.
+        fn apply(
+            r: &mut ApprovalRequest,
+            voter: &str,
+            d: Decision,
+            t: Transition,
+            now: OffsetDateTime,
+        ) {
+            let status = match t {
+                Transition::Counted { .. } => None,
+                Transition::Approve => Some(RequestStatus::Approved),
+                Transition::Deny => Some(RequestStatus::Denied),
+                Transition::Withdraw => Some(RequestStatus::Withdrawn),
+                Transition::Expire => Some(RequestStatus::Expired),
+            };
+            if !matches!(t, Transition::Expire) {
+                r.votes.push(Vote {
+                    voter: voter.into(),
+                    decision: d,
+                    at: now,
+                });
+            }
+            if let Some(status) = status {
+                r.status = status;
+                r.decided_at = Some(now);
+                r.decided_by = Some(voter.into());
+            }
+        }
+
+        fn decision() -> impl Strategy<Value = Decision> {
+            prop_oneof![
+                6 => Just(Decision::Approve),
+                1 => Just(Decision::Deny),
+                1 => Just(Decision::Withdraw),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            // Any sequence of votes, by the requester, qualified peers and outsiders, early or
+            // late: at most one decision; an approval only with `required` distinct qualified
+            // approvers, none of them the requester; a withdrawal only by the requester; an
+            // expiry only once the request's time is up.
+            #[test]
+            fn no_sequence_of_votes_gives_two_decisions_or_a_self_approval(
+                required in 1u32..4,
+                votes in proptest::collection::vec((0usize..6, decision(), 0i64..90), 0..24),
+            ) {
+                // Voter 0 is the requester; 1-3 are in the group; 4-5 are not.
+                let people = ["U1ALICE", "U2JANE", "U3JOE", "U4ANN", "U5OUT", "U6OUT"];
+                let qualified = |v: usize| (1..=3).contains(&v) || v == 0;
+                let mut r = request(required);
+                let mut decisions = 0;
+                for (who, d, minute) in votes {
+                    let voter = people[who];
+                    let before = r.status;
+                    let now = at(minute);
+                    match decide(&r, voter, d, qualified(who), now) {
+                        Ok(t) => {
+                            prop_assert_eq!(before, RequestStatus::Pending);
+                            apply(&mut r, voter, d, t, now);
+                            match t {
+                                Transition::Approve => {
+                                    let approvers = r.approvers();
+                                    let mut distinct = approvers.clone();
+                                    distinct.sort_unstable();
+                                    distinct.dedup();
+                                    prop_assert_eq!(distinct.len(), approvers.len());
+                                    prop_assert_eq!(approvers.len() as u32, required);
+                                    prop_assert!(!approvers.contains(&"U1ALICE"));
+                                    prop_assert!(approvers.iter().all(|a| ["U2JANE", "U3JOE", "U4ANN"].contains(a)));
+                                    prop_assert!(now < r.expires_at);
+                                }
+                                Transition::Deny => {
+                                    prop_assert!(voter != "U1ALICE" && qualified(who));
+                                    prop_assert!(now < r.expires_at);
+                                }
+                                Transition::Withdraw => prop_assert_eq!(voter, "U1ALICE"),
+                                Transition::Expire => prop_assert!(now >= r.expires_at),
+                                Transition::Counted { approvals, required: of } => {
+                                    prop_assert!(approvals < of);
+                                    prop_assert_eq!(approvals as usize, r.approvers().len());
+                                }
+                            }
+                            if r.status != RequestStatus::Pending {
+                                decisions += 1;
+                            }
+                        }
+                        Err(refusal) => {
+                            if before != RequestStatus::Pending {
+                                prop_assert_eq!(refusal, Refusal::AlreadyDecided(before));
+                            }
+                        }
+                    }
+                    prop_assert!(decisions <= 1);
+                }
+            }
+        }
+    }
 }

@@ -265,4 +265,79 @@ channel = "C3"
         );
         assert!(channels(&r, &github("issues.opened", "a/b", None)).is_empty());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The same glob as a regular expression: `*` is `.*`, the rest literal, whole text,
+        /// case folded.
+        fn reference(pattern: &str, text: &str) -> bool {
+            let parts: Vec<String> = pattern.split('*').map(regex::escape).collect();
+            regex::RegexBuilder::new(&format!("^{}$", parts.join(".*")))
+                .case_insensitive(true)
+                .build()
+                .is_ok_and(|re| re.is_match(text))
+        }
+
+        fn facts() -> impl Strategy<Value = Facts> {
+            (
+                prop_oneof![Just("github"), Just("pagerduty"), Just("GitHub")],
+                prop_oneof![
+                    Just("push"),
+                    Just("pull_request.opened"),
+                    Just("release.published"),
+                    Just("mystery")
+                ],
+                any::<bool>(),
+                proptest::option::of("[a-c/]{0,6}"),
+                proptest::option::of("[a-c*]{0,4}"),
+            )
+                .prop_map(|(source, kind, known, repository, branch)| Facts {
+                    source: source.into(),
+                    kind: kind.into(),
+                    known,
+                    repository,
+                    branch,
+                    ..Facts::default()
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn glob_agrees_with_its_regular_expression(pattern in "[aB*.]{0,8}", text in "[abAB.]{0,10}") {
+                prop_assert_eq!(glob(&pattern, &text), reference(&pattern, &text));
+            }
+
+            // A condition more never lets more events through; a rule with no events and no
+            // conditions takes exactly the known events of its source.
+            #[test]
+            fn conditions_only_narrow_a_rule(
+                f in facts(),
+                events in proptest::collection::vec(prop_oneof![Just("push"), Just("pull_request"), Just("release.*"), Just("*"), Just("mystery")], 0..3),
+                field in prop_oneof![Just("repository"), Just("branch"), Just("service")],
+                pattern in "[a-c*/]{0,4}",
+            ) {
+                let bare = Route { source: "github".into(), events: Vec::new(), matches: BTreeMap::new(), channel: "#c".into() };
+                prop_assert_eq!(matches(&bare, &f), f.source.eq_ignore_ascii_case("github") && f.known);
+                let wide = Route { events: events.iter().map(|e| (*e).to_owned()).collect(), ..bare };
+                let mut narrow = wide.clone();
+                narrow.matches.insert(field.to_owned(), pattern);
+                if matches(&narrow, &f) {
+                    prop_assert!(matches(&wide, &f));
+                }
+                // An unknown event type goes only where a rule names it: the type itself, its
+                // event (`pull_request` for `pull_request.opened`), or that event's `.*`.
+                if !f.known && matches(&wide, &f) {
+                    let named = events.iter().any(|e| {
+                        let e = e.trim_end_matches(".*");
+                        *e != *"*" && (f.kind == e || f.kind.starts_with(&format!("{e}.")))
+                    });
+                    prop_assert!(named, "{:?} took unknown {}", events, f.kind);
+                }
+            }
+        }
+    }
 }

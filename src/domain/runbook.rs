@@ -522,4 +522,39 @@ mod tests {
         assert!(validate_value("env", "production2", &env).is_err());
         assert!(validate_value("env", "xstaging", &env).is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+
+            // Whatever the expression allows, an accepted value is non-empty, within the length
+            // limit, free of control, invisible and direction characters, does not start with a
+            // dash, and matches the expression in full.
+            #[test]
+            fn an_accepted_value_keeps_every_shared_rule(
+                pattern in prop_oneof![Just(".*"), Just("[a-z0-9.-]+"), Just("staging|production"), Just("(?s).*"), Just("v[0-9]+")],
+                value in prop_oneof![
+                    any::<String>(),
+                    "[a-z0-9.-]{0,12}",
+                    "-?(staging|production)x?",
+                    "v[0-9]{1,3}[\\n\u{202e}\u{200b}]?",
+                    ".{250,260}",
+                ],
+            ) {
+                let re = compile_param_regex(pattern).unwrap();
+                if validate_value("p", &value, &re).is_ok() {
+                    prop_assert!(!value.is_empty());
+                    prop_assert!(value.chars().count() <= MAX_PARAM_LEN);
+                    prop_assert!(!value.chars().any(char::is_control));
+                    prop_assert!(!INVISIBLE.is_match(&value));
+                    prop_assert!(!value.starts_with('-'));
+                    let whole = regex::Regex::new(&format!("^(?:{pattern})$")).unwrap();
+                    prop_assert!(whole.is_match(&value));
+                }
+            }
+        }
+    }
 }
