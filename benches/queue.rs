@@ -79,12 +79,13 @@ async fn claims_per_second(url: &str) -> f64 {
             while idle < 20 {
                 let now = OffsetDateTime::now_utc();
                 match store
-                    .claim_job(&worker, now, now + time::Duration::seconds(30))
+                    .claim_job(&worker, now + time::Duration::seconds(30))
                     .await
                     .unwrap()
                 {
                     Some(job) => {
                         idle = 0;
+                        assert!(store.start_job(job.id, &worker, now).await.unwrap());
                         assert!(
                             store
                                 .finish_job(

@@ -46,6 +46,48 @@ impl JobStatus {
     }
 }
 
+/// How many times a job is claimed without being started (its worker could not start it in
+/// time, or died first) before it is given up.
+pub const MAX_UNSTARTED_ATTEMPTS: i32 = 5;
+
+/// What becomes of a running job that its worker no longer holds: its lease ran out, or it gave
+/// the job back before starting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// It had not started, so nothing ran: queued again, whether or not it is safe to retry.
+    NotStarted,
+    /// It had not started, [`MAX_UNSTARTED_ATTEMPTS`] times: failed without running.
+    NeverStarted,
+    /// A cancel was asked: cancelled.
+    Cancelled,
+    /// It had started and the runbook is safe to retry: queued again.
+    Requeued,
+    /// It had started and is not safe to repeat: it may have done part of its work.
+    Interrupted,
+}
+
+impl Released {
+    pub fn of(job: &Job) -> Self {
+        match (job.started_at.is_some(), job.cancel_requested) {
+            (_, true) => Released::Cancelled,
+            (false, false) if job.attempts < MAX_UNSTARTED_ATTEMPTS => Released::NotStarted,
+            (false, false) => Released::NeverStarted,
+            (true, false) if job.retry_safe => Released::Requeued,
+            (true, false) => Released::Interrupted,
+        }
+    }
+
+    /// The job's status afterwards.
+    pub fn status(self) -> JobStatus {
+        match self {
+            Released::NotStarted | Released::Requeued => JobStatus::Queued,
+            Released::NeverStarted => JobStatus::Failed,
+            Released::Cancelled => JobStatus::Cancelled,
+            Released::Interrupted => JobStatus::Interrupted,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Job {
     pub id: i64,

@@ -17,7 +17,7 @@ use crate::{
     domain::runbook::Run,
     domain::{
         approval::binding,
-        job::{Heartbeat, Job, JobStatus, Stream},
+        job::{Heartbeat, Job, JobStatus, Released, Stream},
     },
     services::Services,
 };
@@ -85,15 +85,22 @@ pub async fn run_next(
     // Taken before the claim: the lease can only end later than this suggests.
     let claimed_at = Instant::now();
     let now = OffsetDateTime::now_utc();
-    let Some(job) = services.store.claim_job(worker, now, now + lease).await? else {
+    let Some(job) = services.store.claim_job(worker, now + lease).await? else {
         return Ok(None);
     };
     let id = job.id;
+    run_claimed(services, worker, job, claimed_at).await;
+    Ok(Some(id))
+}
+
+/// Run `job`, which `worker` claimed at `claimed_at` (the instant its lease is counted from),
+/// to its end: [`run_next`] after its claim. Tests call it with a claim made long ago, to see a
+/// job whose lease ran out before it could start.
+pub async fn run_claimed(services: &Arc<Services>, worker: &str, job: Job, claimed_at: Instant) {
     let span = tracing::error_span!("job", job_id = job.id, correlation_id = %job.correlation_id, runbook = %job.runbook);
     run_job(services, worker, job, claimed_at)
         .instrument(span)
         .await;
-    Ok(Some(id))
 }
 
 fn job_entry(job: &Job, outcome: Outcome, detail: String) -> AuditEntry {
@@ -138,10 +145,7 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: I
     let end = match run_config {
         None => end,
         Some(run) => {
-            if Instant::now() >= stop_by(services, claimed_at) {
-                // Claiming and checking took most of the lease (a slow database): starting now
-                // could overlap a run by whoever gets the job next. The reaper will report it.
-                tracing::error!("the lease ran out before the job could start; not starting it");
+            if !begin(services, worker, &job, claimed_at).await {
                 return;
             }
             log.line(
@@ -310,6 +314,103 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: I
     report::job_changed(services, &finished, text).await;
 }
 
+/// Mark the job started, within its lease. If the lease runs out first (claiming and checking
+/// took most of it: a slow database), the job is given back at once, not started: starting it
+/// now could overlap a run by whoever gets it next, and holding on to it would keep its target
+/// until the reaper came. False if the job is not to be run here.
+async fn begin(services: &Services, worker: &str, job: &Job, claimed_at: Instant) -> bool {
+    let stop_at = stop_by(services, claimed_at);
+    if Instant::now() < stop_at {
+        let start = services
+            .store
+            .start_job(job.id, worker, OffsetDateTime::now_utc());
+        match tokio::time::timeout_at(stop_at, start).await {
+            Ok(Ok(true)) => return true,
+            Ok(Ok(false)) => {
+                tracing::warn!("the job was no longer ours to start");
+                return false;
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "the job could not be marked started"),
+            Err(_) => tracing::error!("marking the job started took the rest of its lease"),
+        }
+    }
+    tracing::error!("the lease ran out before the job could start; giving it back, not started");
+    match services
+        .store
+        .give_back_unstarted(job.id, worker, OffsetDateTime::now_utc(), released_entry)
+        .await
+    {
+        Ok(Some(job)) => report_released(services, &job).await,
+        // Reaped or taken meanwhile: whoever did reports it.
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "the job could not be given back; the reaper will");
+        }
+    }
+    false
+}
+
+/// The audit row of a job its worker no longer holds, released as [`Released::of`] says.
+fn released_entry(job: &Job) -> AuditEntry {
+    let (outcome, detail) = match Released::of(job) {
+        Released::NotStarted => (
+            Outcome::Started,
+            "not started: its worker did not start it before its lease ran out; re-queued (nothing ran)",
+        ),
+        Released::NeverStarted => (
+            Outcome::Failed,
+            "not started: its workers could not start it in time, too many times; not run",
+        ),
+        Released::Requeued => (
+            Outcome::Started,
+            "its worker stopped (lease expired); re-queued because the runbook is safe to retry",
+        ),
+        Released::Cancelled => (
+            Outcome::Failed,
+            "cancelled: its worker stopped after a cancel was asked",
+        ),
+        Released::Interrupted => (
+            Outcome::Failed,
+            "interrupted: its worker stopped before it finished (lease expired); not rerun",
+        ),
+    };
+    job_entry(job, outcome, detail.to_owned())
+}
+
+/// Tell the job's thread (and the workers, if it is queued again) what became of a job its
+/// worker no longer holds.
+async fn report_released(services: &Services, job: &Job) {
+    let released = Released::of(job);
+    tracing::warn!(
+        job_id = job.id,
+        status = job.status.as_str(),
+        released = ?released,
+        "released a job its worker no longer holds"
+    );
+    metrics::counter!("pantheon_jobs_reaped_total", "status" => job.status.as_str()).increment(1);
+    let (runbook, id) = (crate::chat::escape(&job.runbook), job.id);
+    let text = match released {
+        Released::NotStarted => format!(
+            "⚠ {runbook} #{id} was not started: its worker could not start it before its lease ran out. Nothing ran; it is queued again."
+        ),
+        Released::NeverStarted => format!(
+            "⚠ {runbook} #{id} was not started: its workers could not start it in time, {} times. Nothing ran; ask again once Pantheon is healthy.",
+            job.attempts
+        ),
+        Released::Cancelled => format!("⏹ {runbook} #{id} was cancelled (its worker stopped)."),
+        Released::Requeued => format!(
+            "⚠ {runbook} #{id} lost its worker and was re-queued (the runbook is safe to retry)."
+        ),
+        Released::Interrupted => format!(
+            "⚠ {runbook} #{id} was interrupted: its worker stopped before it finished. It was *not* run again; check its effects, then ask again if needed."
+        ),
+    };
+    if job.status == JobStatus::Queued {
+        services.work.queued();
+    }
+    report::job_changed(services, job, text).await;
+}
+
 /// Renew the lease every third of its length; flush log lines meanwhile; pass on a cancel.
 /// If the lease cannot be renewed before it would run out, stop the job ourselves: by then the
 /// reaper may hand it to someone else, and two runs must never overlap. That holds however the
@@ -423,60 +524,23 @@ async fn reap(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
 }
 
 /// One round of the reaper at `now`: jobs whose worker's lease ran out more than half a lease
-/// ago are re-queued (safe to retry), cancelled (a cancel was asked) or marked interrupted, and
-/// their threads told. How many were reaped.
+/// ago are released as [`Released::of`] says (queued again if they had not started or are safe
+/// to retry, cancelled if a cancel was asked, otherwise interrupted), and their threads told.
+/// How many were reaped.
 pub async fn reap_once(services: &Services, now: OffsetDateTime) -> usize {
-    let audit = |job: &Job| {
-        let (outcome, detail) = match job.status {
-            JobStatus::Queued => (
-                Outcome::Started,
-                "its worker stopped (lease expired); re-queued because the runbook is safe to retry",
-            ),
-            JobStatus::Cancelled => (
-                Outcome::Failed,
-                "cancelled: its worker stopped after a cancel was asked",
-            ),
-            _ => (
-                Outcome::Failed,
-                "interrupted: its worker stopped before it finished (lease expired); not rerun",
-            ),
-        };
-        job_entry(job, outcome, detail.to_owned())
-    };
     // A grace of half a lease absorbs clock differences between replicas.
     let cutoff = now
         - time::Duration::try_from(services.config.jobs.lease / 2).unwrap_or(time::Duration::ZERO);
-    match services.store.reap_expired_leases(now, cutoff, audit).await {
+    match services
+        .store
+        .reap_expired_leases(now, cutoff, released_entry)
+        .await
+    {
         Ok(reaped) => {
-            let count = reaped.len();
-            for job in reaped {
-                tracing::warn!(
-                    job_id = job.id,
-                    status = job.status.as_str(),
-                    "reaped a job whose worker died"
-                );
-                metrics::counter!("pantheon_jobs_reaped_total", "status" => job.status.as_str())
-                    .increment(1);
-                let text = if job.status == JobStatus::Cancelled {
-                    format!(
-                        "⏹ {} #{} was cancelled (its worker stopped).",
-                        job.runbook, job.id
-                    )
-                } else if job.status == JobStatus::Queued {
-                    services.work.queued();
-                    format!(
-                        "⚠ {} #{} lost its worker and was re-queued (the runbook is safe to retry).",
-                        job.runbook, job.id
-                    )
-                } else {
-                    format!(
-                        "⚠ {} #{} was interrupted: its worker stopped before it finished. It was *not* run again; check its effects, then ask again if needed.",
-                        job.runbook, job.id
-                    )
-                };
-                report::job_changed(services, &job, text).await;
+            for job in &reaped {
+                report_released(services, job).await;
             }
-            count
+            reaped.len()
         }
         Err(e) => {
             tracing::error!(error = %e, "reaping failed");

@@ -453,13 +453,30 @@ impl Store {
     }
 
     /// Take the oldest queued job whose target has nothing running, leased to `worker`.
+    /// The job is not started until [`Store::start_job`] says so.
     pub async fn claim_job(
         &self,
         worker: &str,
-        now: OffsetDateTime,
         lease_until: OffsetDateTime,
     ) -> Result<Option<Job>> {
-        tx::claim_job(self, worker, now, lease_until).await
+        tx::claim_job(self, worker, lease_until).await
+    }
+
+    /// Mark a claimed job started, if `worker` still holds it; false if it does not.
+    pub async fn start_job(&self, job_id: i64, worker: &str, now: OffsetDateTime) -> Result<bool> {
+        tx::start_job(self, job_id, worker, now).await
+    }
+
+    /// Give back a claimed job `worker` could not start: queued again at once (its target
+    /// freed), or failed after too many tries. `None` if it was no longer `worker`'s.
+    pub async fn give_back_unstarted(
+        &self,
+        job_id: i64,
+        worker: &str,
+        now: OffsetDateTime,
+        audit: impl Fn(&Job) -> AuditEntry,
+    ) -> Result<Option<Job>> {
+        tx::give_back_unstarted(self, job_id, worker, now, audit).await
     }
 
     pub async fn heartbeat(
@@ -504,8 +521,11 @@ impl Store {
         tx::request_cancel(self, job_id, now, audit).await
     }
 
-    /// Running jobs whose lease ran out before `cutoff`: re-queued when safe to retry (and not
-    /// asked to cancel), otherwise interrupted (or cancelled).
+    /// Running jobs whose lease ran out before `cutoff`, released as [`Released::of`] says:
+    /// queued again if they had not started or are safe to retry, otherwise interrupted (or
+    /// cancelled, or failed after too many tries without starting).
+    ///
+    /// [`Released::of`]: crate::domain::job::Released::of
     pub async fn reap_expired_leases(
         &self,
         now: OffsetDateTime,

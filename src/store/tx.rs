@@ -17,7 +17,7 @@ use crate::{
             ApprovalRequest, Decision, NewApprovalRequest, Refusal, RequestStatus, Transition,
             Vote, VoteResult, decide,
         },
-        job::{Heartbeat, Job, JobStatus, LogLine, NewJob, Stream},
+        job::{Heartbeat, Job, JobStatus, LogLine, NewJob, Released, Stream},
         message::Block,
     },
 };
@@ -736,7 +736,6 @@ pub(super) async fn enqueue_job(
 pub(super) async fn claim_job(
     store: &Store,
     worker: &str,
-    now: OffsetDateTime,
     lease_until: OffsetDateTime,
 ) -> Result<Option<Job>> {
     // One statement: choosing the job and taking it cannot be split by another worker. In a
@@ -745,7 +744,7 @@ pub(super) async fn claim_job(
     let mut tx = Tx::begin(store).await?;
     let mut conn = tx.conn();
     let sql = format!(
-        "UPDATE jobs SET status = 'running', worker = $1, lease_expires_at = $2, started_at = $3,
+        "UPDATE jobs SET status = 'running', worker = $1, lease_expires_at = $2, started_at = NULL,
                          attempts = attempts + 1
           WHERE id = (SELECT j.id FROM jobs j
                        WHERE j.status = 'queued'
@@ -758,7 +757,6 @@ pub(super) async fn claim_job(
         .query_built(sql)
         .bind(worker)
         .bind(Ts(lease_until))
-        .bind(Ts(now))
         .fetch_optional::<JobRow>()
         .await;
     match result {
@@ -892,39 +890,99 @@ pub(super) async fn reap_expired_leases(
     let mut reaped = Vec::new();
     for row in rows {
         let mut job = Job::try_from(row)?;
-        // A job asked to stop is not started again; one that is not safe to repeat is not
-        // repeated: it may have done part of its work.
-        if job.cancel_requested {
-            conn.query("UPDATE jobs SET status = 'cancelled', finished_at = $2, lease_expires_at = NULL, error = 'cancelled (its worker stopped)' WHERE id = $1")
-                .bind(job.id)
-                .bind(Ts(now))
-                .execute()
-                .await?;
-            job.status = JobStatus::Cancelled;
-        } else if job.retry_safe {
-            conn.query("UPDATE jobs SET status = 'queued', worker = NULL, lease_expires_at = NULL WHERE id = $1")
-                .bind(job.id)
-                .execute()
-                .await?;
-            job.status = JobStatus::Queued;
-        } else {
-            conn.query(
-                "UPDATE jobs SET status = 'interrupted', finished_at = $2, lease_expires_at = NULL,
-                                 error = 'its worker stopped before it finished (lease expired)'
-                  WHERE id = $1",
-            )
-            .bind(job.id)
-            .bind(Ts(now))
-            .execute()
-            .await?;
-            job.status = JobStatus::Interrupted;
-        }
+        release_job(&mut conn, &mut job, now).await?;
         reaped.push(job);
     }
     let entries: Vec<AuditEntry> = reaped.iter().map(&audit).collect();
     conn.insert_audit_owned(&entries).await?;
     tx.commit().await?;
     Ok(reaped)
+}
+
+/// Apply [`Released::of`] to a running job that its worker no longer holds.
+async fn release_job(conn: &mut Conn<'_>, job: &mut Job, now: OffsetDateTime) -> Result<()> {
+    let released = Released::of(job);
+    let ended = match released {
+        Released::NotStarted | Released::Requeued => None,
+        Released::Cancelled => Some(
+            "UPDATE jobs SET status = 'cancelled', finished_at = $2, lease_expires_at = NULL, error = 'cancelled (its worker stopped)' WHERE id = $1",
+        ),
+        Released::NeverStarted => Some(
+            "UPDATE jobs SET status = 'failed', finished_at = $2, lease_expires_at = NULL,
+                             error = 'not started: its workers could not start it in time, too many times'
+              WHERE id = $1",
+        ),
+        Released::Interrupted => Some(
+            "UPDATE jobs SET status = 'interrupted', finished_at = $2, lease_expires_at = NULL,
+                             error = 'its worker stopped before it finished (lease expired)'
+              WHERE id = $1",
+        ),
+    };
+    let update = match ended {
+        Some(sql) => conn.query(sql).bind(job.id).bind(Ts(now)),
+        None => conn
+            .query("UPDATE jobs SET status = 'queued', worker = NULL, lease_expires_at = NULL, started_at = NULL WHERE id = $1")
+            .bind(job.id),
+    };
+    update.execute().await?;
+    job.status = released.status();
+    Ok(())
+}
+
+/// Mark job `job_id` started by `worker`, if it still holds it and it has not started. False:
+/// it is no longer this worker's to start.
+pub(super) async fn start_job(
+    store: &Store,
+    job_id: i64,
+    worker: &str,
+    now: OffsetDateTime,
+) -> Result<bool> {
+    let mut pooled = Pooled::acquire(store).await?;
+    let started: Option<i64> = pooled
+        .conn()
+        .query(
+            "UPDATE jobs SET started_at = $3
+              WHERE id = $1 AND worker = $2 AND status = 'running' AND started_at IS NULL
+             RETURNING id",
+        )
+        .bind(job_id)
+        .bind(worker)
+        .bind(Ts(now))
+        .scalar_optional()
+        .await?;
+    Ok(started.is_some())
+}
+
+/// Give back job `job_id`, which `worker` holds and has not started: queued again at once (or
+/// given up after too many tries), so its target is free. `None` if it was not ours to give.
+pub(super) async fn give_back_unstarted(
+    store: &Store,
+    job_id: i64,
+    worker: &str,
+    now: OffsetDateTime,
+    audit: impl Fn(&Job) -> AuditEntry,
+) -> Result<Option<Job>> {
+    let mut tx = Tx::begin(store).await?;
+    let mut conn = tx.conn();
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs
+          WHERE id = $1 AND worker = $2 AND status = 'running' AND started_at IS NULL{}",
+        conn.sql().for_update
+    );
+    let row: Option<JobRow> = conn
+        .query_built(sql)
+        .bind(job_id)
+        .bind(worker)
+        .fetch_optional()
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let mut job = Job::try_from(row)?;
+    release_job(&mut conn, &mut job, now).await?;
+    conn.insert_audit_owned(&[audit(&job)]).await?;
+    tx.commit().await?;
+    Ok(Some(job))
 }
 
 pub(super) async fn set_job_thread(store: &Store, job_id: i64, ts: &str) -> Result<()> {

@@ -165,6 +165,101 @@ async fn only_request_id(app: &TestApp) -> i64 {
     pending[0].id
 }
 
+both_stores!(a_job_whose_lease_ran_out_before_it_started_is_not_started_and_frees_its_target);
+
+/// A worker whose claim and checks took its whole lease (a slow database) does not start the
+/// job: it gives it back at once, reported "not started" rather than "interrupted", queued again
+/// (nothing ran, so running it is safe whatever the runbook says), its target free for the next
+/// claim. A worker that dies between claim and start is found by the reaper and reported the
+/// same way.
+async fn a_job_whose_lease_ran_out_before_it_started_is_not_started_and_frees_its_target(db: Db) {
+    let Some((app, _dir)) = start_stepped(db, "rb_not_started", DEPLOY, "").await else {
+        return;
+    };
+    let ack = app.slash("deploy api 1.2.3 to staging").send().await;
+    assert!(app.reply_text(&ack).await.starts_with("Queued deploy #1"));
+    let lease = Duration::from_secs(30);
+    let now = time::OffsetDateTime::now_utc();
+    let store = &app.services.store;
+    let job = store
+        .claim_job("slow-worker", now + time::Duration::seconds(30))
+        .await
+        .unwrap()
+        .expect("the queued job");
+    // Claimed a whole lease ago, as far as this worker's clock can tell.
+    let claimed_at = tokio::time::Instant::now() - lease;
+    app.within(
+        Duration::from_secs(15),
+        pantheon::jobs::run_claimed(&app.services, "slow-worker", job, claimed_at),
+    )
+    .await;
+    let job = store.job(1).await.unwrap().unwrap();
+    assert_eq!(
+        job.status,
+        JobStatus::Queued,
+        "given back, not interrupted: {job:?}"
+    );
+    assert_eq!(job.started_at, None, "{job:?}");
+    assert_eq!(job.worker, None, "{job:?}");
+    let rows = app.audit_for(&job.correlation_id).await;
+    assert!(
+        rows.iter().any(|r| r.entry.action == "job"
+            && r.entry
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.starts_with("not started"))),
+        "{rows:?}"
+    );
+    assert!(
+        !rows.iter().any(|r| r
+            .entry
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("interrupted"))),
+        "{rows:?}"
+    );
+    let posts = slack_calls(app.slack_api.as_ref().unwrap(), "chat.postMessage").await;
+    assert!(
+        posts
+            .iter()
+            .any(|p| text_of(p).contains("deploy #1 was not started")
+                && text_of(p).contains("Nothing ran; it is queued again")),
+        "{posts:?}"
+    );
+    // Its target is free at once: the next claim takes it (no reaper ran).
+    let again = store
+        .claim_job(
+            "next-worker",
+            time::OffsetDateTime::now_utc() + time::Duration::seconds(30),
+        )
+        .await
+        .unwrap()
+        .expect("claimable again at once");
+    assert_eq!((again.id, again.attempts), (1, 2));
+    // This worker dies before starting it: the reaper, later, says the same.
+    let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(10);
+    assert_eq!(pantheon::jobs::reap_once(&app.services, later).await, 1);
+    assert_eq!(
+        store.job(1).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+    let posts = slack_calls(app.slack_api.as_ref().unwrap(), "chat.postMessage").await;
+    assert_eq!(
+        posts
+            .iter()
+            .filter(|p| text_of(p).contains("deploy #1 was not started"))
+            .count(),
+        2,
+        "{posts:?}"
+    );
+    // And a healthy worker runs it to its end.
+    assert_eq!(run_next_job(&app).await, 1);
+    let job = store.job(1).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
+    assert!(job.started_at.is_some());
+    app.stop().await;
+}
+
 both_stores!(
     a_runbook_without_approval_runs_and_reports_in_its_thread,
     a_gated_deploy_waits_for_a_peer_and_then_runs,
@@ -1061,11 +1156,19 @@ async fn the_reaper_reports_a_job_whose_worker_vanished(db: Db) {
     let claimed = app
         .services
         .store
-        .claim_job("vanished-worker", now, lease_end)
+        .claim_job("vanished-worker", lease_end)
         .await
         .unwrap()
         .expect("the queued job");
     assert_eq!(claimed.id, 1);
+    assert!(
+        app.services
+            .store
+            .start_job(1, "vanished-worker", now)
+            .await
+            .unwrap(),
+        "it started the job before it vanished"
+    );
     // Within its lease (and the half-lease grace after it), nothing is reaped.
     assert_eq!(pantheon::jobs::reap_once(&app.services, now).await, 0);
     // Long after, its worker is taken for dead.
