@@ -371,11 +371,11 @@ pub async fn run_command(
             Err(e) => RunEnd::Failed { exit_code: None, error: format!("waiting for it failed: {e}") },
         },
         () = tokio::time::sleep(timeout) => {
-            stop_group(pid, &mut child, KILL_GRACE).await;
+            stop_group(pid, &mut child, KILL_GRACE, &mut cancel).await;
             RunEnd::TimedOut { after: timeout }
         }
         grace = cancelled(&mut cancel) => {
-            stop_group(pid, &mut child, grace).await;
+            stop_group(pid, &mut child, grace, &mut cancel).await;
             RunEnd::Cancelled
         }
     };
@@ -521,19 +521,41 @@ impl Drop for GroupGuard {
 }
 
 /// SIGTERM the process group, then SIGKILL it if it is still there after `grace`.
-async fn stop_group(pid: Option<u32>, child: &mut tokio::process::Child, grace: Duration) {
+///
+/// A stop already under way (a timeout or a cancel, with the usual grace) is cut short when a
+/// more urgent one comes in meanwhile: the lease lost, with less time left than the grace.
+async fn stop_group(
+    pid: Option<u32>,
+    child: &mut tokio::process::Child,
+    grace: Duration,
+    stop: &mut watch::Receiver<Stop>,
+) {
     let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else {
         let _ = child.kill().await;
         return;
     };
     // SAFETY: signals to the process group we created for this child.
     unsafe { libc::killpg(pid, libc::SIGTERM) };
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        unsafe { libc::killpg(pid, libc::SIGKILL) };
+    let mut deadline = tokio::time::Instant::now() + grace;
+    let mut listening = true;
+    let exited = loop {
+        tokio::select! {
+            _ = child.wait() => break true,
+            () = tokio::time::sleep_until(deadline) => break false,
+            changed = stop.changed(), if listening => match changed {
+                Ok(()) => {
+                    if let Stop::Now(left) = *stop.borrow_and_update() {
+                        deadline = deadline.min(tokio::time::Instant::now() + left);
+                    }
+                }
+                Err(_) => listening = false,
+            },
+        }
+    };
+    // SAFETY: as above. Once the leader is gone, this makes sure nothing it started lingers.
+    unsafe { libc::killpg(pid, libc::SIGKILL) };
+    if !exited {
         let _ = child.wait().await;
-    } else {
-        // The leader is gone; make sure nothing it started lingers.
-        unsafe { libc::killpg(pid, libc::SIGKILL) };
     }
 }
 
@@ -618,6 +640,53 @@ mod tests {
             "killed after {:?}, not after the usual 5 s grace",
             stopped.elapsed()
         );
+    }
+
+    /// A process that ignores SIGTERM, being stopped with the usual grace (a cancel or its
+    /// timeout), then the lease lost meanwhile: the stop is shortened to what the lease leaves.
+    async fn stop_under_way_then_lease_lost(timeout: Duration, first: Option<Stop>) -> RunEnd {
+        let log = LogSink::new(0);
+        let (tx, rx) = watch::channel(Stop::Run);
+        let argv: Vec<String> = ["sh", "-c", "trap '' TERM; echo ready; sleep 30"]
+            .map(String::from)
+            .to_vec();
+        let run_log = log.clone();
+        let run =
+            tokio::spawn(async move { run_command(&argv, None, &[], timeout, &run_log, rx).await });
+        while !log.tail(1).await.iter().any(|l| l == "ready") {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stopping = std::time::Instant::now();
+        if let Some(stop) = first {
+            tx.send(stop).unwrap();
+        }
+        // Well into the 5 s grace of the stop under way.
+        tokio::time::sleep(timeout.min(Duration::from_secs(1)) + Duration::from_millis(500)).await;
+        assert!(
+            !run.is_finished(),
+            "the process ignores SIGTERM: still in its grace"
+        );
+        tx.send(Stop::Now(Duration::ZERO)).unwrap();
+        let end = run.await.unwrap();
+        assert!(
+            stopping.elapsed() < Duration::from_secs(4),
+            "stopped after {:?}, not after the 5 s grace of the stop under way",
+            stopping.elapsed()
+        );
+        end
+    }
+
+    #[tokio::test]
+    async fn a_cancel_under_way_is_cut_short_when_the_lease_is_lost() {
+        let end = stop_under_way_then_lease_lost(Duration::from_secs(60), Some(Stop::Cancel)).await;
+        assert_eq!(end, RunEnd::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn a_timeout_under_way_is_cut_short_when_the_lease_is_lost() {
+        let timeout = Duration::from_millis(300);
+        let end = stop_under_way_then_lease_lost(timeout, None).await;
+        assert_eq!(end, RunEnd::TimedOut { after: timeout });
     }
 
     #[tokio::test]
