@@ -158,6 +158,9 @@ impl Stream {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LogLine {
+    /// Which attempt of the job wrote it: with `seq`, its key.
+    pub attempt: i32,
+    /// Its place within the attempt, from 1.
     pub seq: i32,
     pub at: OffsetDateTime,
     pub stream: Stream,

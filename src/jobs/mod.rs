@@ -113,18 +113,8 @@ fn job_entry(job: &Job, outcome: Outcome, detail: String) -> AuditEntry {
 /// Run one claimed job to its end.
 async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: Instant) {
     let started = std::time::Instant::now();
-    // A retried job keeps its earlier attempts' lines; continue after them.
-    let first_seq = match job.attempts {
-        0 | 1 => 0,
-        _ => services
-            .store
-            .job_logs(job.id, Some(1))
-            .await
-            .ok()
-            .and_then(|l| l.last().map(|l| l.seq))
-            .unwrap_or(0),
-    };
-    let log = LogSink::new(first_seq);
+    // A retried job keeps its earlier attempts' lines: each attempt's are keyed by its number.
+    let log = LogSink::new(job.attempts);
     metrics::counter!("pantheon_jobs_started_total", "runbook" => job.runbook.clone()).increment(1);
     let waited = OffsetDateTime::now_utc() - job.created_at;
     metrics::histogram!("pantheon_job_queue_wait_seconds").record(waited.as_seconds_f64().max(0.0));

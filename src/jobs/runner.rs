@@ -52,6 +52,7 @@ pub struct LogSink {
 }
 
 struct SinkState {
+    attempt: i32,
     seq: i32,
     /// Lines kept so far; past [`MAX_LINES`] the rest are counted, not stored.
     kept: usize,
@@ -62,10 +63,12 @@ struct SinkState {
 }
 
 impl LogSink {
-    pub fn new(first_seq: i32) -> Self {
+    /// The log of attempt `attempt` of a job, its lines numbered from 1.
+    pub fn new(attempt: i32) -> Self {
         Self {
             inner: Arc::new(Mutex::new(SinkState {
-                seq: first_seq,
+                attempt,
+                seq: 0,
                 kept: 0,
                 dropped: 0,
                 pending: Vec::new(),
@@ -85,8 +88,9 @@ impl LogSink {
             s.dropped += 1;
             if s.dropped == 1 {
                 s.seq += 1;
-                let seq = s.seq;
+                let (attempt, seq) = (s.attempt, s.seq);
                 s.pending.push(LogLine {
+                    attempt,
                     seq,
                     at: OffsetDateTime::now_utc(),
                     stream: Stream::System,
@@ -99,7 +103,7 @@ impl LogSink {
             s.kept += 1;
         }
         s.seq += 1;
-        let seq = s.seq;
+        let (attempt, seq) = (s.attempt, s.seq);
         if stream != Stream::System {
             s.tail.push_back(text.clone());
             if s.tail.len() > 10 {
@@ -107,6 +111,7 @@ impl LogSink {
             }
         }
         s.pending.push(LogLine {
+            attempt,
             seq,
             at: OffsetDateTime::now_utc(),
             stream,
@@ -571,7 +576,7 @@ mod tests {
 
     #[tokio::test]
     async fn output_is_captured_line_by_line_and_exit_codes_reported() {
-        let log = LogSink::new(0);
+        let log = LogSink::new(1);
         let argv: Vec<String> = ["sh", "-c", "echo one; echo two >&2; echo three; exit 3"]
             .map(String::from)
             .to_vec();
@@ -590,7 +595,7 @@ mod tests {
 
     #[tokio::test]
     async fn arguments_are_not_interpreted_by_a_shell() {
-        let log = LogSink::new(0);
+        let log = LogSink::new(1);
         let argv: Vec<String> = ["echo", "; rm -rf / $(id) `id`"].map(String::from).to_vec();
         let end = run_command(&argv, None, &[], Duration::from_secs(10), &log, never()).await;
         assert_eq!(end, RunEnd::Succeeded);
@@ -599,7 +604,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_timeout_kills_the_whole_process_group() {
-        let log = LogSink::new(0);
+        let log = LogSink::new(1);
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("survived");
         let script = format!("(sleep 3; touch {}) & sleep 30", marker.display());
@@ -619,7 +624,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stop_for_a_lost_lease_does_not_wait_out_a_process_that_ignores_sigterm() {
-        let log = LogSink::new(0);
+        let log = LogSink::new(1);
         let (tx, rx) = watch::channel(Stop::Run);
         let argv: Vec<String> = ["sh", "-c", "trap '' TERM; echo ready; sleep 30"]
             .map(String::from)
@@ -645,7 +650,7 @@ mod tests {
     /// A process that ignores SIGTERM, being stopped with the usual grace (a cancel or its
     /// timeout), then the lease lost meanwhile: the stop is shortened to what the lease leaves.
     async fn stop_under_way_then_lease_lost(timeout: Duration, first: Option<Stop>) -> RunEnd {
-        let log = LogSink::new(0);
+        let log = LogSink::new(1);
         let (tx, rx) = watch::channel(Stop::Run);
         let argv: Vec<String> = ["sh", "-c", "trap '' TERM; echo ready; sleep 30"]
             .map(String::from)
@@ -691,7 +696,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_nul_in_output_is_replaced_so_the_line_can_be_stored() {
-        let log = LogSink::new(0);
+        let log = LogSink::new(1);
         log.line(Stream::Stdout, "a\0b").await;
         assert_eq!(log.tail(1).await, ["a\u{fffd}b"]);
         assert_eq!(log.inner.lock().await.pending[0].line, "a\u{fffd}b");
@@ -699,7 +704,7 @@ mod tests {
 
     #[tokio::test]
     async fn cancellation_stops_it() {
-        let log = LogSink::new(0);
+        let log = LogSink::new(1);
         let (tx, rx) = watch::channel(Stop::Run);
         let argv: Vec<String> = ["sleep", "30"].map(String::from).to_vec();
         let run = tokio::spawn(async move {
@@ -712,7 +717,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_endless_line_is_cut_not_hoarded() {
-        let log = LogSink::new(0);
+        let log = LogSink::new(1);
         let argv: Vec<String> = [
             "sh",
             "-c",
@@ -777,7 +782,7 @@ mod tests {
             let argv: Vec<String> = ["echo", "started at last"].map(String::from).to_vec();
             // One start first, so that everything a start sets up once (tokio's child
             // reaper) exists before the descriptors run out.
-            let warm = LogSink::new(0);
+            let warm = LogSink::new(1);
             assert_eq!(
                 run_command(&argv, None, &[], Duration::from_secs(5), &warm, never()).await,
                 RunEnd::Succeeded
@@ -792,7 +797,7 @@ mod tests {
             while let Ok(f) = std::fs::File::open("/dev/null") {
                 hogs.push(f);
             }
-            let log = LogSink::new(0);
+            let log = LogSink::new(1);
             let run_log = log.clone();
             let run = tokio::spawn(async move {
                 run_command(&argv, None, &[], Duration::from_secs(60), &run_log, never()).await
@@ -831,7 +836,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_program_is_a_clear_failure() {
-        let log = LogSink::new(0);
+        let log = LogSink::new(1);
         let argv = vec!["/nonexistent/deploy.sh".to_owned()];
         match run_command(&argv, None, &[], Duration::from_secs(5), &log, never()).await {
             RunEnd::Failed { error, .. } => assert!(

@@ -111,16 +111,18 @@ pub(super) async fn append_job_logs(
     job_id: i64,
     lines: &[LogLine],
 ) -> Result<()> {
+    let attempt: Vec<i32> = lines.iter().map(|l| l.attempt).collect();
     let seq: Vec<i32> = lines.iter().map(|l| l.seq).collect();
     let at: Vec<OffsetDateTime> = lines.iter().map(|l| l.at).collect();
     let stream: Vec<&str> = lines.iter().map(|l| l.stream.as_str()).collect();
     let line: Vec<&str> = lines.iter().map(|l| l.line.as_str()).collect();
     sqlx::query(
-        "INSERT INTO job_logs (job_id, seq, at, stream, line)
-         SELECT $1, * FROM UNNEST($2::int[], $3::timestamptz[], $4::text[], $5::text[])
-         ON CONFLICT (job_id, seq) DO NOTHING",
+        "INSERT INTO job_logs (job_id, attempt, seq, at, stream, line)
+         SELECT $1, * FROM UNNEST($2::int[], $3::int[], $4::timestamptz[], $5::text[], $6::text[])
+         ON CONFLICT (job_id, attempt, seq) DO NOTHING",
     )
     .bind(job_id)
+    .bind(attempt)
     .bind(seq)
     .bind(at)
     .bind(stream)

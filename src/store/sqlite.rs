@@ -122,12 +122,12 @@ pub(super) async fn append_job_logs(
 ) -> Result<()> {
     let rows: Vec<_> = lines
         .iter()
-        .map(|l| (l.seq, text(l.at), l.stream.as_str(), &l.line))
+        .map(|l| (l.attempt, l.seq, text(l.at), l.stream.as_str(), &l.line))
         .collect();
     sqlx::query(
-        "INSERT INTO job_logs (job_id, seq, at, stream, line)
-         SELECT ?, value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true ORDER BY key
-         ON CONFLICT (job_id, seq) DO NOTHING",
+        "INSERT INTO job_logs (job_id, attempt, seq, at, stream, line)
+         SELECT ?, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?) WHERE true ORDER BY key
+         ON CONFLICT (job_id, attempt, seq) DO NOTHING",
     )
     .bind(job_id)
     .bind(json(&rows)?)

@@ -189,6 +189,7 @@ fn jobs_from(rows: Vec<JobRow>) -> Result<Vec<Job>> {
 
 #[derive(sqlx::FromRow)]
 struct LogRow {
+    attempt: i32,
     seq: i32,
     at: Ts,
     stream: String,
@@ -326,7 +327,7 @@ pub(super) async fn prune_batch(
                FROM webhook_deliveries WHERE payload <> '{}' AND received_at < $1 LIMIT $2)"
         }
         Prunable::JobLogs => {
-            "DELETE FROM job_logs WHERE (job_id, seq) IN (SELECT l.job_id, l.seq
+            "DELETE FROM job_logs WHERE (job_id, attempt, seq) IN (SELECT l.job_id, l.attempt, l.seq
               FROM jobs j JOIN job_logs l ON l.job_id = j.id
              WHERE j.finished_at IS NOT NULL AND j.finished_at < $1 LIMIT $2)"
         }
@@ -1037,9 +1038,10 @@ pub(super) async fn job_logs(
     let rows: Vec<LogRow> = pooled
         .conn()
         .query(
-            "SELECT seq, at, stream, line FROM (
-                 SELECT seq, at, stream, line FROM job_logs WHERE job_id = $1 ORDER BY seq DESC LIMIT $2
-             ) l ORDER BY seq",
+            "SELECT attempt, seq, at, stream, line FROM (
+                 SELECT attempt, seq, at, stream, line FROM job_logs WHERE job_id = $1
+                  ORDER BY attempt DESC, seq DESC LIMIT $2
+             ) l ORDER BY attempt, seq",
         )
         .bind(job_id)
         .bind(last.unwrap_or(i64::MAX))
@@ -1049,6 +1051,7 @@ pub(super) async fn job_logs(
         .map(|r| {
             Ok(LogLine {
                 stream: Stream::parse(&r.stream).ok_or_else(|| corrupt("stream", &r.stream))?,
+                attempt: r.attempt,
                 seq: r.seq,
                 at: r.at.0,
                 line: r.line,

@@ -26,6 +26,7 @@ both_stores!(
     concurrent_writers_lose_nothing,
     submitted_rows_are_all_committed_when_the_writer_stops,
     a_job_log_line_written_twice_is_stored_once,
+    log_lines_of_two_attempts_with_the_same_numbers_are_all_kept,
     migrations_are_idempotent,
     a_claim_is_taken_once_until_it_is_pruned,
     many_writers_racing_for_one_claim_get_it_once,
@@ -250,6 +251,79 @@ async fn submitted_rows_are_all_committed_when_the_writer_stops(db: Db) {
     store.close().await;
 }
 
+/// A worker that lost its lease may flush its last lines after the next attempt has written
+/// lines with the same numbers: the attempt is part of each line's key, so none is dropped, and
+/// the log reads attempt by attempt.
+async fn log_lines_of_two_attempts_with_the_same_numbers_are_all_kept(db: Db) {
+    use pantheon::domain::job::{LogLine, NewJob, Stream};
+    let Some((store, _db)) = store(db, "job_logs_attempts").await else {
+        return;
+    };
+    let job = NewJob {
+        runbook: "deploy".into(),
+        params: Default::default(),
+        binding: "0".repeat(64),
+        target: "api/staging".into(),
+        requested_by: "U1".into(),
+        approval_id: None,
+        channel: "C1".into(),
+        thread_ref: None,
+        retry_safe: true,
+        correlation_id: "logs-attempts".into(),
+        created_at: time::OffsetDateTime::now_utc(),
+    };
+    let id = store.enqueue_job(&job, |_| Vec::new()).await.unwrap();
+    let line = |attempt: i32, seq: i32, text: &str| LogLine {
+        attempt,
+        seq,
+        at: time::OffsetDateTime::now_utc(),
+        stream: Stream::Stdout,
+        line: text.into(),
+    };
+    store
+        .append_job_logs(id, &[line(1, 1, "first try, 1")])
+        .await
+        .unwrap();
+    // The second attempt writes its first lines; then the first attempt's late flush arrives.
+    store
+        .append_job_logs(
+            id,
+            &[line(2, 1, "second try, 1"), line(2, 2, "second try, 2")],
+        )
+        .await
+        .unwrap();
+    store
+        .append_job_logs(id, &[line(1, 2, "first try, 2 (late)")])
+        .await
+        .unwrap();
+    let stored: Vec<(i32, i32, String)> = store
+        .job_logs(id, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.attempt, l.seq, l.line))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            (1, 1, "first try, 1".into()),
+            (1, 2, "first try, 2 (late)".into()),
+            (2, 1, "second try, 1".into()),
+            (2, 2, "second try, 2".into()),
+        ]
+    );
+    // The newest lines are the last attempt's.
+    let last: Vec<String> = store
+        .job_logs(id, Some(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.line)
+        .collect();
+    assert_eq!(last, ["second try, 2"]);
+    store.close().await;
+}
+
 /// A job-log flush cut short may still have been stored; writing its lines again is harmless.
 async fn a_job_log_line_written_twice_is_stored_once(db: Db) {
     use pantheon::domain::job::{LogLine, NewJob, Stream};
@@ -271,6 +345,7 @@ async fn a_job_log_line_written_twice_is_stored_once(db: Db) {
     };
     let id = store.enqueue_job(&job, |_| Vec::new()).await.unwrap();
     let line = |seq: i32, text: &str| LogLine {
+        attempt: 1,
         seq,
         at: time::OffsetDateTime::now_utc(),
         stream: Stream::Stdout,
