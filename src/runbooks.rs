@@ -366,7 +366,7 @@ async fn run_plan(
     let log = runner::LogSink::new(0);
     let (_never, cancel) = tokio::sync::watch::channel(runner::Stop::Run);
     let end = runner::run(
-        services,
+        &services.vendors,
         plan,
         params,
         &[("PANTHEON_PLAN", "1".to_owned())],

@@ -183,12 +183,14 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: I
             ];
             let end = match run {
                 Run::HeldCommand => held::run(services, &job, &log, cancel_rx).await,
-                run => runner::run(services, &run, &job.params, &env, &log, cancel_rx).await,
+                run => {
+                    runner::run(&services.vendors, &run, &job.params, &env, &log, cancel_rx).await
+                }
             };
             heartbeat.abort();
             if lost.load(std::sync::atomic::Ordering::SeqCst) {
                 // Reaped while we were stuck: someone else owns the outcome now.
-                log.flush(services, job.id).await;
+                log.flush(&services.store, job.id).await;
                 tracing::warn!(job_id = job.id, "lost the lease; result not recorded");
                 return;
             }
@@ -248,7 +250,7 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: I
         &format!("{} ({})", status.as_str(), error.as_deref().unwrap_or("ok")),
     )
     .await;
-    log.flush(services, job.id).await;
+    log.flush(&services.store, job.id).await;
     let outcome = if status == JobStatus::Succeeded {
         Outcome::Succeeded
     } else {
@@ -427,7 +429,7 @@ async fn keep_lease(
         let step = async {
             tokio::time::sleep_until(next_beat.min(next_flush)).await;
             if Instant::now() >= next_flush {
-                log.flush(&services, job_id).await;
+                log.flush(&services.store, job_id).await;
                 next_flush = Instant::now() + flush_every;
             }
             if Instant::now() < next_beat {

@@ -8,13 +8,13 @@ use time::OffsetDateTime;
 use tokio::sync::{Mutex, watch};
 
 use crate::{
+    clients::Vendors,
     domain::runbook::Run,
     domain::{
         job::{LogLine, Stream},
         runbook::render,
     },
-    services::Services,
-    store::StoreError,
+    store::{Store, StoreError},
 };
 
 /// The soft open-files limit before `http::server::raise_open_files_limit` raised it (0: not
@@ -123,12 +123,12 @@ impl LogSink {
     /// database has refused them (retrying would only refuse them again). A flush that cannot
     /// reach the database, or is cut short by the lease's deadline, leaves them for the next
     /// one; a line written twice is stored once.
-    pub async fn flush(&self, services: &Services, job_id: i64) {
+    pub async fn flush(&self, store: &Store, job_id: i64) {
         let lines = self.inner.lock().await.pending.clone();
         let Some(last) = lines.last().map(|l| l.seq) else {
             return;
         };
-        match services.store.append_job_logs(job_id, &lines).await {
+        match store.append_job_logs(job_id, &lines).await {
             Ok(()) => {}
             Err(e @ StoreError::Rejected { .. }) => {
                 tracing::error!(job_id, error = %e, lines = lines.len(), "job log lines refused by the database; dropped");
@@ -149,7 +149,7 @@ impl LogSink {
 
 /// Run `run` for a job with validated `params`.
 pub async fn run(
-    services: &Services,
+    vendors: &Vendors,
     run: &Run,
     params: &BTreeMap<String, String>,
     extra_env: &[(&str, String)],
@@ -185,7 +185,7 @@ pub async fn run(
             git_ref,
             inputs,
         } => {
-            let Some(gh) = services.vendors.github() else {
+            let Some(gh) = vendors.github() else {
                 return RunEnd::Failed {
                     exit_code: None,
                     error: "GitHub is not configured: set GITHUB_TOKEN".into(),
@@ -234,8 +234,7 @@ pub async fn run(
             // in an incoming-webhook URL): the log shows only scheme and host.
             let shown = shown_url(url);
             log.line(Stream::System, &format!("POST {shown}")).await;
-            let call = services
-                .vendors
+            let call = vendors
                 .outbound()
                 .client
                 .post(url)
