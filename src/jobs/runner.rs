@@ -621,21 +621,28 @@ mod tests {
         assert!(!marker.exists(), "a grandchild outlived the timeout");
     }
 
-    #[tokio::test]
-    async fn a_stop_for_a_lost_lease_does_not_wait_out_a_process_that_ignores_sigterm() {
+    /// A running process that ignores SIGTERM (the trap is set once it printed `ready`), with
+    /// the sender that stops it.
+    async fn ignoring_sigterm(
+        timeout: Duration,
+    ) -> (watch::Sender<Stop>, tokio::task::JoinHandle<RunEnd>) {
         let log = LogSink::new(1);
         let (tx, rx) = watch::channel(Stop::Run);
         let argv: Vec<String> = ["sh", "-c", "trap '' TERM; echo ready; sleep 30"]
             .map(String::from)
             .to_vec();
         let run_log = log.clone();
-        let run = tokio::spawn(async move {
-            run_command(&argv, None, &[], Duration::from_secs(60), &run_log, rx).await
-        });
-        // The trap is set once `ready` is printed.
+        let run =
+            tokio::spawn(async move { run_command(&argv, None, &[], timeout, &run_log, rx).await });
         while !log.tail(1).await.iter().any(|l| l == "ready") {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        (tx, run)
+    }
+
+    #[tokio::test]
+    async fn a_stop_for_a_lost_lease_does_not_wait_out_a_process_that_ignores_sigterm() {
+        let (tx, run) = ignoring_sigterm(Duration::from_secs(60)).await;
         let stopped = std::time::Instant::now();
         tx.send(Stop::Now(Duration::from_millis(100))).unwrap();
         assert_eq!(run.await.unwrap(), RunEnd::Cancelled);
@@ -649,17 +656,7 @@ mod tests {
     /// A process that ignores SIGTERM, being stopped with the usual grace (a cancel or its
     /// timeout), then the lease lost meanwhile: the stop is shortened to what the lease leaves.
     async fn stop_under_way_then_lease_lost(timeout: Duration, first: Option<Stop>) -> RunEnd {
-        let log = LogSink::new(1);
-        let (tx, rx) = watch::channel(Stop::Run);
-        let argv: Vec<String> = ["sh", "-c", "trap '' TERM; echo ready; sleep 30"]
-            .map(String::from)
-            .to_vec();
-        let run_log = log.clone();
-        let run =
-            tokio::spawn(async move { run_command(&argv, None, &[], timeout, &run_log, rx).await });
-        while !log.tail(1).await.iter().any(|l| l == "ready") {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let (tx, run) = ignoring_sigterm(timeout).await;
         let stopping = std::time::Instant::now();
         if let Some(stop) = first {
             tx.send(stop).unwrap();

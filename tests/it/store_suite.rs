@@ -251,15 +251,9 @@ async fn submitted_rows_are_all_committed_when_the_writer_stops(db: Db) {
     store.close().await;
 }
 
-/// A worker that lost its lease may flush its last lines after the next attempt has written
-/// lines with the same numbers: the attempt is part of each line's key, so none is dropped, and
-/// the log reads attempt by attempt.
-async fn log_lines_of_two_attempts_with_the_same_numbers_are_all_kept(db: Db) {
-    use pantheon::domain::job::{LogLine, NewJob, Stream};
-    let Some((store, _db)) = store(db, "job_logs_attempts").await else {
-        return;
-    };
-    let job = NewJob {
+/// A queued job to write log lines for.
+fn log_job(correlation_id: &str) -> pantheon::domain::job::NewJob {
+    pantheon::domain::job::NewJob {
         runbook: "deploy".into(),
         params: Default::default(),
         binding: "0".repeat(64),
@@ -268,11 +262,24 @@ async fn log_lines_of_two_attempts_with_the_same_numbers_are_all_kept(db: Db) {
         approval_id: None,
         channel: "C1".into(),
         thread_ref: None,
-        retry_safe: true,
-        correlation_id: "logs-attempts".into(),
+        retry_safe: false,
+        correlation_id: correlation_id.into(),
         created_at: time::OffsetDateTime::now_utc(),
+    }
+}
+
+/// A worker that lost its lease may flush its last lines after the next attempt has written
+/// lines with the same numbers: the attempt is part of each line's key, so none is dropped, and
+/// the log reads attempt by attempt.
+async fn log_lines_of_two_attempts_with_the_same_numbers_are_all_kept(db: Db) {
+    use pantheon::domain::job::{LogLine, Stream};
+    let Some((store, _db)) = store(db, "job_logs_attempts").await else {
+        return;
     };
-    let id = store.enqueue_job(&job, |_| Vec::new()).await.unwrap();
+    let id = store
+        .enqueue_job(&log_job("logs-attempts"), |_| Vec::new())
+        .await
+        .unwrap();
     let line = |attempt: i32, seq: i32, text: &str| LogLine {
         attempt,
         seq,
@@ -326,24 +333,14 @@ async fn log_lines_of_two_attempts_with_the_same_numbers_are_all_kept(db: Db) {
 
 /// A job-log flush cut short may still have been stored; writing its lines again is harmless.
 async fn a_job_log_line_written_twice_is_stored_once(db: Db) {
-    use pantheon::domain::job::{LogLine, NewJob, Stream};
+    use pantheon::domain::job::{LogLine, Stream};
     let Some((store, _db)) = store(db, "job_logs_twice").await else {
         return;
     };
-    let job = NewJob {
-        runbook: "deploy".into(),
-        params: Default::default(),
-        binding: "0".repeat(64),
-        target: "api/staging".into(),
-        requested_by: "U1".into(),
-        approval_id: None,
-        channel: "C1".into(),
-        thread_ref: None,
-        retry_safe: false,
-        correlation_id: "logs-twice".into(),
-        created_at: time::OffsetDateTime::now_utc(),
-    };
-    let id = store.enqueue_job(&job, |_| Vec::new()).await.unwrap();
+    let id = store
+        .enqueue_job(&log_job("logs-twice"), |_| Vec::new())
+        .await
+        .unwrap();
     let line = |seq: i32, text: &str| LogLine {
         attempt: 1,
         seq,
