@@ -110,6 +110,20 @@ impl AuditLog {
         result
     }
 
+    /// Queue `entries` if there is room now, without waiting for room or for the commit (they
+    /// are logged either way). For a row that must not hold up an answer already late.
+    pub fn try_submit(&self, entries: Vec<AuditEntry>) {
+        log_entries(&entries);
+        let pending = Pending {
+            entries,
+            claim: None,
+            done: None,
+        };
+        if self.tx.try_send(pending).is_err() {
+            tracing::warn!("the audit queue is full; the row above is in the log only");
+        }
+    }
+
     /// Log and queue `entries` for the next commit without waiting for it. Only for steps
     /// that change nothing; a failed commit is logged by the writer.
     pub async fn submit(&self, entries: Vec<AuditEntry>) -> Result<(), AuditError> {
@@ -216,30 +230,25 @@ async fn linger(rx: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>) -> b
 
 /// Commit one batch in one transaction. Claims are taken first; each request whose key was
 /// already taken (or taken earlier in this batch) has its `replayed` rows stored instead.
-async fn commit(store: &Store, batch: Vec<Pending>) {
-    let keys: Vec<&str> = batch
-        .iter()
-        .filter_map(|p| p.claim.as_ref().map(|c| c.key.as_str()))
-        .collect();
+///
+/// Rows whose caller stopped waiting are left out: it has answered "try again" and done nothing,
+/// and its rows must not say otherwise later (a slow or unreachable database holds a batch for
+/// seconds, and an acknowledgement waits at most [`crate::dispatch::AUDIT_PATIENCE`]).
+async fn commit(store: &Store, mut batch: Vec<Pending>) {
+    batch.retain(still_awaited);
+    if batch.is_empty() {
+        return;
+    }
     let started = std::time::Instant::now();
     let now = OffsetDateTime::now_utc();
-    let attempt = || async {
-        if keys.is_empty() {
-            let entries: Vec<&AuditEntry> = batch.iter().flat_map(|p| p.entries.iter()).collect();
-            store.insert_audit(&entries).await.map(|()| Vec::new())
-        } else {
-            store
-                .insert_audit_claiming(&keys, now, |fresh| chosen(&batch, fresh.to_vec()).collect())
-                .await
-        }
-    };
-    let mut result = attempt().await;
+    let mut result = try_commit(store, &batch, now).await;
     // One quick retry covers a dropped connection; a database that stays down is reported to
     // every waiting caller, who then refuses to act unaudited. A try that failed usually stored
     // nothing; but if only its reply was lost, its claims are there with our timestamp, and a
     // second try would find them all "taken" and refuse every request as a replay: look first.
     if result.is_err() {
         tokio::time::sleep(Duration::from_millis(50)).await;
+        let keys = claim_keys(&batch);
         let committed = if keys.is_empty() {
             None
         } else {
@@ -247,11 +256,56 @@ async fn commit(store: &Store, batch: Vec<Pending>) {
         };
         result = match committed {
             Some(fresh) => Ok(fresh),
-            None => attempt().await,
+            None => {
+                batch.retain(still_awaited);
+                if batch.is_empty() {
+                    return;
+                }
+                try_commit(store, &batch, now).await
+            }
         };
     }
+    finish(batch, result, started);
+}
+
+/// Whether a submission is still to be written: nobody waits for it, or its caller still does.
+fn still_awaited(p: &Pending) -> bool {
+    p.done.as_ref().is_none_or(|done| !done.is_closed())
+}
+
+fn claim_keys(batch: &[Pending]) -> Vec<&str> {
+    batch
+        .iter()
+        .filter_map(|p| p.claim.as_ref().map(|c| c.key.as_str()))
+        .collect()
+}
+
+/// One try at storing `batch`: which of its claims were fresh (none without claims).
+async fn try_commit(
+    store: &Store,
+    batch: &[Pending],
+    now: OffsetDateTime,
+) -> Result<Vec<bool>, crate::store::StoreError> {
+    let keys = claim_keys(batch);
+    if keys.is_empty() {
+        let entries: Vec<&AuditEntry> = batch.iter().flat_map(|p| p.entries.iter()).collect();
+        store.insert_audit(&entries).await.map(|()| Vec::new())
+    } else {
+        store
+            .insert_audit_claiming(&keys, now, |fresh| chosen(batch, fresh.to_vec()).collect())
+            .await
+    }
+}
+
+/// Count, log and answer every waiting caller of a batch.
+fn finish(
+    batch: Vec<Pending>,
+    result: Result<Vec<bool>, crate::store::StoreError>,
+    started: std::time::Instant,
+) {
+    let claims = batch.iter().any(|p| p.claim.is_some());
     let rows = match &result {
-        Ok(fresh) if !keys.is_empty() => chosen(&batch, fresh.clone()).count(),
+        Ok(fresh) if claims => chosen(&batch, fresh.clone()).count(),
         _ => batch.iter().map(|p| p.entries.len()).sum(),
     };
     metrics::histogram!("pantheon_audit_batch_duration_seconds")

@@ -3,7 +3,7 @@
 
 use crate::{
     domain::outbox::{Delivery, Recorded},
-    store::Store,
+    store::{Store, StoreError},
 };
 
 type Pending = (
@@ -25,6 +25,12 @@ impl DeliveryWriter {
         let task = tokio::spawn(async move {
             let mut batch: Vec<Pending> = Vec::new();
             while rx.recv_many(&mut batch, 256).await > 0 {
+                // A caller that stopped waiting has answered 503: its sender brings the
+                // delivery again, so storing it now would only make the retry a duplicate.
+                batch.retain(|(_, done)| !done.is_closed());
+                if batch.is_empty() {
+                    continue;
+                }
                 let (deliveries, waiters): (Vec<Delivery>, Vec<_>) = batch.drain(..).unzip();
                 for d in &deliveries {
                     crate::audit::log_entries(&d.audit);
@@ -35,11 +41,22 @@ impl DeliveryWriter {
                             let _ = done.send(Ok(r));
                         }
                     }
+                    // The database is down or stuck: each on its own would only wait as long
+                    // again, per delivery.
+                    Err(e @ StoreError::Unavailable(_)) => {
+                        tracing::error!(error = %e, deliveries = deliveries.len(), "deliveries not stored");
+                        for done in waiters {
+                            let _ = done.send(Err(e.to_string()));
+                        }
+                    }
                     Err(e) => {
                         // One bad delivery (or a deadlock with another replica) must not fail
                         // the others: try each on its own.
                         tracing::warn!(error = %e, deliveries = deliveries.len(), "batch not stored; storing one by one");
                         for (d, done) in deliveries.into_iter().zip(waiters) {
+                            if done.is_closed() {
+                                continue;
+                            }
                             let one = store
                                 .record_deliveries(std::slice::from_ref(&d))
                                 .await

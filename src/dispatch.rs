@@ -214,9 +214,41 @@ async fn dispatch_in_span(
     }
 }
 
-/// Commit a request's rows with its claim on its signature. A replay stores `received` and a
-/// refusal instead.
+/// How long an acknowledgement waits for its audit rows. Slack gives a slash command 3 s; an
+/// answer that would come later is no answer, and the person would type the command again. So
+/// past this the request is answered "try again" and nothing is run. (The database is down or
+/// stuck: its pool waits 5 s for a connection, and the audit writer tries twice.)
+pub const AUDIT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Commit a request's rows with its claim on its signature, within [`AUDIT_PATIENCE`]. A replay
+/// stores `received` and a refusal instead. Rows not yet written when the wait ends are not
+/// written at all (the writer drops them); one row says that it was not run.
 async fn claim(
+    services: &Services,
+    inv: &Invocation,
+    entries: Vec<AuditEntry>,
+) -> Result<Claimed, AuditError> {
+    match tokio::time::timeout(AUDIT_PATIENCE, claim_now(services, inv, entries)).await {
+        Ok(claimed) => claimed,
+        Err(_) => {
+            services.audit.try_submit(vec![
+                AuditEntry::new(&inv.correlation_id, &inv.user_id, "command", Outcome::Failed)
+                    .channel(&inv.channel_id)
+                    .command(&inv.text)
+                    .detail(format!(
+                        "not run: its audit rows were not committed within {} s; answered \"try again\"",
+                        AUDIT_PATIENCE.as_secs()
+                    )),
+            ]);
+            Err(AuditError(format!(
+                "not committed within {} s",
+                AUDIT_PATIENCE.as_secs()
+            )))
+        }
+    }
+}
+
+async fn claim_now(
     services: &Services,
     inv: &Invocation,
     entries: Vec<AuditEntry>,

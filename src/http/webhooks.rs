@@ -3,6 +3,8 @@
 //! again), route, queue. Every accepted delivery is stored before we answer 2xx; if it cannot
 //! be stored the sender gets a 503 and retries.
 
+use std::time::Duration;
+
 use axum::{
     Json,
     body::Bytes,
@@ -74,6 +76,9 @@ pub trait Source {
     const NAME: &'static str;
     /// The variable that holds its secret(s).
     const SECRET: &'static str;
+    /// How long storing a delivery may take before it is answered 503 (the sender retries, or
+    /// is told in time that it failed): some margin under the time the sender waits.
+    const PATIENCE: Duration;
     fn secrets(settings: &Settings) -> &[secrecy::SecretString];
     fn verify(keys: &[HmacKey], headers: &HeaderMap, body: &[u8]) -> Result<(), SignatureError>;
     fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Option<Webhook>, String>;
@@ -86,6 +91,8 @@ pub struct Zendesk;
 impl Source for GitHub {
     const NAME: &'static str = "github";
     const SECRET: &'static str = "GITHUB_WEBHOOK_SECRET";
+    /// GitHub waits 10 s, and does not redeliver on its own: a late 2xx beats a quick 503.
+    const PATIENCE: Duration = Duration::from_secs(8);
     fn secrets(settings: &Settings) -> &[secrecy::SecretString] {
         &settings.github_webhook_secrets
     }
@@ -100,6 +107,8 @@ impl Source for GitHub {
 impl Source for PagerDuty {
     const NAME: &'static str = "pagerduty";
     const SECRET: &'static str = "PAGERDUTY_WEBHOOK_SECRET";
+    /// PagerDuty waits 5 s and retries for up to 48 hours.
+    const PATIENCE: Duration = Duration::from_secs(4);
     fn secrets(settings: &Settings) -> &[secrecy::SecretString] {
         &settings.pagerduty_webhook_secrets
     }
@@ -114,6 +123,8 @@ impl Source for PagerDuty {
 impl Source for Zendesk {
     const NAME: &'static str = "zendesk";
     const SECRET: &'static str = "ZENDESK_WEBHOOK_SECRET";
+    /// Zendesk waits 10 s.
+    const PATIENCE: Duration = Duration::from_secs(8);
     fn secrets(settings: &Settings) -> &[secrecy::SecretString] {
         &settings.zendesk_webhook_secrets
     }
@@ -168,12 +179,17 @@ pub async fn receive<S: Source>(State(state): State<AppState>, verified: Verifie
     let Some(webhook) = verified.webhook else {
         return (StatusCode::OK, Json(json!({"status": "pong"}))).into_response();
     };
-    match state
+    let accepted = state
         .services
         .notifications
-        .accept(&webhook, &verified.body)
-        .await
-    {
+        .accept(&webhook, &verified.body);
+    // Past its patience the delivery is not stored at all (the writer drops what nobody waits
+    // for): the sender's retry, or a redelivery, brings it again.
+    let accepted = match tokio::time::timeout(S::PATIENCE, accepted).await {
+        Ok(accepted) => accepted.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("not stored within {} s", S::PATIENCE.as_secs())),
+    };
+    match accepted {
         Ok((Recorded::New { .. }, messages)) => (
             StatusCode::ACCEPTED,
             Json(json!({"status": "accepted", "messages": messages})),

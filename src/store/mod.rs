@@ -145,6 +145,13 @@ impl Store {
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
                 .test_before_acquire(false)
+                // A COMMIT that fails for want of disk space is rolled back by SQLite itself; sqlx
+                // then still counts the connection as inside a transaction, and every later
+                // BEGIN on it fails ("non-zero transaction depth") even after space returns.
+                // Such a connection is closed instead of going back to the pool.
+                .after_release(|conn, _| {
+                    Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+                })
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options)
                 .await?;
