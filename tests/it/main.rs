@@ -7,6 +7,7 @@ mod contract;
 mod crash;
 mod edge;
 mod escaping;
+mod faults;
 mod github;
 mod layout;
 mod notifications;
