@@ -42,6 +42,9 @@ struct Pending {
     entries: Vec<AuditEntry>,
     claim: Option<Claim>,
     done: Option<Done>,
+    /// Rows of a request about to act, not yet acted on: if its caller stops waiting before
+    /// their commit begins, it has answered "try again" and they are not written.
+    before_acting: bool,
 }
 
 /// Handle to the audit writer. Cloning is cheap; all clones feed the same writer.
@@ -72,9 +75,11 @@ impl AuditLog {
     }
 
     /// Store a request's rows together with its claim on `key` (a signature), in one
-    /// transaction. If the key was claimed before (within the replay window, by any replica),
-    /// `replayed` is stored instead and the answer is [`Claimed::Replay`]. Without a key this is
-    /// [`AuditLog::record`].
+    /// transaction, before the request acts. If the key was claimed before (within the replay
+    /// window, by any replica), `replayed` is stored instead and the answer is
+    /// [`Claimed::Replay`]. Without a key, only the rows. If the caller stops waiting before the
+    /// commit begins (it answered "try again" and will not act), they are not written; a commit
+    /// already under way may still land.
     pub async fn record_claimed(
         &self,
         key: Option<String>,
@@ -82,13 +87,22 @@ impl AuditLog {
         replayed: Vec<AuditEntry>,
     ) -> Result<Claimed, AuditError> {
         let claim = key.map(|key| Claim { key, replayed });
-        self.commit(entries, claim).await
+        self.commit_as(entries, claim, true).await
     }
 
     async fn commit(
         &self,
         entries: Vec<AuditEntry>,
         claim: Option<Claim>,
+    ) -> Result<Claimed, AuditError> {
+        self.commit_as(entries, claim, false).await
+    }
+
+    async fn commit_as(
+        &self,
+        entries: Vec<AuditEntry>,
+        claim: Option<Claim>,
+        before_acting: bool,
     ) -> Result<Claimed, AuditError> {
         let (done, wait) = oneshot::channel();
         let sent = self
@@ -97,6 +111,7 @@ impl AuditLog {
                 entries,
                 claim,
                 done: Some(done),
+                before_acting,
             })
             .await;
         if let Err(mpsc::error::SendError(pending)) = sent {
@@ -118,6 +133,7 @@ impl AuditLog {
             entries,
             claim: None,
             done: None,
+            before_acting: false,
         };
         if self.tx.try_send(pending).is_err() {
             tracing::warn!("the audit queue is full; the row above is in the log only");
@@ -133,6 +149,7 @@ impl AuditLog {
                 entries,
                 claim: None,
                 done: None,
+                before_acting: false,
             })
             .await
             .map_err(|_| stopped())
@@ -231,9 +248,10 @@ async fn linger(rx: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>) -> b
 /// Commit one batch in one transaction. Claims are taken first; each request whose key was
 /// already taken (or taken earlier in this batch) has its `replayed` rows stored instead.
 ///
-/// Rows whose caller stopped waiting are left out: it has answered "try again" and done nothing,
-/// and its rows must not say otherwise later (a slow or unreachable database holds a batch for
-/// seconds, and an acknowledgement waits at most [`crate::dispatch::AUDIT_PATIENCE`]).
+/// Rows of a request that stopped waiting before acting are left out while their commit has not
+/// begun: it has answered "try again" and done nothing (a slow or unreachable database holds a
+/// batch for seconds, and an acknowledgement waits at most [`crate::dispatch::AUDIT_PATIENCE`]).
+/// Rows of steps already done are written whoever waits.
 async fn commit(store: &Store, mut batch: Vec<Pending>) {
     batch.retain(still_awaited);
     if batch.is_empty() {
@@ -268,9 +286,10 @@ async fn commit(store: &Store, mut batch: Vec<Pending>) {
     finish(batch, result, started);
 }
 
-/// Whether a submission is still to be written: nobody waits for it, or its caller still does.
+/// Whether a submission is still to be written: it records what happened whoever waits, or its
+/// caller, about to act, still waits.
 fn still_awaited(p: &Pending) -> bool {
-    p.done.as_ref().is_none_or(|done| !done.is_closed())
+    !p.before_acting || p.done.as_ref().is_none_or(|done| !done.is_closed())
 }
 
 fn claim_keys(batch: &[Pending]) -> Vec<&str> {
@@ -356,7 +375,29 @@ mod tests {
             entries: vec![AuditEntry::new("c", "U1", "command", Outcome::Received)],
             claim: None,
             done: waits.then(|| oneshot::channel().0),
+            before_acting: false,
         }
+    }
+
+    #[test]
+    fn only_rows_of_a_request_that_gave_up_before_acting_are_dropped() {
+        let (done, waiting) = oneshot::channel();
+        let mut before = pending(false);
+        before.done = Some(done);
+        before.before_acting = true;
+        assert!(still_awaited(&before), "its caller still waits");
+        drop(waiting);
+        assert!(
+            !still_awaited(&before),
+            "it answered \"try again\" and will not act"
+        );
+        // A step already done is written whoever waits for it.
+        let (done, waiting) = oneshot::channel();
+        let mut after = pending(false);
+        after.done = Some(done);
+        drop(waiting);
+        assert!(still_awaited(&after));
+        assert!(still_awaited(&pending(false)));
     }
 
     #[tokio::test(start_paused = true)]

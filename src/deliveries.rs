@@ -25,12 +25,6 @@ impl DeliveryWriter {
         let task = tokio::spawn(async move {
             let mut batch: Vec<Pending> = Vec::new();
             while rx.recv_many(&mut batch, 256).await > 0 {
-                // A caller that stopped waiting has answered 503: its sender brings the
-                // delivery again, so storing it now would only make the retry a duplicate.
-                batch.retain(|(_, done)| !done.is_closed());
-                if batch.is_empty() {
-                    continue;
-                }
                 let (deliveries, waiters): (Vec<Delivery>, Vec<_>) = batch.drain(..).unzip();
                 for d in &deliveries {
                     crate::audit::log_entries(&d.audit);
@@ -54,9 +48,6 @@ impl DeliveryWriter {
                         // the others: try each on its own.
                         tracing::warn!(error = %e, deliveries = deliveries.len(), "batch not stored; storing one by one");
                         for (d, done) in deliveries.into_iter().zip(waiters) {
-                            if done.is_closed() {
-                                continue;
-                            }
                             let one = store
                                 .record_deliveries(std::slice::from_ref(&d))
                                 .await

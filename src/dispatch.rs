@@ -221,8 +221,9 @@ async fn dispatch_in_span(
 pub const AUDIT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Commit a request's rows with its claim on its signature, within [`AUDIT_PATIENCE`]. A replay
-/// stores `received` and a refusal instead. Rows not yet written when the wait ends are not
-/// written at all (the writer drops them); one row says that it was not run.
+/// stores `received` and a refusal instead. Past the patience the request is not run: its rows
+/// are not written if their commit has not begun (the writer drops them), and one more row
+/// says it was not run (after them, if a commit under way lands).
 async fn claim(
     services: &Services,
     inv: &Invocation,
@@ -276,11 +277,12 @@ async fn claim_now(
             }
             Ok(claimed)
         }
-        None => services
-            .audit
-            .record(entries)
-            .await
-            .map(|()| Claimed::First),
+        None => {
+            services
+                .audit
+                .record_claimed(None, entries, Vec::new())
+                .await
+        }
     }
 }
 

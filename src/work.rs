@@ -43,14 +43,16 @@ impl Work {
             let _held = lock.lock().await;
             refresh.await
         };
+        // Clones are made under the map's mutex: once ours is dropped under it too, a count of
+        // one (the map's) means nobody else waits or is about to, so the entry can go.
         let mut locks = self
             .approval_locks
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        // Ours and the map's: nobody else waits, so the entry can go.
+        drop(lock);
         if locks
             .get(&request_id)
-            .is_some_and(|l| Arc::strong_count(l) <= 2)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
         {
             locks.remove(&request_id);
         }
@@ -62,7 +64,7 @@ impl Work {
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn refreshes_of_one_request_do_not_overlap_and_leave_no_lock_behind() {
         let work = Arc::new(Work::default());
         let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -46,9 +46,10 @@ impl JobStatus {
     }
 }
 
-/// How many times a job is claimed without being started (its worker could not start it in
-/// time, or died first) before it is given up.
-pub const MAX_UNSTARTED_ATTEMPTS: i32 = 5;
+/// A job not started on its last claim is queued again only while it has been claimed fewer
+/// times than this in all (every claim counts, started or not): a job its workers keep losing
+/// fails in the end rather than cycle for ever.
+pub const MAX_ATTEMPTS: i32 = 5;
 
 /// What becomes of a running job that its worker no longer holds: its lease ran out, or it gave
 /// the job back before starting it.
@@ -56,7 +57,8 @@ pub const MAX_UNSTARTED_ATTEMPTS: i32 = 5;
 pub enum Released {
     /// It had not started, so nothing ran: queued again, whether or not it is safe to retry.
     NotStarted,
-    /// It had not started, [`MAX_UNSTARTED_ATTEMPTS`] times: failed without running.
+    /// It had not started, and it has been claimed [`MAX_ATTEMPTS`] times: failed, without
+    /// running this time.
     NeverStarted,
     /// A cancel was asked: cancelled.
     Cancelled,
@@ -70,7 +72,7 @@ impl Released {
     pub fn of(job: &Job) -> Self {
         match (job.started_at.is_some(), job.cancel_requested) {
             (_, true) => Released::Cancelled,
-            (false, false) if job.attempts < MAX_UNSTARTED_ATTEMPTS => Released::NotStarted,
+            (false, false) if job.attempts < MAX_ATTEMPTS => Released::NotStarted,
             (false, false) => Released::NeverStarted,
             (true, false) if job.retry_safe => Released::Requeued,
             (true, false) => Released::Interrupted,

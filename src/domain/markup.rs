@@ -59,8 +59,12 @@ pub fn code_block(output: &str, max: usize) -> String {
 
 /// A link with an escaped label on one line. The URL is ours (built from a base URL and ids) or
 /// vendor-given, and `|`, `<`, `>` or a line break would end it early, so those are
-/// percent-encoded.
+/// percent-encoded. Only an `http(s)` URL is linked: anything else (`@U1`, `!channel`) is not a
+/// link, and the label is shown alone.
 pub fn link(url: &str, label: &str) -> String {
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return escape(label).replace(['\n', '\r'], " ");
+    }
     let url = url
         .replace('|', "%7C")
         .replace('>', "%3E")
@@ -226,6 +230,10 @@ fn parse_range<'a>(
     let bytes = src.as_bytes();
     let mut text_from = start;
     let mut i = start;
+    // Where a `<` found no `>` on its line: the others before there find none either, so a line
+    // of thousands of them is read once, not once each. (A backtick looks only as far as the
+    // next backtick or line break, so it needs no such mark.)
+    let mut no_angle_before = start;
     let flush = |out: &mut Vec<Piece<'a>>, from: usize, to: usize| {
         if from < to {
             out.push(Piece::Text(decode(&src[from..to])));
@@ -247,12 +255,19 @@ fn parse_range<'a>(
                 }
                 _ => (None, 0),
             },
-            b'<' => match rest[1..].find(['>', '\n']) {
+            b'<' if i >= no_angle_before => match rest[1..].find(['>', '\n']) {
                 Some(n) if rest.as_bytes()[1 + n] == b'>' => {
                     let inner = &src[i + 1..i + 1 + n];
                     (Some(angle(inner)), n + 2)
                 }
-                _ => (None, 0),
+                Some(n) => {
+                    no_angle_before = i + 1 + n;
+                    (None, 0)
+                }
+                None => {
+                    no_angle_before = end;
+                    (None, 0)
+                }
             },
             b @ (b'*' | b'_' | b'~') => {
                 let style = match b {
@@ -388,6 +403,21 @@ mod tests {
                 Piece::End(Style::Italic)
             ]
         );
+    }
+
+    #[test]
+    fn a_long_line_of_unclosed_brackets_parses_quickly() {
+        let line = format!("`{}\n<https://x.test/|x>", "<a ".repeat(80_000));
+        let pieces = parse(&line);
+        assert_eq!(pieces.len(), 2, "the text, then the link on the next line");
+    }
+
+    #[test]
+    fn only_web_addresses_are_linked() {
+        assert_eq!(link("@U1", "x"), "x");
+        assert_eq!(link("!channel", "<b>"), "&lt;b&gt;");
+        assert!(links_or_mentions(&link("!channel", "x")).is_empty());
+        assert_eq!(link("http://x.test/", "x"), "<http://x.test/|x>");
     }
 
     #[test]

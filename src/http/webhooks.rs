@@ -183,8 +183,9 @@ pub async fn receive<S: Source>(State(state): State<AppState>, verified: Verifie
         .services
         .notifications
         .accept(&webhook, &verified.body);
-    // Past its patience the delivery is not stored at all (the writer drops what nobody waits
-    // for): the sender's retry, or a redelivery, brings it again.
+    // Past its patience the sender is answered 503 in time. The delivery may still be stored
+    // (and posted) a moment later: a retry of it is then a duplicate, answered 200, not posted
+    // twice; GitHub, which does not retry, loses nothing.
     let accepted = match tokio::time::timeout(S::PATIENCE, accepted).await {
         Ok(accepted) => accepted.map_err(|e| e.to_string()),
         Err(_) => Err(format!("not stored within {} s", S::PATIENCE.as_secs())),

@@ -351,7 +351,7 @@ fn released_entry(job: &Job) -> AuditEntry {
         ),
         Released::NeverStarted => (
             Outcome::Failed,
-            "not started: its workers could not start it in time, too many times; not run",
+            "not started: its worker did not start it before its lease ran out, and it has been claimed too often to queue it again; not run this time",
         ),
         Released::Requeued => (
             Outcome::Started,
@@ -386,7 +386,7 @@ async fn report_released(services: &Services, job: &Job) {
             "⚠ {runbook} #{id} was not started: its worker could not start it before its lease ran out. Nothing ran; it is queued again."
         ),
         Released::NeverStarted => format!(
-            "⚠ {runbook} #{id} was not started: its workers could not start it in time, {} times. Nothing ran; ask again once Pantheon is healthy.",
+            "⚠ {runbook} #{id} was not started: its worker could not start it before its lease ran out. It has been claimed {} times without finishing, so it is not queued again; nothing ran this time. Ask again once Pantheon is healthy.",
             job.attempts
         ),
         Released::Cancelled => format!("⏹ {runbook} #{id} was cancelled (its worker stopped)."),

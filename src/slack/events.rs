@@ -54,15 +54,9 @@ pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Re
         messages: Vec::new(),
         audit: vec![entry],
     };
-    // Slack waits 3 s for an event's acknowledgement and retries: past that, 503 (the event is
-    // then not stored; the retry brings it again).
-    let recorded = tokio::time::timeout(
-        crate::dispatch::AUDIT_PATIENCE,
-        services.notifications.record(delivery),
-    )
-    .await
-    .unwrap_or_else(|_| Err("not stored in time".to_owned()));
-    match recorded {
+    // No time limit here: a late store still dispatches the mention, and Slack's retry of an
+    // event it thinks failed is then a duplicate, answered 200 and not run again.
+    match services.notifications.record(delivery).await {
         Ok(Recorded::Duplicate) => return StatusCode::OK.into_response(),
         Ok(Recorded::New { .. }) => {}
         Err(e) => return ApiError::Unavailable(format!("event not stored: {e}")).into_response(),

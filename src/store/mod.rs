@@ -38,6 +38,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn failures_that_may_pass_are_unavailable_not_rejected() {
+        // SQLite: busy, locked, full disk, a write I/O error (778 = SQLITE_IOERR_WRITE).
+        for code in ["5", "6", "13", "778", "10"] {
+            assert!(transient_sqlite(code), "{code}");
+        }
+        // A constraint (2067 = SQLITE_CONSTRAINT_UNIQUE) is the statement's own fault.
+        assert!(!transient_sqlite("2067"));
+        assert!(!transient_sqlite("19"));
+        // Postgres: connection failure, too many connections, admin shutdown.
+        for code in ["08006", "53300", "57P01"] {
+            assert!(transient_postgres(code), "{code}");
+        }
+        assert!(!transient_postgres("23505"), "a unique violation");
+    }
+
+    #[test]
     fn database_urls_lose_every_password_before_they_are_shown() {
         let shown =
             without_password("postgres://u@db.internal/app?password=hunter2&sslmode=require");
@@ -86,6 +102,9 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
+            sqlx::Error::Database(db) if transient(db.as_ref()) => {
+                StoreError::Unavailable(db.to_string())
+            }
             sqlx::Error::Database(db) => StoreError::Rejected {
                 duplicate: db.is_unique_violation(),
                 detail: db.to_string(),
@@ -98,6 +117,32 @@ impl From<sqlx::Error> for StoreError {
             other => StoreError::Unavailable(other.to_string()),
         }
     }
+}
+
+/// Database errors that say nothing about the statement and may pass: SQLite's busy, locked,
+/// I/O error and full disk (by primary result code, the low byte of the extended one);
+/// Postgres's connection exceptions (08), insufficient resources (53) and operator
+/// intervention such as a shutdown (57).
+fn transient(db: &dyn sqlx::error::DatabaseError) -> bool {
+    let code = db.code();
+    let code = code.as_deref().unwrap_or_default();
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        transient_sqlite(code)
+    } else {
+        transient_postgres(code)
+    }
+}
+
+fn transient_sqlite(extended_code: &str) -> bool {
+    extended_code
+        .parse::<i32>()
+        .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13))
+}
+
+fn transient_postgres(sqlstate: &str) -> bool {
+    ["08", "53", "57"]
+        .iter()
+        .any(|class| sqlstate.starts_with(class))
 }
 
 impl From<sqlx::migrate::MigrateError> for StoreError {
@@ -148,9 +193,17 @@ impl Store {
                 // A COMMIT that fails for want of disk space is rolled back by SQLite itself; sqlx
                 // then still counts the connection as inside a transaction, and every later
                 // BEGIN on it fails ("non-zero transaction depth") even after space returns.
-                // Such a connection is closed instead of going back to the pool.
+                // Such a connection is closed instead of going back to the pool. (A transaction
+                // dropped unfinished has its ROLLBACK queued, not yet run: a ping lets it run
+                // before the count is read again.)
                 .after_release(|conn, _| {
-                    Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+                    Box::pin(async move {
+                        use sqlx::Connection as _;
+                        if conn.is_in_transaction() {
+                            conn.ping().await?;
+                        }
+                        Ok(!conn.is_in_transaction())
+                    })
                 })
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options)
@@ -474,8 +527,8 @@ impl Store {
         tx::start_job(self, job_id, worker, now).await
     }
 
-    /// Give back a claimed job `worker` could not start: queued again at once (its target
-    /// freed), or failed after too many tries. `None` if it was no longer `worker`'s.
+    /// Give back a claimed job `worker` did not run: queued again at once (its target freed),
+    /// or failed after too many tries. `None` if it was no longer `worker`'s.
     pub async fn give_back_unstarted(
         &self,
         job_id: i64,

@@ -909,8 +909,8 @@ async fn release_job(conn: &mut Conn<'_>, job: &mut Job, now: OffsetDateTime) ->
             "UPDATE jobs SET status = 'cancelled', finished_at = $2, lease_expires_at = NULL, error = 'cancelled (its worker stopped)' WHERE id = $1",
         ),
         Released::NeverStarted => Some(
-            "UPDATE jobs SET status = 'failed', finished_at = $2, lease_expires_at = NULL,
-                             error = 'not started: its workers could not start it in time, too many times'
+            "UPDATE jobs SET status = 'failed', finished_at = $2, lease_expires_at = NULL, started_at = NULL,
+                             error = 'not started, and claimed too often to queue it again'
               WHERE id = $1",
         ),
         Released::Interrupted => Some(
@@ -954,8 +954,10 @@ pub(super) async fn start_job(
     Ok(started.is_some())
 }
 
-/// Give back job `job_id`, which `worker` holds and has not started: queued again at once (or
-/// given up after too many tries), so its target is free. `None` if it was not ours to give.
+/// Give back job `job_id`, which `worker` holds and did not run: queued again at once (or given
+/// up after too many tries), so its target is free. `None` if it was not ours to give. The
+/// worker's word decides that it did not start, even if a `start_job` of its own committed
+/// after the worker stopped waiting for it.
 pub(super) async fn give_back_unstarted(
     store: &Store,
     job_id: i64,
@@ -967,7 +969,7 @@ pub(super) async fn give_back_unstarted(
     let mut conn = tx.conn();
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobs
-          WHERE id = $1 AND worker = $2 AND status = 'running' AND started_at IS NULL{}",
+          WHERE id = $1 AND worker = $2 AND status = 'running'{}",
         conn.sql().for_update
     );
     let row: Option<JobRow> = conn
@@ -980,6 +982,7 @@ pub(super) async fn give_back_unstarted(
         return Ok(None);
     };
     let mut job = Job::try_from(row)?;
+    job.started_at = None;
     release_job(&mut conn, &mut job, now).await?;
     conn.insert_audit_owned(&[audit(&job)]).await?;
     tx.commit().await?;
