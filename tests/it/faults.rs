@@ -700,6 +700,37 @@ async fn postgres_stopped_for_ten_seconds_under_load() {
     .await;
 }
 
+/// Start `request(n)` every `every` (n = 1, 2, …, each in a task of its own, so a slow answer
+/// delays no other) until `t0 + until`; the answers, in the order sent.
+fn paced<T, F, Fut>(
+    every: Duration,
+    t0: Instant,
+    until: Duration,
+    request: F,
+) -> tokio::task::JoinHandle<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(u64) -> Fut + Send + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sent = Vec::new();
+        let mut n = 0u64;
+        while t0.elapsed() < until {
+            tick.tick().await;
+            n += 1;
+            sent.push(tokio::spawn(request(n)));
+        }
+        let mut answers = Vec::new();
+        for task in sent {
+            answers.push(task.await.expect("a paced request"));
+        }
+        answers
+    })
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Readyz {
     sent: Duration,
@@ -737,81 +768,42 @@ async fn postgres_outage(dir: &Path) {
     // Slash commands, 20 a second.
     let commands = {
         let (client, base) = (client.clone(), base.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(50));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut sent = Vec::new();
-            let mut n = 0u64;
-            while t0.elapsed() < LOAD {
-                tick.tick().await;
-                n += 1;
-                let (client, base) = (client.clone(), base.clone());
-                sent.push(tokio::spawn(async move {
-                    slash(&client, &base, t0, "whoami", &format!("load-{n}")).await
-                }));
-            }
-            let mut out = Vec::new();
-            for h in sent {
-                out.push(h.await.expect("command task"));
-            }
-            out
+        paced(Duration::from_millis(50), t0, LOAD, move |n| {
+            let (client, base) = (client.clone(), base.clone());
+            async move { slash(&client, &base, t0, "whoami", &format!("load-{n}")).await }
         })
     };
     // GitHub webhooks, 10 a second, each delivery new.
     let hooks = {
         let (client, base) = (client.clone(), base.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut sent = Vec::new();
-            let mut n = 0u64;
-            while t0.elapsed() < LOAD {
-                tick.tick().await;
-                n += 1;
-                let (client, base) = (client.clone(), base.clone());
-                sent.push(tokio::spawn(async move {
-                    let body = pr_opened(n, "acme/api", &format!("load-{n:04}"));
-                    github(&client, &base, t0, &format!("pg-load-{n}"), body).await
-                }));
+        paced(Duration::from_millis(100), t0, LOAD, move |n| {
+            let (client, base) = (client.clone(), base.clone());
+            async move {
+                let body = pr_opened(n, "acme/api", &format!("load-{n:04}"));
+                github(&client, &base, t0, &format!("pg-load-{n}"), body).await
             }
-            let mut out = Vec::new();
-            for h in sent {
-                out.push(h.await.expect("webhook task"));
-            }
-            out
         })
     };
     // /readyz, four times a second (each probe on its own, so a slow one delays no other).
     let ready = {
         let (client, base) = (client.clone(), base.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(250));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut probes = Vec::new();
-            while t0.elapsed() < LOAD {
-                tick.tick().await;
-                let (client, base) = (client.clone(), base.clone());
-                probes.push(tokio::spawn(async move {
-                    let sent = t0.elapsed();
-                    let status = client
-                        .get(format!("{base}/readyz"))
-                        .timeout(Duration::from_secs(5))
-                        .send()
-                        .await
-                        .ok()
-                        .map(|r| r.status().as_u16());
-                    Readyz {
-                        sent,
-                        done: t0.elapsed(),
-                        status,
-                    }
-                }));
+        paced(Duration::from_millis(250), t0, LOAD, move |_| {
+            let (client, base) = (client.clone(), base.clone());
+            async move {
+                let sent = t0.elapsed();
+                let status = client
+                    .get(format!("{base}/readyz"))
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                    .ok()
+                    .map(|r| r.status().as_u16());
+                Readyz {
+                    sent,
+                    done: t0.elapsed(),
+                    status,
+                }
             }
-            let mut samples = Vec::new();
-            for p in probes {
-                samples.push(p.await.expect("readyz probe"));
-            }
-            samples
         })
     };
 
