@@ -178,9 +178,11 @@ approval = { group = "approvers" }
             correlation_id: "bench",
             command: "noop",
         };
-        let runbook = pantheon::runbooks::find(&services, "noop").unwrap();
+        let runbook = services.runbooks.find("noop").unwrap();
         let params = BTreeMap::from([("n".to_owned(), n.to_string())]);
-        pantheon::runbooks::request(&services, &who, runbook, params)
+        services
+            .runbooks
+            .request(&who, runbook, params)
             .await
             .unwrap();
         let id = services.store.pending_approvals().await.unwrap()[0].id;

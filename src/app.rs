@@ -41,8 +41,8 @@ pub struct Options {
     /// Per-request timeout of outbound HTTP calls.
     pub http_timeout: Duration,
     /// Run the background loops (job workers, reaper, expirer, outbox sender, upkeep). Tests
-    /// that drive them one step at a time (`jobs::run_next`, `jobs::reap_once`,
-    /// `jobs::expire_once`, `notify::sender::send_due`, `upkeep::run_once`) leave them off.
+    /// that drive them one step at a time (`runbooks::jobs::run_next`, `reap_once`,
+    /// `expire_once`, `notify::sender::send_due`, `upkeep::run_once`) leave them off.
     pub background: bool,
 }
 
@@ -137,31 +137,51 @@ impl App {
             )),
             config.notifications.clone(),
         );
+        let chat: Arc<dyn crate::chat::ChatPort> =
+            Arc::new(SlackChat::new(slack, response_urls, outbound.clone()));
+        let vendors = Arc::new(crate::clients::Vendors::new(
+            pagerduty, zendesk, github, outbound,
+        ));
+        let loops = Arc::<crate::background::Background>::default();
+        let slash = config.slack.command.get_ref().clone();
+        let commands = registry.rules();
+        let runbooks = crate::runbooks::Runbooks::new(crate::runbooks::Parts {
+            store: store.clone(),
+            audit: audit.clone(),
+            catalogue: catalogue.clone(),
+            commands: commands.clone(),
+            chat: chat.clone(),
+            vendors: vendors.clone(),
+            background: loops.clone(),
+            jobs: config.jobs.clone(),
+            slash: slash.clone(),
+            handler_timeout: config.limits.handler_timeout,
+        });
         let services = Services {
-            background: Arc::default(),
+            background: loops,
             notifications: Arc::new(notifications),
             links: crate::links::Links::new(&settings, config.jobs.link_ttl),
-            work: crate::work::Work::default(),
-            chat: Arc::new(SlackChat::new(slack, response_urls, outbound.clone())),
-            slash: config.slack.command.get_ref().clone(),
+            runbooks: Arc::new(runbooks),
+            chat,
+            slash,
             in_flight: crate::inflight::InFlight::new(
                 config.limits.max_in_flight,
                 config.limits.max_in_flight_per_user,
             ),
-            vendors: crate::clients::Vendors::new(pagerduty, zendesk, github, outbound),
+            vendors,
             config,
             settings,
             store,
             audit,
             catalogue,
-            commands: registry.rules(),
+            commands,
         };
         let services = Arc::new(services);
         let (stop_jobs, stop) = tokio::sync::watch::channel(false);
         let mut job_tasks = Vec::new();
         if background {
             let spawn = &services.background;
-            job_tasks = crate::jobs::spawn(services.clone(), stop.clone());
+            job_tasks = crate::runbooks::jobs::spawn(services.runbooks.clone(), stop.clone());
             job_tasks.push(spawn.spawn(
                 "outbox sender",
                 crate::notify::sender::run(services.notifications.clone(), stop.clone()),

@@ -25,14 +25,14 @@ pub struct Services {
     /// Who may run each command, for checks made outside a request (a job, a page).
     pub commands: CommandRules,
     /// The vendor APIs that are configured, and the outbound client.
-    pub vendors: Vendors,
+    pub vendors: Arc<Vendors>,
     /// The chat platform: posts, updates, replies, user lookups.
     pub chat: Arc<dyn ChatPort>,
     pub links: crate::links::Links,
     /// Deliveries, the outbox and its sender's side.
     pub notifications: Arc<crate::notify::Notifications>,
-    /// The workers' wake-up and the approval messages' refresh locks.
-    pub work: crate::work::Work,
+    /// Requests, approvals and the jobs that run them.
+    pub runbooks: Arc<crate::runbooks::Runbooks>,
     /// The background loops, and which of them died.
     pub background: Arc<crate::background::Background>,
     /// The slash command we answer, e.g. `/ops`.

@@ -11,7 +11,7 @@ use super::{
     handler,
 };
 use crate::{
-    chat::{self, Message, escape, link},
+    chat::{self, Message, escape, link, mention},
     clients::{
         pagerduty::{self, PagerDuty},
         vendor::VendorError,
@@ -229,7 +229,9 @@ async fn hold_for_approval(
         ("write".to_owned(), write.canonical()),
     ]);
     let preview = format!("Would {}", pager::asked(write, OffsetDateTime::now_utc()));
-    crate::runbooks::request_with_preview(services, &who, runbook, params, Some(preview))
+    services
+        .runbooks
+        .request_with_preview(&who, runbook, params, Some(preview))
         .await
         .map_err(|e| CommandError::User(e.to_string()))
 }
@@ -660,21 +662,25 @@ async fn trigger(ctx: CommandContext) -> Result<Answer, CommandError> {
     let me = identity(&ctx, pd).await?;
     let who = ctx.args.text("user").unwrap_or_default();
     let message = ctx.args.words("message").join(" ");
-    // A Slack mention (<@U…>), an email, or a PagerDuty name.
-    let target_email = if let Some(slack_id) =
-        who.strip_prefix("<@").and_then(|w| w.strip_suffix('>'))
-    {
+    // A mention of someone in chat, an email, or a PagerDuty name.
+    let target_email = if let Some(person) = crate::domain::markup::only_mention(who) {
         let remembered = ctx
             .services
             .store
-            .user_prefs(slack_id)
+            .user_prefs(person)
             .await
             .map_err(|e| CommandError::Internal(e.to_string()))?;
         match remembered.and_then(|p| p.pagerduty_email) {
             Some(email) => Some(email),
-            None => ctx.services.chat.user_email(slack_id).await?,
+            None => ctx.services.chat.user_email(person).await?,
         }
-        .ok_or_else(|| CommandError::User(format!("I don't know <@{slack_id}>'s PagerDuty email; they can set it with `{} pager me as …`.", ctx.invocation.slash)))
+        .ok_or_else(|| {
+            CommandError::User(format!(
+                "I don't know {}'s PagerDuty email; they can set it with `{} pager me as …`.",
+                mention(person),
+                ctx.invocation.slash
+            ))
+        })
         .map(Some)?
     } else if who.contains('@') {
         Some(who.to_owned())

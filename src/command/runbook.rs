@@ -8,10 +8,8 @@ use time::OffsetDateTime;
 use super::{ArgType, CommandContext, CommandError, Declaration, HandlerResult, command, handler};
 use crate::{
     chat::{self, Message, escape, mention},
-    domain::audit::Outcome,
-    domain::{approval::Decision, catalogue::Catalogue, job::JobStatus},
-    jobs::report,
-    runbooks::{self, Requester, RunbookError},
+    domain::{approval::Decision, catalogue::Catalogue},
+    runbooks::{self, Requester, RunbookError, jobs::report},
 };
 
 const ID: ArgType = ArgType::Int {
@@ -130,7 +128,7 @@ async fn request(
     given: Option<BTreeMap<String, String>>,
 ) -> HandlerResult {
     let services = &ctx.services;
-    let Some(runbook) = runbooks::find(services, &name) else {
+    let Some(runbook) = services.runbooks.find(&name) else {
         let known: Vec<&str> = services
             .config
             .runbooks
@@ -165,7 +163,9 @@ async fn request(
         correlation_id: &ctx.invocation.correlation_id,
         command: &ctx.invocation.text,
     };
-    runbooks::request(services, &who, runbook, params)
+    services
+        .runbooks
+        .request(&who, runbook, params)
         .await
         .map_err(|e| CommandError::User(e.to_string()))
 }
@@ -183,7 +183,7 @@ async fn jobs(ctx: CommandContext) -> HandlerResult {
     let now = OffsetDateTime::now_utc();
     let (visible, hidden): (Vec<_>, Vec<_>) = list
         .iter()
-        .partition(|j| runbooks::may_see_job(services, ctx.user(), j).is_ok());
+        .partition(|j| services.runbooks.may_see_job(ctx.user(), j).is_ok());
     let private = ctx.private_reply();
     let mut lines: Vec<String> = visible
         .iter()
@@ -224,7 +224,7 @@ async fn job(ctx: CommandContext) -> HandlerResult {
     };
     // Saying why is fine (ids are sequential, so "no such job" would hide nothing); its
     // output is what must not show.
-    if let Err(refusal) = runbooks::may_see_job(services, ctx.user(), &job) {
+    if let Err(refusal) = services.runbooks.may_see_job(ctx.user(), &job) {
         return Err(CommandError::User(runbooks::hidden_job_message(
             &job, &refusal,
         )));
@@ -264,79 +264,22 @@ async fn job(ctx: CommandContext) -> HandlerResult {
 
 async fn cancel(ctx: CommandContext) -> HandlerResult {
     let id = ctx.args.int("id").unwrap_or(0);
-    let services = &ctx.services;
-    let Some(job) = services
-        .store
-        .job(id)
-        .await
-        .map_err(|e| CommandError::Internal(e.to_string()))?
-    else {
-        return Err(CommandError::User(format!("There is no job #{id}.")));
+    let who = Requester {
+        user: &ctx.invocation.user_id,
+        channel: &ctx.invocation.channel_id,
+        correlation_id: &ctx.invocation.correlation_id,
+        command: &ctx.invocation.text,
     };
-    // Anyone may cancel their own job; others' need `jobs.cancel` (default: admins).
-    let may_cancel_others = services
-        .catalogue
-        .access
-        .check(ctx.user(), Some("jobs.cancel"), "jobs", &["admins"])
-        .is_ok();
-    if job.requested_by != ctx.user() && !may_cancel_others {
-        return Err(CommandError::User(format!(
-            "Only {} (who asked for it) or an admin can cancel job #{id}.",
-            mention(&job.requested_by)
-        )));
-    }
-    if job.status.is_final() {
-        return Err(CommandError::User(format!(
-            "Job #{id} has already ended ({}).",
-            job.status.as_str()
-        )));
-    }
-    let entry = crate::domain::audit::AuditEntry::new(
-        &ctx.invocation.correlation_id,
-        ctx.user(),
-        "job.cancel",
-        Outcome::Succeeded,
-    )
-    .channel(&ctx.invocation.channel_id)
-    .command(&ctx.invocation.text)
-    .detail(format!(
-        "cancel {} #{id} ({})",
-        job.runbook,
-        job.status.as_str()
-    ));
-    let before = services
-        .store
-        .request_cancel(id, OffsetDateTime::now_utc(), vec![entry])
+    let text = ctx
+        .services
+        .runbooks
+        .cancel(&who, id)
         .await
-        .map_err(|e| CommandError::Internal(e.to_string()))?;
-    let text = match before {
-        Some(JobStatus::Queued) => {
-            let mut cancelled = job.clone();
-            cancelled.status = JobStatus::Cancelled;
-            report::job_changed(
-                services,
-                &cancelled,
-                format!(
-                    "⏹ {} #{id} was cancelled by {} before it started.",
-                    job.runbook,
-                    mention(ctx.user())
-                ),
-            )
-            .await;
-            format!(
-                "{} cancelled {} #{id} before it started.",
-                mention(ctx.user()),
-                escape(&job.runbook)
-            )
-        }
-        Some(JobStatus::Running) => format!(
-            "{} asked {} #{id} to stop; its process group is being stopped.",
-            mention(ctx.user()),
-            escape(&job.runbook)
-        ),
-        Some(other) => format!("Job #{id} has already ended ({}).", other.as_str()),
-        None => format!("There is no job #{id}."),
-    };
+        .map_err(|e| match e {
+            RunbookError::Refused(text) => CommandError::User(text),
+            // The log gets the database's words; the person a reference to them.
+            RunbookError::Unavailable { detail, .. } => CommandError::Internal(detail),
+        })?;
     Ok(Message::text(text))
 }
 
@@ -373,22 +316,24 @@ async fn approvals(ctx: CommandContext) -> HandlerResult {
 
 async fn vote(ctx: CommandContext, decision: Decision) -> HandlerResult {
     let id = ctx.args.int("id").unwrap_or(0);
-    let voted = runbooks::vote(
-        &ctx.services,
-        ctx.user(),
-        &ctx.invocation.channel_id,
-        &ctx.invocation.correlation_id,
-        id,
-        decision,
-    )
-    .await
-    .map_err(|e| match e {
-        // The log gets the database's words; the person a reference to them.
-        RunbookError::Unavailable { detail, .. } => CommandError::Internal(detail),
-        RunbookError::Refused(text) => CommandError::Internal(text),
-    })?;
+    let voted = ctx
+        .services
+        .runbooks
+        .vote(
+            ctx.user(),
+            &ctx.invocation.channel_id,
+            &ctx.invocation.correlation_id,
+            id,
+            decision,
+        )
+        .await
+        .map_err(|e| match e {
+            // The log gets the database's words; the person a reference to them.
+            RunbookError::Unavailable { detail, .. } => CommandError::Internal(detail),
+            RunbookError::Refused(text) => CommandError::Internal(text),
+        })?;
     if voted.changed {
-        report::refresh_approval(&ctx.services, id).await;
+        report::refresh_approval(&ctx.services.runbooks, id).await;
         Ok(Message::text(voted.reply))
     } else {
         Err(CommandError::User(voted.reply))

@@ -144,6 +144,15 @@ pub fn parse(markup: &str) -> Vec<Piece<'_>> {
     out
 }
 
+/// The person `markup` mentions when it is one mention and nothing else (a command argument
+/// naming someone), as the id [`mention`] was given.
+pub fn only_mention(markup: &str) -> Option<&str> {
+    match parse(markup.trim()).as_slice() {
+        [Piece::Mention(id)] if !id.is_empty() => Some(id),
+        _ => None,
+    }
+}
+
 /// The same text without markup: links as "label (url)", mentions as `@id`.
 pub fn plain(markup: &str) -> String {
     let mut out = String::with_capacity(markup.len());
@@ -491,5 +500,17 @@ mod tests {
             let ends = pieces.iter().filter(|p| matches!(p, Piece::End(_))).count();
             prop_assert_eq!(starts, ends);
         }
+    }
+
+    #[test]
+    fn one_mention_alone_names_a_person() {
+        assert_eq!(only_mention(&mention("U01ALICE")), Some("U01ALICE"));
+        assert_eq!(only_mention(" <@U01ALICE|alice> "), Some("U01ALICE"));
+        assert_eq!(only_mention("<@U01ALICE> and more"), None);
+        assert_eq!(only_mention("<@U1><@U2>"), None);
+        assert_eq!(only_mention("<!channel>"), None);
+        assert_eq!(only_mention("<@>"), None);
+        assert_eq!(only_mention("alice@example.com"), None);
+        assert_eq!(only_mention("alice"), None);
     }
 }

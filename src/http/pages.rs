@@ -114,7 +114,7 @@ pub async fn job_page(
         }
     };
     // The link's user must still be allowed to see this job (groups as read at start).
-    if crate::runbooks::may_see_job(services, user, &job).is_err() {
+    if services.runbooks.may_see_job(user, &job).is_err() {
         return page(
             StatusCode::FORBIDDEN,
             "Not allowed",

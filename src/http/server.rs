@@ -79,7 +79,8 @@ pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
         };
         // SAFETY: as above.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            crate::jobs::runner::ORIGINAL_OPEN_FILES.store(limit.rlim_cur, Ordering::Relaxed);
+            crate::runbooks::jobs::runner::ORIGINAL_OPEN_FILES
+                .store(limit.rlim_cur, Ordering::Relaxed);
             limit = raised;
         }
     }

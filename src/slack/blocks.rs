@@ -218,7 +218,7 @@ mod tests {
 
     #[test]
     fn approval_buttons_render_as_before() {
-        let row = crate::jobs::report::approval_buttons(3);
+        let row = crate::runbooks::jobs::report::approval_buttons(3);
         assert_eq!(
             block(&row),
             json!({

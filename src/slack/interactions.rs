@@ -21,8 +21,7 @@ use crate::{
     domain::approval::Decision,
     domain::audit::{AuditEntry, Outcome},
     error::ApiError,
-    jobs::report,
-    runbooks,
+    runbooks::{self, jobs::report},
     services::Services,
 };
 
@@ -114,16 +113,11 @@ pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack)
         };
         let correlation_id = new_correlation_id();
         let span = tracing::error_span!("interaction", correlation_id = %correlation_id, user = %from.user, channel = %channel);
-        let voted = runbooks::vote(
-            &services,
-            &from.user,
-            channel,
-            &correlation_id,
-            id,
-            decision,
-        )
-        .instrument(span.clone())
-        .await;
+        let voted = services
+            .runbooks
+            .vote(&from.user, channel, &correlation_id, id, decision)
+            .instrument(span.clone())
+            .await;
         let response_url = from.reply.clone();
         let services = services.clone();
         tokio::spawn(
@@ -133,7 +127,7 @@ pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack)
                         if services.chat.configured()
                             && v.request.as_ref().is_some_and(|r| r.message_ref.is_some())
                         {
-                            report::refresh_approval(&services, id).await;
+                            report::refresh_approval(&services.runbooks, id).await;
                         } else if let (Some(url), Some(request)) = (response_url, v.request) {
                             // No bot token: replace the message through the interaction's URL.
                             let job = match request.job_id {
@@ -222,7 +216,7 @@ async fn log_link(services: &Services, user: &str, id: Option<i64>) -> String {
         None => Ok(None),
     };
     match job {
-        Ok(Some(job)) => match runbooks::may_see_job(services, user, &job) {
+        Ok(Some(job)) => match services.runbooks.may_see_job(user, &job) {
             Ok(()) => {
                 let url = services
                     .links

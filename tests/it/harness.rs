@@ -274,7 +274,7 @@ impl TestAppBuilder {
 
     /// Give the app a bot token and a fake Slack Web API (`app.slack_api`).
     /// No background loops: the test runs workers, reaper, expirer and sender one step at a
-    /// time (`pantheon::jobs::run_next` and the like), so it never waits for a loop to notice.
+    /// time (`pantheon::runbooks::jobs::run_next` and the like), so it never waits for a loop to notice.
     pub fn stepped(mut self) -> Self {
         self.background = false;
         self

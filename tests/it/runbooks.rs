@@ -103,7 +103,7 @@ async fn start_app(
 async fn run_next_job(app: &TestApp) -> i64 {
     app.within(
         Duration::from_secs(15),
-        pantheon::jobs::run_next(&app.services, "test-worker"),
+        pantheon::runbooks::jobs::run_next(&app.services.runbooks, "test-worker"),
     )
     .await
     .unwrap()
@@ -190,7 +190,12 @@ async fn a_job_whose_lease_ran_out_before_it_started_is_not_started_and_frees_it
     let claimed_at = tokio::time::Instant::now() - lease;
     app.within(
         Duration::from_secs(15),
-        pantheon::jobs::run_claimed(&app.services, "slow-worker", job, claimed_at),
+        pantheon::runbooks::jobs::run_claimed(
+            &app.services.runbooks,
+            "slow-worker",
+            job,
+            claimed_at,
+        ),
     )
     .await;
     let job = store.job(1).await.unwrap().unwrap();
@@ -238,7 +243,10 @@ async fn a_job_whose_lease_ran_out_before_it_started_is_not_started_and_frees_it
     assert_eq!((again.id, again.attempts), (1, 2));
     // This worker dies before starting it: the reaper, later, says the same.
     let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(10);
-    assert_eq!(pantheon::jobs::reap_once(&app.services, later).await, 1);
+    assert_eq!(
+        pantheon::runbooks::jobs::reap_once(&app.services.runbooks, later).await,
+        1
+    );
     assert_eq!(
         store.job(1).await.unwrap().unwrap().status,
         JobStatus::Queued
@@ -665,10 +673,16 @@ approval = { group = "approvers", expires = "1h" }
     .await;
     // Not yet due: the expirer leaves it.
     let now = time::OffsetDateTime::now_utc();
-    assert_eq!(pantheon::jobs::expire_once(&app.services, now).await, 0);
+    assert_eq!(
+        pantheon::runbooks::jobs::expire_once(&app.services.runbooks, now).await,
+        0
+    );
     // Past its hour, the expirer closes it and updates its message.
     let later = now + time::Duration::hours(2);
-    assert_eq!(pantheon::jobs::expire_once(&app.services, later).await, 1);
+    assert_eq!(
+        pantheon::runbooks::jobs::expire_once(&app.services.runbooks, later).await,
+        1
+    );
     let updates = slack_calls(app.slack_api.as_ref().unwrap(), "chat.update").await;
     assert!(
         updates
@@ -984,6 +998,13 @@ run = { kind = "command", argv = ["sleep", "{n}"] }
     );
     let job = job_ended(&app, 1).await;
     assert_eq!(job.status, JobStatus::Cancelled);
+    let again = app.slash("cancel 1").by(ALICE).send().await;
+    assert_eq!(
+        app.reply_text(&again).await,
+        "Job #1 has already ended (cancelled)."
+    );
+    let none = app.slash("cancel 99").by(ALICE).send().await;
+    assert_eq!(app.reply_text(&none).await, "There is no job #99.");
     // A queued one (behind a running job on the same target) is cancelled outright by an admin.
     app.slash("long 30").by(ALICE).send().await;
     wait_for_status(&app, 2, JobStatus::Running).await;
@@ -1043,7 +1064,7 @@ async fn a_changed_binding_is_refused_at_start(db: Db) {
         .enqueue_job(&job, |_| Vec::new())
         .await
         .unwrap();
-    app.services.work.queued();
+    app.services.runbooks.queued();
     let ended = job_ended(&app, id).await;
     assert_eq!(ended.status, JobStatus::Failed);
     assert!(
@@ -1170,10 +1191,16 @@ async fn the_reaper_reports_a_job_whose_worker_vanished(db: Db) {
         "it started the job before it vanished"
     );
     // Within its lease (and the half-lease grace after it), nothing is reaped.
-    assert_eq!(pantheon::jobs::reap_once(&app.services, now).await, 0);
+    assert_eq!(
+        pantheon::runbooks::jobs::reap_once(&app.services.runbooks, now).await,
+        0
+    );
     // Long after, its worker is taken for dead.
     let later = lease_end + time::Duration::minutes(10);
-    assert_eq!(pantheon::jobs::reap_once(&app.services, later).await, 1);
+    assert_eq!(
+        pantheon::runbooks::jobs::reap_once(&app.services.runbooks, later).await,
+        1
+    );
     let job = app.services.store.job(1).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Interrupted, "{job:?}");
     let rows = app.audit_for(&job.correlation_id).await;
@@ -1194,7 +1221,7 @@ async fn the_reaper_reports_a_job_whose_worker_vanished(db: Db) {
         "{posts:?}"
     );
     assert_eq!(
-        pantheon::jobs::reap_once(&app.services, later).await,
+        pantheon::runbooks::jobs::reap_once(&app.services.runbooks, later).await,
         0,
         "once"
     );
@@ -1385,9 +1412,11 @@ run = {{ kind = "command", argv = ["{script}"] }}
             correlation_id: "two",
             command: "tick",
         };
-        let runbook = pantheon::runbooks::find(&app.services, "tick").unwrap();
+        let runbook = app.services.runbooks.find("tick").unwrap();
         let p = BTreeMap::from([("n".to_owned(), n.to_string())]);
-        pantheon::runbooks::request(&app.services, &who, runbook, p)
+        app.services
+            .runbooks
+            .request(&who, runbook, p)
             .await
             .unwrap();
     }

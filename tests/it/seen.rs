@@ -9,8 +9,8 @@ use pantheon::{
         approval::{ApprovalRequest, Decision, RequestStatus, Vote},
         job::{Job, JobStatus},
     },
-    jobs::report::approval_message,
     notify::format::{self, Formatted},
+    runbooks::jobs::report::approval_message,
     slack::blocks,
 };
 use serde_json::{Value, json};

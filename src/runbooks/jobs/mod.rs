@@ -19,31 +19,31 @@ use crate::{
         approval::binding,
         job::{Heartbeat, Job, JobStatus, Released, Stream},
     },
-    services::Services,
+    runbooks::Runbooks,
 };
 use runner::{LogSink, RunEnd, Stop};
 
 /// Start the workers, the reaper and the expirer. They stop when `stop` turns true, after the
 /// job in hand ends (running jobs are not abandoned by a graceful shutdown).
 pub fn spawn(
-    services: Arc<Services>,
+    runbooks: Arc<Runbooks>,
     stop: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let background = services.background.clone();
+    let background = runbooks.background.clone();
     let mut tasks = Vec::new();
     // Unique per app instance, even for two apps in one process or two containers that share
     // a hostname and pid: heartbeats and results are fenced on this id.
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     let process = format!("{}-{}-{}", hostname(), std::process::id(), &nonce[..8]);
-    for n in 0..services.config.jobs.workers {
+    for n in 0..runbooks.jobs.workers {
         let worker = format!("{process}/{n}");
         tasks.push(background.spawn(
             format!("worker {n}"),
-            work(services.clone(), worker, stop.clone()),
+            work(runbooks.clone(), worker, stop.clone()),
         ));
     }
-    tasks.push(background.spawn("reaper", reap(services.clone(), stop.clone())));
-    tasks.push(background.spawn("expirer", expire(services, stop)));
+    tasks.push(background.spawn("reaper", reap(runbooks.clone(), stop.clone())));
+    tasks.push(background.spawn("expirer", expire(runbooks, stop)));
     tasks
 }
 
@@ -53,14 +53,14 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "pantheon".to_owned())
 }
 
-async fn work(services: Arc<Services>, worker: String, mut stop: watch::Receiver<bool>) {
-    let poll = services.config.jobs.poll;
+async fn work(runbooks: Arc<Runbooks>, worker: String, mut stop: watch::Receiver<bool>) {
+    let poll = runbooks.jobs.poll;
     while !*stop.borrow() {
-        match run_next(&services, &worker).await {
+        match run_next(&runbooks, &worker).await {
             Ok(Some(_)) => {}
             Ok(None) => {
                 tokio::select! {
-                    () = services.work.wait_queued() => {}
+                    () = runbooks.work.wait_queued() => {}
                     () = tokio::time::sleep(poll) => {}
                     _ = stop.changed() => {}
                 }
@@ -77,28 +77,28 @@ async fn work(services: Arc<Services>, worker: String, mut stop: watch::Receiver
 /// the job run, or None when nothing was waiting. The worker loop repeats this; tests call it
 /// to run a job without waiting for a worker to notice it.
 pub async fn run_next(
-    services: &Arc<Services>,
+    runbooks: &Arc<Runbooks>,
     worker: &str,
 ) -> Result<Option<i64>, crate::store::StoreError> {
     let lease =
-        time::Duration::try_from(services.config.jobs.lease).unwrap_or(time::Duration::seconds(30));
+        time::Duration::try_from(runbooks.jobs.lease).unwrap_or(time::Duration::seconds(30));
     // Taken before the claim: the lease can only end later than this suggests.
     let claimed_at = Instant::now();
     let now = OffsetDateTime::now_utc();
-    let Some(job) = services.store.claim_job(worker, now + lease).await? else {
+    let Some(job) = runbooks.store.claim_job(worker, now + lease).await? else {
         return Ok(None);
     };
     let id = job.id;
-    run_claimed(services, worker, job, claimed_at).await;
+    run_claimed(runbooks, worker, job, claimed_at).await;
     Ok(Some(id))
 }
 
 /// Run `job`, which `worker` claimed at `claimed_at` (the instant its lease is counted from),
 /// to its end: [`run_next`] after its claim. Tests call it with a claim made long ago, to see a
 /// job whose lease ran out before it could start.
-pub async fn run_claimed(services: &Arc<Services>, worker: &str, job: Job, claimed_at: Instant) {
+pub async fn run_claimed(runbooks: &Arc<Runbooks>, worker: &str, job: Job, claimed_at: Instant) {
     let span = tracing::error_span!("job", job_id = job.id, correlation_id = %job.correlation_id, runbook = %job.runbook);
-    run_job(services, worker, job, claimed_at)
+    run_job(runbooks, worker, job, claimed_at)
         .instrument(span)
         .await;
 }
@@ -111,7 +111,7 @@ fn job_entry(job: &Job, outcome: Outcome, detail: String) -> AuditEntry {
 }
 
 /// Run one claimed job to its end.
-async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: Instant) {
+async fn run_job(runbooks: &Arc<Runbooks>, worker: &str, job: Job, claimed_at: Instant) {
     let started = std::time::Instant::now();
     // A retried job keeps its earlier attempts' lines: each attempt's are keyed by its number.
     let log = LogSink::new(job.attempts);
@@ -121,7 +121,7 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: I
 
     // The job must still be what was asked for (and approved): same runbook definition, same
     // parameters, every parameter still valid.
-    let checked = check_job(services, &job);
+    let checked = check_job(runbooks, &job);
     let (end, run_config) = match checked {
         Err(why) => (
             RunEnd::Failed {
@@ -135,7 +135,7 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: I
     let end = match run_config {
         None => end,
         Some(run) => {
-            if !begin(services, worker, &job, claimed_at).await {
+            if !begin(runbooks, worker, &job, claimed_at).await {
                 return;
             }
             log.line(
@@ -143,7 +143,7 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: I
                 &format!("started by {worker} (attempt {})", job.attempts),
             )
             .await;
-            let _ = services
+            let _ = runbooks
                 .audit
                 .record(vec![job_entry(
                     &job,
@@ -151,11 +151,11 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: I
                     format!("worker {worker}, attempt {}", job.attempts),
                 )])
                 .await;
-            let services_bg = services.clone();
+            let runbooks_bg = runbooks.clone();
             let job_bg = job.clone();
             tokio::spawn(async move {
                 report::job_changed(
-                    &services_bg,
+                    &runbooks_bg,
                     &job_bg,
                     format!(
                         "▶ {} #{} started.",
@@ -168,7 +168,7 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: I
             let (cancel_tx, cancel_rx) = watch::channel(Stop::Run);
             let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let heartbeat = tokio::spawn(keep_lease(
-                services.clone(),
+                runbooks.clone(),
                 job.id,
                 worker.to_owned(),
                 claimed_at,
@@ -182,15 +182,15 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: I
                 ("PANTHEON_REQUESTED_BY", job.requested_by.clone()),
             ];
             let end = match run {
-                Run::HeldCommand => held::run(services, &job, &log, cancel_rx).await,
+                Run::HeldCommand => held::run(runbooks, &job, &log, cancel_rx).await,
                 run => {
-                    runner::run(&services.vendors, &run, &job.params, &env, &log, cancel_rx).await
+                    runner::run(&runbooks.vendors, &run, &job.params, &env, &log, cancel_rx).await
                 }
             };
             heartbeat.abort();
             if lost.load(std::sync::atomic::Ordering::SeqCst) {
                 // Reaped while we were stuck: someone else owns the outcome now.
-                log.flush(&services.store, job.id).await;
+                log.flush(&runbooks.store, job.id).await;
                 tracing::warn!(job_id = job.id, "lost the lease; result not recorded");
                 return;
             }
@@ -250,7 +250,7 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: I
         &format!("{} ({})", status.as_str(), error.as_deref().unwrap_or("ok")),
     )
     .await;
-    log.flush(&services.store, job.id).await;
+    log.flush(&runbooks.store, job.id).await;
     let outcome = if status == JobStatus::Succeeded {
         Outcome::Succeeded
     } else {
@@ -272,7 +272,7 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: I
     // A transient database error must not turn a finished job into an "interrupted" one.
     let mut recorded = Err(crate::store::StoreError::Unavailable("not tried".into()));
     for attempt in 0..5u32 {
-        recorded = services
+        recorded = runbooks
             .store
             .finish_job(
                 job.id,
@@ -303,17 +303,17 @@ async fn run_job(services: &Arc<Services>, worker: &str, job: Job, claimed_at: I
     let text = said;
     let mut finished = job.clone();
     finished.status = status;
-    report::job_changed(services, &finished, text).await;
+    report::job_changed(runbooks, &finished, text).await;
 }
 
 /// Mark the job started, within its lease. If the lease runs out first (claiming and checking
 /// took most of it: a slow database), the job is given back at once, not started: starting it
 /// now could overlap a run by whoever gets it next, and holding on to it would keep its target
 /// until the reaper came. False if the job is not to be run here.
-async fn begin(services: &Services, worker: &str, job: &Job, claimed_at: Instant) -> bool {
-    let stop_at = stop_by(services, claimed_at);
+async fn begin(runbooks: &Runbooks, worker: &str, job: &Job, claimed_at: Instant) -> bool {
+    let stop_at = stop_by(runbooks, claimed_at);
     if Instant::now() < stop_at {
-        let start = services
+        let start = runbooks
             .store
             .start_job(job.id, worker, OffsetDateTime::now_utc());
         match tokio::time::timeout_at(stop_at, start).await {
@@ -327,12 +327,12 @@ async fn begin(services: &Services, worker: &str, job: &Job, claimed_at: Instant
         }
     }
     tracing::error!("the lease ran out before the job could start; giving it back, not started");
-    match services
+    match runbooks
         .store
         .give_back_unstarted(job.id, worker, OffsetDateTime::now_utc(), released_entry)
         .await
     {
-        Ok(Some(job)) => report_released(services, &job).await,
+        Ok(Some(job)) => report_released(runbooks, &job).await,
         // Reaped or taken meanwhile: whoever did reports it.
         Ok(None) => {}
         Err(e) => {
@@ -371,7 +371,7 @@ fn released_entry(job: &Job) -> AuditEntry {
 
 /// Tell the job's thread (and the workers, if it is queued again) what became of a job its
 /// worker no longer holds.
-async fn report_released(services: &Services, job: &Job) {
+async fn report_released(runbooks: &Runbooks, job: &Job) {
     let released = Released::of(job);
     tracing::warn!(
         job_id = job.id,
@@ -398,9 +398,9 @@ async fn report_released(services: &Services, job: &Job) {
         ),
     };
     if job.status == JobStatus::Queued {
-        services.work.queued();
+        runbooks.work.queued();
     }
-    report::job_changed(services, job, text).await;
+    report::job_changed(runbooks, job, text).await;
 }
 
 /// Renew the lease every third of its length; flush log lines meanwhile; pass on a cancel.
@@ -409,7 +409,7 @@ async fn report_released(services: &Services, job: &Job) {
 /// renewal fails, including a database that does not answer at all: the deadline is kept on
 /// this process's own clock and cuts short a heartbeat or a log flush that hangs.
 async fn keep_lease(
-    services: Arc<Services>,
+    runbooks: Arc<Runbooks>,
     job_id: i64,
     worker: String,
     claimed_at: Instant,
@@ -417,11 +417,11 @@ async fn keep_lease(
     lost: Arc<std::sync::atomic::AtomicBool>,
     log: LogSink,
 ) {
-    let lease = services.config.jobs.lease;
+    let lease = runbooks.jobs.lease;
     let lease_t = time::Duration::try_from(lease).unwrap_or(time::Duration::seconds(30));
     let every = (lease / 3).max(Duration::from_millis(100));
     let flush_every = Duration::from_millis(250).min(every);
-    let mut stop_at = stop_by(&services, claimed_at);
+    let mut stop_at = stop_by(&runbooks, claimed_at);
     // Beats are counted from the claim, as the lease is; flushes from now.
     let mut next_beat = claimed_at + every;
     let mut next_flush = Instant::now() + flush_every;
@@ -429,7 +429,7 @@ async fn keep_lease(
         let step = async {
             tokio::time::sleep_until(next_beat.min(next_flush)).await;
             if Instant::now() >= next_flush {
-                log.flush(&services.store, job_id).await;
+                log.flush(&runbooks.store, job_id).await;
                 next_flush = Instant::now() + flush_every;
             }
             if Instant::now() < next_beat {
@@ -440,7 +440,7 @@ async fn keep_lease(
             let until = OffsetDateTime::now_utc() + lease_t;
             Some((
                 asked_at,
-                services.store.heartbeat(job_id, &worker, until).await,
+                runbooks.store.heartbeat(job_id, &worker, until).await,
             ))
         };
         let beat = match tokio::time::timeout_at(stop_at, step).await {
@@ -459,9 +459,9 @@ async fn keep_lease(
             }
         };
         match beat {
-            (asked_at, Ok(Heartbeat::Held)) => stop_at = stop_by(&services, asked_at),
+            (asked_at, Ok(Heartbeat::Held)) => stop_at = stop_by(&runbooks, asked_at),
             (asked_at, Ok(Heartbeat::CancelRequested)) => {
-                stop_at = stop_by(&services, asked_at);
+                stop_at = stop_by(&runbooks, asked_at);
                 log.line(Stream::System, "cancel requested; stopping").await;
                 let _ = cancel.send(Stop::Cancel);
             }
@@ -478,14 +478,14 @@ async fn keep_lease(
 
 /// When a worker must stop a job whose lease was last granted (or renewed) by a request sent at
 /// `asked_at`: while a sixth of the lease is left, so the job is gone before anyone may reap it.
-fn stop_by(services: &Services, asked_at: Instant) -> Instant {
-    let lease = services.config.jobs.lease;
+fn stop_by(runbooks: &Runbooks, asked_at: Instant) -> Instant {
+    let lease = runbooks.jobs.lease;
     asked_at + lease - lease / 6
 }
 
 /// The runbook's run configuration, if the job may still run.
-fn check_job(services: &Services, job: &Job) -> Result<crate::domain::runbook::Run, String> {
-    let Some(runbook) = services.catalogue.any_runbook(&job.runbook) else {
+fn check_job(runbooks: &Runbooks, job: &Job) -> Result<crate::domain::runbook::Run, String> {
+    let Some(runbook) = runbooks.catalogue.any_runbook(&job.runbook) else {
         return Err(format!("runbook `{}` is no longer configured", job.runbook));
     };
     if binding(runbook.definition(), &job.params) != job.binding {
@@ -503,11 +503,11 @@ fn check_job(services: &Services, job: &Job) -> Result<crate::domain::runbook::R
     Ok(runbook.definition().run.clone())
 }
 
-async fn reap(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
+async fn reap(runbooks: Arc<Runbooks>, mut stop: watch::Receiver<bool>) {
     let every =
-        (services.config.jobs.lease / 2).clamp(Duration::from_millis(200), Duration::from_secs(10));
+        (runbooks.jobs.lease / 2).clamp(Duration::from_millis(200), Duration::from_secs(10));
     while !*stop.borrow() {
-        reap_once(&services, OffsetDateTime::now_utc()).await;
+        reap_once(&runbooks, OffsetDateTime::now_utc()).await;
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             _ = stop.changed() => {}
@@ -519,18 +519,18 @@ async fn reap(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
 /// ago are released as [`Released::of`] says (queued again if they had not started or are safe
 /// to retry, cancelled if a cancel was asked, otherwise interrupted), and their threads told.
 /// How many were reaped.
-pub async fn reap_once(services: &Services, now: OffsetDateTime) -> usize {
+pub async fn reap_once(runbooks: &Runbooks, now: OffsetDateTime) -> usize {
     // A grace of half a lease absorbs clock differences between replicas.
-    let cutoff = now
-        - time::Duration::try_from(services.config.jobs.lease / 2).unwrap_or(time::Duration::ZERO);
-    match services
+    let cutoff =
+        now - time::Duration::try_from(runbooks.jobs.lease / 2).unwrap_or(time::Duration::ZERO);
+    match runbooks
         .store
         .reap_expired_leases(now, cutoff, released_entry)
         .await
     {
         Ok(reaped) => {
             for job in &reaped {
-                report_released(services, job).await;
+                report_released(runbooks, job).await;
             }
             reaped.len()
         }
@@ -541,10 +541,10 @@ pub async fn reap_once(services: &Services, now: OffsetDateTime) -> usize {
     }
 }
 
-async fn expire(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
+async fn expire(runbooks: Arc<Runbooks>, mut stop: watch::Receiver<bool>) {
     let every = Duration::from_secs(2);
     while !*stop.borrow() {
-        expire_once(&services, OffsetDateTime::now_utc()).await;
+        expire_once(&runbooks, OffsetDateTime::now_utc()).await;
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             _ = stop.changed() => {}
@@ -554,7 +554,7 @@ async fn expire(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
 
 /// One round of the expirer at `now`: pending approval requests past their expiry are expired
 /// (audited) and their messages refreshed. How many expired.
-pub async fn expire_once(services: &Services, now: OffsetDateTime) -> usize {
+pub async fn expire_once(runbooks: &Runbooks, now: OffsetDateTime) -> usize {
     let audit = |r: &crate::domain::approval::ApprovalRequest| {
         AuditEntry::new(
             &r.correlation_id,
@@ -566,10 +566,10 @@ pub async fn expire_once(services: &Services, now: OffsetDateTime) -> usize {
         .command(&format!("{} request #{}", r.runbook, r.id))
         .detail("expired without enough approvals")
     };
-    match services.store.expire_due(now, audit).await {
+    match runbooks.store.expire_due(now, audit).await {
         Ok(expired) => {
             for request in &expired {
-                report::refresh_approval(services, request.id).await;
+                report::refresh_approval(runbooks, request.id).await;
             }
             expired.len()
         }

@@ -746,7 +746,7 @@ mod tests {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "jobs::runner::tests::out_of_descriptors_child",
+                "runbooks::jobs::runner::tests::out_of_descriptors_child",
                 "--ignored",
                 "--nocapture",
                 "--test-threads=1",

@@ -9,7 +9,7 @@ use crate::{
         approval::{ApprovalRequest, Decision, RequestStatus},
         job::{Job, JobStatus},
     },
-    services::Services,
+    runbooks::Runbooks,
 };
 
 fn params_lines(params: &std::collections::BTreeMap<String, String>) -> String {
@@ -212,42 +212,42 @@ pub fn with_log_button(text: String, job_id: i64) -> Message {
 
 /// Replace the approval message with the request's current state (bot token and a posted
 /// message needed; otherwise nothing to update).
-pub async fn refresh_approval(services: &Services, request_id: i64) {
-    services
+pub async fn refresh_approval(runbooks: &Runbooks, request_id: i64) {
+    runbooks
         .work
-        .one_refresh_at_a_time(request_id, refresh_approval_now(services, request_id))
+        .one_refresh_at_a_time(request_id, refresh_approval_now(runbooks, request_id))
         .await;
 }
 
-async fn refresh_approval_now(services: &Services, request_id: i64) {
-    let Ok(Some(request)) = services.store.approval_request(request_id).await else {
+async fn refresh_approval_now(runbooks: &Runbooks, request_id: i64) {
+    let Ok(Some(request)) = runbooks.store.approval_request(request_id).await else {
         return;
     };
     let Some(ts) = request.message_ref.clone() else {
         return;
     };
-    if !services.chat.configured() {
+    if !runbooks.chat.configured() {
         return;
     }
     let job = match request.job_id {
-        Some(id) => services.store.job(id).await.ok().flatten(),
+        Some(id) => runbooks.store.job(id).await.ok().flatten(),
         None => None,
     };
     let message = approval_message(&request, job.as_ref());
-    if let Err(e) = services.chat.update(&request.channel, &ts, &message).await {
+    if let Err(e) = runbooks.chat.update(&request.channel, &ts, &message).await {
         tracing::warn!(request_id, error = %e, "approval message not updated");
     }
 }
 
 /// Post into the job's thread (when it has one and we have a bot token).
-pub async fn to_thread(services: &Services, job: &Job, text: String) {
-    if !services.chat.configured() {
+pub async fn to_thread(runbooks: &Runbooks, job: &Job, text: String) {
+    if !runbooks.chat.configured() {
         return;
     }
     let Some(thread) = job.thread_ref.as_deref() else {
         return;
     };
-    if let Err(e) = services
+    if let Err(e) = runbooks
         .chat
         .post(&job.channel, Some(thread), &with_log_button(text, job.id))
         .await
@@ -257,9 +257,9 @@ pub async fn to_thread(services: &Services, job: &Job, text: String) {
 }
 
 /// The job changed state: say so in its thread and refresh its approval message.
-pub async fn job_changed(services: &Services, job: &Job, text: String) {
-    to_thread(services, job, text).await;
+pub async fn job_changed(runbooks: &Runbooks, job: &Job, text: String) {
+    to_thread(runbooks, job, text).await;
     if let Some(request_id) = job.approval_id {
-        refresh_approval(services, request_id).await;
+        refresh_approval(runbooks, request_id).await;
     }
 }

@@ -15,7 +15,7 @@ use crate::{
         job::{Job, Stream},
     },
     pager,
-    services::Services,
+    runbooks::Runbooks,
 };
 
 fn failed(error: impl Into<String>) -> RunEnd {
@@ -26,7 +26,7 @@ fn failed(error: impl Into<String>) -> RunEnd {
 }
 
 pub async fn run(
-    services: &Arc<Services>,
+    runbooks: &Arc<Runbooks>,
     job: &Job,
     log: &LogSink,
     mut cancel: watch::Receiver<Stop>,
@@ -46,15 +46,15 @@ pub async fn run(
         ));
     }
     let user = &job.requested_by;
-    let slash = &services.slash;
+    let slash = &runbooks.slash;
     // The requester must still be allowed to ask for it.
-    let allowed = services
+    let allowed = runbooks
         .commands
-        .allowed(&services.catalogue.access, write.command(), user);
+        .allowed(&runbooks.catalogue.access, write.command(), user);
     if let Err(refusal) = allowed {
         return failed(refusal.message(&format!("{slash} {}", write.command())));
     }
-    let Some(pd) = services.vendors.pagerduty().cloned() else {
+    let Some(pd) = runbooks.vendors.pagerduty().cloned() else {
         let missing = crate::clients::vendor::VendorError::not_configured(
             crate::clients::pagerduty::NAME,
             "PAGERDUTY_API_TOKEN",
@@ -72,13 +72,13 @@ pub async fn run(
         correlation_id: job.correlation_id.clone(),
         command: text.clone(),
     };
-    let limit = services.limits().handler_timeout;
+    let limit = runbooks.handler_timeout;
     // In its own task, so a panic fails the job rather than the worker.
     let task = {
-        let services = services.clone();
+        let runbooks = runbooks.clone();
         async move {
             match pager::recheck(&pd, &write).await? {
-                pager::Recheck::Same => pager::perform(&services.audit, &pd, &who, &write).await,
+                pager::Recheck::Same => pager::perform(&runbooks.audit, &pd, &who, &write).await,
                 pager::Recheck::Nothing(answer) => Ok(answer),
             }
         }
@@ -101,7 +101,7 @@ pub async fn run(
                 log.line(Stream::Stdout, line).await;
             }
             // What PagerDuty did, where the request was approved.
-            super::report::to_thread(services, job, message.text).await;
+            super::report::to_thread(runbooks, job, message.text).await;
             RunEnd::Succeeded
         }
         Ok(Ok(Err(refused))) => failed(refused.0),
