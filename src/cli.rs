@@ -133,6 +133,9 @@ async fn serve(file: FileConfig, source: Source, settings: Settings) -> Result<(
     if settings.slack_signing_secret.is_none() {
         return Err("SLACK_SIGNING_SECRET is not set; find it under Basic Information → App Credentials in your Slack app".into());
     }
+    // First: from here on a SIGTERM is a graceful shutdown, even one that comes while the
+    // database is migrated or before the port is served (it is acted on once serving begins).
+    let shutdown = app::shutdown_signal();
     let addr = settings.listen_addr;
     let database = settings.database_url.clone();
     // Before anything opens descriptors: every connection, pipe and database file needs one.
@@ -174,7 +177,7 @@ async fn serve(file: FileConfig, source: Source, settings: Settings) -> Result<(
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     tracing::info!(%addr, database = %redact_url(&database), "pantheon listening");
-    app.serve(listener, app::shutdown_signal())
+    app.serve(listener, shutdown)
         .await
         .map_err(|e| e.to_string())
 }

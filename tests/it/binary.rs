@@ -257,6 +257,43 @@ async fn serve_with_only_the_signing_secret_runs_on_sqlite_and_logs_json_without
     store.close().await;
 }
 
+/// A SIGTERM while `serve` is still starting (migrating, before the port is served) is a
+/// graceful shutdown: exit status 0 and "shutting down" logged, not the signal's default action
+/// (an abrupt exit with the last log lines unwritten).
+#[test]
+fn a_sigterm_during_startup_is_a_graceful_shutdown() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = pantheon(
+        dir.path(),
+        &[
+            ("SLACK_SIGNING_SECRET", SECRET),
+            ("LISTEN_ADDR", addr.as_str()),
+            ("LOG_FORMAT", "json"),
+        ],
+    )
+    .arg("serve")
+    .stderr(Stdio::piped())
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut logs = String::new();
+    // The first line `serve` logs comes before the app is built and the database migrated.
+    while !logs.contains("open-files limit") {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "{logs}");
+        logs.push_str(&line);
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    stderr.read_to_string(&mut logs).unwrap();
+    assert!(status.success(), "{status:?}\n{logs}");
+    assert!(logs.contains("shutting down"), "{logs}");
+}
+
 #[test]
 fn serve_without_a_signing_secret_says_what_to_set() {
     let dir = tempfile::tempdir().unwrap();
