@@ -407,6 +407,7 @@ async fn console(
             text,
             reply: ReplyTarget::Console(tx),
             replay_key: None,
+            transport: crate::dispatch::Transport::Console,
         };
         match dispatch::dispatch(&services, &registry, invocation).await {
             Ack::Message(message) => println!("{}", crate::chat::unescape(&message.text)),

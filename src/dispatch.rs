@@ -23,7 +23,7 @@ use crate::{
     services::Services,
 };
 
-pub use crate::command::{Invocation, ReplyTarget};
+pub use crate::command::{Invocation, ReplyTarget, Transport};
 
 /// Where a checked reply goes.
 #[derive(Debug, Clone)]
@@ -79,7 +79,10 @@ async fn dispatch_in_span(
             .channel(&inv.channel_id)
             .command(&inv.text)
     };
-    let received = entry(Outcome::Received);
+    let received = match inv.transport {
+        Transport::Socket => entry(Outcome::Received).detail("received over Socket Mode"),
+        Transport::Http | Transport::Console => entry(Outcome::Received),
+    };
     let may_run = |spec: &CommandSpec| may_run(services, &inv.user_id, spec);
     let answer =
         |entries, command, message| answer_inline(services, &inv, entries, command, message);

@@ -55,9 +55,23 @@ pub struct Invocation {
     pub slash: String,
     pub text: String,
     pub reply: ReplyTarget,
-    /// What makes this request unique within the replay window (its signature), when it came
-    /// signed: a second request with the same key is a replay and is refused.
+    /// What makes this request unique within the replay window (its signature, or its own id
+    /// where no signature came with it): a second request with the same key is a replay and is
+    /// refused.
     pub replay_key: Option<String>,
+    /// How it reached us; the audit trail says so.
+    pub transport: Transport,
+}
+
+/// How an invocation reached us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// An HTTP request, signed by the chat platform.
+    Http,
+    /// The chat platform's own socket, opened by us (Slack's Socket Mode).
+    Socket,
+    /// The local console.
+    Console,
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

@@ -4,7 +4,6 @@
 //! unverified body.
 
 use axum::{
-    Json,
     body::Bytes,
     extract::{FromRequest, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
@@ -14,7 +13,7 @@ use axum::{
 use super::request::Request as SlackRequest;
 use crate::http::AppState;
 use crate::{
-    dispatch::{self, Ack, Invocation, ReplyTarget},
+    dispatch::{self, Ack, Invocation, ReplyTarget, Transport},
     error::ApiError,
     signature,
 };
@@ -116,6 +115,45 @@ pub async fn commands(State(state): State<AppState>, request: VerifiedSlack) -> 
         Ok(_) => return StatusCode::OK.into_response(),
         Err(why) => return ApiError::BadRequest(why).into_response(),
     };
+    let (correlation_id, body) = acknowledge(&state, cmd, request.replay_key(), Via::Http).await;
+    let mut response = match body {
+        Some(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        None => StatusCode::OK.into_response(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&correlation_id) {
+        response.headers_mut().insert("x-correlation-id", value);
+    }
+    response
+}
+
+/// How a Slack request reached us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Signed HTTP: the request's signature is what makes it unique.
+    Http,
+    /// Socket Mode: trusted by the socket (TLS and the app token); no signature.
+    Socket,
+}
+
+impl From<Via> for Transport {
+    fn from(via: Via) -> Self {
+        match via {
+            Via::Http => Transport::Http,
+            Via::Socket => Transport::Socket,
+        }
+    }
+}
+
+/// A slash command, however it arrived: dispatched as far as its acknowledgement, claimed on
+/// `replay_key` (a second delivery with it is not run again). Its correlation id and Slack's
+/// answer to it, as JSON: the body of the HTTP response, or the payload of the Socket Mode ack
+/// (None: nothing to show; the answer, if any, follows through the response URL).
+pub async fn acknowledge(
+    state: &AppState,
+    cmd: super::request::SlashCommand,
+    replay_key: String,
+    via: Via,
+) -> (String, Option<Vec<u8>>) {
     let correlation_id = dispatch::new_correlation_id();
     let invocation = Invocation {
         correlation_id: correlation_id.clone(),
@@ -133,16 +171,20 @@ pub async fn commands(State(state): State<AppState>, request: VerifiedSlack) -> 
             Ok(url) => ReplyTarget::ResponseUrl(url),
             Err(why) => ReplyTarget::RefusedUrl(why),
         },
-        replay_key: Some(request.replay_key()),
+        replay_key: Some(replay_key),
+        transport: via.into(),
     };
     let ack = dispatch::dispatch(&state.services, &state.registry, invocation).await;
-    let mut response = match ack {
-        Ack::Message(message) => Json(super::blocks::reply(&message)).into_response(),
-        Ack::Echo => Json(serde_json::json!({"response_type": "in_channel"})).into_response(),
-        Ack::Empty => StatusCode::OK.into_response(),
+    let body = match ack {
+        Ack::Message(message) => match serde_json::to_vec(&super::blocks::reply(&message)) {
+            Ok(body) => Some(body),
+            Err(e) => {
+                tracing::error!(error = %e, "answer not serialized");
+                None
+            }
+        },
+        Ack::Echo => Some(br#"{"response_type":"in_channel"}"#.to_vec()),
+        Ack::Empty => None,
     };
-    if let Ok(value) = HeaderValue::from_str(&correlation_id) {
-        response.headers_mut().insert("x-correlation-id", value);
-    }
-    response
+    (correlation_id, body)
 }

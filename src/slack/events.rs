@@ -11,7 +11,10 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{commands::VerifiedSlack, request::Request};
+use super::{
+    commands::{VerifiedSlack, Via},
+    request::Request,
+};
 use crate::http::AppState;
 use crate::{
     dispatch::{self, Ack, Invocation, ReplyTarget},
@@ -26,13 +29,36 @@ pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Re
             return ApiError::BadRequest(format!("the body is not JSON: {e}")).into_response();
         }
     };
+    match handle(&state, payload, Via::Http).await {
+        Handled::Done => StatusCode::OK.into_response(),
+        Handled::Challenge(challenge) => Json(json!({"challenge": challenge})).into_response(),
+        Handled::Malformed(why) => ApiError::BadRequest(why).into_response(),
+        Handled::NotStored(why) => ApiError::Unavailable(why).into_response(),
+    }
+}
+
+/// What became of an Events API delivery.
+#[derive(Debug)]
+pub enum Handled {
+    /// Stored (or known already) and, for a mention, dispatched; nothing else to say.
+    Done,
+    /// The URL check: answer with this.
+    Challenge(String),
+    /// Not an event we can read: why.
+    Malformed(String),
+    /// Not stored, so not acted on: Slack should send it again.
+    NotStored(String),
+}
+
+/// One Events API delivery, however it arrived: remembered before it is acted on (a
+/// redelivery of the same event id is not run again, on any replica), and an `app_mention`
+/// dispatched, answered in its thread.
+pub async fn handle(state: &AppState, payload: Value, via: Via) -> Handled {
     let mention = match Request::event(payload) {
         Ok(Request::Mention(mention)) => mention,
-        Ok(Request::UrlVerification { challenge }) => {
-            return Json(json!({"challenge": challenge})).into_response();
-        }
-        Ok(_) => return StatusCode::OK.into_response(),
-        Err(why) => return ApiError::BadRequest(why).into_response(),
+        Ok(Request::UrlVerification { challenge }) => return Handled::Challenge(challenge),
+        Ok(_) => return Handled::Done,
+        Err(why) => return Handled::Malformed(why),
     };
     let event_id = mention.event_id.as_str();
     // Remember the event before acting on it, so a retry is recognised.
@@ -43,7 +69,10 @@ pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Re
         "event",
         crate::domain::audit::Outcome::Received,
     )
-    .detail(format!("app_mention {event_id}"));
+    .detail(match via {
+        Via::Http => format!("app_mention {event_id}"),
+        Via::Socket => format!("app_mention {event_id} (over Socket Mode)"),
+    });
     let delivery = crate::domain::outbox::Delivery {
         source: "slack".into(),
         delivery_id: event_id.to_owned(),
@@ -57,12 +86,12 @@ pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Re
     // No time limit here: a late store still dispatches the mention, and Slack's retry of an
     // event it thinks failed is then a duplicate, answered 200 and not run again.
     match services.notifications.record(delivery).await {
-        Ok(Recorded::Duplicate) => return StatusCode::OK.into_response(),
+        Ok(Recorded::Duplicate) => return Handled::Done,
         Ok(Recorded::New { .. }) => {}
-        Err(e) => return ApiError::Unavailable(format!("event not stored: {e}")).into_response(),
+        Err(e) => return Handled::NotStored(format!("event not stored: {e}")),
     }
     let (Some(user), Some(channel)) = (mention.user.as_deref(), mention.channel.as_deref()) else {
-        return StatusCode::OK.into_response();
+        return Handled::Done;
     };
     let thread = mention.thread.clone();
     let text = strip_mentions(&mention.text);
@@ -79,6 +108,7 @@ pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Re
             thread_ref: thread.clone(),
         },
         replay_key: None,
+        transport: via.into(),
     };
     let services = services.clone();
     let registry = state.registry.clone();
@@ -91,7 +121,7 @@ pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Re
             tracing::warn!(error = %e, "mention answer not posted");
         }
     });
-    StatusCode::OK.into_response()
+    Handled::Done
 }
 
 /// The text after the mentions that address us (`<@U123> pager incidents` → `pager incidents`).

@@ -29,10 +29,35 @@ pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack)
     if let Err(e) = request.require_form() {
         return e.into_response();
     }
-    let clicks = match Request::interaction_form(&request.body) {
-        Ok(Request::Clicks(clicks)) => Ok(clicks),
-        Ok(other) => Err(other),
+    let parsed = match Request::interaction_form(&request.body) {
+        Ok(parsed) => parsed,
         Err(why) => return ApiError::BadRequest(why).into_response(),
+    };
+    match handle(&state, parsed, request.replay_key()).await {
+        Handled::Done => StatusCode::OK.into_response(),
+        Handled::Replay => (StatusCode::UNAUTHORIZED, "replayed request\n").into_response(),
+        Handled::NotStored(why) => ApiError::Unavailable(why).into_response(),
+    }
+}
+
+/// What became of an interaction.
+#[derive(Debug)]
+pub enum Handled {
+    /// Claimed and acted on (or left alone, when it is not one of ours).
+    Done,
+    /// Its key was claimed before: not acted on again.
+    Replay,
+    /// Its claim could not be stored, so nothing was done: why.
+    NotStored(String),
+}
+
+/// One interaction, however it arrived: claimed on `replay_key` (a second delivery is not acted
+/// on, on any replica), then each vote decided before this returns and what people see of it
+/// posted in the background.
+pub async fn handle(state: &AppState, parsed: Request, replay_key: String) -> Handled {
+    let clicks = match parsed {
+        Request::Clicks(clicks) => Ok(clicks),
+        other => Err(other),
     };
     let user = match &clicks {
         Ok(clicks) => clicks.user.clone(),
@@ -50,24 +75,22 @@ pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack)
     match state
         .services
         .audit
-        .record_claimed(Some(request.replay_key()), Vec::new(), vec![refused])
+        .record_claimed(Some(replay_key), Vec::new(), vec![refused])
         .await
     {
         Ok(Claimed::First) => {}
         Ok(Claimed::Replay) => {
             crate::telemetry::record_signature_failure("slack", "replay");
             tracing::warn!("replayed interaction refused");
-            return (StatusCode::UNAUTHORIZED, "replayed request\n").into_response();
+            return Handled::Replay;
         }
-        Err(e) => {
-            return ApiError::Unavailable(format!("interaction not recorded: {e}")).into_response();
-        }
+        Err(e) => return Handled::NotStored(format!("interaction not recorded: {e}")),
     }
     let clicks = match clicks {
         Ok(clicks) => clicks,
         Err(other) => {
             tracing::info!(request = ?other, "interaction ignored");
-            return StatusCode::OK.into_response();
+            return Handled::Done;
         }
     };
     let services = state.services.clone();
@@ -160,7 +183,7 @@ pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack)
             .instrument(span),
         );
     }
-    StatusCode::OK.into_response()
+    Handled::Done
 }
 
 /// Who clicked, where, and where to answer them (checked).

@@ -39,6 +39,9 @@ pub struct Clicks {
     pub response_url: Option<String>,
     /// What each click asks, or why it is not one of ours.
     pub actions: Vec<Result<Action, UnknownAction>>,
+    /// Slack's id of this interaction (unique to it): what a Socket Mode delivery is claimed
+    /// on, where no signature makes it unique.
+    pub trigger_id: Option<String>,
 }
 
 /// An `app_mention` event: "@pantheon pager incidents".
@@ -68,6 +71,9 @@ pub struct SlashCommand {
     pub channel_id: String,
     pub team_id: String,
     pub response_url: String,
+    /// Slack's id of this invocation (unique to it): what a Socket Mode delivery is claimed
+    /// on, where no signature makes it unique.
+    pub trigger_id: String,
 }
 
 impl Request {
@@ -105,6 +111,7 @@ impl Request {
                 "user_name" => cmd.user_name = value.into_owned(),
                 "channel_id" => cmd.channel_id = value.into_owned(),
                 "team_id" => cmd.team_id = value.into_owned(),
+                "trigger_id" => cmd.trigger_id = value.into_owned(),
                 "response_url" => {
                     cmd.response_url = value.into_owned();
                     seen_response_url = true;
@@ -135,6 +142,21 @@ impl Request {
         }
         Ok(Request::Command(cmd))
     }
+
+    /// A slash command as Socket Mode sends it: the form's fields as one JSON object of
+    /// strings. Read by [`Request::command_form`], so both ways in are checked alike.
+    pub fn command_payload(payload: &serde_json::Value) -> Result<Self, String> {
+        let fields = payload
+            .as_object()
+            .ok_or_else(|| "not a slash command: the payload is not an object".to_owned())?;
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in fields {
+            if let Some(value) = value.as_str() {
+                form.append_pair(key, value);
+            }
+        }
+        Self::command_form(form.finish().as_bytes())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,6 +172,8 @@ struct Payload {
     channel: Option<Channel>,
     #[serde(default)]
     container: Option<Container>,
+    #[serde(default)]
+    trigger_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +237,7 @@ impl Request {
                 .iter()
                 .map(|a| parse_action(&a.action_id, a.value.as_deref()))
                 .collect(),
+            trigger_id: payload.trigger_id,
         }))
     }
 
