@@ -162,6 +162,9 @@ impl App {
             notifications: Arc::new(notifications),
             links: crate::links::Links::new(&settings, config.jobs.link_ttl),
             runbooks: Arc::new(runbooks),
+            inbound: Arc::new(crate::inbound::Inbound::new(
+                settings.slack_app_token.is_some(),
+            )),
             chat,
             slash,
             in_flight: crate::inflight::InFlight::new(
@@ -199,25 +202,54 @@ impl App {
     }
 
     /// The router, for serving or for driving in tests. Needs the Slack signing secret.
+    /// With Socket Mode on and no signing secret, Slack's HTTP routes are left out (nothing
+    /// could verify them); the rest (webhooks, pages, health) is served as always.
     pub fn router(&self) -> Result<axum::Router, ConfigError> {
-        let secret = self
-            .services
-            .settings
-            .slack_signing_secret
-            .as_ref()
-            .ok_or_else(|| {
-                ConfigError::env(
+        let settings = &self.services.settings;
+        let (key, chat) = match (&settings.slack_signing_secret, &settings.slack_app_token) {
+            (Some(secret), _) => (
+                HmacKey::new(secret.expose_secret().as_bytes()),
+                crate::slack::routes(self.services.config.limits.body_timeout),
+            ),
+            // No Slack route is mounted to use it: a key nobody knows.
+            (None, Some(_)) => (
+                HmacKey::new(uuid::Uuid::new_v4().as_bytes()),
+                axum::Router::new(),
+            ),
+            (None, None) => {
+                return Err(ConfigError::env(
                     "SLACK_SIGNING_SECRET",
-                    "is not set; find it under Basic Information → App Credentials in your Slack app",
-                )
-            })?;
+                    "is not set; find it under Basic Information → App Credentials in your Slack app (or set SLACK_APP_TOKEN for Socket Mode)",
+                ));
+            }
+        };
         let state = AppState {
             services: self.services.clone(),
             registry: self.registry.clone(),
-            slack_key: Arc::new(HmacKey::new(secret.expose_secret().as_bytes())),
+            slack_key: Arc::new(key),
         };
-        let chat = crate::slack::routes(self.services.config.limits.body_timeout);
         Ok(http::router(state, chat))
+    }
+
+    /// Start Socket Mode's connections when `SLACK_APP_TOKEN` is set; they end when `stop`
+    /// turns true.
+    fn start_socket_mode(
+        &self,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+        let Some(token) = self.services.settings.slack_app_token.clone() else {
+            return Ok(Vec::new());
+        };
+        let socket = crate::slack::socket::SocketMode::new(
+            self.services.clone(),
+            self.registry.clone(),
+            token,
+            &self.services.settings.slack_api_url,
+            Outbound::new(RetryPolicy::default(), DEFAULT_HTTP_TIMEOUT),
+            self.services.inbound.clone(),
+        )?;
+        tracing::info!("Socket Mode on: Slack's requests come over a WebSocket we open");
+        Ok(crate::slack::socket::spawn(Arc::new(socket), stop))
     }
 
     /// Serve on `listener` until `shutdown` resolves, then let background commands finish (for
@@ -269,9 +301,20 @@ impl App {
             }
             None => None,
         };
+        let sockets = self
+            .start_socket_mode(stop_rx.clone())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         crate::http::server::serve(listener, router, server_limits, stopped(stop_rx)).await?;
         if let Some(metrics) = metrics {
             let _ = metrics.await;
+        }
+        for socket in sockets {
+            if tokio::time::timeout(Duration::from_secs(5), socket)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a Socket Mode connection did not close in time");
+            }
         }
         self.shutdown().await;
         Ok(())
@@ -352,6 +395,7 @@ fn register_secrets(settings: &Settings) {
     let singles = [
         &settings.slack_signing_secret,
         &settings.slack_bot_token,
+        &settings.slack_app_token,
         &settings.github_token,
         &settings.pagerduty_api_token,
         &settings.zendesk_api_token,

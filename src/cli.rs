@@ -130,8 +130,8 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 async fn serve(file: FileConfig, source: Source, settings: Settings) -> Result<(), String> {
-    if settings.slack_signing_secret.is_none() {
-        return Err("SLACK_SIGNING_SECRET is not set; find it under Basic Information → App Credentials in your Slack app".into());
+    if settings.slack_signing_secret.is_none() && settings.slack_app_token.is_none() {
+        return Err("SLACK_SIGNING_SECRET is not set; find it under Basic Information → App Credentials in your Slack app (or set SLACK_APP_TOKEN for Socket Mode)".into());
     }
     // First: from here on a SIGTERM is a graceful shutdown, even one that comes while the
     // database is migrated or before the port is served (it is acted on once serving begins).
@@ -331,6 +331,21 @@ fn check_config(file: &FileConfig, source: &Source, settings: &Settings) -> Resu
         set(settings.slack_bot_token.is_some())
     );
     println!(
+        "SLACK_APP_TOKEN: {}",
+        set(settings.slack_app_token.is_some())
+    );
+    println!(
+        "Slack transport: {}",
+        match (
+            settings.slack_app_token.is_some(),
+            settings.slack_signing_secret.is_some()
+        ) {
+            (true, true) => "Socket Mode (SLACK_APP_TOKEN), and signed HTTP beside it",
+            (true, false) => "Socket Mode (SLACK_APP_TOKEN); Slack's HTTP routes are off",
+            (false, _) => "signed HTTP requests to /slack/* (set SLACK_APP_TOKEN for Socket Mode)",
+        }
+    );
+    println!(
         "GITHUB_TOKEN: {}; webhook secrets: {}",
         set(settings.github_token.is_some()),
         settings.github_webhook_secrets.len()
@@ -411,6 +426,10 @@ async fn console(
         };
         match dispatch::dispatch(&services, &registry, invocation).await {
             Ack::Message(message) => println!("{}", crate::chat::unescape(&message.text)),
+            Ack::Replay => println!(
+                "{}",
+                crate::chat::unescape(&dispatch::replay_message().text)
+            ),
             Ack::Empty | Ack::Echo => match tokio::time::timeout(wait, rx.recv()).await {
                 Ok(Some(message)) => println!("{}", crate::chat::unescape(&message.text)),
                 Ok(None) | Err(_) => println!("(no reply)"),

@@ -1061,6 +1061,9 @@ pub struct Settings {
     pub log_format: Option<LogFormat>,
     pub slack_signing_secret: Option<SecretString>,
     pub slack_bot_token: Option<SecretString>,
+    /// An app-level token (`xapp-…`, scope `connections:write`): Slack's requests come over
+    /// Socket Mode, a WebSocket we open, instead of (or beside) signed HTTP.
+    pub slack_app_token: Option<SecretString>,
     pub slack_api_url: Url,
     pub github_token: Option<SecretString>,
     pub github_webhook_secrets: Vec<SecretString>,
@@ -1160,6 +1163,7 @@ impl Settings {
             log_format,
             slack_signing_secret: secret("SLACK_SIGNING_SECRET"),
             slack_bot_token: secret("SLACK_BOT_TOKEN"),
+            slack_app_token: secret("SLACK_APP_TOKEN"),
             slack_api_url: url("SLACK_API_URL", "https://slack.com/api")?,
             github_token: secret("GITHUB_TOKEN"),
             github_webhook_secrets: secrets("GITHUB_WEBHOOK_SECRET"),

@@ -42,6 +42,10 @@ pub enum Ack {
     Empty,
     /// Show the command in the channel; the answer follows.
     Echo,
+    /// Received before (its replay key was claimed): nothing was run. Over signed HTTP this is
+    /// a copy of a signed request and is answered [`replay_message`]; over a trusted socket it
+    /// is the platform delivering again, acknowledged with nothing more.
+    Replay,
 }
 
 /// A new correlation id: 32 hex digits, a random per-process prefix and a counter, so ids are
@@ -294,9 +298,14 @@ pub const REPLAY_DETAIL: &str =
     "replay: this signed request was received before (Slack never sends one twice)";
 
 fn replay_refused() -> Ack {
-    Ack::Message(Message::text(
+    Ack::Replay
+}
+
+/// What a refused copy of a signed request is told.
+pub fn replay_message() -> Message {
+    Message::text(
         "This request was already received once, so this copy was refused: a signed request is never run twice. Nothing was run.",
-    ))
+    )
 }
 
 fn may_run(services: &Services, user: &str, spec: &CommandSpec) -> bool {

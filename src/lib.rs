@@ -13,6 +13,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod inbound;
 pub mod inflight;
 pub mod links;
 pub mod notify;

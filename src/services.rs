@@ -37,6 +37,8 @@ pub struct Services {
     pub background: Arc<crate::background::Background>,
     /// The slash command we answer, e.g. `/ops`.
     pub slash: String,
+    /// Ways in besides the listener (Slack's Socket Mode): wanted, and how many are up.
+    pub inbound: Arc<crate::inbound::Inbound>,
     /// Background commands in flight, in all and per person; past these the acknowledgement
     /// says "busy".
     pub in_flight: Arc<crate::inflight::InFlight>,

@@ -15,8 +15,21 @@ use crate::{config::Keep, services::Services, signature::MAX_CLOCK_SKEW_SECS, st
 /// replicas whose clocks (the pruning one's, and the verifying one's) disagree by that much.
 pub const CLAIM_WINDOW: time::Duration = time::Duration::seconds(MAX_CLOCK_SKEW_SECS + 300);
 
+/// How long a Socket Mode delivery's id is remembered from when it first arrived: Slack
+/// redelivers an unacknowledged event for up to a few minutes; an hour is ample.
+pub const SOCKET_CLAIM_WINDOW: time::Duration = time::Duration::hours(1);
+
 /// One round of upkeep at `now`.
 pub async fn run_once(services: &Services, now: OffsetDateTime) {
+    match services
+        .store
+        .prune_socket_claims(now - SOCKET_CLAIM_WINDOW)
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(pruned = n, "forgot Socket Mode delivery ids"),
+        Err(e) => tracing::warn!(error = %e, "pruning Socket Mode delivery ids failed"),
+    }
     match services.store.prune_claims(now - CLAIM_WINDOW).await {
         Ok(0) => {}
         Ok(n) => tracing::debug!(

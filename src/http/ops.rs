@@ -20,7 +20,21 @@ pub async fn healthz() -> &'static str {
 /// Ready when the database answers within two seconds.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let store = &state.services.store;
+    let inbound = &state.services.inbound;
     match tokio::time::timeout(Duration::from_secs(2), store.ping()).await {
+        // With Socket Mode on, no connection to Slack means no commands: not ready.
+        Ok(Ok(())) if inbound.wanted() && inbound.live() == 0 => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                json!({"status": "unavailable", "database": store.kind(), "socket_mode": "disconnected", "reason": "no Socket Mode connection to Slack"}),
+            ),
+        ),
+        Ok(Ok(())) if inbound.wanted() => (
+            StatusCode::OK,
+            Json(
+                json!({"status": "ready", "database": store.kind(), "socket_mode": "connected", "connections": inbound.live()}),
+            ),
+        ),
         Ok(Ok(())) => (
             StatusCode::OK,
             Json(json!({"status": "ready", "database": store.kind()})),

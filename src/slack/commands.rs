@@ -115,7 +115,14 @@ pub async fn commands(State(state): State<AppState>, request: VerifiedSlack) -> 
         Ok(_) => return StatusCode::OK.into_response(),
         Err(why) => return ApiError::BadRequest(why).into_response(),
     };
-    let (correlation_id, body) = acknowledge(&state, cmd, request.replay_key(), Via::Http).await;
+    let (correlation_id, body) = acknowledge(
+        &state.services,
+        &state.registry,
+        cmd,
+        request.replay_key(),
+        Via::Http,
+    )
+    .await;
     let mut response = match body {
         Some(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         None => StatusCode::OK.into_response(),
@@ -149,7 +156,8 @@ impl From<Via> for Transport {
 /// answer to it, as JSON: the body of the HTTP response, or the payload of the Socket Mode ack
 /// (None: nothing to show; the answer, if any, follows through the response URL).
 pub async fn acknowledge(
-    state: &AppState,
+    services: &std::sync::Arc<crate::services::Services>,
+    registry: &std::sync::Arc<crate::command::Registry>,
     cmd: super::request::SlashCommand,
     replay_key: String,
     via: Via,
@@ -162,29 +170,37 @@ pub async fn acknowledge(
         channel_id: cmd.channel_id,
         team_id: cmd.team_id,
         slash: if cmd.command.is_empty() {
-            state.services.slash.clone()
+            services.slash.clone()
         } else {
             cmd.command
         },
         text: cmd.text,
-        reply: match state.services.chat.response_url(&cmd.response_url) {
+        reply: match services.chat.response_url(&cmd.response_url) {
             Ok(url) => ReplyTarget::ResponseUrl(url),
             Err(why) => ReplyTarget::RefusedUrl(why),
         },
         replay_key: Some(replay_key),
         transport: via.into(),
     };
-    let ack = dispatch::dispatch(&state.services, &state.registry, invocation).await;
-    let body = match ack {
-        Ack::Message(message) => match serde_json::to_vec(&super::blocks::reply(&message)) {
+    let ack = dispatch::dispatch(services, registry, invocation).await;
+    let answer =
+        |message: &crate::chat::Message| match serde_json::to_vec(&super::blocks::reply(message)) {
             Ok(body) => Some(body),
             Err(e) => {
                 tracing::error!(error = %e, "answer not serialized");
                 None
             }
-        },
+        };
+    let body = match ack {
+        Ack::Message(message) => answer(&message),
         Ack::Echo => Some(br#"{"response_type":"in_channel"}"#.to_vec()),
         Ack::Empty => None,
+        Ack::Replay => match via {
+            Via::Http => answer(&dispatch::replay_message()),
+            // Slack delivering again what it thinks was not acknowledged: the first delivery
+            // ran (and answers through the response URL); this one is only acknowledged.
+            Via::Socket => None,
+        },
     };
     (correlation_id, body)
 }

@@ -16,11 +16,13 @@ use super::{
     request::Request,
 };
 use crate::http::AppState;
+use crate::{command::Registry, services::Services};
 use crate::{
     dispatch::{self, Ack, Invocation, ReplyTarget},
     domain::outbox::Recorded,
     error::ApiError,
 };
+use std::sync::Arc;
 
 pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Response {
     let payload: Value = match serde_json::from_slice(&request.body) {
@@ -29,7 +31,7 @@ pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Re
             return ApiError::BadRequest(format!("the body is not JSON: {e}")).into_response();
         }
     };
-    match handle(&state, payload, Via::Http).await {
+    match handle(&state.services, &state.registry, payload, Via::Http).await {
         Handled::Done => StatusCode::OK.into_response(),
         Handled::Challenge(challenge) => Json(json!({"challenge": challenge})).into_response(),
         Handled::Malformed(why) => ApiError::BadRequest(why).into_response(),
@@ -53,7 +55,12 @@ pub enum Handled {
 /// One Events API delivery, however it arrived: remembered before it is acted on (a
 /// redelivery of the same event id is not run again, on any replica), and an `app_mention`
 /// dispatched, answered in its thread.
-pub async fn handle(state: &AppState, payload: Value, via: Via) -> Handled {
+pub async fn handle(
+    services: &Arc<Services>,
+    registry: &Arc<Registry>,
+    payload: Value,
+    via: Via,
+) -> Handled {
     let mention = match Request::event(payload) {
         Ok(Request::Mention(mention)) => mention,
         Ok(Request::UrlVerification { challenge }) => return Handled::Challenge(challenge),
@@ -62,7 +69,6 @@ pub async fn handle(state: &AppState, payload: Value, via: Via) -> Handled {
     };
     let event_id = mention.event_id.as_str();
     // Remember the event before acting on it, so a retry is recognised.
-    let services = &state.services;
     let entry = crate::domain::audit::AuditEntry::new(
         event_id,
         "slack",
@@ -111,7 +117,7 @@ pub async fn handle(state: &AppState, payload: Value, via: Via) -> Handled {
         transport: via.into(),
     };
     let services = services.clone();
-    let registry = state.registry.clone();
+    let registry = registry.clone();
     let channel = channel.to_owned();
     // Events are acknowledged at once; even an answer-in-the-ack is posted to the thread.
     tokio::spawn(async move {

@@ -33,7 +33,7 @@ pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack)
         Ok(parsed) => parsed,
         Err(why) => return ApiError::BadRequest(why).into_response(),
     };
-    match handle(&state, parsed, request.replay_key()).await {
+    match handle(&state.services, parsed, request.replay_key()).await {
         Handled::Done => StatusCode::OK.into_response(),
         Handled::Replay => (StatusCode::UNAUTHORIZED, "replayed request\n").into_response(),
         Handled::NotStored(why) => ApiError::Unavailable(why).into_response(),
@@ -54,7 +54,11 @@ pub enum Handled {
 /// One interaction, however it arrived: claimed on `replay_key` (a second delivery is not acted
 /// on, on any replica), then each vote decided before this returns and what people see of it
 /// posted in the background.
-pub async fn handle(state: &AppState, parsed: Request, replay_key: String) -> Handled {
+pub async fn handle(
+    services: &std::sync::Arc<Services>,
+    parsed: Request,
+    replay_key: String,
+) -> Handled {
     let clicks = match parsed {
         Request::Clicks(clicks) => Ok(clicks),
         other => Err(other),
@@ -72,8 +76,7 @@ pub async fn handle(state: &AppState, parsed: Request, replay_key: String) -> Ha
         Outcome::Refused,
     )
     .detail(crate::dispatch::REPLAY_DETAIL);
-    match state
-        .services
+    match services
         .audit
         .record_claimed(Some(replay_key), Vec::new(), vec![refused])
         .await
@@ -93,7 +96,7 @@ pub async fn handle(state: &AppState, parsed: Request, replay_key: String) -> Ha
             return Handled::Done;
         }
     };
-    let services = state.services.clone();
+    let services = services.clone();
     // Checked once, here; a refused one is never posted to.
     let reply =
         clicks

@@ -1,5 +1,6 @@
 //! Everything Slack: the three HTTP handlers (slash commands, interactions, events), request
-//! verification, replies through `response_url`, the Web API client and the app manifest.
+//! verification, Socket Mode (the same requests over a WebSocket we open), replies through
+//! `response_url`, the Web API client and the app manifest.
 //! Past this folder the code speaks of commands, replies and notices, not of Slack.
 
 pub mod api;
@@ -11,6 +12,7 @@ pub mod manifest;
 pub mod port;
 pub mod request;
 pub mod response_url;
+pub mod socket;
 
 use std::time::Duration;
 

@@ -309,6 +309,12 @@ impl Store {
         Ok((!ours.is_empty()).then(|| first_claims(keys, &ours)))
     }
 
+    /// Forget claims of Socket Mode deliveries first seen before `before` (see
+    /// [`socket_claim_key`]). Returns how many.
+    pub async fn prune_socket_claims(&self, before: OffsetDateTime) -> Result<u64> {
+        tx::prune_socket_claims(self, before).await
+    }
+
     /// Forget claims of requests signed before `before` (see [`claim_key`]). Returns how many.
     pub async fn prune_claims(&self, before: OffsetDateTime) -> Result<u64> {
         tx::prune_claims(self, before).await
@@ -352,6 +358,15 @@ pub fn claim_key(timestamp: i64, signature: &str) -> String {
     let hex = sig.strip_prefix("v0=").unwrap_or(&sig);
     let short: String = hex.chars().take(32).collect();
     format!("slack:{:010}:{short}", timestamp.max(0))
+}
+
+/// The claim key of a delivery that came unsigned over a trusted socket (Slack's Socket Mode),
+/// from the id the platform gave it (a slash command's or click's `trigger_id`): the same on
+/// every delivery of it, whenever and wherever it arrives. These keys sort apart from the
+/// signed ones and are forgotten by when they were first seen.
+pub fn socket_claim_key(id: &str) -> String {
+    let id: String = id.trim().chars().take(120).collect();
+    format!("socket:{id}")
 }
 
 /// The first key a claim signed at `before` would have: every claim below it was signed earlier.

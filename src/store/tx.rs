@@ -297,6 +297,16 @@ pub(super) async fn claims_committed_at(
         .await
 }
 
+pub(super) async fn prune_socket_claims(store: &Store, before: OffsetDateTime) -> Result<u64> {
+    let mut pooled = Pooled::acquire(store).await?;
+    pooled
+        .conn()
+        .query("DELETE FROM request_claims WHERE key >= 'socket:' AND key < 'socket;' AND seen_at < $1")
+        .bind(Ts(before))
+        .execute()
+        .await
+}
+
 pub(super) async fn prune_claims(store: &Store, before: OffsetDateTime) -> Result<u64> {
     let mut pooled = Pooled::acquire(store).await?;
     pooled

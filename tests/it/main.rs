@@ -18,5 +18,6 @@ mod security;
 mod seen;
 mod signing;
 mod slash_commands;
+mod socket_mode;
 mod store_suite;
 mod zendesk;

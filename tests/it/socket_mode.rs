@@ -1,0 +1,295 @@
+//! Socket Mode against a stand-in for Slack's socket: a WebSocket server on 127.0.0.1 that
+//! says `hello`, sends envelopes and `disconnect` frames in the documented shapes, and records
+//! the acks; `apps.connections.open` answers with its `ws://` URL.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
+
+use crate::{
+    both_stores,
+    harness::{ALICE, CHANNEL, Db, TestApp, fake_slack_api, slack_calls},
+};
+
+both_stores!(
+    a_slash_command_over_the_socket_is_answered_as_over_http,
+    a_redelivered_envelope_runs_once,
+    a_refresh_loses_no_envelope,
+    a_mention_over_the_socket_is_answered_in_its_thread,
+);
+
+/// One connection the app opened to the stand-in.
+struct Link {
+    to_app: mpsc::UnboundedSender<Frame>,
+    from_app: mpsc::UnboundedReceiver<Value>,
+}
+
+impl Link {
+    async fn send(&self, frame: Value) {
+        self.to_app
+            .send(Frame::Text(frame.to_string().into()))
+            .expect("link open");
+    }
+
+    /// The next ack (or other JSON frame) the app sent, within 5 s.
+    async fn next(&mut self) -> Value {
+        tokio::time::timeout(Duration::from_secs(5), self.from_app.recv())
+            .await
+            .expect("the app answered within 5 s")
+            .expect("link open")
+    }
+}
+
+/// The stand-in: every connection says hello and is handed to the test.
+async fn fake_socket() -> (String, mpsc::UnboundedReceiver<Link>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/link/?ticket=test", listener.local_addr().unwrap());
+    let (links, accepted) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let links = links.clone();
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                let hello = json!({"type": "hello", "num_connections": 1,
+                    "debug_info": {"host": "applink-test", "build_number": 10, "approximate_connection_time": 18060},
+                    "connection_info": {"app_id": "A111"}});
+                if ws
+                    .send(Frame::Text(hello.to_string().into()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let (to_app, mut outgoing) = mpsc::unbounded_channel::<Frame>();
+                let (acks, from_app) = mpsc::unbounded_channel();
+                let _ = links.send(Link { to_app, from_app });
+                loop {
+                    tokio::select! {
+                        frame = outgoing.recv() => match frame {
+                            Some(frame) => if ws.send(frame).await.is_err() { return },
+                            None => return,
+                        },
+                        frame = ws.next() => match frame {
+                            Some(Ok(Frame::Text(text))) => {
+                                if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                                    let _ = acks.send(v);
+                                }
+                            }
+                            Some(Ok(Frame::Ping(p))) => { let _ = ws.send(Frame::Pong(p)).await; }
+                            Some(Ok(Frame::Close(_))) | None | Some(Err(_)) => return,
+                            Some(Ok(_)) => {}
+                        },
+                    }
+                }
+            });
+        }
+    });
+    (url, accepted)
+}
+
+/// The app on Socket Mode (and signed HTTP beside it), with a stand-in Web API that also
+/// answers `apps.connections.open`.
+async fn start(db: Db, test: &str) -> Option<(TestApp, MockServer, mpsc::UnboundedReceiver<Link>)> {
+    let (url, links) = fake_socket().await;
+    let api = fake_slack_api().await;
+    Mock::given(matchers::method("POST"))
+        .and(matchers::path("/api/apps.connections.open"))
+        .and(matchers::header(
+            "authorization",
+            "Bearer xapp-1-test-app-token",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"ok": true, "url": url})))
+        .mount(&api)
+        .await;
+    let app = TestApp::on(db, test)
+        .env("SLACK_APP_TOKEN", "xapp-1-test-app-token")
+        .env("SLACK_BOT_TOKEN", "xoxb-socket-test-0000")
+        .env("SLACK_API_URL", format!("{}/api", api.uri()))
+        .start()
+        .await?;
+    Some((app, api, links))
+}
+
+async fn link(links: &mut mpsc::UnboundedReceiver<Link>) -> Link {
+    tokio::time::timeout(Duration::from_secs(10), links.recv())
+        .await
+        .expect("the app connected within 10 s")
+        .expect("stand-in running")
+}
+
+fn slash_envelope(app: &TestApp, envelope_id: &str, trigger_id: &str, text: &str) -> Value {
+    json!({
+        "envelope_id": envelope_id,
+        "type": "slash_commands",
+        "accepts_response_payload": true,
+        "payload": {
+            "token": "verification-token", "team_id": "T1", "team_domain": "acme",
+            "channel_id": CHANNEL, "channel_name": "ops", "user_id": ALICE, "user_name": "alice",
+            "command": "/ops", "text": text, "api_app_id": "A111",
+            "response_url": app.response_url(), "trigger_id": trigger_id,
+        },
+    })
+}
+
+/// Rows of the audit trail whose command is `text`, oldest first.
+async fn rows_for(app: &TestApp, text: &str) -> Vec<pantheon::domain::audit::AuditRecord> {
+    let mut rows: Vec<_> = app
+        .services
+        .store
+        .recent_audit(500)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.entry.command.as_deref() == Some(text))
+        .collect();
+    rows.reverse();
+    rows
+}
+
+async fn a_slash_command_over_the_socket_is_answered_as_over_http(db: Db) {
+    let Some((app, _api, mut links)) = start(db, "sm_slash").await else {
+        return;
+    };
+    let mut link = link(&mut links).await;
+    let over_http = app.slash("whoami").send().await;
+    assert_eq!(over_http.status, 200);
+    link.send(slash_envelope(&app, "env-1", "trig-1", "whoami"))
+        .await;
+    let ack = link.next().await;
+    assert_eq!(ack["envelope_id"], "env-1");
+    // The same answer as the HTTP route's body, in the ack's payload.
+    assert_eq!(ack["payload"], over_http.json(), "{ack}");
+    assert!(ack["payload"]["text"].as_str().unwrap().contains(ALICE));
+    // The same audit rows, and the way in is said.
+    let rows = rows_for(&app, "whoami").await;
+    let outcomes: Vec<_> = rows.iter().map(|r| r.entry.outcome).collect();
+    use pantheon::domain::audit::Outcome::*;
+    assert_eq!(
+        outcomes,
+        [Received, Succeeded, Received, Succeeded],
+        "{rows:?}"
+    );
+    assert_eq!(rows[0].entry.detail, None);
+    assert_eq!(
+        rows[2].entry.detail.as_deref(),
+        Some("received over Socket Mode")
+    );
+    // A command that answers later goes through the response URL, as over HTTP.
+    link.send(slash_envelope(&app, "env-2", "trig-2", "help pager"))
+        .await;
+    let ack = link.next().await;
+    assert_eq!(ack["envelope_id"], "env-2");
+    // /readyz says the socket is up.
+    let ready: Value = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["socket_mode"], "connected", "{ready}");
+    app.stop().await;
+}
+
+async fn a_redelivered_envelope_runs_once(db: Db) {
+    let Some((app, _api, mut links)) = start(db, "sm_retry").await else {
+        return;
+    };
+    let mut first = link(&mut links).await;
+    let mut second = link(&mut links).await;
+    first
+        .send(slash_envelope(&app, "env-a", "trig-same", "whoami"))
+        .await;
+    let ack = first.next().await;
+    assert!(ack["payload"]["text"].is_string(), "{ack}");
+    // Slack thought it was not acknowledged and delivers it again, to the other connection.
+    let mut again = slash_envelope(&app, "env-b", "trig-same", "whoami");
+    again["retry_attempt"] = json!(1);
+    again["retry_reason"] = json!("timeout");
+    second.send(again).await;
+    let ack = second.next().await;
+    assert_eq!(
+        ack,
+        json!({"envelope_id": "env-b"}),
+        "acknowledged, nothing more"
+    );
+    let rows = rows_for(&app, "whoami").await;
+    let succeeded = rows
+        .iter()
+        .filter(|r| r.entry.outcome == pantheon::domain::audit::Outcome::Succeeded)
+        .count();
+    assert_eq!(succeeded, 1, "{rows:?}");
+    app.stop().await;
+}
+
+async fn a_refresh_loses_no_envelope(db: Db) {
+    let Some((app, _api, mut links)) = start(db, "sm_refresh").await else {
+        return;
+    };
+    let mut old = link(&mut links).await;
+    let _other = link(&mut links).await;
+    old.send(json!({"type": "disconnect", "reason": "refresh_requested",
+        "debug_info": {"host": "applink-test"}}))
+        .await;
+    // Slack may still send on the old connection until it closes it: answered.
+    old.send(slash_envelope(&app, "env-late", "trig-late", "whoami"))
+        .await;
+    let ack = old.next().await;
+    assert_eq!(ack["envelope_id"], "env-late");
+    assert!(ack["payload"]["text"].is_string(), "{ack}");
+    // And a new connection replaces it at once.
+    let mut new = link(&mut links).await;
+    new.send(slash_envelope(&app, "env-new", "trig-new", "whoami"))
+        .await;
+    let ack = new.next().await;
+    assert_eq!(ack["envelope_id"], "env-new");
+    app.stop().await;
+}
+
+async fn a_mention_over_the_socket_is_answered_in_its_thread(db: Db) {
+    let Some((app, api, mut links)) = start(db, "sm_mention").await else {
+        return;
+    };
+    let mut link = link(&mut links).await;
+    let event = |envelope_id: &str, attempt: u64| {
+        json!({
+            "envelope_id": envelope_id, "type": "events_api", "accepts_response_payload": false,
+            "retry_attempt": attempt, "retry_reason": if attempt == 0 { "" } else { "timeout" },
+            "payload": {
+                "token": "verification-token", "team_id": "T1", "api_app_id": "A111",
+                "event": {"type": "app_mention", "text": "<@U0PANTHEON> whoami", "user": ALICE,
+                          "ts": "1610241741.000200", "channel": CHANNEL, "event_ts": "1610241741.000200"},
+                "type": "event_callback", "event_id": "Ev-socket-1", "event_time": 1610241741,
+            },
+        })
+    };
+    link.send(event("env-m1", 0)).await;
+    assert_eq!(link.next().await, json!({"envelope_id": "env-m1"}));
+    link.send(event("env-m2", 1)).await;
+    assert_eq!(link.next().await, json!({"envelope_id": "env-m2"}));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while slack_calls(&api, "chat.postMessage").await.is_empty() {
+        assert!(Instant::now() < deadline, "the mention was not answered");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Time for a second answer, were the redelivery run again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let posts = slack_calls(&api, "chat.postMessage").await;
+    assert_eq!(posts.len(), 1, "answered once: {posts:?}");
+    assert_eq!(posts[0]["thread_ts"], "1610241741.000200");
+    assert!(
+        posts[0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(ALICE)
+    );
+    app.stop().await;
+}
