@@ -47,9 +47,14 @@ pub enum Command {
     CheckConfig,
     /// Print a Slack app manifest (YAML) for the service at --url.
     SlackManifest {
-        /// Public base URL of this service, e.g. https://pantheon.example.com
+        /// Public base URL of this service, e.g. https://pantheon.example.com (not needed with
+        /// --socket-mode)
+        #[arg(long, required_unless_present = "socket_mode")]
+        url: Option<url::Url>,
+        /// For Socket Mode (SLACK_APP_TOKEN): `socket_mode_enabled: true`, and no request URLs
+        /// (Slack sends everything over the socket Pantheon opens).
         #[arg(long)]
-        url: url::Url,
+        socket_mode: bool,
         /// Also ask for channels:history and groups:history, so that after a crash a
         /// notification already posted is recognised and not posted again. Without them a
         /// crash mid-post can post one twice; with them a leaked bot token reads more.
@@ -104,15 +109,24 @@ pub fn run(cli: Cli) -> ExitCode {
                 console(file, source, settings, user, channel).await
             }
             Command::CheckConfig => check_config(&file, &source, &settings),
-            Command::SlackManifest { url, with_history } => {
+            Command::SlackManifest {
+                url,
+                socket_mode,
+                with_history,
+            } => {
                 let registry = app::build_registry(&file, &source).map_err(|e| e.to_string())?;
+                let reached = match (socket_mode, url) {
+                    (true, _) => crate::slack::manifest::Reached::Socket,
+                    (false, Some(url)) => crate::slack::manifest::Reached::At(url),
+                    (false, None) => return Err("--url is needed without --socket-mode".into()),
+                };
                 print!(
                     "{}",
                     crate::slack::manifest::render(
                         &file.slack.app_name,
                         file.slack.command.get_ref(),
                         &registry,
-                        &url,
+                        &reached,
                         with_history
                     )
                 );

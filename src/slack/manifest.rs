@@ -8,19 +8,33 @@ use url::Url;
 
 use crate::command::Registry;
 
-/// The manifest for an app served at `base` (e.g. `https://pantheon.example.com`).
+/// How Slack reaches the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reached {
+    /// Signed HTTP requests to the app served at this base URL (e.g.
+    /// `https://pantheon.example.com`).
+    At(Url),
+    /// Socket Mode: no request URLs; Slack sends everything over the socket the app opens.
+    Socket,
+}
+
+/// The manifest for an app reached as `reached` says.
 pub fn render(
     app_name: &str,
     slash: &str,
     registry: &Registry,
-    base: &Url,
+    reached: &Reached,
     with_history: bool,
 ) -> String {
-    let at = |path: &str| -> String {
+    // A request URL, when Slack is to send requests to one.
+    let at = |path: &str| -> Option<String> {
+        let Reached::At(base) = reached else {
+            return None;
+        };
         let mut url = base.clone();
         let joined = format!("{}/{}", url.path().trim_end_matches('/'), path);
         url.set_path(&joined);
-        url.to_string()
+        Some(url.to_string())
     };
     let families = registry.families();
     let hint = families
@@ -74,7 +88,9 @@ pub fn render(
     ));
     out.push_str("  slash_commands:\n");
     out.push_str(&format!("    - command: {}\n", q(slash)));
-    out.push_str(&format!("      url: {}\n", q(&at("slack/commands"))));
+    if let Some(url) = at("slack/commands") {
+        out.push_str(&format!("      url: {}\n", q(&url)));
+    }
     out.push_str(&format!("      description: {}\n", q(&description)));
     out.push_str(&format!(
         "      usage_hint: {}\n",
@@ -87,13 +103,17 @@ pub fn render(
     }
     out.push_str("settings:\n");
     out.push_str("  event_subscriptions:\n");
-    out.push_str(&format!("    request_url: {}\n", q(&at("slack/events"))));
+    if let Some(url) = at("slack/events") {
+        out.push_str(&format!("    request_url: {}\n", q(&url)));
+    }
     out.push_str("    bot_events:\n      - app_mention\n");
     out.push_str("  interactivity:\n    is_enabled: true\n");
+    if let Some(url) = at("slack/interactions") {
+        out.push_str(&format!("    request_url: {}\n", q(&url)));
+    }
     out.push_str(&format!(
-        "    request_url: {}\n",
-        q(&at("slack/interactions"))
+        "  org_deploy_enabled: false\n  socket_mode_enabled: {}\n  token_rotation_enabled: false\n",
+        *reached == Reached::Socket
     ));
-    out.push_str("  org_deploy_enabled: false\n  socket_mode_enabled: false\n  token_rotation_enabled: false\n");
     out
 }

@@ -389,6 +389,39 @@ fn slack_manifest_comes_from_the_registry() {
 }
 
 #[test]
+fn a_socket_mode_manifest_has_no_request_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pantheon(dir.path(), &[])
+        .args(["slack-manifest", "--socket-mode"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    assert!(yaml.contains("  socket_mode_enabled: true\n"), "{yaml}");
+    assert!(!yaml.contains("url:"), "no request URL: {yaml}");
+    // The same command, events and interactivity, delivered over the socket.
+    assert!(yaml.contains("    - command: \"/ops\"\n"), "{yaml}");
+    assert!(
+        yaml.contains("    bot_events:\n      - app_mention\n"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("  interactivity:\n    is_enabled: true\n"),
+        "{yaml}"
+    );
+    // Without --socket-mode a URL is needed.
+    let out = pantheon(dir.path(), &[])
+        .arg("slack-manifest")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--url"),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn migrate_applies_and_lists_migrations() {
     let dir = tempfile::tempdir().unwrap();
     let out = pantheon(dir.path(), &[("DATABASE_URL", "sqlite://ops.db")])

@@ -20,6 +20,9 @@ both_stores!(
     a_redelivered_envelope_runs_once,
     a_refresh_loses_no_envelope,
     a_mention_over_the_socket_is_answered_in_its_thread,
+    frames_that_are_not_envelopes_do_no_harm,
+    a_socket_that_fails_is_replaced,
+    a_refused_or_rate_limited_open_is_tried_again,
 );
 
 /// One connection the app opened to the stand-in.
@@ -44,18 +47,45 @@ impl Link {
     }
 }
 
+/// How the stand-in treats one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    /// Says hello and carries frames both ways.
+    Normal,
+    /// Accepts the WebSocket and never says hello.
+    NoHello,
+    /// Says hello, then sends half a frame and closes the connection.
+    CutMidFrame,
+}
+
 /// The stand-in: every connection says hello and is handed to the test.
 async fn fake_socket() -> (String, mpsc::UnboundedReceiver<Link>) {
+    fake_socket_with(|_| Behaviour::Normal).await
+}
+
+/// The stand-in, treating the n-th connection (from 0) as `behaviour(n)` says; only normal
+/// ones are handed to the test.
+async fn fake_socket_with(
+    behaviour: impl Fn(usize) -> Behaviour + Send + 'static,
+) -> (String, mpsc::UnboundedReceiver<Link>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/link/?ticket=test", listener.local_addr().unwrap());
     let (links, accepted) = mpsc::unbounded_channel();
     tokio::spawn(async move {
+        let mut n = 0;
         while let Ok((tcp, _)) = listener.accept().await {
             let links = links.clone();
+            let behaviour = behaviour(n);
+            n += 1;
             tokio::spawn(async move {
                 let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
                     return;
                 };
+                if behaviour == Behaviour::NoHello {
+                    // Hold the connection open, silent, until the app gives up on it.
+                    while let Some(Ok(_)) = ws.next().await {}
+                    return;
+                }
                 let hello = json!({"type": "hello", "num_connections": 1,
                     "debug_info": {"host": "applink-test", "build_number": 10, "approximate_connection_time": 18060},
                     "connection_info": {"app_id": "A111"}});
@@ -64,6 +94,14 @@ async fn fake_socket() -> (String, mpsc::UnboundedReceiver<Link>) {
                     .await
                     .is_err()
                 {
+                    return;
+                }
+                if behaviour == Behaviour::CutMidFrame {
+                    use tokio::io::AsyncWriteExt as _;
+                    // A text frame's header announcing 126+ bytes, then nothing.
+                    let tcp = ws.get_mut();
+                    let _ = tcp.write_all(&[0x81, 0x7e, 0x01]).await;
+                    let _ = tcp.shutdown().await;
                     return;
                 }
                 let (to_app, mut outgoing) = mpsc::unbounded_channel::<Frame>();
@@ -98,6 +136,13 @@ async fn fake_socket() -> (String, mpsc::UnboundedReceiver<Link>) {
 async fn start(db: Db, test: &str) -> Option<(TestApp, MockServer, mpsc::UnboundedReceiver<Link>)> {
     let (url, links) = fake_socket().await;
     let api = fake_slack_api().await;
+    open_answers(&api, &url).await;
+    let app = started(db, test, &api).await?;
+    Some((app, api, links))
+}
+
+/// `apps.connections.open` gives `url` to the app token.
+async fn open_answers(api: &MockServer, url: &str) {
     Mock::given(matchers::method("POST"))
         .and(matchers::path("/api/apps.connections.open"))
         .and(matchers::header(
@@ -105,15 +150,27 @@ async fn start(db: Db, test: &str) -> Option<(TestApp, MockServer, mpsc::Unbound
             "Bearer xapp-1-test-app-token",
         ))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"ok": true, "url": url})))
-        .mount(&api)
+        .mount(api)
         .await;
-    let app = TestApp::on(db, test)
+}
+
+/// Calls the app made to `apps.connections.open`.
+async fn opens(api: &MockServer) -> usize {
+    api.received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.url.path() == "/api/apps.connections.open")
+        .count()
+}
+
+async fn started(db: Db, test: &str, api: &MockServer) -> Option<TestApp> {
+    TestApp::on(db, test)
         .env("SLACK_APP_TOKEN", "xapp-1-test-app-token")
         .env("SLACK_BOT_TOKEN", "xoxb-socket-test-0000")
         .env("SLACK_API_URL", format!("{}/api", api.uri()))
         .start()
-        .await?;
-    Some((app, api, links))
+        .await
 }
 
 async fn link(links: &mut mpsc::UnboundedReceiver<Link>) -> Link {
@@ -291,5 +348,126 @@ async fn a_mention_over_the_socket_is_answered_in_its_thread(db: Db) {
             .unwrap_or_default()
             .contains(ALICE)
     );
+    app.stop().await;
+}
+
+async fn frames_that_are_not_envelopes_do_no_harm(db: Db) {
+    let Some((app, _api, mut links)) = start(db, "sm_bad_frames").await else {
+        return;
+    };
+    let mut link = link(&mut links).await;
+    // Not JSON, and JSON without an envelope id: nothing to acknowledge.
+    link.to_app.send(Frame::Text("{not json".into())).unwrap();
+    link.send(json!({"type": "slash_commands", "payload": {}}))
+        .await;
+    // An unknown type, a payload that is not a slash command, one that is not an interaction,
+    // no payload at all: acknowledged (a redelivery would be no better), nothing run.
+    link.send(json!({"envelope_id": "e-unknown", "type": "carrier_pigeon", "payload": {}}))
+        .await;
+    link.send(json!({"envelope_id": "e-notcmd", "type": "slash_commands",
+        "accepts_response_payload": true, "payload": {"text": "whoami"}}))
+        .await;
+    link.send(json!({"envelope_id": "e-notclick", "type": "interactive", "payload": [1, 2]}))
+        .await;
+    link.send(json!({"envelope_id": "e-nopayload", "type": "events_api"}))
+        .await;
+    let mut acked = Vec::new();
+    for _ in 0..4 {
+        let ack = link.next().await;
+        assert_eq!(
+            ack.as_object().map(|o| o.len()),
+            Some(1),
+            "no payload: {ack}"
+        );
+        acked.push(ack["envelope_id"].as_str().unwrap().to_owned());
+    }
+    acked.sort();
+    assert_eq!(
+        acked,
+        ["e-nopayload", "e-notclick", "e-notcmd", "e-unknown"]
+    );
+    // The connection still works, and nothing else was run.
+    link.send(slash_envelope(&app, "e-good", "t-good", "whoami"))
+        .await;
+    let ack = link.next().await;
+    assert_eq!(ack["envelope_id"], "e-good");
+    assert!(ack["payload"]["text"].is_string(), "{ack}");
+    assert_eq!(rows_for(&app, "whoami").await.len(), 2);
+    app.assert_background_alive();
+    app.stop().await;
+}
+
+async fn a_socket_that_fails_is_replaced(db: Db) {
+    // The first two connections (one per slot) go wrong: one is cut off in the middle of a
+    // frame, one never says hello. Both slots connect again.
+    let (url, mut links) = fake_socket_with(|n| match n {
+        0 => Behaviour::CutMidFrame,
+        1 => Behaviour::NoHello,
+        _ => Behaviour::Normal,
+    })
+    .await;
+    let api = fake_slack_api().await;
+    open_answers(&api, &url).await;
+    let Some(app) = started(db, "sm_replaced", &api).await else {
+        return;
+    };
+    let wait = Duration::from_secs(20);
+    let mut first = tokio::time::timeout(wait, links.recv())
+        .await
+        .expect("a slot connected again")
+        .unwrap();
+    let mut second = tokio::time::timeout(wait, links.recv())
+        .await
+        .expect("the other slot connected again")
+        .unwrap();
+    assert!(opens(&api).await >= 4, "each slot asked for a new URL");
+    for (n, link) in [&mut first, &mut second].into_iter().enumerate() {
+        let id = format!("e-after-{n}");
+        link.send(slash_envelope(&app, &id, &format!("t-after-{n}"), "whoami"))
+            .await;
+        assert_eq!(link.next().await["envelope_id"], id.as_str());
+    }
+    app.assert_background_alive();
+    app.stop().await;
+}
+
+async fn a_refused_or_rate_limited_open_is_tried_again(db: Db) {
+    let (url, mut links) = fake_socket().await;
+    let api = fake_slack_api().await;
+    // First a bot token's refusal and a wrong token's, then a rate limit, then the URL.
+    for answer in [
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"ok": false, "error": "not_allowed_token_type"})),
+        ResponseTemplate::new(200).set_body_json(json!({"ok": false, "error": "invalid_auth"})),
+        ResponseTemplate::new(429).insert_header("retry-after", "1"),
+    ] {
+        Mock::given(matchers::method("POST"))
+            .and(matchers::path("/api/apps.connections.open"))
+            .respond_with(answer)
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&api)
+            .await;
+    }
+    open_answers(&api, &url).await;
+    let Some(app) = started(db, "sm_refused", &api).await else {
+        return;
+    };
+    // Not ready while no connection is up.
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    if app.services.inbound.live() == 0 {
+        assert_eq!(ready.status(), 503);
+        let body: Value = ready.json().await.unwrap();
+        assert_eq!(body["socket_mode"], "disconnected", "{body}");
+    }
+    let mut link = tokio::time::timeout(Duration::from_secs(30), links.recv())
+        .await
+        .expect("connected after the refusals")
+        .unwrap();
+    link.send(slash_envelope(&app, "e-ok", "t-ok", "whoami"))
+        .await;
+    assert_eq!(link.next().await["envelope_id"], "e-ok");
+    assert!(opens(&api).await >= 4);
+    app.assert_background_alive();
     app.stop().await;
 }
