@@ -12,14 +12,16 @@ use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
 
 use crate::{
     both_stores,
-    harness::{ALICE, CHANNEL, Db, TestApp, fake_slack_api, slack_calls},
+    harness::{ALICE, CHANNEL, Clicked, Db, TestApp, fake_slack_api, slack_calls},
 };
 
 both_stores!(
     a_slash_command_over_the_socket_is_answered_as_over_http,
     a_redelivered_envelope_runs_once,
+    two_replicas_run_a_redelivered_envelope_once,
     a_refresh_loses_no_envelope,
     a_mention_over_the_socket_is_answered_in_its_thread,
+    a_button_click_over_the_socket_is_answered_as_over_http,
     frames_that_are_not_envelopes_do_no_harm,
     a_socket_that_fails_is_replaced,
     a_refused_or_rate_limited_open_is_tried_again,
@@ -470,4 +472,109 @@ async fn a_refused_or_rate_limited_open_is_tried_again(db: Db) {
     assert!(opens(&api).await >= 4);
     app.assert_background_alive();
     app.stop().await;
+}
+
+async fn a_button_click_over_the_socket_is_answered_as_over_http(db: Db) {
+    let Some((app, _api, mut links)) = start(db, "sm_click").await else {
+        return;
+    };
+    let mut link = link(&mut links).await;
+    // An Approve click on a request that does not exist: claimed, decided, audited, answered
+    // through the click's response URL.
+    let over_http = app.click(ALICE, "approval_approve", "99").await;
+    assert_eq!(over_http.status, 200);
+    let http_reply = app.click_reply(&over_http).await;
+    let response_url = app.response_url();
+    let response_path = url::Url::parse(&response_url).unwrap().path().to_owned();
+    link.send(json!({
+        "envelope_id": "env-click", "type": "interactive", "accepts_response_payload": false,
+        "payload": {
+            "type": "block_actions",
+            "user": {"id": ALICE, "username": "alice", "team_id": "T1"},
+            "team": {"id": "T1"}, "api_app_id": "A111",
+            "container": {"type": "message", "message_ts": "1700000000.000001", "channel_id": CHANNEL, "is_ephemeral": false},
+            "channel": {"id": CHANNEL, "name": "ops"},
+            "trigger_id": "socket-click-1",
+            "response_url": response_url,
+            "actions": [{"type": "button", "action_id": "approval_approve", "block_id": "approval",
+                         "value": "99", "action_ts": "1700000001.000000"}],
+        },
+    }))
+    .await;
+    assert_eq!(link.next().await, json!({"envelope_id": "env-click"}));
+    let socket_reply = app
+        .click_reply(&Clicked {
+            status: 200,
+            response_path,
+        })
+        .await;
+    assert!(http_reply["text"].is_string(), "{http_reply}");
+    assert_eq!(socket_reply, http_reply);
+    // The same audit rows for both clicks.
+    let votes: Vec<_> = app
+        .services
+        .store
+        .recent_audit(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.entry.action == "approval.approve")
+        .map(|r| (r.entry.outcome, r.entry.detail, r.entry.command))
+        .collect();
+    assert_eq!(votes.len(), 2, "{votes:?}");
+    assert_eq!(votes[0], votes[1]);
+    app.stop().await;
+}
+
+async fn two_replicas_run_a_redelivered_envelope_once(db: Db) {
+    // Two processes on one database, each with its own sockets (as two replicas of one app
+    // are: Slack sends each envelope to one connection of the app, whichever replica holds it).
+    let (url_a, mut links_a) = fake_socket().await;
+    let api_a = fake_slack_api().await;
+    open_answers(&api_a, &url_a).await;
+    let Some(first) = started(db, "sm_replicas", &api_a).await else {
+        return;
+    };
+    let (url_b, mut links_b) = fake_socket().await;
+    let api_b = fake_slack_api().await;
+    open_answers(&api_b, &url_b).await;
+    let second = TestApp::on(db, "sm_replicas")
+        .on_database(first._db.borrowed())
+        .env("SLACK_APP_TOKEN", "xapp-1-test-app-token")
+        .env("SLACK_BOT_TOKEN", "xoxb-socket-test-0000")
+        .env("SLACK_API_URL", format!("{}/api", api_b.uri()))
+        .start()
+        .await
+        .expect("the second replica starts");
+    let mut on_first = link(&mut links_a).await;
+    let mut on_second = link(&mut links_b).await;
+    for round in 0..5 {
+        let trigger = format!("trig-replicas-{round}");
+        // The first delivery, and Slack's redelivery to the other replica, at once.
+        let mut again = slash_envelope(&second, &format!("b-{round}"), &trigger, "whoami");
+        again["retry_attempt"] = json!(1);
+        on_first
+            .send(slash_envelope(
+                &first,
+                &format!("a-{round}"),
+                &trigger,
+                "whoami",
+            ))
+            .await;
+        on_second.send(again).await;
+        let (a, b) = (on_first.next().await, on_second.next().await);
+        let answered = [&a, &b]
+            .iter()
+            .filter(|ack| ack.get("payload").is_some())
+            .count();
+        assert_eq!(answered, 1, "exactly one delivery ran: {a} {b}");
+    }
+    let succeeded = rows_for(&first, "whoami")
+        .await
+        .iter()
+        .filter(|r| r.entry.outcome == pantheon::domain::audit::Outcome::Succeeded)
+        .count();
+    assert_eq!(succeeded, 5);
+    second.stop().await;
+    first.stop().await;
 }
