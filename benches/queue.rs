@@ -10,43 +10,18 @@
 use std::{collections::BTreeMap, time::Instant};
 
 use pantheon::{
-    app::{App, Options},
-    clients::RetryPolicy,
-    config::{FileConfig, Settings, Source},
     domain::job::{JobStatus, NewJob},
     signature::{HmacKey, sign_slack},
     store::Store,
 };
-use sqlx::Connection as _;
+use support::fresh_postgres;
 use time::OffsetDateTime;
+
+mod support;
 
 const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const JOBS: usize = 4000;
 const WORKERS: usize = 4;
-
-async fn fresh_postgres(name: &str) -> Option<String> {
-    let admin = std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let mut conn = match sqlx::PgConnection::connect(&admin).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("skipping Postgres: {e}");
-            return None;
-        }
-    };
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut conn)
-    .await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .ok()?;
-    let mut url = url::Url::parse(&admin).ok()?;
-    url.set_path(&format!("/{name}"));
-    Some(url.to_string())
-}
 
 async fn claims_per_second(url: &str) -> f64 {
     let store = Store::connect(url).await.unwrap();
@@ -138,36 +113,12 @@ target = "noop-{n}"
 run = { kind = "command", argv = ["true"] }
 approval = { group = "approvers" }
 "#;
-    let source = Source {
-        path: "bench.toml".into(),
-        text: config_text.into(),
-    };
-    let config = FileConfig::parse(&source).unwrap();
     let env = [
         ("SLACK_SIGNING_SECRET", SECRET.to_owned()),
         ("DATABASE_URL", url.to_owned()),
         ("RESPONSE_URL_HOSTS", "127.0.0.1".to_owned()),
     ];
-    let settings =
-        Settings::from_lookup(|k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
-            .unwrap();
-    let app = App::build(Options {
-        background: true,
-        config,
-        source,
-        settings,
-        retry: RetryPolicy::default(),
-        migrate: true,
-        commands: Vec::new(),
-        http_timeout: pantheon::app::DEFAULT_HTTP_TIMEOUT,
-    })
-    .await
-    .unwrap();
-    let services = app.services.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(app.serve(listener, std::future::pending()));
-    pantheon::clients::install_crypto();
+    let (services, base) = support::serve(config_text, &env).await;
     let client = reqwest::Client::new();
     let key = HmacKey::new(SECRET.as_bytes());
     let mut samples = Vec::new();

@@ -248,7 +248,9 @@ async fn send_channel(
             if attempt >= outbox.policy.max_attempts {
                 give_up(outbox, channel, &unit, &e.to_string()).await;
             } else {
-                let backoff = time::Duration::seconds(1i64 << attempt.clamp(0, 8))
+                // 1 s, 2 s, 4 s, … : the rows behind this one in its channel wait for it (a
+                // channel reads in order), so the first retries come soon.
+                let backoff = time::Duration::seconds(1i64 << (attempt - 1).clamp(0, 8))
                     .min(time::Duration::minutes(5));
                 tracing::warn!(channel, error = %e, attempt, "posting failed; will retry");
                 release(

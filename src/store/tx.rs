@@ -1154,8 +1154,14 @@ pub(super) async fn claim_outbox(
     let mut pooled = Pooled::acquire(store).await?;
     let mut conn = pooled.conn();
     let sql = format!(
+        // Not a row behind an older one of its channel that is still waiting (to be retried,
+        // or claimed by another sender): that one goes first. A higher priority goes ahead.
         "UPDATE outbox SET next_attempt_at = $2
-          WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1
+          WHERE id IN (SELECT id FROM outbox o WHERE status = 'pending' AND next_attempt_at <= $1
+                          AND NOT EXISTS (SELECT 1 FROM outbox b
+                                           WHERE b.channel = o.channel AND b.status = 'pending'
+                                             AND b.id < o.id AND b.priority >= o.priority
+                                             AND b.next_attempt_at > $1)
                         ORDER BY priority DESC, id LIMIT $3{})
           RETURNING {OUTBOX_COLUMNS}",
         conn.sql().skip_locked

@@ -480,3 +480,85 @@ fn console_runs_commands_as_the_chosen_user() {
     // The console used the same store: the file is there with the audit trail in it.
     assert!(dir.path().join("pantheon.db").exists());
 }
+
+/// `serve` with only an app token: Socket Mode on, Slack's HTTP routes off, the rest served.
+/// Slack refusing the token is said plainly in the log, and the token appears nowhere.
+#[tokio::test]
+async fn socket_mode_refusals_are_logged_plainly_without_the_token() {
+    use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
+    const TOKEN: &str = "xapp-1-A111-1234567890-secretsecretsecret";
+    let api = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .and(matchers::path("/api/apps.connections.open"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"ok": false, "error": "invalid_auth"})),
+        )
+        .mount(&api)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let api_url = format!("{}/api", api.uri());
+    let env = [
+        ("SLACK_APP_TOKEN", TOKEN),
+        ("SLACK_API_URL", api_url.as_str()),
+        ("LOG_FORMAT", "json"),
+    ];
+    let check = pantheon(dir.path(), &env)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let checked = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(check.status.success(), "{checked}");
+    assert!(
+        checked.contains(
+            "Slack transport: Socket Mode (SLACK_APP_TOKEN); Slack's HTTP routes are off"
+        ),
+        "{checked}"
+    );
+    let server = Server::start(dir.path(), &env);
+    let client = crate::harness::client();
+    let health = client
+        .get(format!("http://{}/healthz", server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let slack = client
+        .post(format!("http://{}/slack/commands", server.addr))
+        .body("command=%2Fops&text=whoami")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(slack.status(), 404, "nothing could verify it");
+    let ready = client
+        .get(format!("http://{}/readyz", server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    // Both connections have asked by now.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api.received_requests().await.unwrap_or_default().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "apps.connections.open was not called"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, logs) = server.stop();
+    assert!(status.success(), "{logs}");
+    let refused: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "Socket Mode cannot connect")
+        .collect();
+    assert!(!refused.is_empty(), "{logs}");
+    assert_eq!(refused[0]["level"], "ERROR");
+    let said = refused[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("Slack refused the app token: invalid_auth") && said.contains("xapp-"),
+        "{said}"
+    );
+    assert!(!logs.contains("secretsecretsecret"), "{logs}");
+    assert!(!checked.contains("secretsecretsecret"), "{checked}");
+}

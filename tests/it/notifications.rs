@@ -217,6 +217,7 @@ both_stores!(
     mentions_run_commands_once,
     an_audit_asked_for_in_a_thread_carries_no_link,
     incidents_go_ahead_of_a_backlog,
+    a_failed_post_is_not_overtaken_by_the_next,
     a_backlog_becomes_one_summary,
     a_message_posted_before_a_crash_is_not_posted_again,
 );
@@ -291,6 +292,57 @@ async fn incidents_go_ahead_of_a_backlog(db: Db) {
         .position(|t| t.contains("database down"))
         .unwrap_or_else(|| panic!("the incident was posted among the first three: {texts:?}"));
     assert!(at <= 1, "posted as soon as the channel allowed: {texts:?}");
+    app.stop().await;
+}
+
+/// A post that failed is retried later than the rows behind it would next be due; they wait
+/// for it, so the channel still reads in order once Slack answers again.
+async fn a_failed_post_is_not_overtaken_by_the_next(db: Db) {
+    let slack = fake_slack_api().await;
+    // The first post meets a Slack that is down.
+    Mock::given(matchers::method("POST"))
+        .and(matchers::path("/api/chat.postMessage"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&slack)
+        .await;
+    let stepped = builder(db, "wh_order", ONE_CHANNEL).stepped();
+    let Some((app, None)) = start_from(stepped, Some(format!("{}/api", slack.uri()))).await else {
+        return;
+    };
+    for i in 0..3 {
+        github(
+            &app,
+            "pull_request",
+            &format!("o-{i}"),
+            &pr_opened(i),
+            GH_NEW,
+        )
+        .await;
+    }
+    let mut pace = pantheon::notify::sender::Pace::default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.services.store.outbox_counts().await.unwrap().pending > 0 {
+        assert!(Instant::now() < deadline, "the outbox did not drain");
+        pantheon::notify::sender::send_due(&app.services.notifications, &mut pace)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let texts: Vec<String> = slack_calls(&slack, "chat.postMessage")
+        .await
+        .iter()
+        .map(|p| p["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    // The failed try, then the three in order.
+    assert_eq!(texts.len(), 4, "{texts:?}");
+    for (i, text) in texts[1..].iter().enumerate() {
+        assert!(
+            text.contains(&format!("Feature {i}")),
+            "in order: {texts:?}"
+        );
+    }
     app.stop().await;
 }
 
@@ -850,7 +902,9 @@ async fn a_slack_outage_loses_nothing_and_repeats_nothing(db: Db) {
         )
         .await;
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // The first row takes the four failures (the others wait behind it, in order): retried
+    // after 1, 2, 4 and 8 s.
+    let deadline = Instant::now() + Duration::from_secs(40);
     while app.services.store.outbox_counts().await.unwrap().sent < 3 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
