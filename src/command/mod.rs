@@ -63,16 +63,7 @@ pub struct Invocation {
     pub transport: Transport,
 }
 
-/// How an invocation reached us.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// An HTTP request, signed by the chat platform.
-    Http,
-    /// The chat platform's own socket, opened by us (Slack's Socket Mode).
-    Socket,
-    /// The local console.
-    Console,
-}
+pub use crate::domain::audit::Transport;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 

@@ -325,6 +325,7 @@ async fn vote(ctx: CommandContext, decision: Decision) -> HandlerResult {
             &ctx.invocation.correlation_id,
             id,
             decision,
+            ctx.invocation.transport,
         )
         .await
         .map_err(|e| match e {

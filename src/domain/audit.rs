@@ -107,3 +107,25 @@ pub struct AuditRecord {
     #[serde(flatten)]
     pub entry: AuditEntry,
 }
+
+/// How a request reached us. The audit trail says so where it is not the usual way (a signed
+/// HTTP request, or the console).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// An HTTP request, signed by the chat platform.
+    Http,
+    /// The chat platform's own socket, opened by us (Slack's Socket Mode).
+    Socket,
+    /// The local console.
+    Console,
+}
+
+impl Transport {
+    /// What an audit row adds about it, if anything.
+    pub fn noted(self) -> Option<&'static str> {
+        match self {
+            Transport::Socket => Some("over Socket Mode"),
+            Transport::Http | Transport::Console => None,
+        }
+    }
+}

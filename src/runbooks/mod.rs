@@ -16,7 +16,7 @@ use crate::{
     chat::{self, ChatPort, Message, escape, mention},
     clients::Vendors,
     config::JobsSection,
-    domain::audit::{AuditEntry, Outcome},
+    domain::audit::{AuditEntry, Outcome, Transport},
     domain::{
         access::CommandRules,
         approval::{ApprovalRequest, Decision, NewApprovalRequest, VoteResult, binding},
@@ -459,7 +459,13 @@ impl Runbooks {
         correlation_id: &str,
         id: i64,
         decision: Decision,
+        via: Transport,
     ) -> Result<Voted, RunbookError> {
+        // The vote's own row says how it came, where that is not the usual way.
+        let noted = |detail: String| match via.noted() {
+            Some(note) => format!("{detail} ({note})"),
+            None => detail,
+        };
         let now = OffsetDateTime::now_utc();
         let action = format!("approval.{}", decision.as_str());
         // Every way to vote (a button, a command, a future modal) comes through here, so the
@@ -469,7 +475,7 @@ impl Runbooks {
             let entry = AuditEntry::new(correlation_id, voter, &action, Outcome::Refused)
                 .channel(channel)
                 .command(&format!("{} request #{id}", decision.as_str()))
-                .detail(format!("refused: {text}"));
+                .detail(noted(format!("refused: {text}")));
             self.audit
                 .record(vec![entry])
                 .await
@@ -515,7 +521,7 @@ impl Runbooks {
             };
             let mut entry = base;
             entry.outcome = outcome;
-            let mut entries = vec![entry.detail(detail)];
+            let mut entries = vec![entry.detail(noted(detail))];
             if let (VoteResult::Approved { job_id }, Some(r)) = (result, request) {
                 entries.push(
                     AuditEntry::new(&r.correlation_id, voter, "job.enqueue", Outcome::Succeeded)

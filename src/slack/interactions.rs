@@ -33,7 +33,14 @@ pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack)
         Ok(parsed) => parsed,
         Err(why) => return ApiError::BadRequest(why).into_response(),
     };
-    match handle(&state.services, parsed, request.replay_key()).await {
+    match handle(
+        &state.services,
+        parsed,
+        request.replay_key(),
+        crate::domain::audit::Transport::Http,
+    )
+    .await
+    {
         Handled::Done => StatusCode::OK.into_response(),
         Handled::Replay => (StatusCode::UNAUTHORIZED, "replayed request\n").into_response(),
         Handled::NotStored(why) => ApiError::Unavailable(why).into_response(),
@@ -58,6 +65,7 @@ pub async fn handle(
     services: &std::sync::Arc<Services>,
     parsed: Request,
     replay_key: String,
+    via: crate::domain::audit::Transport,
 ) -> Handled {
     let clicks = match parsed {
         Request::Clicks(clicks) => Ok(clicks),
@@ -141,7 +149,7 @@ pub async fn handle(
         let span = tracing::error_span!("interaction", correlation_id = %correlation_id, user = %from.user, channel = %channel);
         let voted = services
             .runbooks
-            .vote(&from.user, channel, &correlation_id, id, decision)
+            .vote(&from.user, channel, &correlation_id, id, decision, via)
             .instrument(span.clone())
             .await;
         let response_url = from.reply.clone();

@@ -541,7 +541,14 @@ async fn handle(socket: &SocketMode, kind: &str, frame: Incoming) -> Option<Opti
                     Request::Clicks(clicks) => key(clicks.trigger_id.as_deref()),
                     _ => key(None),
                 };
-                match super::interactions::handle(&socket.services, request, key).await {
+                match super::interactions::handle(
+                    &socket.services,
+                    request,
+                    key,
+                    crate::domain::audit::Transport::Socket,
+                )
+                .await
+                {
                     super::interactions::Handled::Done | super::interactions::Handled::Replay => {
                         Some(None)
                     }

@@ -24,6 +24,7 @@ both_stores!(
     a_button_click_over_the_socket_is_answered_as_over_http,
     frames_that_are_not_envelopes_do_no_harm,
     a_socket_that_fails_is_replaced,
+    a_silent_socket_is_replaced_and_metrics_say_so,
     a_refused_or_rate_limited_open_is_tried_again,
 );
 
@@ -58,6 +59,8 @@ enum Behaviour {
     NoHello,
     /// Says hello, then sends half a frame and closes the connection.
     CutMidFrame,
+    /// Says hello, then nothing: no frame, no pong, the connection left open.
+    SilentAfterHello,
 }
 
 /// The stand-in: every connection says hello and is handed to the test.
@@ -96,6 +99,12 @@ async fn fake_socket_with(
                     .await
                     .is_err()
                 {
+                    return;
+                }
+                if behaviour == Behaviour::SilentAfterHello {
+                    // Held, never read (so no pong goes back), until the app drops it.
+                    let _held = ws;
+                    std::future::pending::<()>().await;
                     return;
                 }
                 if behaviour == Behaviour::CutMidFrame {
@@ -510,8 +519,8 @@ async fn a_button_click_over_the_socket_is_answered_as_over_http(db: Db) {
         .await;
     assert!(http_reply["text"].is_string(), "{http_reply}");
     assert_eq!(socket_reply, http_reply);
-    // The same audit rows for both clicks.
-    let votes: Vec<_> = app
+    // The same audit row for both clicks, the socket's saying how it came.
+    let mut votes: Vec<_> = app
         .services
         .store
         .recent_audit(100)
@@ -521,8 +530,16 @@ async fn a_button_click_over_the_socket_is_answered_as_over_http(db: Db) {
         .filter(|r| r.entry.action == "approval.approve")
         .map(|r| (r.entry.outcome, r.entry.detail, r.entry.command))
         .collect();
+    votes.reverse();
     assert_eq!(votes.len(), 2, "{votes:?}");
-    assert_eq!(votes[0], votes[1]);
+    let (http, socket) = (&votes[0], &votes[1]);
+    assert_eq!((http.0, &http.2), (socket.0, &socket.2));
+    let http_detail = http.1.clone().unwrap_or_default();
+    assert!(!http_detail.is_empty(), "{votes:?}");
+    assert_eq!(
+        socket.1.as_deref(),
+        Some(format!("{http_detail} (over Socket Mode)").as_str())
+    );
     app.stop().await;
 }
 
@@ -577,4 +594,55 @@ async fn two_replicas_run_a_redelivered_envelope_once(db: Db) {
     assert_eq!(succeeded, 5);
     second.stop().await;
     first.stop().await;
+}
+
+async fn a_silent_socket_is_replaced_and_metrics_say_so(db: Db) {
+    // The first connection says hello and then falls silent (no pong to our pings).
+    let (url, mut links) = fake_socket_with(|n| {
+        if n == 0 {
+            Behaviour::SilentAfterHello
+        } else {
+            Behaviour::Normal
+        }
+    })
+    .await;
+    let api = fake_slack_api().await;
+    open_answers(&api, &url).await;
+    let Some(app) = started(db, "sm_silent", &api).await else {
+        return;
+    };
+    let mut other = link(&mut links).await;
+    other
+        .send(slash_envelope(&app, "e-m", "t-m", "whoami"))
+        .await;
+    assert_eq!(other.next().await["envelope_id"], "e-m");
+    // Nothing heard for 20 s: the silent one is given up and its slot connects again.
+    let mut replaced = tokio::time::timeout(Duration::from_secs(40), links.recv())
+        .await
+        .expect("the silent connection was replaced")
+        .unwrap();
+    replaced
+        .send(slash_envelope(&app, "e-r", "t-r", "whoami"))
+        .await;
+    assert_eq!(replaced.next().await["envelope_id"], "e-r");
+    assert!(opens(&api).await >= 3);
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "pantheon_socket_envelopes_total{type=\"slash_commands\"}",
+        "pantheon_socket_ack_seconds",
+        "pantheon_socket_reconnects_total{reason=\"lost\"}",
+        "pantheon_socket_connections",
+    ] {
+        assert!(metrics.contains(name), "{name} in {metrics}");
+    }
+    app.assert_background_alive();
+    app.stop().await;
 }
