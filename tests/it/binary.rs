@@ -562,3 +562,91 @@ async fn socket_mode_refusals_are_logged_plainly_without_the_token() {
     assert!(!logs.contains("secretsecretsecret"), "{logs}");
     assert!(!checked.contains("secretsecretsecret"), "{checked}");
 }
+
+/// What goes wrong on Socket Mode is said plainly in the log of `serve`, and nothing panics: a
+/// connection cut mid-frame, one that never says hello, and frames that are not envelopes.
+#[tokio::test]
+async fn socket_mode_bad_input_is_logged_plainly() {
+    use crate::socket_mode::{Behaviour, fake_socket_with};
+    use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
+    let (url, mut links) = fake_socket_with(|n| match n {
+        0 => Behaviour::CutMidFrame,
+        1 => Behaviour::NoHello,
+        _ => Behaviour::Normal,
+    })
+    .await;
+    let api = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .and(matchers::path("/api/apps.connections.open"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({"ok": true, "url": url})),
+        )
+        .mount(&api)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let api_url = format!("{}/api", api.uri());
+    let server = Server::start(
+        dir.path(),
+        &[
+            ("SLACK_APP_TOKEN", "xapp-1-log-test"),
+            ("SLACK_API_URL", api_url.as_str()),
+            ("LOG_FORMAT", "json"),
+        ],
+    );
+    let mut link = tokio::time::timeout(Duration::from_secs(30), links.recv())
+        .await
+        .expect("connected in the end")
+        .unwrap();
+    link.to_app
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            "{not json".into(),
+        ))
+        .unwrap();
+    link.send(serde_json::json!({"type": "slash_commands", "payload": {}}))
+        .await;
+    for (id, kind, payload) in [
+        ("e-1", "carrier_pigeon", serde_json::json!({})),
+        (
+            "e-2",
+            "slash_commands",
+            serde_json::json!({"text": "whoami"}),
+        ),
+        ("e-3", "interactive", serde_json::json!([1, 2])),
+    ] {
+        link.send(serde_json::json!({"envelope_id": id, "type": kind, "payload": payload}))
+            .await;
+        assert_eq!(link.next().await["envelope_id"], id);
+    }
+    let (status, logs) = server.stop();
+    assert!(status.success(), "{logs}");
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let said = |message: &str| lines.iter().filter(|l| l["message"] == message).count();
+    for message in [
+        "Socket Mode frame is not JSON; ignored",
+        "Socket Mode frame without envelope_id; ignored",
+        "Socket Mode envelope of a type we do not handle; acknowledged",
+        "Socket Mode slash command not readable; acknowledged",
+        "Socket Mode interaction not readable; acknowledged",
+    ] {
+        assert_eq!(said(message), 1, "{message}: {logs}");
+    }
+    let lost: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["message"] == "Socket Mode connection lost")
+        .filter_map(|l| l["reason"].as_str())
+        .collect();
+    // The cut one: tungstenite reports the half frame as an error, or the stream as ended.
+    assert!(
+        lost.iter()
+            .any(|r| r.starts_with("read failed") || *r == "closed by Slack"),
+        "{lost:?}"
+    );
+    assert!(
+        lost.iter().any(|r| r.starts_with("no hello within")),
+        "{lost:?}"
+    );
+    assert!(!logs.contains("panicked"), "{logs}");
+}

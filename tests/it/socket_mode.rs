@@ -20,6 +20,7 @@ both_stores!(
     a_redelivered_envelope_runs_once,
     two_replicas_run_a_redelivered_envelope_once,
     a_refresh_loses_no_envelope,
+    both_connections_refreshed_at_once_lose_nothing,
     a_mention_over_the_socket_is_answered_in_its_thread,
     a_button_click_over_the_socket_is_answered_as_over_http,
     frames_that_are_not_envelopes_do_no_harm,
@@ -29,20 +30,20 @@ both_stores!(
 );
 
 /// One connection the app opened to the stand-in.
-struct Link {
-    to_app: mpsc::UnboundedSender<Frame>,
+pub(crate) struct Link {
+    pub(crate) to_app: mpsc::UnboundedSender<Frame>,
     from_app: mpsc::UnboundedReceiver<Value>,
 }
 
 impl Link {
-    async fn send(&self, frame: Value) {
+    pub(crate) async fn send(&self, frame: Value) {
         self.to_app
             .send(Frame::Text(frame.to_string().into()))
             .expect("link open");
     }
 
     /// The next ack (or other JSON frame) the app sent, within 5 s.
-    async fn next(&mut self) -> Value {
+    pub(crate) async fn next(&mut self) -> Value {
         tokio::time::timeout(Duration::from_secs(5), self.from_app.recv())
             .await
             .expect("the app answered within 5 s")
@@ -52,7 +53,7 @@ impl Link {
 
 /// How the stand-in treats one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Behaviour {
+pub(crate) enum Behaviour {
     /// Says hello and carries frames both ways.
     Normal,
     /// Accepts the WebSocket and never says hello.
@@ -70,7 +71,7 @@ async fn fake_socket() -> (String, mpsc::UnboundedReceiver<Link>) {
 
 /// The stand-in, treating the n-th connection (from 0) as `behaviour(n)` says; only normal
 /// ones are handed to the test.
-async fn fake_socket_with(
+pub(crate) async fn fake_socket_with(
     behaviour: impl Fn(usize) -> Behaviour + Send + 'static,
 ) -> (String, mpsc::UnboundedReceiver<Link>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -644,5 +645,41 @@ async fn a_silent_socket_is_replaced_and_metrics_say_so(db: Db) {
         assert!(metrics.contains(name), "{name} in {metrics}");
     }
     app.assert_background_alive();
+    app.stop().await;
+}
+
+async fn both_connections_refreshed_at_once_lose_nothing(db: Db) {
+    let Some((app, _api, mut links)) = start(db, "sm_refresh_both").await else {
+        return;
+    };
+    let mut a = link(&mut links).await;
+    let mut b = link(&mut links).await;
+    let refresh = json!({"type": "disconnect", "reason": "refresh_requested",
+        "debug_info": {"host": "applink-test"}});
+    a.send(refresh.clone()).await;
+    b.send(refresh).await;
+    // Both old connections still answer what Slack sends them before it closes them.
+    for (name, link) in [("a", &mut a), ("b", &mut b)] {
+        let id = format!("late-{name}");
+        link.send(slash_envelope(&app, &id, &format!("t-{id}"), "whoami"))
+            .await;
+        let ack = link.next().await;
+        assert_eq!(ack["envelope_id"], id.as_str());
+        assert!(ack["payload"]["text"].is_string(), "{ack}");
+    }
+    // And both are replaced.
+    let mut c = link(&mut links).await;
+    let mut d = link(&mut links).await;
+    for (name, link) in [("c", &mut c), ("d", &mut d)] {
+        let id = format!("new-{name}");
+        link.send(slash_envelope(&app, &id, &format!("t-{id}"), "whoami"))
+            .await;
+        assert_eq!(link.next().await["envelope_id"], id.as_str());
+    }
+    assert_eq!(
+        rows_for(&app, "whoami").await.len(),
+        8,
+        "four commands, each run once"
+    );
     app.stop().await;
 }
