@@ -83,9 +83,9 @@ async fn dispatch_in_span(
             .channel(&inv.channel_id)
             .command(&inv.text)
     };
-    let received = match inv.transport {
-        Transport::Socket => entry(Outcome::Received).detail("received over Socket Mode"),
-        Transport::Http | Transport::Console => entry(Outcome::Received),
+    let received = match inv.transport.noted() {
+        Some(note) => entry(Outcome::Received).detail(format!("received {note}")),
+        None => entry(Outcome::Received),
     };
     let may_run = |spec: &CommandSpec| may_run(services, &inv.user_id, spec);
     let answer =

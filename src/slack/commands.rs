@@ -120,7 +120,7 @@ pub async fn commands(State(state): State<AppState>, request: VerifiedSlack) -> 
         &state.registry,
         cmd,
         request.replay_key(),
-        Via::Http,
+        Transport::Http,
     )
     .await;
     let mut response = match body {
@@ -133,24 +133,6 @@ pub async fn commands(State(state): State<AppState>, request: VerifiedSlack) -> 
     response
 }
 
-/// How a Slack request reached us.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    /// Signed HTTP: the request's signature is what makes it unique.
-    Http,
-    /// Socket Mode: trusted by the socket (TLS and the app token); no signature.
-    Socket,
-}
-
-impl From<Via> for Transport {
-    fn from(via: Via) -> Self {
-        match via {
-            Via::Http => Transport::Http,
-            Via::Socket => Transport::Socket,
-        }
-    }
-}
-
 /// A slash command, however it arrived: dispatched as far as its acknowledgement, claimed on
 /// `replay_key` (a second delivery with it is not run again). Its correlation id and Slack's
 /// answer to it, as JSON: the body of the HTTP response, or the payload of the Socket Mode ack
@@ -160,7 +142,7 @@ pub async fn acknowledge(
     registry: &std::sync::Arc<crate::command::Registry>,
     cmd: super::request::SlashCommand,
     replay_key: String,
-    via: Via,
+    via: Transport,
 ) -> (String, Option<Vec<u8>>) {
     let correlation_id = dispatch::new_correlation_id();
     let invocation = Invocation {
@@ -180,7 +162,7 @@ pub async fn acknowledge(
             Err(why) => ReplyTarget::RefusedUrl(why),
         },
         replay_key: Some(replay_key),
-        transport: via.into(),
+        transport: via,
     };
     let ack = dispatch::dispatch(services, registry, invocation).await;
     let answer =
@@ -196,10 +178,10 @@ pub async fn acknowledge(
         Ack::Echo => Some(br#"{"response_type":"in_channel"}"#.to_vec()),
         Ack::Empty => None,
         Ack::Replay => match via {
-            Via::Http => answer(&dispatch::replay_message()),
+            Transport::Http | Transport::Console => answer(&dispatch::replay_message()),
             // Slack delivering again what it thinks was not acknowledged: the first delivery
             // ran (and answers through the response URL); this one is only acknowledged.
-            Via::Socket => None,
+            Transport::Socket => None,
         },
     };
     (correlation_id, body)

@@ -11,14 +11,11 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{
-    commands::{VerifiedSlack, Via},
-    request::Request,
-};
+use super::{commands::VerifiedSlack, request::Request};
 use crate::http::AppState;
 use crate::{command::Registry, services::Services};
 use crate::{
-    dispatch::{self, Ack, Invocation, ReplyTarget},
+    dispatch::{self, Ack, Invocation, ReplyTarget, Transport},
     domain::outbox::Recorded,
     error::ApiError,
 };
@@ -31,7 +28,7 @@ pub async fn events(State(state): State<AppState>, request: VerifiedSlack) -> Re
             return ApiError::BadRequest(format!("the body is not JSON: {e}")).into_response();
         }
     };
-    match handle(&state.services, &state.registry, payload, Via::Http).await {
+    match handle(&state.services, &state.registry, payload, Transport::Http).await {
         Handled::Done => StatusCode::OK.into_response(),
         Handled::Challenge(challenge) => Json(json!({"challenge": challenge})).into_response(),
         Handled::Malformed(why) => ApiError::BadRequest(why).into_response(),
@@ -59,7 +56,7 @@ pub async fn handle(
     services: &Arc<Services>,
     registry: &Arc<Registry>,
     payload: Value,
-    via: Via,
+    via: Transport,
 ) -> Handled {
     let mention = match Request::event(payload) {
         Ok(Request::Mention(mention)) => mention,
@@ -75,9 +72,9 @@ pub async fn handle(
         "event",
         crate::domain::audit::Outcome::Received,
     )
-    .detail(match via {
-        Via::Http => format!("app_mention {event_id}"),
-        Via::Socket => format!("app_mention {event_id} (over Socket Mode)"),
+    .detail(match via.noted() {
+        Some(note) => format!("app_mention {event_id} ({note})"),
+        None => format!("app_mention {event_id}"),
     });
     let delivery = crate::domain::outbox::Delivery {
         source: "slack".into(),
@@ -114,7 +111,7 @@ pub async fn handle(
             thread_ref: thread.clone(),
         },
         replay_key: None,
-        transport: via.into(),
+        transport: via,
     };
     let services = services.clone();
     let registry = registry.clone();

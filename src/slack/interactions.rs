@@ -19,7 +19,7 @@ use crate::{
     chat::{Action, Message, ResponseUrl},
     dispatch::new_correlation_id,
     domain::approval::Decision,
-    domain::audit::{AuditEntry, Outcome},
+    domain::audit::{AuditEntry, Outcome, Transport},
     error::ApiError,
     runbooks::{self, jobs::report},
     services::Services,
@@ -37,7 +37,7 @@ pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack)
         &state.services,
         parsed,
         request.replay_key(),
-        crate::domain::audit::Transport::Http,
+        Transport::Http,
     )
     .await
     {
@@ -65,7 +65,7 @@ pub async fn handle(
     services: &std::sync::Arc<Services>,
     parsed: Request,
     replay_key: String,
-    via: crate::domain::audit::Transport,
+    via: Transport,
 ) -> Handled {
     let clicks = match parsed {
         Request::Clicks(clicks) => Ok(clicks),

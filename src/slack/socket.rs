@@ -24,8 +24,11 @@ use tokio::{
 use tokio_tungstenite::tungstenite::{self, Message as Frame, protocol::WebSocketConfig};
 use url::Url;
 
-use super::{commands::Via, request::Request};
-use crate::{clients::Outbound, command::Registry, inbound::Inbound, services::Services};
+use super::request::Request;
+use crate::{
+    clients::Outbound, command::Registry, domain::audit::Transport, inbound::Inbound,
+    services::Services,
+};
 
 /// Connections kept open at once (Slack allows an app ten).
 pub const CONNECTIONS: usize = 2;
@@ -519,7 +522,7 @@ async fn handle(socket: &SocketMode, kind: &str, frame: Incoming) -> Option<Opti
                     &socket.registry,
                     cmd,
                     key,
-                    Via::Socket,
+                    Transport::Socket,
                 )
                 .await;
                 // Slack says whether an answer may ride on the ack; without that it would be
@@ -541,13 +544,8 @@ async fn handle(socket: &SocketMode, kind: &str, frame: Incoming) -> Option<Opti
                     Request::Clicks(clicks) => key(clicks.trigger_id.as_deref()),
                     _ => key(None),
                 };
-                match super::interactions::handle(
-                    &socket.services,
-                    request,
-                    key,
-                    crate::domain::audit::Transport::Socket,
-                )
-                .await
+                match super::interactions::handle(&socket.services, request, key, Transport::Socket)
+                    .await
                 {
                     super::interactions::Handled::Done | super::interactions::Handled::Replay => {
                         Some(None)
@@ -565,8 +563,13 @@ async fn handle(socket: &SocketMode, kind: &str, frame: Incoming) -> Option<Opti
         },
         "events_api" => {
             use super::events::Handled;
-            match super::events::handle(&socket.services, &socket.registry, payload, Via::Socket)
-                .await
+            match super::events::handle(
+                &socket.services,
+                &socket.registry,
+                payload,
+                Transport::Socket,
+            )
+            .await
             {
                 Handled::Done | Handled::Challenge(_) => Some(None),
                 Handled::Malformed(why) => {

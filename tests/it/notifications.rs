@@ -222,6 +222,25 @@ both_stores!(
     a_message_posted_before_a_crash_is_not_posted_again,
 );
 
+/// Run the sender round by round, as its loop would (one message per channel each round, the
+/// channel's pace permitting), until `done`; past `limit` the test fails saying `what`.
+async fn send_rounds_until(
+    app: &TestApp,
+    limit: Duration,
+    what: &str,
+    done: impl AsyncFn() -> bool,
+) {
+    let mut pace = pantheon::notify::sender::Pace::default();
+    let deadline = Instant::now() + limit;
+    while !done().await {
+        assert!(Instant::now() < deadline, "{what}");
+        pantheon::notify::sender::send_due(&app.services.notifications, &mut pace)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 const ONE_CHANNEL: &str = r#"
 [notifications]
 coalesce_window = "0s"
@@ -271,17 +290,13 @@ async fn incidents_go_ahead_of_a_backlog(db: Db) {
         202
     );
     assert_eq!(app.services.store.outbox_counts().await.unwrap().pending, 9);
-    // Round by round, as the sender loop would: one message per channel each round, the
-    // channel's pace permitting.
-    let mut pace = pantheon::notify::sender::Pace::default();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while slack_calls(&slack, "chat.postMessage").await.len() < 3 {
-        assert!(Instant::now() < deadline, "three messages were not posted");
-        pantheon::notify::sender::send_due(&app.services.notifications, &mut pace)
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    send_rounds_until(
+        &app,
+        Duration::from_secs(10),
+        "three messages were not posted",
+        async || slack_calls(&slack, "chat.postMessage").await.len() >= 3,
+    )
+    .await;
     let posts = posted(&slack, 3).await;
     let texts: Vec<String> = posts
         .iter()
@@ -321,15 +336,13 @@ async fn a_failed_post_is_not_overtaken_by_the_next(db: Db) {
         )
         .await;
     }
-    let mut pace = pantheon::notify::sender::Pace::default();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while app.services.store.outbox_counts().await.unwrap().pending > 0 {
-        assert!(Instant::now() < deadline, "the outbox did not drain");
-        pantheon::notify::sender::send_due(&app.services.notifications, &mut pace)
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    send_rounds_until(
+        &app,
+        Duration::from_secs(20),
+        "the outbox did not drain",
+        async || app.services.store.outbox_counts().await.unwrap().pending == 0,
+    )
+    .await;
     let texts: Vec<String> = slack_calls(&slack, "chat.postMessage")
         .await
         .iter()
@@ -364,15 +377,13 @@ async fn a_backlog_becomes_one_summary(db: Db) {
         .await;
     }
     // At one message a second, 25 would take 25 s; summarised, a few seconds.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut pace = pantheon::notify::sender::Pace::default();
-    while app.services.store.outbox_counts().await.unwrap().pending > 0 {
-        assert!(Instant::now() < deadline, "the backlog did not drain");
-        pantheon::notify::sender::send_due(&app.services.notifications, &mut pace)
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    send_rounds_until(
+        &app,
+        Duration::from_secs(10),
+        "the backlog did not drain",
+        async || app.services.store.outbox_counts().await.unwrap().pending == 0,
+    )
+    .await;
     let posts = slack_calls(&slack, "chat.postMessage").await;
     assert!(
         posts.len() <= 6,
