@@ -40,6 +40,7 @@ async fn claims_per_second(url: &str) -> f64 {
             retry_safe: false,
             correlation_id: format!("c{i}"),
             created_at: now,
+            overrides: None,
         };
         store.enqueue_job(&job, |_| Vec::new()).await.unwrap();
     }

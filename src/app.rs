@@ -370,6 +370,7 @@ fn build_registry_with(
     declarations.extend(command::zendesk::declarations());
     declarations.extend(command::github::declarations());
     declarations.extend(command::runbook::declarations(catalogue).map_err(BuildError::Registry)?);
+    declarations.extend(command::deploy::declarations());
     declarations.extend(extra);
     let registry = Registry::build(declarations).map_err(BuildError::Registry)?;
     let known = registry.permission_keys();

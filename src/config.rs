@@ -19,6 +19,8 @@ use crate::domain::{
     access::Access,
     approval::ApprovalPolicy,
     catalogue::Catalogue,
+    deploy::DeployFields,
+    freeze::{self, Freeze, Span as FreezeSpan},
     policy::PAGERDUTY_WRITE_ACTIONS,
     routing::Route,
     runbook::{Definition, Run, Runbook, placeholders},
@@ -178,6 +180,113 @@ pub struct FileConfig {
     pub notifications: NotificationsSection,
     #[serde(default)]
     pub retention: RetentionSection,
+    #[serde(default)]
+    pub deploy: DeploySection,
+    /// Freeze windows: when runs of some runbooks, environments or targets are refused.
+    #[serde(default)]
+    pub freezes: Vec<FreezeConfig>,
+}
+
+/// Deploy safety settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploySection {
+    /// The group one of whose members must approve a run that overrides a lock or a freeze
+    /// (`--force`). Without it, locks and freezes cannot be overridden.
+    #[serde(default)]
+    pub override_group: Option<Spanned<String>>,
+}
+
+/// A freeze window as written: `from`/`to` dates, or a `weekly` span.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeConfig {
+    pub name: Spanned<String>,
+    /// `2026-12-20 00:00`, in `time_zone`.
+    #[serde(default)]
+    pub from: Option<Spanned<String>>,
+    #[serde(default)]
+    pub to: Option<Spanned<String>>,
+    /// `{ from = "Fri 16:00", to = "Mon 08:00" }`, every week, in `time_zone`.
+    #[serde(default)]
+    pub weekly: Option<Spanned<WeeklyConfig>>,
+    #[serde(default = "default_time_zone")]
+    pub time_zone: Spanned<String>,
+    /// What it covers; nothing listed: every runbook.
+    #[serde(default)]
+    pub runbooks: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub environments: Vec<String>,
+    #[serde(default)]
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeeklyConfig {
+    pub from: String,
+    pub to: String,
+}
+
+fn default_time_zone() -> Spanned<String> {
+    Spanned::new(0..0, "UTC".to_owned())
+}
+
+impl FreezeConfig {
+    /// The window compiled, or what is wrong with it: (span, field, message).
+    fn compile(&self) -> Result<Freeze, (std::ops::Range<usize>, &'static str, String)> {
+        let zone = freeze::zone(self.time_zone.get_ref())
+            .map_err(|e| (self.time_zone.span(), "time_zone", e))?;
+        let span = match (&self.from, &self.to, &self.weekly) {
+            (Some(from), Some(to), None) => {
+                let start = freeze::parse_moment(from.get_ref(), &zone)
+                    .map_err(|e| (from.span(), "from", e))?;
+                let end =
+                    freeze::parse_moment(to.get_ref(), &zone).map_err(|e| (to.span(), "to", e))?;
+                if end <= start {
+                    return Err((to.span(), "to", "must be after `from`".to_owned()));
+                }
+                FreezeSpan::Fixed {
+                    from: start,
+                    to: end,
+                }
+            }
+            (None, None, Some(weekly)) => {
+                let w = weekly.get_ref();
+                let from =
+                    freeze::parse_weekly(&w.from).map_err(|e| (weekly.span(), "weekly.from", e))?;
+                let to =
+                    freeze::parse_weekly(&w.to).map_err(|e| (weekly.span(), "weekly.to", e))?;
+                if from == to {
+                    return Err((
+                        weekly.span(),
+                        "weekly.to",
+                        "must differ from `from` (a window of no time, or of every moment)"
+                            .to_owned(),
+                    ));
+                }
+                FreezeSpan::Weekly { from, to }
+            }
+            _ => {
+                return Err((
+                    self.name.span(),
+                    "from",
+                    "give either `from` and `to` (dates) or `weekly = { from = \"Fri 16:00\", to = \"Mon 08:00\" }`".to_owned(),
+                ));
+            }
+        };
+        Ok(Freeze {
+            name: self.name.get_ref().clone(),
+            span,
+            zone,
+            zone_name: self.time_zone.get_ref().clone(),
+            scope: freeze::Scope {
+                runbooks: self.runbooks.iter().map(|r| r.get_ref().clone()).collect(),
+                environments: self.environments.clone(),
+                targets: self.targets.clone(),
+            },
+        })
+    }
 }
 
 /// How long stored rows are kept before upkeep deletes them.
@@ -498,6 +607,10 @@ pub struct RunbookConfig {
     /// Whether a job interrupted by a dead worker may be run again automatically.
     #[serde(default)]
     pub retry_safe: bool,
+    /// Which parameters say what a run deploys where: `{ app = "{app}", env = "{env}",
+    /// version = "{version}" }`. A runbook with it is a deploy (`deploys`, `where`, `rollback`).
+    #[serde(default)]
+    pub deploy: Option<Spanned<DeployFields>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -555,6 +668,34 @@ fn check_templates(
     };
     if let Some(target) = &runbook.target {
         check(target.get_ref()).map_err(|e| (target.span(), "target", e))?;
+    }
+    if runbook.params.contains_key("force") {
+        return Err((
+            runbook.usage.span(),
+            "params.force",
+            "`force` is Pantheon's own word (`--force` or `force=yes` overrides a lock or freeze); call the parameter something else".to_owned(),
+        ));
+    }
+    if let Some(deploy) = &runbook.deploy {
+        let d = deploy.get_ref();
+        for (field, template) in [
+            ("deploy.app", &d.app),
+            ("deploy.env", &d.env),
+            ("deploy.version", &d.version),
+        ] {
+            if placeholders(template)
+                .map_err(|e| (deploy.span(), field, e))?
+                .is_empty()
+                && field == "deploy.version"
+            {
+                return Err((
+                    deploy.span(),
+                    field,
+                    format!("`{template}` names no parameter; write e.g. \"{{env}}\""),
+                ));
+            }
+            check(template).map_err(|e| (deploy.span(), field, e))?;
+        }
     }
     let runners =
         std::iter::once(("run", &runbook.run)).chain(runbook.plan.iter().map(|p| ("plan", p)));
@@ -623,6 +764,7 @@ impl RunbookConfig {
             plan: self.plan.as_ref().map(|p| p.get_ref().clone()),
             approval: self.approval.as_ref().map(|a| a.get_ref().clone()),
             retry_safe: self.retry_safe,
+            deploy: self.deploy.as_ref().map(|d| d.get_ref().clone()),
         }
     }
 }
@@ -671,12 +813,26 @@ impl FileConfig {
                 .map(|(k, v)| (k.get_ref().clone(), plain(v)))
                 .collect(),
         );
+        let freezes = self
+            .freezes
+            .iter()
+            .map(|f| {
+                f.compile()
+                    .map_err(|(_, field, e)| format!("freeze `{}`: {field}: {e}", f.name.get_ref()))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Catalogue {
             runbooks,
             held,
             routes,
             access,
             approval_required,
+            freezes,
+            override_group: self
+                .deploy
+                .override_group
+                .as_ref()
+                .map(|g| g.get_ref().clone()),
         })
     }
 
@@ -996,6 +1152,68 @@ impl FileConfig {
                     ));
                 }
             }
+        }
+        self.validate_deploy_safety(source)
+    }
+
+    fn validate_deploy_safety(&self, source: &Source) -> Result<(), ConfigError> {
+        if let Some(group) = &self.deploy.override_group {
+            self.check_group(source, group, "deploy.override_group")?;
+        }
+        let mut compiled: Vec<(usize, Freeze)> = Vec::new();
+        let now = time::OffsetDateTime::now_utc();
+        for (i, f) in self.freezes.iter().enumerate() {
+            let key = format!("freezes[{i}]");
+            if !is_name(f.name.get_ref()) {
+                return Err(source.error_at(
+                    f.name.span(),
+                    format!("{key}.name"),
+                    "freeze names are letters, digits, `-` and `_`",
+                ));
+            }
+            if let Some((_, earlier)) = compiled.iter().find(|(_, c)| c.name == *f.name.get_ref()) {
+                return Err(source.error_at(
+                    f.name.span(),
+                    format!("{key}.name"),
+                    format!("freeze `{}` is defined twice", earlier.name),
+                ));
+            }
+            for r in &f.runbooks {
+                if !self
+                    .runbooks
+                    .iter()
+                    .any(|rb| rb.name.get_ref() == r.get_ref())
+                {
+                    return Err(source.error_at(
+                        r.span(),
+                        format!("{key}.runbooks"),
+                        format!("there is no runbook `{}`", r.get_ref()),
+                    ));
+                }
+            }
+            let freeze = f.compile().map_err(|(span, field, message)| {
+                source.error_at(span, format!("{key}.{field}"), message)
+            })?;
+            // Two windows that could hold at once for the same runs would leave "which one,
+            // until when" to chance: refused, naming the moment they share.
+            let horizon = now + time::Duration::days(366);
+            if let Some((j, other, at)) = compiled.iter().find_map(|(j, other)| {
+                freeze
+                    .overlap(other, now - time::Duration::days(1), horizon)
+                    .map(|at| (j, other, at))
+            }) {
+                return Err(source.error_at(
+                    f.name.span(),
+                    format!("{key}.name"),
+                    format!(
+                        "freeze `{}` overlaps freeze `{}` (freezes[{j}]) for the same runs, e.g. at {}; merge them or narrow their runbooks, environments or targets",
+                        freeze.name,
+                        other.name,
+                        freeze.local(at)
+                    ),
+                ));
+            }
+            compiled.push((i, freeze));
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! all generated from those declarations.
 
 pub mod builtin;
+pub mod deploy;
 pub mod github;
 pub mod grammar;
 pub mod help;

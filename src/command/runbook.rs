@@ -22,8 +22,9 @@ pub fn declarations(catalogue: &Catalogue) -> Result<Vec<Declaration>, String> {
     for runbook in &catalogue.runbooks {
         let name = runbook.name().to_owned();
         let definition = runbook.definition();
+        // `--force` (or `force=yes`) after the parameters: break-glass over a lock or freeze.
         let mut declaration = command(
-            &definition.usage,
+            &format!("{} [force]", definition.usage),
             definition
                 .description
                 .as_deref()
@@ -37,6 +38,7 @@ pub fn declarations(catalogue: &Catalogue) -> Result<Vec<Declaration>, String> {
         for (param, re) in runbook.params() {
             declaration = declaration.arg(param, ArgType::Param(Arc::clone(re)));
         }
+        declaration = declaration.arg("force", ArgType::Choice(super::deploy::FORCE));
         out.push(declaration);
     }
     out.extend([
@@ -109,6 +111,10 @@ pub fn declarations(catalogue: &Catalogue) -> Result<Vec<Declaration>, String> {
 fn key_values(words: &[String]) -> Result<BTreeMap<String, String>, CommandError> {
     let mut params = BTreeMap::new();
     for word in words {
+        if word.eq_ignore_ascii_case("--force") {
+            params.insert("force".to_owned(), "yes".to_owned());
+            continue;
+        }
         let (k, v) = word
             .split_once('=')
             .ok_or_else(|| CommandError::User(format!("`{}` is not `key=value`.", escape(word))))?;
@@ -156,16 +162,24 @@ async fn request(
             refusal.message(&format!("{} {name}", ctx.invocation.slash)),
         ));
     }
-    let params = given.unwrap_or_else(|| ctx.args.texts());
+    let mut params = given.unwrap_or_else(|| ctx.args.texts());
+    // Not a parameter of the runbook: Pantheon's own word (config refuses a param so named).
+    let force = params
+        .remove("force")
+        .is_some_and(|v| v.eq_ignore_ascii_case("yes") || v == "--force" || v == "force=yes");
     let who = Requester {
         user: &ctx.invocation.user_id,
         channel: &ctx.invocation.channel_id,
         correlation_id: &ctx.invocation.correlation_id,
         command: &ctx.invocation.text,
     };
+    let ask = runbooks::Ask {
+        preview: None,
+        force,
+    };
     services
         .runbooks
-        .request(&who, runbook, params)
+        .request_as(&who, runbook, params, ask)
         .await
         .map_err(|e| CommandError::User(e.to_string()))
 }

@@ -79,6 +79,8 @@ pub struct Vote {
     pub voter: String,
     pub decision: Decision,
     pub at: OffsetDateTime,
+    /// Cast by a member of the request's `override_group` (break-glass).
+    pub overrider: bool,
 }
 
 /// A request for a runbook run that waits for approval.
@@ -104,6 +106,10 @@ pub struct ApprovalRequest {
     pub decided_by: Option<String>,
     pub job_id: Option<i64>,
     pub votes: Vec<Vote>,
+    /// What this run overrides (a lock, a freeze), said plainly; `None` for an ordinary run.
+    pub overrides: Option<String>,
+    /// With `overrides`: one of the approvers must be of this group.
+    pub override_group: Option<String>,
 }
 
 impl ApprovalRequest {
@@ -132,6 +138,8 @@ pub struct NewApprovalRequest {
     pub created_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
     pub retry_safe: bool,
+    pub overrides: Option<String>,
+    pub override_group: Option<String>,
 }
 
 /// Why a click or command did not count.
@@ -139,11 +147,18 @@ pub struct NewApprovalRequest {
 pub enum Refusal {
     Unknown,
     OwnRequest,
-    NotInGroup { group: String },
+    NotInGroup {
+        group: String,
+    },
     NotRequester,
     AlreadyVoted,
     AlreadyDecided(RequestStatus),
     Expired,
+    /// The request overrides a lock or freeze, every other approval is in, and this voter is
+    /// not of the override group: the last approval must be.
+    NeedsOverride {
+        group: String,
+    },
 }
 
 impl Refusal {
@@ -163,6 +178,9 @@ impl Refusal {
                 format!("Request #{id} is already {}.", status.as_str())
             }
             Refusal::Expired => format!("Request #{id} has expired; ask for it again."),
+            Refusal::NeedsOverride { group } => format!(
+                "Request #{id} overrides a lock or freeze: its last approval must come from the `{group}` group."
+            ),
         }
     }
 
@@ -175,6 +193,7 @@ impl Refusal {
             Refusal::AlreadyVoted => "already voted",
             Refusal::AlreadyDecided(_) => "already decided",
             Refusal::Expired => "expired",
+            Refusal::NeedsOverride { .. } => "needs the override group",
         }
     }
 }
@@ -195,14 +214,38 @@ pub enum Transition {
     Expire,
 }
 
-/// Apply the rules. `qualified` says whether the voter is in the request's approver group.
+/// Which of a request's groups a voter is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Standing {
+    /// In the request's approver group.
+    pub approver: bool,
+    /// In the override group (`[deploy] override_group`).
+    pub overrider: bool,
+}
+
+impl From<bool> for Standing {
+    /// In the approver group or not, and not an overrider.
+    fn from(approver: bool) -> Self {
+        Self {
+            approver,
+            overrider: false,
+        }
+    }
+}
+
+/// Apply the rules. `standing` says which of the request's groups the voter is in. A request
+/// that overrides a lock or freeze also takes votes from its override group, and is approved
+/// only once one of its approvals came from there.
 pub fn decide(
     request: &ApprovalRequest,
     voter: &str,
     decision: Decision,
-    qualified: bool,
+    standing: impl Into<Standing>,
     now: OffsetDateTime,
 ) -> Result<Transition, Refusal> {
+    let standing = standing.into();
+    let overrider = request.override_group.is_some() && standing.overrider;
+    let qualified = standing.approver || overrider;
     if request.status != RequestStatus::Pending {
         return Err(Refusal::AlreadyDecided(request.status));
     }
@@ -231,6 +274,18 @@ pub fn decide(
         Decision::Deny => Ok(Transition::Deny),
         Decision::Approve => {
             let approvals = request.approvers().len() as u32 + 1;
+            if let Some(group) = &request.override_group {
+                let overridden = overrider
+                    || request
+                        .votes
+                        .iter()
+                        .any(|v| v.decision == Decision::Approve && v.overrider);
+                if approvals >= request.required && !overridden {
+                    return Err(Refusal::NeedsOverride {
+                        group: group.clone(),
+                    });
+                }
+            }
             if approvals >= request.required {
                 Ok(Transition::Approve)
             } else {
@@ -332,6 +387,8 @@ mod tests {
             decided_by: None,
             job_id: None,
             votes: Vec::new(),
+            overrides: None,
+            override_group: None,
         }
     }
 
@@ -385,6 +442,7 @@ mod tests {
             voter: "U2JANE".into(),
             decision: Decision::Approve,
             at: at(1),
+            overrider: false,
         });
         assert_eq!(
             decide(&r, "U2JANE", Decision::Approve, true, at(2)),
@@ -419,6 +477,56 @@ mod tests {
         );
     }
 
+    #[test]
+    fn an_override_needs_one_approval_from_the_override_group() {
+        let mut r = request(2);
+        r.overrides = Some("lock on api/production".into());
+        r.override_group = Some("sre".into());
+        let plain = Standing {
+            approver: true,
+            overrider: false,
+        };
+        let sre = Standing {
+            approver: false,
+            overrider: true,
+        };
+        assert_eq!(
+            decide(&r, "U2JANE", Decision::Approve, plain, at(1)),
+            Ok(Transition::Counted {
+                approvals: 1,
+                required: 2
+            })
+        );
+        r.votes.push(Vote {
+            voter: "U2JANE".into(),
+            decision: Decision::Approve,
+            at: at(1),
+            overrider: false,
+        });
+        // The last approval must be the override's.
+        assert_eq!(
+            decide(&r, "U3JOE", Decision::Approve, plain, at(2)),
+            Err(Refusal::NeedsOverride {
+                group: "sre".into()
+            })
+        );
+        assert_eq!(
+            decide(&r, "U4SRE", Decision::Approve, sre, at(2)),
+            Ok(Transition::Approve)
+        );
+        // Outside both groups: refused. Without an override, the override group counts for
+        // nothing.
+        assert!(matches!(
+            decide(&r, "U9OUT", Decision::Approve, Standing::default(), at(2)),
+            Err(Refusal::NotInGroup { .. })
+        ));
+        let ordinary = request(1);
+        assert!(matches!(
+            decide(&ordinary, "U4SRE", Decision::Approve, sre, at(2)),
+            Err(Refusal::NotInGroup { .. })
+        ));
+    }
+
     mod properties {
         use super::*;
         use proptest::prelude::*;
@@ -444,6 +552,7 @@ mod tests {
                     voter: voter.into(),
                     decision: d,
                     at: now,
+                    overrider: false,
                 });
             }
             if let Some(status) = status {

@@ -4,6 +4,7 @@
 
 use super::{
     access::Access,
+    freeze::Freeze,
     policy::Gate,
     routing::{self, Facts, Route},
     runbook::Runbook,
@@ -20,6 +21,10 @@ pub struct Catalogue {
     pub access: Access,
     /// PagerDuty write actions that need a peer's approval.
     pub approval_required: Vec<String>,
+    /// Freeze windows, compiled.
+    pub freezes: Vec<Freeze>,
+    /// Who may approve a run that overrides a lock or freeze (`[deploy] override_group`).
+    pub override_group: Option<String>,
 }
 
 impl Catalogue {
@@ -44,6 +49,20 @@ impl Catalogue {
         } else {
             Gate::Direct
         }
+    }
+
+    /// Whether `name` can be locked: a target or an environment some runbook's runs can have.
+    pub fn lockable(&self, name: &str) -> bool {
+        self.runbooks
+            .iter()
+            .any(|r| r.may_target(name) || r.may_be_in(name))
+    }
+
+    /// The configured runbooks that are deploys.
+    pub fn deploys(&self) -> impl Iterator<Item = &Runbook> {
+        self.runbooks
+            .iter()
+            .filter(|r| r.definition().deploy.is_some())
     }
 
     /// The channels an event goes to, each once, in rule order.

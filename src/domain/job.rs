@@ -113,6 +113,8 @@ pub struct Job {
     pub finished_at: Option<OffsetDateTime>,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
+    /// What this run overrode (a lock, a freeze), when it was approved as break-glass.
+    pub overrides: Option<String>,
 }
 
 /// A job to enqueue.
@@ -129,6 +131,7 @@ pub struct NewJob {
     pub retry_safe: bool,
     pub correlation_id: String,
     pub created_at: OffsetDateTime,
+    pub overrides: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -170,6 +170,10 @@ pub struct Definition {
     pub approval: Option<ApprovalPolicy>,
     /// Whether a job interrupted by a dead worker may be run again automatically.
     pub retry_safe: bool,
+    /// Which parameters say what this run deploys where. Left out of the JSON when absent, so
+    /// the binding of a runbook without it is what it was before deploys were declared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<super::deploy::DeployFields>,
 }
 
 /// A `when` entry of an approval policy, compiled once. `None` when the expression does not
@@ -240,6 +244,7 @@ impl Runbook {
             plan: None,
             approval: Some(policy),
             retry_safe: false,
+            deploy: None,
         })?;
         runbook.max_len = MAX_HELD_WRITE_LEN;
         Ok(runbook)
@@ -292,6 +297,59 @@ impl Runbook {
             Some(t) => render(t, params),
             None => self.definition.name.clone(),
         }
+    }
+
+    /// What a run with these parameters deploys where, if this runbook is a deploy.
+    pub fn deployed(&self, params: &BTreeMap<String, String>) -> Option<super::deploy::Deployed> {
+        self.definition.deploy.as_ref().map(|d| d.of(params))
+    }
+
+    /// Whether some valid parameters give this runbook the target `name`.
+    pub fn may_target(&self, name: &str) -> bool {
+        match &self.definition.target {
+            Some(t) => self.may_render(t, name),
+            None => self.definition.name == name,
+        }
+    }
+
+    /// Whether some valid parameters put a run of this runbook in environment `name`.
+    pub fn may_be_in(&self, name: &str) -> bool {
+        self.definition
+            .deploy
+            .as_ref()
+            .is_some_and(|d| self.may_render(&d.env, name))
+    }
+
+    /// Whether `template`, with each placeholder a value its parameter accepts, can read `value`.
+    fn may_render(&self, template: &str, value: &str) -> bool {
+        let Ok(names) = placeholders(template) else {
+            return false;
+        };
+        // The template as literal pieces between placeholders: `{app}/{env}` is "", "/", "".
+        let mut literals = Vec::with_capacity(names.len() + 1);
+        let mut rest = template;
+        for name in &names {
+            let open = rest.find(&format!("{{{name}}}")).unwrap_or(0);
+            literals.push(&rest[..open]);
+            rest = &rest[open + name.len() + 2..];
+        }
+        literals.push(rest);
+        self.fits(&names, &literals, value)
+    }
+
+    fn fits(&self, names: &[&str], literals: &[&str], value: &str) -> bool {
+        let Some(value) = value.strip_prefix(literals[0]) else {
+            return false;
+        };
+        let Some((name, names)) = names.split_first() else {
+            return value.is_empty();
+        };
+        (1..=value.len())
+            .filter(|&end| value.is_char_boundary(end))
+            .any(|end| {
+                self.validate(name, &value[..end]).is_ok()
+                    && self.fits(names, &literals[1..], &value[end..])
+            })
     }
 }
 
@@ -401,6 +459,7 @@ mod tests {
                 ..ApprovalPolicy::default()
             }),
             retry_safe: false,
+            deploy: None,
         })
         .unwrap()
     }

@@ -178,15 +178,52 @@ pub async fn job_page(
     if let Some(e) = &job.error {
         body.push_str(&row("error", esc(e)));
     }
+    if let Some(o) = &job.overrides {
+        body.push_str(&row(
+            "break-glass",
+            format!("<strong>overrode</strong> {}", esc(o)),
+        ));
+    }
+    // The locks on its target or environment now: what would stop the next run like it.
+    let env = services
+        .catalogue
+        .runbook(&job.runbook)
+        .and_then(|r| r.deployed(&job.params))
+        .map(|d| d.env);
+    let locks = services
+        .store
+        .locks(time::OffsetDateTime::now_utc())
+        .await
+        .unwrap_or_default();
+    for lock in locks
+        .iter()
+        .filter(|l| l.covers(&job.target, env.as_deref()))
+    {
+        body.push_str(&row(
+            "locked now",
+            format!(
+                "{} by {}{} since {}",
+                esc(lock.what()),
+                esc(&lock.holder),
+                if lock.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", esc(&lock.reason))
+                },
+                esc(&crate::chat::when(lock.created_at))
+            ),
+        ));
+    }
     if let Some(r) = &approval {
         let voters = r
             .votes
             .iter()
             .map(|v| {
                 format!(
-                    "{} ({}, {})",
+                    "{} ({}{}, {})",
                     esc(&v.voter),
                     v.decision.as_str(),
+                    if v.overrider { ", override" } else { "" },
                     esc(&crate::chat::when(v.at))
                 )
             })

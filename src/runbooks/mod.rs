@@ -19,8 +19,12 @@ use crate::{
     domain::audit::{AuditEntry, Outcome, Transport},
     domain::{
         access::CommandRules,
-        approval::{ApprovalRequest, Decision, NewApprovalRequest, VoteResult, binding},
+        approval::{
+            ApprovalPolicy, ApprovalRequest, Decision, NewApprovalRequest, Standing, VoteResult,
+            binding,
+        },
         catalogue::Catalogue,
+        deploy::{self, Blocker, Lock, Locked, Unlocked},
         held::HeldWrite,
         job::{JobStatus, NewJob},
         runbook::{Run, Runbook, held_action},
@@ -170,7 +174,56 @@ impl Runbooks {
         params: BTreeMap<String, String>,
         preview: Option<String>,
     ) -> Result<Message, RunbookError> {
+        let ask = Ask {
+            preview,
+            force: false,
+        };
+        self.request_as(who, runbook, params, ask).await
+    }
+
+    /// Ask for a run, as [`Ask`] says. A run on a locked or frozen target is refused with who
+    /// holds the lock or which window holds, unless it is forced: then it needs one more
+    /// approval than the runbook asks, from `[deploy] override_group`, and says what it
+    /// overrides everywhere it is shown.
+    pub async fn request_as(
+        &self,
+        who: &Requester<'_>,
+        runbook: &Runbook,
+        params: BTreeMap<String, String>,
+        ask: Ask,
+    ) -> Result<Message, RunbookError> {
         validate(runbook, &params)?;
+        let now = OffsetDateTime::now_utc();
+        let target = runbook.target(&params);
+        let blockers = self.blockers(runbook, &params, now).await?;
+        let overrides = if blockers.is_empty() {
+            None
+        } else {
+            let said = self.say_blockers(&blockers, &target);
+            let group = self.catalogue.override_group.as_deref();
+            match (ask.force, group) {
+                (false, Some(group)) => {
+                    return Err(RunbookError::Refused(format!(
+                        "{said}. Nothing was requested. To override it, ask again with `--force`: that needs one more approval, from `{}`.",
+                        escape(group)
+                    )));
+                }
+                (false, None) => {
+                    return Err(RunbookError::Refused(format!(
+                        "{said}. Nothing was requested."
+                    )));
+                }
+                (true, None) => {
+                    return Err(RunbookError::Refused(format!(
+                        "{said}. Nothing was requested: no override is set up (`[deploy] override_group` names who may approve one)."
+                    )));
+                }
+                (true, Some(group)) => Some(Override {
+                    what: self.plain_blockers(&blockers, &target),
+                    group: group.to_owned(),
+                }),
+            }
+        };
         let asked = Asked {
             name: runbook.name().to_owned(),
             target: runbook.target(&params),
@@ -182,11 +235,216 @@ impl Runbooks {
                 .collect::<Vec<_>>()
                 .join(" "),
             params,
+            overrides,
         };
-        if runbook.needs_approval(&asked.params) {
-            self.open_request(who, runbook, asked, preview).await
+        if runbook.needs_approval(&asked.params) || asked.overrides.is_some() {
+            self.open_request(who, runbook, asked, ask.preview).await
         } else {
             self.queue_now(who, runbook, asked).await
+        }
+    }
+
+    /// What stands in the way of a run of `runbook` with `params` at `now`: the locks on its
+    /// target or environment, and the freeze windows that hold for it. Held PagerDuty writes
+    /// are not deploys: nothing.
+    async fn blockers(
+        &self,
+        runbook: &Runbook,
+        params: &BTreeMap<String, String>,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Blocker>, RunbookError> {
+        if held_action(runbook.name()).is_some() {
+            return Ok(Vec::new());
+        }
+        let target = runbook.target(params);
+        let env = runbook.deployed(params).map(|d| d.env);
+        let locks = self
+            .store
+            .locks(now)
+            .await
+            .map_err(|e| store_failed("The locks could not be read", &e))?;
+        Ok(deploy::blockers(
+            &locks,
+            &self.catalogue.freezes,
+            runbook.name(),
+            &target,
+            env.as_deref(),
+            now,
+        ))
+    }
+
+    /// What stands in the way, for the person who asked (chat markup).
+    fn say_blockers(&self, blockers: &[Blocker], target: &str) -> String {
+        blockers
+            .iter()
+            .map(|b| b.say(target, mention, escape, chat::when))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// The same as plain text, for what is stored (a request's override, a job's error) and
+    /// shown on pages and in escaped messages: people by their ids.
+    fn plain_blockers(&self, blockers: &[Blocker], target: &str) -> String {
+        blockers
+            .iter()
+            .map(|b| b.say(target, str::to_owned, str::to_owned, chat::when))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Why job `job` may not start now (a lock or freeze that came after it was asked for),
+    /// unless it was approved as an override. `Err`: the locks could not be read.
+    pub(crate) async fn blocked_at_start(
+        &self,
+        job: &crate::domain::job::Job,
+    ) -> Result<Option<String>, RunbookError> {
+        if job.overrides.is_some() {
+            return Ok(None);
+        }
+        let Some(runbook) = self.catalogue.runbook(&job.runbook) else {
+            return Ok(None);
+        };
+        let blockers = self
+            .blockers(runbook, &job.params, OffsetDateTime::now_utc())
+            .await?;
+        Ok((!blockers.is_empty()).then(|| self.plain_blockers(&blockers, &job.target)))
+    }
+
+    /// The locks held now.
+    pub async fn locks(&self) -> Result<Vec<Lock>, RunbookError> {
+        self.store
+            .locks(OffsetDateTime::now_utc())
+            .await
+            .map_err(|e| store_failed("The locks could not be read", &e))
+    }
+
+    /// Lock `name` (a target or an environment some runbook can have, or [`deploy::GLOBAL`])
+    /// for `who`, for `duration` or until unlocked. The answer for the channel.
+    pub async fn lock(
+        &self,
+        who: &Requester<'_>,
+        name: &str,
+        reason: &str,
+        duration: Option<std::time::Duration>,
+    ) -> Result<String, RunbookError> {
+        if name != deploy::GLOBAL && !self.catalogue.lockable(name) {
+            return Err(RunbookError::Refused(format!(
+                "No runbook runs on `{}`: a lock names a target (like `api/production`) or an environment (like `production`) that a runbook can have, or `--global`.",
+                escape(name)
+            )));
+        }
+        let now = OffsetDateTime::now_utc();
+        let expires_at =
+            duration.map(|d| now + time::Duration::try_from(d).unwrap_or(time::Duration::DAY));
+        let lock = Lock {
+            name: name.to_owned(),
+            holder: who.user.to_owned(),
+            reason: reason.to_owned(),
+            channel: who.channel.to_owned(),
+            correlation_id: who.correlation_id.to_owned(),
+            created_at: now,
+            expires_at,
+        };
+        let until = expires_at
+            .map(|t| format!(" until {}", chat::when(t)))
+            .unwrap_or_default();
+        let entry = who.entry("lock.take", Outcome::Succeeded).detail(format!(
+            "locked {}{until}{}",
+            lock.what(),
+            if reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {reason}")
+            }
+        ));
+        let taken = self
+            .store
+            .take_lock(&lock, now, vec![entry])
+            .await
+            .map_err(|e| store_failed("The lock could not be taken", &e))?;
+        match taken {
+            Locked::Taken(lock) => Ok(format!(
+                "🔒 {} locked `{}`{}{until}. Runs on it are refused until it is unlocked (`unlock {}`).",
+                mention(who.user),
+                escape(lock.what()),
+                if lock.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", escape(&lock.reason))
+                },
+                if lock.name == deploy::GLOBAL {
+                    "--global"
+                } else {
+                    &lock.name
+                }
+            )),
+            Locked::Held(held) if held.holder == who.user => Err(RunbookError::Refused(format!(
+                "You already hold the lock on `{}` (since {}).",
+                escape(held.what()),
+                chat::when(held.created_at)
+            ))),
+            Locked::Held(held) => Err(RunbookError::Refused(format!(
+                "`{}` is already locked by {}{}, since {}.",
+                escape(held.what()),
+                mention(&held.holder),
+                if held.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", escape(&held.reason))
+                },
+                chat::when(held.created_at)
+            ))),
+        }
+    }
+
+    /// Unlock `name` for `who`: its holder, or anyone who may `lock.break` (default: admins).
+    pub async fn unlock(&self, who: &Requester<'_>, name: &str) -> Result<String, RunbookError> {
+        let may_break = self
+            .catalogue
+            .access
+            .check(who.user, Some("lock.break"), "lock", &["admins"])
+            .is_ok();
+        let now = OffsetDateTime::now_utc();
+        let unlocked = self
+            .store
+            .release_lock(name, who.user, may_break, now, |lock| {
+                vec![
+                    who.entry("lock.release", Outcome::Succeeded)
+                        .detail(format!(
+                            "unlocked {} (held by {} since {})",
+                            lock.what(),
+                            lock.holder,
+                            chat::when(lock.created_at)
+                        )),
+                ]
+            })
+            .await
+            .map_err(|e| store_failed("The lock could not be released", &e))?;
+        let shown = if name == deploy::GLOBAL {
+            "everything"
+        } else {
+            name
+        };
+        match unlocked {
+            Unlocked::Released(lock) => Ok(format!(
+                "🔓 {} unlocked `{}`{}.",
+                mention(who.user),
+                escape(shown),
+                if lock.holder == who.user {
+                    String::new()
+                } else {
+                    format!(" (it was held by {})", mention(&lock.holder))
+                }
+            )),
+            Unlocked::NotLocked => Err(RunbookError::Refused(format!(
+                "`{}` is not locked.",
+                escape(shown)
+            ))),
+            Unlocked::NotYours(lock) => Err(RunbookError::Refused(format!(
+                "`{}` is locked by {}; only they or an admin can unlock it.",
+                escape(shown),
+                mention(&lock.holder)
+            ))),
         }
     }
 
@@ -205,6 +463,7 @@ impl Runbooks {
             now,
             shown,
             params,
+            overrides: _,
         } = asked;
         // Post to the channel first (when we can), so the job is born knowing its thread.
         let intro = format!(
@@ -229,6 +488,7 @@ impl Runbooks {
             retry_safe: runbook.definition().retry_safe,
             correlation_id: who.correlation_id.to_owned(),
             created_at: now,
+            overrides: None,
         };
         let id = self
             .store
@@ -279,13 +539,30 @@ impl Runbooks {
             now,
             shown,
             params,
+            overrides,
         } = asked;
-        let Some(policy) = runbook.definition().approval.clone() else {
-            unreachable!("checked by needs_approval")
+        // A forced run of a runbook that asks no approval of its own needs the override's.
+        let policy = match (&runbook.definition().approval, &overrides) {
+            (Some(policy), _) if runbook.needs_approval(&params) => policy.clone(),
+            (_, Some(o)) => ApprovalPolicy {
+                group: o.group.clone(),
+                count: 0,
+                ..ApprovalPolicy::default()
+            },
+            (_, None) => {
+                return Err(RunbookError::Refused(
+                    "This run needs no approval, yet one was about to be asked.".into(),
+                ));
+            }
         };
-        let plan_output = match &runbook.definition().plan {
-            Some(plan) => Some(self.run_plan(plan, &params).await?),
-            None => preview,
+        let required = policy.count + u32::from(overrides.is_some());
+        let plan_output = match (&runbook.definition().plan, preview) {
+            (Some(plan), Some(preview)) => Some(format!(
+                "{preview}\n\n{}",
+                self.run_plan(plan, &params).await?
+            )),
+            (Some(plan), None) => Some(self.run_plan(plan, &params).await?),
+            (None, preview) => preview,
         };
         let expires =
             now + time::Duration::try_from(policy.expires).unwrap_or(time::Duration::hours(1));
@@ -297,19 +574,30 @@ impl Runbooks {
             requester: who.user.to_owned(),
             channel: who.channel.to_owned(),
             approver_group: policy.group.clone(),
-            required: policy.count,
+            required,
             plan_output,
             correlation_id: who.correlation_id.to_owned(),
             created_at: now,
             expires_at: expires,
             retry_safe: runbook.definition().retry_safe,
+            overrides: overrides.as_ref().map(|o| o.what.clone()),
+            override_group: overrides.as_ref().map(|o| o.group.clone()),
         };
+        let overriding = overrides
+            .as_ref()
+            .map(|o| {
+                format!(
+                    "; overrides: {}; one approval must come from {}",
+                    o.what, o.group
+                )
+            })
+            .unwrap_or_default();
         let id = self
             .store
             .create_approval_request(&new, |id| {
                 vec![who.entry("approval.request", Outcome::Succeeded).detail(format!(
-                "request #{id}: {name} on {target} ({shown}); needs {} from {}; expires {}",
-                policy.count,
+                "request #{id}: {name} on {target} ({shown}); needs {} from {}; expires {}{overriding}",
+                required,
                 policy.group,
                 chat::when(expires)
             ))]
@@ -329,12 +617,21 @@ impl Runbooks {
                     // updating it.
                     tracing::warn!(request_id = id, error = %e, "approval message posted, its reference not stored");
                 }
-                Message::text(format!(
-                    "Request #{id} for {name} is waiting for {} approval{} from `{}`.",
-                    policy.count,
-                    if policy.count == 1 { "" } else { "s" },
-                    escape(&policy.group)
-                ))
+                Message::text(match &overrides {
+                    None => format!(
+                        "Request #{id} for {name} is waiting for {} approval{} from `{}`.",
+                        required,
+                        if required == 1 { "" } else { "s" },
+                        escape(&policy.group)
+                    ),
+                    Some(o) => format!(
+                        "Request #{id} for {name} overrides: {}. It is waiting for {} approval{}, one of them from `{}`.",
+                        escape(&o.what),
+                        required,
+                        if required == 1 { "" } else { "s" },
+                        escape(&o.group)
+                    ),
+                })
             }
             // No bot token: the approval message goes back through the response URL, in channel.
             None => message,
@@ -487,15 +784,21 @@ impl Runbooks {
                 request: None,
             });
         }
-        let group = self
+        let groups = self
             .store
             .approval_request(id)
             .await
             .map_err(|e| store_failed("The request could not be read", &e))?
-            .map(|r| r.approver_group);
-        let qualified = group
-            .as_deref()
-            .is_some_and(|g| self.catalogue.access.in_group(voter, g));
+            .map(|r| (r.approver_group, r.override_group));
+        let standing = match &groups {
+            Some((approvers, overriders)) => Standing {
+                approver: self.catalogue.access.in_group(voter, approvers),
+                overrider: overriders
+                    .as_deref()
+                    .is_some_and(|g| self.catalogue.access.in_group(voter, g)),
+            },
+            None => Standing::default(),
+        };
         let audit = |request: Option<&ApprovalRequest>, result: &VoteResult| {
             let base = AuditEntry::new(correlation_id, voter, &action, Outcome::Succeeded)
                 .channel(channel)
@@ -528,8 +831,12 @@ impl Runbooks {
                         .channel(&r.channel)
                         .command(&format!("{} #{job_id}", r.runbook))
                         .detail(format!(
-                            "queued on {} after approval of request #{id}",
-                            r.target
+                            "queued on {} after approval of request #{id}{}",
+                            r.target,
+                            r.overrides
+                                .as_deref()
+                                .map(|o| format!("; break-glass, overriding: {o}"))
+                                .unwrap_or_default()
                         )),
                 );
             }
@@ -537,7 +844,7 @@ impl Runbooks {
         };
         let (request, result) = self
             .store
-            .vote(id, voter, decision, qualified, now, audit)
+            .vote(id, voter, decision, standing, now, audit)
             .await
             .map_err(|e| store_failed("The vote could not be recorded", &e))?;
         let name = request
@@ -636,6 +943,23 @@ struct Asked {
     /// The parameters as `key=value …`, for messages and audit rows.
     shown: String,
     params: BTreeMap<String, String>,
+    /// A forced run over a lock or freeze: what it overrides, and whose approval that needs.
+    overrides: Option<Override>,
+}
+
+/// What a forced run overrides (said as chat markup), and the group one approver must be of.
+struct Override {
+    what: String,
+    group: String,
+}
+
+/// How a run is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Ask {
+    /// Shown to approvers beside (or instead of) the runbook's plan.
+    pub preview: Option<String>,
+    /// `--force`: override a lock or freeze (break-glass).
+    pub force: bool,
 }
 
 /// Why a request or a vote did not go through. What it says (`Display`) is for the person who

@@ -501,11 +501,11 @@ impl Store {
         id: i64,
         voter: &str,
         decision: Decision,
-        qualified: bool,
+        standing: impl Into<crate::domain::approval::Standing>,
         now: OffsetDateTime,
         audit: impl FnOnce(Option<&ApprovalRequest>, &VoteResult) -> Vec<AuditEntry>,
     ) -> Result<(Option<ApprovalRequest>, VoteResult)> {
-        tx::vote(self, id, voter, decision, qualified, now, audit).await
+        tx::vote(self, id, voter, decision, standing.into(), now, audit).await
     }
 
     /// Mark pending requests past their expiry as expired; returns them.
@@ -713,5 +713,32 @@ impl Store {
     /// When the next pending message is due, if any.
     pub async fn next_outbox_due(&self) -> Result<Option<OffsetDateTime>> {
         tx::next_outbox_due(self).await
+    }
+
+    /// Take a lock unless its name is held; see [`Locked`](crate::domain::deploy::Locked).
+    pub async fn take_lock(
+        &self,
+        lock: &crate::domain::deploy::Lock,
+        now: OffsetDateTime,
+        audit: Vec<AuditEntry>,
+    ) -> Result<crate::domain::deploy::Locked> {
+        tx::take_lock(self, lock, now, audit).await
+    }
+
+    /// Release a lock: its holder's, or anyone's when `may_break`.
+    pub async fn release_lock(
+        &self,
+        name: &str,
+        by: &str,
+        may_break: bool,
+        now: OffsetDateTime,
+        audit: impl FnOnce(&crate::domain::deploy::Lock) -> Vec<AuditEntry>,
+    ) -> Result<crate::domain::deploy::Unlocked> {
+        tx::release_lock(self, name, by, may_break, now, audit).await
+    }
+
+    /// The locks held now.
+    pub async fn locks(&self, now: OffsetDateTime) -> Result<Vec<crate::domain::deploy::Lock>> {
+        tx::locks(self, now).await
     }
 }

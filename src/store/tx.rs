@@ -14,9 +14,10 @@ use crate::{
     domain::outbox::{Delivery, OutboxCounts, OutboxRow, Recorded},
     domain::{
         approval::{
-            ApprovalRequest, Decision, NewApprovalRequest, Refusal, RequestStatus, Transition,
-            Vote, VoteResult, decide,
+            ApprovalRequest, Decision, NewApprovalRequest, Refusal, RequestStatus, Standing,
+            Transition, Vote, VoteResult, decide,
         },
+        deploy::{Lock, Locked, Unlocked},
         job::{Heartbeat, Job, JobStatus, LogLine, NewJob, Released, Stream},
         message::Block,
     },
@@ -87,10 +88,12 @@ struct RequestRow {
     decided_by: Option<String>,
     job_id: Option<i64>,
     retry_safe: bool,
+    overrides: Option<String>,
+    override_group: Option<String>,
 }
 
 /// The columns of [`RequestRow`].
-const REQUEST_COLUMNS: &str = "id, runbook, params, binding, target, requester, channel, approver_group, required, status, plan_output, message_ref, correlation_id, created_at, expires_at, decided_at, decided_by, job_id, retry_safe";
+const REQUEST_COLUMNS: &str = "id, runbook, params, binding, target, requester, channel, approver_group, required, status, plan_output, message_ref, correlation_id, created_at, expires_at, decided_at, decided_by, job_id, retry_safe, overrides, override_group";
 
 impl RequestRow {
     fn into_request(self, votes: Vec<Vote>) -> Result<ApprovalRequest> {
@@ -115,6 +118,8 @@ impl RequestRow {
             decided_by: self.decided_by,
             job_id: self.job_id,
             votes,
+            overrides: self.overrides,
+            override_group: self.override_group,
         })
     }
 }
@@ -124,6 +129,7 @@ struct VoteRow {
     voter: String,
     decision: String,
     at: Ts,
+    overrider: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -149,10 +155,11 @@ struct JobRow {
     finished_at: Option<Ts>,
     exit_code: Option<i32>,
     error: Option<String>,
+    overrides: Option<String>,
 }
 
 /// The columns of [`JobRow`].
-const JOB_COLUMNS: &str = "id, runbook, params, binding, target, requested_by, approval_id, channel, thread_ref, status, retry_safe, cancel_requested, attempts, worker, lease_expires_at, correlation_id, created_at, started_at, finished_at, exit_code, error";
+const JOB_COLUMNS: &str = "id, runbook, params, binding, target, requested_by, approval_id, channel, thread_ref, status, retry_safe, cancel_requested, attempts, worker, lease_expires_at, correlation_id, created_at, started_at, finished_at, exit_code, error, overrides";
 
 impl TryFrom<JobRow> for Job {
     type Error = StoreError;
@@ -179,6 +186,7 @@ impl TryFrom<JobRow> for Job {
             finished_at: r.finished_at.map(|t| t.0),
             exit_code: r.exit_code,
             error: r.error,
+            overrides: r.overrides,
         })
     }
 }
@@ -440,7 +448,7 @@ pub(super) async fn set_pagerduty_identity(
 async fn votes_of(conn: &mut Conn<'_>, id: i64) -> Result<Vec<Vote>> {
     let rows: Vec<VoteRow> = conn
         .query(
-            "SELECT voter, decision, at FROM approval_votes WHERE request_id = $1 ORDER BY at, voter",
+            "SELECT voter, decision, at, overrider FROM approval_votes WHERE request_id = $1 ORDER BY at, voter",
         )
         .bind(id)
         .fetch_all()
@@ -452,6 +460,7 @@ async fn votes_of(conn: &mut Conn<'_>, id: i64) -> Result<Vec<Vote>> {
                     .ok_or_else(|| corrupt("vote", &r.decision))?,
                 voter: r.voter,
                 at: r.at.0,
+                overrider: r.overrider,
             })
         })
         .collect()
@@ -496,8 +505,9 @@ pub(super) async fn create_approval_request(
     let id: i64 = conn
         .query(
             "INSERT INTO approval_requests (runbook, params, binding, target, requester, channel, approver_group,
-                                            required, plan_output, retry_safe, correlation_id, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+                                            required, plan_output, retry_safe, correlation_id, created_at, expires_at,
+                                            overrides, override_group)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
         )
         .bind(&new.runbook)
         .bind(Json(&new.params))
@@ -512,6 +522,8 @@ pub(super) async fn create_approval_request(
         .bind(&new.correlation_id)
         .bind(Ts(new.created_at))
         .bind(Ts(new.expires_at))
+        .bind(&new.overrides)
+        .bind(&new.override_group)
         .scalar()
         .await?;
     conn.insert_audit_owned(&audit(id)).await?;
@@ -559,7 +571,7 @@ pub(super) async fn vote(
     id: i64,
     voter: &str,
     decision: Decision,
-    qualified: bool,
+    standing: Standing,
     now: OffsetDateTime,
     audit: impl FnOnce(Option<&ApprovalRequest>, &VoteResult) -> Vec<AuditEntry>,
 ) -> Result<(Option<ApprovalRequest>, VoteResult)> {
@@ -573,7 +585,7 @@ pub(super) async fn vote(
         tx.commit().await?;
         return Ok((None, result));
     };
-    let result = match decide(&request, voter, decision, qualified, now) {
+    let result = match decide(&request, voter, decision, standing, now) {
         Err(refusal) => VoteResult::Refused(refusal),
         Ok(transition) => {
             let step = Step {
@@ -581,6 +593,7 @@ pub(super) async fn vote(
                 retry_safe,
                 voter,
                 decision,
+                overrider: standing.overrider && request.override_group.is_some(),
                 now,
             };
             apply_transition(&mut conn, step, transition).await?
@@ -599,6 +612,8 @@ struct Step<'a> {
     retry_safe: bool,
     voter: &'a str,
     decision: Decision,
+    /// The voter is of the request's override group.
+    overrider: bool,
     now: OffsetDateTime,
 }
 
@@ -612,6 +627,7 @@ async fn apply_transition(
         retry_safe,
         voter,
         decision,
+        overrider,
         now,
     } = step;
     if matches!(
@@ -619,12 +635,13 @@ async fn apply_transition(
         Transition::Counted { .. } | Transition::Approve | Transition::Deny
     ) {
         conn.query(
-            "INSERT INTO approval_votes (request_id, voter, decision, at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO approval_votes (request_id, voter, decision, at, overrider) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(request.id)
         .bind(voter)
         .bind(decision.as_str())
         .bind(Ts(now))
+        .bind(overrider)
         .execute()
         .await?;
     }
@@ -666,6 +683,7 @@ async fn apply_transition(
                 retry_safe,
                 correlation_id: request.correlation_id.clone(),
                 created_at: now,
+                overrides: request.overrides.clone(),
             };
             let job_id = insert_job(conn, &job).await?;
             conn.query("UPDATE approval_requests SET job_id = $2 WHERE id = $1")
@@ -713,8 +731,8 @@ pub(super) async fn expire_due(
 async fn insert_job(conn: &mut Conn<'_>, job: &NewJob) -> Result<i64> {
     conn.query(
         "INSERT INTO jobs (runbook, params, binding, target, requested_by, approval_id, channel, thread_ref,
-                           retry_safe, correlation_id, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                           retry_safe, correlation_id, created_at, overrides)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
     )
     .bind(&job.runbook)
     .bind(Json(&job.params))
@@ -727,6 +745,7 @@ async fn insert_job(conn: &mut Conn<'_>, job: &NewJob) -> Result<i64> {
     .bind(job.retry_safe)
     .bind(&job.correlation_id)
     .bind(Ts(job.created_at))
+    .bind(&job.overrides)
     .scalar()
     .await
 }
@@ -1345,4 +1364,136 @@ mod tests {
             serde_json::json!({"type": "section", "text": {"type": "mrkdwn", "text": "*x*"}});
         assert!(blocks_of(2, vec![block_kit]).is_empty());
     }
+}
+
+// -- locks --------------------------------------------------------------------------------------
+
+#[derive(sqlx::FromRow)]
+struct LockRow {
+    name: String,
+    holder: String,
+    reason: String,
+    channel: String,
+    correlation_id: String,
+    created_at: Ts,
+    expires_at: Option<Ts>,
+}
+
+const LOCK_COLUMNS: &str = "name, holder, reason, channel, correlation_id, created_at, expires_at";
+
+impl From<LockRow> for Lock {
+    fn from(r: LockRow) -> Self {
+        Lock {
+            name: r.name,
+            holder: r.holder,
+            reason: r.reason,
+            channel: r.channel,
+            correlation_id: r.correlation_id,
+            created_at: r.created_at.0,
+            expires_at: r.expires_at.map(|t| t.0),
+        }
+    }
+}
+
+/// Take `lock` unless someone holds its name (a lock that ran out by `now` no longer does).
+/// One row per name: of two people locking at once, one inserts and the other reads the
+/// winner's row. The audit rows are written only when it was taken, in the same commit.
+pub(super) async fn take_lock(
+    store: &Store,
+    lock: &Lock,
+    now: OffsetDateTime,
+    audit: Vec<AuditEntry>,
+) -> Result<Locked> {
+    let mut tx = Tx::begin(store).await?;
+    let mut conn = tx.conn();
+    conn.query("DELETE FROM locks WHERE name = $1 AND expires_at IS NOT NULL AND expires_at <= $2")
+        .bind(&lock.name)
+        .bind(Ts(now))
+        .execute()
+        .await?;
+    let taken = conn
+        .query(
+            "INSERT INTO locks (name, holder, reason, channel, correlation_id, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&lock.name)
+        .bind(&lock.holder)
+        .bind(&lock.reason)
+        .bind(&lock.channel)
+        .bind(&lock.correlation_id)
+        .bind(Ts(lock.created_at))
+        .bind(lock.expires_at.map(Ts))
+        .execute()
+        .await?
+        == 1;
+    if taken {
+        conn.insert_audit_owned(&audit).await?;
+        tx.commit().await?;
+        return Ok(Locked::Taken(lock.clone()));
+    }
+    let held: Option<LockRow> = conn
+        .query_built(format!("SELECT {LOCK_COLUMNS} FROM locks WHERE name = $1"))
+        .bind(&lock.name)
+        .fetch_optional()
+        .await?;
+    tx.commit().await?;
+    match held {
+        Some(row) => Ok(Locked::Held(row.into())),
+        // Released between our insert and our read: say so as a clash all the same.
+        None => Err(StoreError::Corrupt(format!(
+            "lock `{}` was neither taken nor held",
+            lock.name
+        ))),
+    }
+}
+
+/// Release the lock on `name` for `by`; `may_break` lets someone who is not its holder (an
+/// admin). The audit rows go in the same commit as the release.
+pub(super) async fn release_lock(
+    store: &Store,
+    name: &str,
+    by: &str,
+    may_break: bool,
+    now: OffsetDateTime,
+    audit: impl FnOnce(&Lock) -> Vec<AuditEntry>,
+) -> Result<Unlocked> {
+    let mut tx = Tx::begin(store).await?;
+    let mut conn = tx.conn();
+    let sql = format!(
+        "SELECT {LOCK_COLUMNS} FROM locks WHERE name = $1 AND (expires_at IS NULL OR expires_at > $2){}",
+        conn.sql().for_update
+    );
+    let held: Option<LockRow> = conn
+        .query_built(sql)
+        .bind(name)
+        .bind(Ts(now))
+        .fetch_optional()
+        .await?;
+    let Some(lock) = held.map(Lock::from) else {
+        return Ok(Unlocked::NotLocked);
+    };
+    if lock.holder != by && !may_break {
+        return Ok(Unlocked::NotYours(lock));
+    }
+    conn.query("DELETE FROM locks WHERE name = $1")
+        .bind(name)
+        .execute()
+        .await?;
+    conn.insert_audit_owned(&audit(&lock)).await?;
+    tx.commit().await?;
+    Ok(Unlocked::Released(lock))
+}
+
+/// The locks held at `now`, by name.
+pub(super) async fn locks(store: &Store, now: OffsetDateTime) -> Result<Vec<Lock>> {
+    let mut pooled = Pooled::acquire(store).await?;
+    let rows: Vec<LockRow> = pooled
+        .conn()
+        .query_built(format!(
+            "SELECT {LOCK_COLUMNS} FROM locks WHERE expires_at IS NULL OR expires_at > $1 ORDER BY name"
+        ))
+        .bind(Ts(now))
+        .fetch_all()
+        .await?;
+    Ok(rows.into_iter().map(Lock::from).collect())
 }

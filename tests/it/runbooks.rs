@@ -1057,6 +1057,7 @@ async fn a_changed_binding_is_refused_at_start(db: Db) {
         retry_safe: false,
         correlation_id: "binding-test".into(),
         created_at: time::OffsetDateTime::now_utc(),
+        overrides: None,
     };
     let id = app
         .services

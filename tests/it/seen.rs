@@ -44,6 +44,8 @@ fn request(status: RequestStatus) -> ApprovalRequest {
         decided_by: None,
         job_id: None,
         votes: Vec::new(),
+        overrides: None,
+        override_group: None,
     }
 }
 
@@ -52,6 +54,7 @@ fn vote(voter: &str, decision: Decision) -> Vote {
         voter: voter.into(),
         decision,
         at: datetime!(2026-11-24 14:10 UTC),
+        overrider: false,
     }
 }
 
@@ -78,6 +81,7 @@ fn job(status: JobStatus) -> Job {
         finished_at: Some(datetime!(2026-11-24 14:12:03 UTC)),
         exit_code: Some(0),
         error: None,
+        overrides: None,
     }
 }
 

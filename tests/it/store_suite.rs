@@ -265,6 +265,7 @@ fn log_job(correlation_id: &str) -> pantheon::domain::job::NewJob {
         retry_safe: false,
         correlation_id: correlation_id.into(),
         created_at: time::OffsetDateTime::now_utc(),
+        overrides: None,
     }
 }
 

@@ -121,7 +121,30 @@ async fn run_job(runbooks: &Arc<Runbooks>, worker: &str, job: Job, claimed_at: I
 
     // The job must still be what was asked for (and approved): same runbook definition, same
     // parameters, every parameter still valid.
-    let checked = check_job(runbooks, &job);
+    let checked = match check_job(runbooks, &job) {
+        // A lock taken or a freeze begun since it was asked for stops it, unless it was
+        // approved as an override of exactly that.
+        Ok(run) => match runbooks.blocked_at_start(&job).await {
+            Ok(None) => Ok(run),
+            Ok(Some(why)) => Err(format!("not started: {why}")),
+            Err(e) => {
+                tracing::error!(error = %e, "the locks could not be read; giving the job back, not started");
+                match runbooks
+                    .store
+                    .give_back_unstarted(job.id, worker, OffsetDateTime::now_utc(), released_entry)
+                    .await
+                {
+                    Ok(Some(job)) => report_released(runbooks, &job).await,
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "the job could not be given back; the reaper will")
+                    }
+                }
+                return;
+            }
+        },
+        Err(why) => Err(why),
+    };
     let (end, run_config) = match checked {
         Err(why) => (
             RunEnd::Failed {

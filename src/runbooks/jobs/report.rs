@@ -78,10 +78,16 @@ pub fn approval_message(request: &ApprovalRequest, job: Option<&Job>) -> Message
     let approvers = request.approvers();
     let status = match request.status {
         RequestStatus::Pending => format!(
-            "Needs {} approval{} from `{}` ({} so far) · expires {} · request #{}",
+            "Needs {} approval{} from `{}`{} ({} so far) · expires {} · request #{}",
             request.required,
             if request.required == 1 { "" } else { "s" },
             escape(&request.approver_group),
+            match &request.override_group {
+                Some(g) if *g != request.approver_group => {
+                    format!(", one of them from `{}` (break-glass)", escape(g))
+                }
+                _ => String::new(),
+            },
             approvers.len(),
             chat::when(request.expires_at),
             request.id
@@ -119,6 +125,13 @@ pub fn approval_message(request: &ApprovalRequest, job: Option<&Job>) -> Message
         RequestStatus::Withdrawn => format!("Withdrawn by {}", mention(&request.requester)),
     };
     let mut blocks = vec![chat::header(&title), chat::section(&asked)];
+    let overrides = request
+        .overrides
+        .as_deref()
+        .map(|o| format!("⚠️ *Break-glass:* this run overrides {}", escape(o)));
+    if let Some(o) = &overrides {
+        blocks.push(chat::section(o));
+    }
     if let Some(plan) = request
         .plan_output
         .as_deref()
@@ -136,7 +149,15 @@ pub fn approval_message(request: &ApprovalRequest, job: Option<&Job>) -> Message
     if let Some(job_id) = request.job_id {
         blocks.push(log_button(job_id));
     }
-    let fallback = format!("{}\n{}\n{status}", escape(&title), asked.replace('*', ""));
+    let fallback = match &overrides {
+        Some(o) => format!(
+            "{}\n{}\n{}\n{status}",
+            escape(&title),
+            asked.replace('*', ""),
+            o.replace('*', "")
+        ),
+        None => format!("{}\n{}\n{status}", escape(&title), asked.replace('*', "")),
+    };
     Message::blocks(fallback, blocks).in_channel()
 }
 
