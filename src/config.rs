@@ -1589,6 +1589,173 @@ channel = "C0DEV"
         );
     }
 
+    /// The 1-based line of `needle` in `text`.
+    fn line_of(text: &str, needle: &str) -> usize {
+        text.lines()
+            .position(|l| l.contains(needle))
+            .map(|i| i + 1)
+            .unwrap_or_else(|| panic!("`{needle}` is not in the text"))
+    }
+
+    const DEPLOY_SAFETY: &str = r#"
+[deploy]
+override_group = "admins"
+
+[[freezes]]
+name = "weekend"
+weekly = { from = "Fri 16:00", to = "Mon 08:00" }
+time_zone = "Europe/Berlin"
+environments = ["production"]
+
+[[freezes]]
+name = "staging-nights"
+weekly = { from = "Mon 22:00", to = "Tue 06:00" }
+environments = ["staging"]
+"#;
+
+    #[test]
+    fn deploy_safety_settings_parse_and_compile() {
+        let text = format!("{DESIGN_EXAMPLE}{DEPLOY_SAFETY}").replace(
+            "approval = { group",
+            "deploy   = { app = \"{app}\", env = \"{env}\", version = \"{version}\" }\napproval = { group",
+        );
+        let config = parse(&text).unwrap();
+        let catalogue = config.catalogue().unwrap();
+        assert_eq!(catalogue.freezes.len(), 2);
+        assert_eq!(catalogue.override_group.as_deref(), Some("admins"));
+        assert!(catalogue.lockable("api/production"));
+        assert!(catalogue.lockable("production"));
+        assert!(!catalogue.lockable("api/qa"));
+        assert!(!catalogue.lockable("qa"));
+        assert_eq!(catalogue.deploys().count(), 1);
+    }
+
+    #[test]
+    fn bad_freeze_windows_are_located() {
+        let cases: &[(&str, &str, &str, &str)] = &[
+            // (replace, with, the error says, on the line holding)
+            (
+                "\"Fri 16:00\"",
+                "\"Fry 16:00\"",
+                "`Fry` is not a weekday",
+                "weekly = { from = \"Fry",
+            ),
+            (
+                "\"Mon 08:00\"",
+                "\"Mon 8am\"",
+                "is not a time like",
+                "weekly = { from = \"Fri",
+            ),
+            (
+                "Europe/Berlin",
+                "Europe/Atlantis",
+                "not a known time zone",
+                "time_zone = \"Europe/Atlantis",
+            ),
+            (
+                "\"Mon 22:00\"",
+                "\"Tue 06:00\"",
+                "must differ from `from`",
+                "weekly = { from = \"Tue 06:00",
+            ),
+            (
+                "weekly = { from = \"Mon 22:00\", to = \"Tue 06:00\" }\nenvironments = [\"staging\"]",
+                "weekly = { from = \"Sun 22:00\", to = \"Tue 06:00\" }\nenvironments = [\"production\"]",
+                "freeze `staging-nights` overlaps freeze `weekend`",
+                "name = \"staging-nights\"",
+            ),
+            (
+                "weekly = { from = \"Mon 22:00\", to = \"Tue 06:00\" }",
+                "from = \"2026-12-24 00:00\"\nto = \"2026-12-23 00:00\"",
+                "must be after `from`",
+                "to = \"2026-12-23",
+            ),
+            (
+                "weekly = { from = \"Mon 22:00\", to = \"Tue 06:00\" }",
+                "from = \"2026-12-24 00:00\"",
+                "give either `from` and `to`",
+                "name = \"staging-nights\"",
+            ),
+            (
+                "weekly = { from = \"Mon 22:00\", to = \"Tue 06:00\" }",
+                "from = \"24.12.2026 00:00\"\nto = \"2026-12-26 00:00\"",
+                "is not a date",
+                "from = \"24.12",
+            ),
+            (
+                "environments = [\"staging\"]",
+                "runbooks = [\"nope\"]",
+                "there is no runbook `nope`",
+                "runbooks = [\"nope\"]",
+            ),
+            (
+                "override_group = \"admins\"",
+                "override_group = \"sre\"",
+                "unknown group `sre`",
+                "override_group = \"sre\"",
+            ),
+        ];
+        for (from, to, says, at) in cases {
+            let text = format!("{DESIGN_EXAMPLE}{DEPLOY_SAFETY}").replacen(from, to, 1);
+            let err = parse(&text).unwrap_err();
+            assert!(err.message.contains(says), "{to}: {err}");
+            let location = err.location.as_ref().expect("located");
+            assert_eq!(location.path, std::path::PathBuf::from("pantheon.toml"));
+            assert_eq!(location.line, line_of(&text, at), "{to}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_fixed_freeze_inside_a_weekly_one_for_the_same_runs_overlaps() {
+        // 2026-12-26 is a Saturday: inside the weekend window.
+        let text = format!(
+            "{DESIGN_EXAMPLE}{DEPLOY_SAFETY}\n[[freezes]]\nname = \"boxing-day\"\nfrom = \"2026-12-26 00:00\"\nto = \"2026-12-27 00:00\"\n"
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.message
+                .contains("freeze `boxing-day` overlaps freeze `weekend`"),
+            "{err}"
+        );
+        assert_eq!(
+            err.location.unwrap().line,
+            line_of(&text, "name = \"boxing-day\"")
+        );
+        // Narrowed to staging, it meets the staging nights only on Mondays: not on this Saturday.
+        let narrowed = text.replace(
+            "to = \"2026-12-27 00:00\"\n",
+            "to = \"2026-12-27 00:00\"\nenvironments = [\"staging\"]\n",
+        );
+        parse(&narrowed).unwrap();
+    }
+
+    #[test]
+    fn a_parameter_called_force_and_a_deploy_without_a_version_are_refused() {
+        let force = DESIGN_EXAMPLE.replace(
+            "version = \"^[A-Za-z0-9._-]+$\"",
+            "force = \"^x$\", version = \"^[A-Za-z0-9._-]+$\"",
+        );
+        let err = parse(&force).unwrap_err();
+        assert!(
+            err.message.contains("`force` is Pantheon's own word"),
+            "{err}"
+        );
+        let no_version = DESIGN_EXAMPLE.replace(
+            "approval = { group",
+            "deploy   = { app = \"{app}\", env = \"{env}\", version = \"latest\" }\napproval = { group",
+        );
+        let err = parse(&no_version).unwrap_err();
+        assert_eq!(
+            err.key.as_deref(),
+            Some("runbooks[0].deploy.version"),
+            "{err}"
+        );
+        assert_eq!(
+            err.location.unwrap().line,
+            line_of(&no_version, "deploy   = {")
+        );
+    }
+
     #[test]
     fn a_bad_duration_and_a_bad_regex_are_located() {
         let bad_duration = DESIGN_EXAMPLE.replace("\"30m\"", "\"thirty minutes\"");

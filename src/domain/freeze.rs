@@ -125,7 +125,19 @@ pub fn parse_moment(text: &str, zone: &TimeZone) -> Result<Timestamp, String> {
     let date: Date = date
         .parse()
         .map_err(|_| format!("`{date}` is not a date like \"2026-12-20\""))?;
-    let clock = parse_clock(clock.trim())?;
+    // Seconds are allowed here (`16:00:30`), for windows written by tools.
+    let clock = match clock.trim().rsplit_once(':') {
+        Some((hm, sec)) if hm.contains(':') => {
+            let seconds = sec
+                .parse::<i8>()
+                .ok()
+                .filter(|s| (0..60).contains(s) && sec.len() == 2)
+                .ok_or_else(|| format!("`{clock}` is not a time like \"16:00\""))?;
+            let t = parse_clock(hm)?;
+            Time::new(t.hour(), t.minute(), seconds, 0).map_err(|e| e.to_string())?
+        }
+        _ => parse_clock(clock.trim())?,
+    };
     zone.to_ambiguous_timestamp(date.to_datetime(clock))
         .compatible()
         .map_err(|e| format!("`{text}` is not a time in that zone: {e}"))

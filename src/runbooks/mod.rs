@@ -364,7 +364,7 @@ impl Runbooks {
             .map_err(|e| store_failed("The lock could not be taken", &e))?;
         match taken {
             Locked::Taken(lock) => Ok(format!(
-                "🔒 {} locked `{}`{}{until}. Runs on it are refused until it is unlocked (`unlock {}`).",
+                "🔒 {} locked `{}`{}{until}. Runs on it are refused until it is unlocked (`{} unlock {}`).",
                 mention(who.user),
                 escape(lock.what()),
                 if lock.reason.is_empty() {
@@ -372,6 +372,7 @@ impl Runbooks {
                 } else {
                     format!(": {}", escape(&lock.reason))
                 },
+                self.slash,
                 if lock.name == deploy::GLOBAL {
                     "--global"
                 } else {

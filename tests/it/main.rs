@@ -5,6 +5,7 @@ mod harness;
 mod binary;
 mod contract;
 mod crash;
+mod deploy_safety;
 mod edge;
 mod escaping;
 mod faults;

@@ -126,6 +126,37 @@ fn an_approval_message_from_pending_to_succeeded() {
     );
 }
 
+/// Break-glass: a run over a lock says so, and what its extra approval must be.
+#[test]
+fn an_approval_message_that_overrides_a_lock() {
+    let pending = ApprovalRequest {
+        overrides: Some(
+            "`api/production` is locked by U03JOE: migrating the database, since 2026-11-24 13:50 UTC"
+                .into(),
+        ),
+        override_group: Some("sre".into()),
+        ..request(RequestStatus::Pending)
+    };
+    insta::assert_json_snapshot!(
+        "approval_override_pending",
+        blocks::reply(&approval_message(&pending, None))
+    );
+    let mut by_sre = vote("U04ANN", Decision::Approve);
+    by_sre.overrider = true;
+    let approved = ApprovalRequest {
+        status: RequestStatus::Approved,
+        votes: vec![vote("U02JANE", Decision::Approve), by_sre],
+        decided_at: Some(datetime!(2026-11-24 14:11 UTC)),
+        decided_by: Some("U04ANN".into()),
+        job_id: Some(12),
+        ..pending
+    };
+    insta::assert_json_snapshot!(
+        "approval_override_approved",
+        blocks::reply(&approval_message(&approved, Some(&job(JobStatus::Queued))))
+    );
+}
+
 #[test]
 fn an_approval_message_that_ends_without_a_run() {
     let pending = request(RequestStatus::Pending);

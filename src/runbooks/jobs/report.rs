@@ -125,10 +125,12 @@ pub fn approval_message(request: &ApprovalRequest, job: Option<&Job>) -> Message
         RequestStatus::Withdrawn => format!("Withdrawn by {}", mention(&request.requester)),
     };
     let mut blocks = vec![chat::header(&title), chat::section(&asked)];
-    let overrides = request
-        .overrides
-        .as_deref()
-        .map(|o| format!("⚠️ *Break-glass:* this run overrides {}", escape(o)));
+    let overrides = request.overrides.as_deref().map(|o| {
+        format!(
+            "⚠️ *Break-glass:* this run overrides a lock or freeze: {}",
+            escape(o)
+        )
+    });
     if let Some(o) = &overrides {
         blocks.push(chat::section(o));
     }
