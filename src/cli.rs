@@ -285,6 +285,33 @@ fn check_config(file: &FileConfig, source: &Source, settings: &Settings) -> Resu
         }
     );
     println!("routes: {}", file.routes.len());
+    let deploys: Vec<&str> = file
+        .runbooks
+        .iter()
+        .filter(|r| r.deploy.is_some())
+        .map(|r| r.name.get_ref().as_str())
+        .collect();
+    println!(
+        "deploy safety: deploys {}; freezes {}; break-glass {}",
+        if deploys.is_empty() {
+            "none declared".to_owned()
+        } else {
+            deploys.join(", ")
+        },
+        if file.freezes.is_empty() {
+            "none".to_owned()
+        } else {
+            file.freezes
+                .iter()
+                .map(|f| format!("{} ({})", f.name.get_ref(), f.time_zone.get_ref()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        match &file.deploy.override_group {
+            Some(g) => format!("approved by `{}`", g.get_ref()),
+            None => "off (no [deploy] override_group)".to_owned(),
+        }
+    );
     println!("database: {}", redact_url(&settings.database_url));
     println!(
         "listen: {} (public URL {})",

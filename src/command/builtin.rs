@@ -28,12 +28,32 @@ async fn help_command(ctx: CommandContext) -> HandlerResult {
     let topic = ctx.args.words("topic").join(" ");
     let may_run =
         |spec: &super::CommandSpec| spec.allowed(&services.catalogue.access, user).is_ok();
-    Ok(help::render(
+    let mut message = help::render(
         &ctx.registry,
         &ctx.invocation.slash,
         may_run,
         (!topic.is_empty()).then_some(topic.as_str()),
-    ))
+    );
+    // The status line: what is locked now, where it bears on what people run.
+    if topic.is_empty() || topic == "lock" || services.runbooks.find(&topic).is_some() {
+        let locks = services.runbooks.locks().await.unwrap_or_default();
+        if !locks.is_empty() {
+            let held: Vec<String> = locks
+                .iter()
+                .map(|l| {
+                    format!(
+                        "`{}` ({})",
+                        crate::chat::escape(l.what()),
+                        crate::chat::mention(&l.holder)
+                    )
+                })
+                .collect();
+            let line = format!("🔒 Locked now: {}", held.join(", "));
+            message.text = format!("{}\n{line}", message.text);
+            message.blocks.push(crate::chat::context(&line));
+        }
+    }
+    Ok(message)
 }
 
 async fn whoami(ctx: CommandContext) -> HandlerResult {

@@ -366,6 +366,70 @@ fn check_config_summarises_a_good_file_and_locates_errors_in_a_bad_one() {
 }
 
 #[test]
+fn check_config_describes_deploy_safety_and_locates_overlapping_freezes() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = r#"[groups]
+sre = ["U04ANN"]
+
+[deploy]
+override_group = "sre"
+
+[[runbooks]]
+name   = "deploy"
+usage  = "deploy {app} {version} to {env}"
+params = { app = "^[a-z]+$", version = "^[0-9.]+$", env = "^(staging|production)$" }
+target = "{app}/{env}"
+run    = { kind = "command", argv = ["./deploy.sh", "{app}", "{version}", "{env}"] }
+deploy = { app = "{app}", env = "{env}", version = "{version}" }
+
+[[freezes]]
+name = "weekend"
+weekly = { from = "Fri 16:00", to = "Mon 08:00" }
+time_zone = "Europe/Berlin"
+environments = ["production"]
+"#;
+    std::fs::write(dir.path().join("pantheon.toml"), good).unwrap();
+    let out = pantheon(dir.path(), &[("SLACK_SIGNING_SECRET", SECRET)])
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "deploy safety: deploys deploy; freezes weekend (Europe/Berlin); break-glass approved by `sre`"
+        ),
+        "{stdout}"
+    );
+
+    let overlapping = format!(
+        "{good}\n[[freezes]]\nname = \"holidays\"\nfrom = \"2026-12-24 00:00\"\nto = \"2027-01-02 00:00\"\n"
+    );
+    std::fs::write(dir.path().join("overlap.toml"), &overlapping).unwrap();
+    let out = pantheon(dir.path(), &[])
+        .args(["--config", "overlap.toml", "check-config"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = overlapping
+        .lines()
+        .position(|l| l == "name = \"holidays\"")
+        .unwrap()
+        + 1;
+    assert!(
+        stderr.contains(&format!(
+            "overlap.toml:{line}:8: `freezes[1].name`: freeze `holidays` overlaps freeze `weekend` (freezes[0]) for the same runs, e.g. at"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn slack_manifest_comes_from_the_registry() {
     let dir = tempfile::tempdir().unwrap();
     let out = pantheon(dir.path(), &[])

@@ -143,7 +143,43 @@ both_stores!(
     deploys_and_where_tell_what_is_where,
     rollback_asks_for_the_previous_good_version,
     a_rollback_with_nothing_to_go_back_to_is_refused,
+    force_without_an_override_group_is_refused,
 );
+
+async fn force_without_an_override_group_is_refused(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = write_script(dir.path(), "deploy.sh", DEPLOY);
+    let without = config(&script, "").replace("[deploy]\noverride_group = \"sre\"\n", "");
+    assert!(!without.contains("override_group"));
+    let Some(app) = TestApp::on(db, "ds_no_override")
+        .config(&without)
+        .with_slack_api()
+        .start()
+        .await
+    else {
+        return;
+    };
+    say(&app, JOE, "lock api/production").await;
+    let plain = said(&app, ALICE, "deploy api 2.0 to production").await;
+    assert!(
+        stable(&plain).ends_with("since [time]. Nothing was requested."),
+        "no hint at an override that is not set up: {plain}"
+    );
+    let forced = said(&app, ALICE, "deploy api 2.0 to production --force").await;
+    assert!(
+        forced.ends_with("Nothing was requested: no override is set up (`[deploy] override_group` names who may approve one)."),
+        "{forced}"
+    );
+    assert!(
+        app.services
+            .store
+            .pending_approvals()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    app.stop().await;
+}
 
 async fn a_lock_refuses_runs_until_its_holder_or_an_admin_unlocks(db: Db) {
     let Some((app, _dir)) = start(db, "ds_lock", "").await else {
@@ -179,6 +215,13 @@ async fn a_lock_refuses_runs_until_its_holder_or_an_admin_unlocks(db: Db) {
         stable(&list)
             .contains("`api/production` by <@U01ALICE>: migrating the database · since [time]"),
         "{list}"
+    );
+
+    // Help is answered in the acknowledgement itself.
+    let help = app.slash("help").by(JANE).send().await.text();
+    assert!(
+        help.contains("🔒 Locked now: `api/production` (<@U01ALICE>)"),
+        "help's status line names the lock: {help}"
     );
 
     // Jane is neither the holder nor an admin.
