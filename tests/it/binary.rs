@@ -429,6 +429,36 @@ environments = ["production"]
     );
 }
 
+/// The README's deploy safety example is a configuration `check-config` accepts.
+#[test]
+fn the_readme_deploy_safety_example_checks() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme.find("## Deploy safety").expect("the section")..];
+    let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let block = &section[start..start + section[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pantheon.toml"),
+        format!("[groups]\napprovers = [\"U02JANE\"]\nsre = [\"U04ANN\"]\n\n{block}"),
+    )
+    .unwrap();
+    let out = pantheon(dir.path(), &[("SLACK_SIGNING_SECRET", SECRET)])
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("freezes weekend (Europe/Berlin), year-end (UTC)")
+    );
+}
+
 #[test]
 fn slack_manifest_comes_from_the_registry() {
     let dir = tempfile::tempdir().unwrap();
