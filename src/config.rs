@@ -216,9 +216,9 @@ pub struct FreezeConfig {
     #[serde(default)]
     pub runbooks: Vec<Spanned<String>>,
     #[serde(default)]
-    pub environments: Vec<String>,
+    pub environments: Vec<Spanned<String>>,
     #[serde(default)]
-    pub targets: Vec<String>,
+    pub targets: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -282,8 +282,12 @@ impl FreezeConfig {
             zone_name: self.time_zone.get_ref().clone(),
             scope: freeze::Scope {
                 runbooks: self.runbooks.iter().map(|r| r.get_ref().clone()).collect(),
-                environments: self.environments.clone(),
-                targets: self.targets.clone(),
+                environments: self
+                    .environments
+                    .iter()
+                    .map(|e| e.get_ref().clone())
+                    .collect(),
+                targets: self.targets.iter().map(|t| t.get_ref().clone()).collect(),
             },
         })
     }
@@ -691,7 +695,7 @@ fn check_templates(
                 return Err((
                     deploy.span(),
                     field,
-                    format!("`{template}` names no parameter; write e.g. \"{{env}}\""),
+                    format!("`{template}` names no parameter; write e.g. \"{{version}}\""),
                 ));
             }
             check(template).map_err(|e| (deploy.span(), field, e))?;
@@ -1191,6 +1195,41 @@ impl FileConfig {
                     ));
                 }
             }
+            // A name no runbook can have is a typo: the window would never hold.
+            let compiled_runbooks: Vec<Runbook> = self
+                .runbooks
+                .iter()
+                .filter_map(|r| Runbook::compile(r.definition()).ok())
+                .collect();
+            for env in &f.environments {
+                let lower = env.get_ref().to_lowercase();
+                if !compiled_runbooks
+                    .iter()
+                    .any(|r| r.may_be_in(env.get_ref()) || r.may_be_in(&lower))
+                {
+                    return Err(source.error_at(
+                        env.span(),
+                        format!("{key}.environments"),
+                        format!(
+                            "no runbook deploys to `{}` (an environment comes from a runbook's `deploy = {{ env = … }}`)",
+                            env.get_ref()
+                        ),
+                    ));
+                }
+            }
+            for target in &f.targets {
+                let lower = target.get_ref().to_lowercase();
+                if !compiled_runbooks
+                    .iter()
+                    .any(|r| r.may_target(target.get_ref()) || r.may_target(&lower))
+                {
+                    return Err(source.error_at(
+                        target.span(),
+                        format!("{key}.targets"),
+                        format!("no runbook runs on `{}`", target.get_ref()),
+                    ));
+                }
+            }
             let freeze = f.compile().map_err(|(span, field, message)| {
                 source.error_at(span, format!("{key}.{field}"), message)
             })?;
@@ -1613,12 +1652,17 @@ weekly = { from = "Mon 22:00", to = "Tue 06:00" }
 environments = ["staging"]
 "#;
 
-    #[test]
-    fn deploy_safety_settings_parse_and_compile() {
-        let text = format!("{DESIGN_EXAMPLE}{DEPLOY_SAFETY}").replace(
+    /// The design example with its runbook declared a deploy, and [`DEPLOY_SAFETY`].
+    fn with_safety() -> String {
+        format!("{DESIGN_EXAMPLE}{DEPLOY_SAFETY}").replace(
             "approval = { group",
             "deploy   = { app = \"{app}\", env = \"{env}\", version = \"{version}\" }\napproval = { group",
-        );
+        )
+    }
+
+    #[test]
+    fn deploy_safety_settings_parse_and_compile() {
+        let text = with_safety();
         let config = parse(&text).unwrap();
         let catalogue = config.catalogue().unwrap();
         assert_eq!(catalogue.freezes.len(), 2);
@@ -1694,9 +1738,21 @@ environments = ["staging"]
                 "unknown group `sre`",
                 "override_group = \"sre\"",
             ),
+            (
+                "environments = [\"staging\"]",
+                "environments = [\"stagign\"]",
+                "no runbook deploys to `stagign`",
+                "environments = [\"stagign\"]",
+            ),
+            (
+                "environments = [\"staging\"]",
+                "targets = [\"api/qa\"]",
+                "no runbook runs on `api/qa`",
+                "targets = [\"api/qa\"]",
+            ),
         ];
         for (from, to, says, at) in cases {
-            let text = format!("{DESIGN_EXAMPLE}{DEPLOY_SAFETY}").replacen(from, to, 1);
+            let text = with_safety().replacen(from, to, 1);
             let err = parse(&text).unwrap_err();
             assert!(err.message.contains(says), "{to}: {err}");
             let location = err.location.as_ref().expect("located");
@@ -1709,7 +1765,8 @@ environments = ["staging"]
     fn a_fixed_freeze_inside_a_weekly_one_for_the_same_runs_overlaps() {
         // 2026-12-26 is a Saturday: inside the weekend window.
         let text = format!(
-            "{DESIGN_EXAMPLE}{DEPLOY_SAFETY}\n[[freezes]]\nname = \"boxing-day\"\nfrom = \"2026-12-26 00:00\"\nto = \"2026-12-27 00:00\"\n"
+            "{}\n[[freezes]]\nname = \"boxing-day\"\nfrom = \"2026-12-26 00:00\"\nto = \"2026-12-27 00:00\"\n",
+            with_safety()
         );
         let err = parse(&text).unwrap_err();
         assert!(

@@ -49,8 +49,20 @@ async fn help_command(ctx: CommandContext) -> HandlerResult {
                 })
                 .collect();
             let line = format!("🔒 Locked now: {}", held.join(", "));
-            message.text = format!("{}\n{line}", message.text);
-            message.blocks.push(crate::chat::context(&line));
+            let text = format!("{}\n{line}", message.text);
+            // A text-only answer stays text (a lone block would hide it); blocks are rebuilt
+            // through `Message::blocks`, which keeps them within the platform's limit.
+            message = if message.blocks.is_empty() {
+                crate::chat::Message { text, ..message }
+            } else {
+                let mut blocks = std::mem::take(&mut message.blocks);
+                blocks.push(crate::chat::context(&line));
+                crate::chat::Message {
+                    visibility: message.visibility,
+                    replace: message.replace,
+                    ..crate::chat::Message::blocks(text, blocks)
+                }
+            };
         }
     }
     Ok(message)

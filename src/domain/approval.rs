@@ -233,6 +233,18 @@ impl From<bool> for Standing {
     }
 }
 
+/// Whether a vote by someone of `standing` on `request` is its override approval: the request
+/// overrides something, the voter is of its override group, and no override approval is in yet.
+/// Only one approval counts as the override; the others must come from the approver group.
+pub fn counts_as_override(request: &ApprovalRequest, standing: Standing) -> bool {
+    request.override_group.is_some()
+        && standing.overrider
+        && !request
+            .votes
+            .iter()
+            .any(|v| v.decision == Decision::Approve && v.overrider)
+}
+
 /// Apply the rules. `standing` says which of the request's groups the voter is in. A request
 /// that overrides a lock or freeze also takes votes from its override group, and is approved
 /// only once one of its approvals came from there.
@@ -244,7 +256,9 @@ pub fn decide(
     now: OffsetDateTime,
 ) -> Result<Transition, Refusal> {
     let standing = standing.into();
-    let overrider = request.override_group.is_some() && standing.overrider;
+    let overrider = counts_as_override(request, standing);
+    // Once the override approval is in, the override group counts for nothing more: the
+    // runbook's own approvals come from its own approvers.
     let qualified = standing.approver || overrider;
     if request.status != RequestStatus::Pending {
         return Err(Refusal::AlreadyDecided(request.status));
@@ -280,6 +294,7 @@ pub fn decide(
                         .votes
                         .iter()
                         .any(|v| v.decision == Decision::Approve && v.overrider);
+                // The last approval is the override's.
                 if approvals >= request.required && !overridden {
                     return Err(Refusal::NeedsOverride {
                         group: group.clone(),
@@ -512,6 +527,24 @@ mod tests {
         );
         assert_eq!(
             decide(&r, "U4SRE", Decision::Approve, sre, at(2)),
+            Ok(Transition::Approve)
+        );
+        // The override approval is one: a second member of the override group who is not an
+        // approver does not count for the runbook's own approvals.
+        let mut first_sre = request(2);
+        first_sre.override_group = Some("sre".into());
+        first_sre.votes.push(Vote {
+            voter: "U4SRE".into(),
+            decision: Decision::Approve,
+            at: at(1),
+            overrider: true,
+        });
+        assert!(matches!(
+            decide(&first_sre, "U5SRE", Decision::Approve, sre, at(2)),
+            Err(Refusal::NotInGroup { .. })
+        ));
+        assert_eq!(
+            decide(&first_sre, "U2JANE", Decision::Approve, plain, at(2)),
             Ok(Transition::Approve)
         );
         // Outside both groups: refused. Without an override, the override group counts for

@@ -54,8 +54,10 @@ pub struct Lock {
 
 impl Lock {
     /// Whether this lock covers a run on `target`, in `env` when its runbook declares one.
+    /// Case is ignored: a parameter's expression may accept `PRODUCTION` as well as
+    /// `production`, and a lock on one is a lock on the other.
     pub fn covers(&self, target: &str, env: Option<&str>) -> bool {
-        self.name == GLOBAL || self.name == target || env == Some(self.name.as_str())
+        self.name == GLOBAL || same(&self.name, target) || env.is_some_and(|e| same(&self.name, e))
     }
 
     /// What the lock is called in messages: `api/production`, or `everything`.
@@ -66,6 +68,11 @@ impl Lock {
             &self.name
         }
     }
+}
+
+/// Whether two names are the same, ignoring case.
+pub fn same(a: &str, b: &str) -> bool {
+    a == b || a.to_lowercase() == b.to_lowercase()
 }
 
 /// What asking for a lock did.
@@ -112,7 +119,7 @@ impl Blocker {
             Blocker::Lock(lock) => {
                 let what = if lock.name == GLOBAL {
                     format!("{} (everything is locked)", escape(target))
-                } else if lock.name == target {
+                } else if same(&lock.name, target) {
                     escape(target)
                 } else {
                     format!("{} ({} is locked)", escape(target), escape(&lock.name))
@@ -195,6 +202,8 @@ mod tests {
         assert!(lock("production").covers("web/production", Some("production")));
         assert!(!lock("production").covers("web/staging", Some("staging")));
         assert!(lock(GLOBAL).covers("anything", None));
+        assert!(lock("production").covers("web/PRODUCTION", Some("PRODUCTION")));
+        assert!(lock("api/production").covers("API/Production", None));
     }
 
     #[test]

@@ -35,10 +35,12 @@ pub struct Scope {
 
 impl Scope {
     /// Whether a run of `runbook` on `target` (in `env`, when its runbook declares one) is
-    /// covered. A window that lists environments does not cover a run with none.
+    /// covered. A window that lists environments does not cover a run with none. Case is
+    /// ignored: an expression may accept `PRODUCTION` for `production`.
     pub fn covers(&self, runbook: &str, env: Option<&str>, target: &str) -> bool {
         let listed = |list: &[String], value: Option<&str>| {
-            list.is_empty() || value.is_some_and(|v| list.iter().any(|l| l == v))
+            list.is_empty()
+                || value.is_some_and(|v| list.iter().any(|l| l.to_lowercase() == v.to_lowercase()))
         };
         listed(&self.runbooks, Some(runbook))
             && listed(&self.environments, env)
@@ -48,7 +50,10 @@ impl Scope {
     /// Whether some run could be covered by both scopes.
     pub fn meets(&self, other: &Scope) -> bool {
         let meet = |a: &[String], b: &[String]| {
-            a.is_empty() || b.is_empty() || a.iter().any(|x| b.contains(x))
+            a.is_empty()
+                || b.is_empty()
+                || a.iter()
+                    .any(|x| b.iter().any(|y| x.to_lowercase() == y.to_lowercase()))
         };
         meet(&self.runbooks, &other.runbooks)
             && meet(&self.environments, &other.environments)
@@ -193,11 +198,18 @@ impl Freeze {
             .checked_add(jiff::Span::new().days(ahead))
             .unwrap_or(today);
         loop {
-            let moment = self
+            // When the clock goes back, the wall time happens twice: the first of the two that
+            // is still to come.
+            let ambiguous = self
                 .zone
-                .to_ambiguous_timestamp(DateTime::from_parts(date, clock))
-                .compatible()
-                .unwrap_or(after.timestamp());
+                .to_ambiguous_timestamp(DateTime::from_parts(date, clock));
+            let earlier = ambiguous.earlier().unwrap_or(after.timestamp());
+            let later = ambiguous.later().unwrap_or(after.timestamp());
+            let moment = if earlier > after.timestamp() {
+                earlier
+            } else {
+                later
+            };
             if moment > after.timestamp() {
                 return moment;
             }
@@ -336,6 +348,27 @@ mod tests {
     }
 
     #[test]
+    fn a_window_ending_in_the_repeated_hour_ends_at_its_second_pass() {
+        // Berlin goes from 03:00 CEST back to 02:00 CET on Sun 2026-10-25: 02:30 happens at
+        // 00:30 UTC and again at 01:30 UTC.
+        let w = Freeze {
+            name: "late".into(),
+            span: Span::Weekly {
+                from: parse_weekly("Fri 16:00").unwrap(),
+                to: parse_weekly("Sun 02:30").unwrap(),
+            },
+            zone: zone("Europe/Berlin").unwrap(),
+            zone_name: "Europe/Berlin".into(),
+            scope: Scope::default(),
+        };
+        // 01:15 UTC is the second 02:15: still inside, ending a quarter of an hour later.
+        assert_eq!(
+            w.active_at(datetime!(2026-10-25 01:15 UTC)),
+            Some(datetime!(2026-10-25 01:30 UTC))
+        );
+    }
+
+    #[test]
     fn a_fixed_window_holds_between_its_moments() {
         let z = zone("UTC").unwrap();
         let f = Freeze {
@@ -423,6 +456,7 @@ mod tests {
         };
         assert!(s.covers("deploy", Some("production"), "api/production"));
         assert!(!s.covers("deploy", Some("staging"), "api/staging"));
+        assert!(s.covers("deploy", Some("PRODUCTION"), "api/PRODUCTION"));
         assert!(!s.covers("deploy", None, "deploy"));
         assert!(!s.covers("restart", Some("production"), "api/production"));
         assert!(Scope::default().covers("anything", None, "x"));

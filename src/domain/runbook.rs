@@ -344,7 +344,7 @@ impl Runbook {
         let Some((name, names)) = names.split_first() else {
             return value.is_empty();
         };
-        (1..=value.len())
+        (1..=value.len().min(self.max_len * 4))
             .filter(|&end| value.is_char_boundary(end))
             .any(|end| {
                 self.validate(name, &value[..end]).is_ok()

@@ -292,21 +292,36 @@ impl Runbooks {
             .join("; ")
     }
 
-    /// Why job `job` may not start now (a lock or freeze that came after it was asked for),
-    /// unless it was approved as an override. `Err`: the locks could not be read.
+    /// Why job `job` may not start now: a lock or freeze that came after it was asked for.
+    /// An override covers what stood in the way when it was asked for (a lock that was held
+    /// then, a window that held then, until the same end), not what came after it. `Err`: the
+    /// store could not be read.
     pub(crate) async fn blocked_at_start(
         &self,
         job: &crate::domain::job::Job,
     ) -> Result<Option<String>, RunbookError> {
-        if job.overrides.is_some() {
-            return Ok(None);
-        }
         let Some(runbook) = self.catalogue.runbook(&job.runbook) else {
             return Ok(None);
         };
-        let blockers = self
+        let mut blockers = self
             .blockers(runbook, &job.params, OffsetDateTime::now_utc())
             .await?;
+        if job.overrides.is_some() && !blockers.is_empty() {
+            let asked_at = match job.approval_id {
+                Some(id) => self
+                    .store
+                    .approval_request(id)
+                    .await
+                    .map_err(|e| store_failed("The approval request could not be read", &e))?
+                    .map(|r| r.created_at),
+                None => None,
+            }
+            .unwrap_or(job.created_at);
+            blockers.retain(|b| match b {
+                Blocker::Lock(lock) => lock.created_at > asked_at,
+                Blocker::Freeze { freeze, until } => freeze.active_at(asked_at) != Some(*until),
+            });
+        }
         Ok((!blockers.is_empty()).then(|| self.plain_blockers(&blockers, &job.target)))
     }
 
@@ -327,10 +342,22 @@ impl Runbooks {
         reason: &str,
         duration: Option<std::time::Duration>,
     ) -> Result<String, RunbookError> {
-        if name != deploy::GLOBAL && !self.catalogue.lockable(name) {
+        if name.len() > 200 || name.chars().any(char::is_control) {
+            return Err(RunbookError::Refused(
+                "That is not a target or an environment (too long, or with control characters)."
+                    .into(),
+            ));
+        }
+        // One lock per name whatever its case (`Production` is `production`).
+        let typed = name;
+        let name = &typed.to_lowercase();
+        if name != deploy::GLOBAL
+            && !self.catalogue.lockable(typed)
+            && !self.catalogue.lockable(name)
+        {
             return Err(RunbookError::Refused(format!(
                 "No runbook runs on `{}`: a lock names a target (like `api/production`) or an environment (like `production`) that a runbook can have, or `--global`.",
-                escape(name)
+                escape(typed)
             )));
         }
         let now = OffsetDateTime::now_utc();
@@ -364,13 +391,18 @@ impl Runbooks {
             .map_err(|e| store_failed("The lock could not be taken", &e))?;
         match taken {
             Locked::Taken(lock) => Ok(format!(
-                "🔒 {} locked `{}`{}{until}. Runs on it are refused until it is unlocked (`{} unlock {}`).",
+                "🔒 {} locked `{}`{}{until}. Runs on it are refused until {}it is unlocked (`{} unlock {}`).",
                 mention(who.user),
                 escape(lock.what()),
                 if lock.reason.is_empty() {
                     String::new()
                 } else {
                     format!(": {}", escape(&lock.reason))
+                },
+                if lock.expires_at.is_some() {
+                    "then or until "
+                } else {
+                    ""
                 },
                 self.slash,
                 if lock.name == deploy::GLOBAL {
@@ -400,6 +432,7 @@ impl Runbooks {
 
     /// Unlock `name` for `who`: its holder, or anyone who may `lock.break` (default: admins).
     pub async fn unlock(&self, who: &Requester<'_>, name: &str) -> Result<String, RunbookError> {
+        let name = &name.to_lowercase();
         let may_break = self
             .catalogue
             .access
@@ -442,7 +475,7 @@ impl Runbooks {
                 escape(shown)
             ))),
             Unlocked::NotYours(lock) => Err(RunbookError::Refused(format!(
-                "`{}` is locked by {}; only they or an admin can unlock it.",
+                "`{}` is locked by {}; only they, or whoever may break locks (`lock.break`; by default admins), can unlock it.",
                 escape(shown),
                 mention(&lock.holder)
             ))),
@@ -588,7 +621,7 @@ impl Runbooks {
             .as_ref()
             .map(|o| {
                 format!(
-                    "; overrides: {}; one approval must come from {}",
+                    "; overrides: {}; one of the approvals must come from {}",
                     o.what, o.group
                 )
             })
@@ -626,11 +659,9 @@ impl Runbooks {
                         escape(&policy.group)
                     ),
                     Some(o) => format!(
-                        "Request #{id} for {name} overrides: {}. It is waiting for {} approval{}, one of them from `{}`.",
+                        "Request #{id} for {name} overrides: {}. It is waiting for {}.",
                         escape(&o.what),
-                        required,
-                        if required == 1 { "" } else { "s" },
-                        escape(&o.group)
+                        report::needs(&request)
                     ),
                 })
             }

@@ -15,7 +15,7 @@ use crate::{
     domain::{
         approval::{
             ApprovalRequest, Decision, NewApprovalRequest, Refusal, RequestStatus, Standing,
-            Transition, Vote, VoteResult, decide,
+            Transition, Vote, VoteResult, counts_as_override, decide,
         },
         deploy::{Lock, Locked, Unlocked},
         job::{Heartbeat, Job, JobStatus, LogLine, NewJob, Released, Stream},
@@ -593,7 +593,7 @@ pub(super) async fn vote(
                 retry_safe,
                 voter,
                 decision,
-                overrider: standing.overrider && request.override_group.is_some(),
+                overrider: counts_as_override(&request, standing),
                 now,
             };
             apply_transition(&mut conn, step, transition).await?
@@ -1404,6 +1404,25 @@ pub(super) async fn take_lock(
     now: OffsetDateTime,
     audit: Vec<AuditEntry>,
 ) -> Result<Locked> {
+    // A lock released between our insert and our read (possible under Postgres' READ
+    // COMMITTED) is simply tried again.
+    for _ in 0..3 {
+        if let Some(done) = try_take_lock(store, lock, now, &audit).await? {
+            return Ok(done);
+        }
+    }
+    Err(StoreError::Unavailable(format!(
+        "lock `{}` kept changing hands",
+        lock.name
+    )))
+}
+
+async fn try_take_lock(
+    store: &Store,
+    lock: &Lock,
+    now: OffsetDateTime,
+    audit: &[AuditEntry],
+) -> Result<Option<Locked>> {
     let mut tx = Tx::begin(store).await?;
     let mut conn = tx.conn();
     conn.query("DELETE FROM locks WHERE name = $1 AND expires_at IS NOT NULL AND expires_at <= $2")
@@ -1427,9 +1446,9 @@ pub(super) async fn take_lock(
         .await?
         == 1;
     if taken {
-        conn.insert_audit_owned(&audit).await?;
+        conn.insert_audit_owned(audit).await?;
         tx.commit().await?;
-        return Ok(Locked::Taken(lock.clone()));
+        return Ok(Some(Locked::Taken(lock.clone())));
     }
     let held: Option<LockRow> = conn
         .query_built(format!("SELECT {LOCK_COLUMNS} FROM locks WHERE name = $1"))
@@ -1437,14 +1456,7 @@ pub(super) async fn take_lock(
         .fetch_optional()
         .await?;
     tx.commit().await?;
-    match held {
-        Some(row) => Ok(Locked::Held(row.into())),
-        // Released between our insert and our read: say so as a clash all the same.
-        None => Err(StoreError::Corrupt(format!(
-            "lock `{}` was neither taken nor held",
-            lock.name
-        ))),
-    }
+    Ok(held.map(|row| Locked::Held(row.into())))
 }
 
 /// Release the lock on `name` for `by`; `may_break` lets someone who is not its holder (an

@@ -144,7 +144,44 @@ both_stores!(
     rollback_asks_for_the_previous_good_version,
     a_rollback_with_nothing_to_go_back_to_is_refused,
     force_without_an_override_group_is_refused,
+    an_override_does_not_cover_a_lock_taken_after_it_was_asked_for,
 );
+
+async fn an_override_does_not_cover_a_lock_taken_after_it_was_asked_for(db: Db) {
+    let Some((app, _dir)) = start_app(db, "ds_force_later", "", true).await else {
+        return;
+    };
+    say(&app, JOE, "lock api/production migrating").await;
+    let asked = said(&app, ALICE, "deploy api 2.0 to production --force").await;
+    assert!(asked.contains("overrides:"), "{asked}");
+    // While it waits, an incident: everything is locked. The override was not for that.
+    say(&app, JOE, "lock --global incident 7").await;
+    assert_eq!(app.click(JANE, "approval_approve", "1").await.status, 200);
+    assert_eq!(app.click(ANN, "approval_approve", "1").await.status, 200);
+    let job_id = run_next_job(&app).await;
+    let job = app.services.store.job(job_id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Failed, "{job:?}");
+    let error = job.error.clone().unwrap_or_default();
+    assert!(
+        error.starts_with(
+            "not started: `api/production (everything is locked)` is locked by U03JOE: incident 7"
+        ),
+        "{error}"
+    );
+    assert!(
+        !error.contains("migrating"),
+        "the lock it overrode does not stop it: {error}"
+    );
+    // Without the global lock, the same override runs.
+    say(&app, JOE, "unlock --global").await;
+    said(&app, ALICE, "deploy api 2.1 to production --force").await;
+    app.click(JANE, "approval_approve", "2").await;
+    app.click(ANN, "approval_approve", "2").await;
+    let job_id = run_next_job(&app).await;
+    let job = app.services.store.job(job_id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
+    app.stop().await;
+}
 
 async fn force_without_an_override_group_is_refused(db: Db) {
     let dir = tempfile::tempdir().unwrap();
@@ -228,7 +265,7 @@ async fn a_lock_refuses_runs_until_its_holder_or_an_admin_unlocks(db: Db) {
     let not_hers = said(&app, JANE, "unlock api/production").await;
     assert_eq!(
         not_hers,
-        "`api/production` is locked by <@U01ALICE>; only they or an admin can unlock it."
+        "`api/production` is locked by <@U01ALICE>; only they, or whoever may break locks (`lock.break`; by default admins), can unlock it."
     );
     // Joe is an admin: he may break it, and the message says whose it was.
     let broken = say(&app, JOE, "unlock api/production").await;
@@ -323,7 +360,7 @@ async fn locking_what_no_runbook_runs_on_is_refused(db: Db) {
     let Some((app, _dir)) = start(db, "ds_lock_unknown", "").await else {
         return;
     };
-    for name in ["api/qa", "qa", "nothing-here", "API/production"] {
+    for name in ["api/qa", "qa", "nothing-here", "api/production/extra"] {
         let refused = said(&app, ALICE, &format!("lock {name}")).await;
         assert!(
             refused.starts_with(&format!("No runbook runs on `{name}`")),
@@ -335,11 +372,16 @@ async fn locking_what_no_runbook_runs_on_is_refused(db: Db) {
         bad,
         "A lock lasts between 1 second and 30 days (or, without `for`, until unlocked)."
     );
-    // `for` that is not a duration starts the reason.
-    let reason = said(&app, ALICE, "lock api/production for the migration").await;
+    // `for` that is not a duration starts the reason; a name is one lock whatever its case.
+    let reason = said(&app, ALICE, "lock API/Production for the migration").await;
     assert!(
         reason.contains("locked `api/production`: for the migration."),
         "{reason}"
+    );
+    let again = said(&app, JANE, "lock api/production").await;
+    assert!(
+        again.starts_with("`api/production` is already locked by <@U01ALICE>: for the migration"),
+        "{again}"
     );
     assert!(actions(&app, "lock.take").await.len() == 1);
     app.stop().await;
@@ -458,7 +500,7 @@ async fn a_forced_run_over_a_lock_needs_one_more_approval_from_the_override_grou
     let asked = said(&app, ALICE, "deploy api 2.0 to production --force").await;
     assert_eq!(
         stable(&asked),
-        "Request #1 for deploy overrides: `api/production (production is locked)` is locked by U03JOE: migrating the database, since [time]. It is waiting for 2 approvals, one of them from `sre`."
+        "Request #1 for deploy overrides: `api/production (production is locked)` is locked by U03JOE: migrating the database, since [time]. It is waiting for 1 approval from `approvers` and one from `sre` (break-glass)."
     );
     let posted = slack_calls(app.slack_api.as_ref().unwrap(), "chat.postMessage").await;
     let approval = posted
@@ -472,7 +514,9 @@ async fn a_forced_run_over_a_lock_needs_one_more_approval_from_the_override_grou
         "{shown}"
     );
     assert!(
-        shown.contains("Needs 2 approvals from `approvers`, one of them from `sre` (break-glass)"),
+        shown.contains(
+            "Needs 1 approval from `approvers` and one from `sre` (break-glass) (0 so far)"
+        ),
         "{shown}"
     );
 
@@ -522,7 +566,7 @@ async fn a_forced_run_over_a_lock_needs_one_more_approval_from_the_override_grou
             && d.contains(
                 "; overrides: `api/production (production is locked)` is locked by U03JOE"
             )
-            && d.contains("one approval must come from sre")),
+            && d.contains("one of the approvals must come from sre")),
         "{request_row:?}"
     );
     let enqueue = actions(&app, "job.enqueue").await;
@@ -569,7 +613,7 @@ async fn a_forced_run_over_a_lock_needs_one_more_approval_from_the_override_grou
     say(&app, JOE, "lock api/staging").await;
     let forced = said(&app, ALICE, "deploy api 2.0 to staging force=yes").await;
     assert!(
-        forced.contains("waiting for 1 approval, one of them from `sre`"),
+        forced.contains("waiting for 1 approval from `sre` (break-glass)."),
         "{forced}"
     );
     let jane = app.click(JANE, "approval_approve", "2").await;

@@ -78,16 +78,8 @@ pub fn approval_message(request: &ApprovalRequest, job: Option<&Job>) -> Message
     let approvers = request.approvers();
     let status = match request.status {
         RequestStatus::Pending => format!(
-            "Needs {} approval{} from `{}`{} ({} so far) · expires {} · request #{}",
-            request.required,
-            if request.required == 1 { "" } else { "s" },
-            escape(&request.approver_group),
-            match &request.override_group {
-                Some(g) if *g != request.approver_group => {
-                    format!(", one of them from `{}` (break-glass)", escape(g))
-                }
-                _ => String::new(),
-            },
+            "Needs {} ({} so far) · expires {} · request #{}",
+            needs(request),
             approvers.len(),
             chat::when(request.expires_at),
             request.id
@@ -161,6 +153,35 @@ pub fn approval_message(request: &ApprovalRequest, job: Option<&Job>) -> Message
         None => format!("{}\n{}\n{status}", escape(&title), asked.replace('*', "")),
     };
     Message::blocks(fallback, blocks).in_channel()
+}
+
+/// Who must approve: `2 approvals from `approvers``, or with an override `1 approval from
+/// `approvers` and one from `sre` (break-glass)`.
+pub fn needs(request: &ApprovalRequest) -> String {
+    let plural = |n: u32| if n == 1 { "" } else { "s" };
+    match &request.override_group {
+        Some(g) if *g != request.approver_group => {
+            let own = request.required.saturating_sub(1);
+            format!(
+                "{own} approval{} from `{}` and one from `{}` (break-glass)",
+                plural(own),
+                escape(&request.approver_group),
+                escape(g)
+            )
+        }
+        Some(g) => format!(
+            "{} approval{} from `{}` (break-glass)",
+            request.required,
+            plural(request.required),
+            escape(g)
+        ),
+        None => format!(
+            "{} approval{} from `{}`",
+            request.required,
+            plural(request.required),
+            escape(&request.approver_group)
+        ),
+    }
 }
 
 fn took(job: &Job) -> String {
