@@ -700,6 +700,17 @@ fn check_templates(
             }
             check(template).map_err(|e| (deploy.span(), field, e))?;
         }
+        if let Some(repo) = &d.github {
+            check(repo).map_err(|e| (deploy.span(), "deploy.github", e))?;
+            let shape = repo.split('/').collect::<Vec<_>>();
+            if shape.len() != 2 || shape.iter().any(|p| p.is_empty()) {
+                return Err((
+                    deploy.span(),
+                    "deploy.github",
+                    format!("`{repo}` is not a repository like \"acme/{{app}}\""),
+                ));
+            }
+        }
     }
     let runners =
         std::iter::once(("run", &runbook.run)).chain(runbook.plan.iter().map(|p| ("plan", p)));

@@ -218,6 +218,76 @@ impl GitHub {
     }
 }
 
+impl GitHub {
+    /// Record a deploy of `git_ref` to `environment` in `repo` (`owner/name`) as a GitHub
+    /// Deployment; its id. Not repeated after a timeout or a 5xx (it creates something).
+    pub async fn create_deployment(
+        &self,
+        repo: &str,
+        git_ref: &str,
+        environment: &str,
+        description: &str,
+    ) -> Result<i64, VendorError> {
+        let url = self
+            .base
+            .join(&format!("repos/{repo}/deployments"))
+            .map_err(|e| VendorError::malformed(NAME, e.to_string()))?;
+        // No merge of the default branch and no status checks: the deploy already happened
+        // (or is happening) through the runbook; this records it.
+        let body = serde_json::json!({
+            "ref": git_ref,
+            "environment": environment,
+            "description": description,
+            "auto_merge": false,
+            "required_contexts": [],
+        });
+        let resp = self
+            .out
+            .send_once(|c| {
+                self.request(c, reqwest::Method::POST, url.clone())
+                    .json(&body)
+            })
+            .await
+            .map_err(|e| VendorError::transport(NAME, e))?;
+        let (_, body) = checked::<Gh>(resp, &format!("deployments of {repo}")).await?;
+        #[derive(Deserialize)]
+        struct Created {
+            id: i64,
+        }
+        Ok(decode::<Created>(NAME, &body)?.id)
+    }
+
+    /// Set the state (`in_progress`, `success`, `failure`, `error`) of deployment `id`.
+    pub async fn deployment_status(
+        &self,
+        repo: &str,
+        id: i64,
+        state: &str,
+        environment: &str,
+        description: &str,
+    ) -> Result<(), VendorError> {
+        let url = self
+            .base
+            .join(&format!("repos/{repo}/deployments/{id}/statuses"))
+            .map_err(|e| VendorError::malformed(NAME, e.to_string()))?;
+        let body = serde_json::json!({
+            "state": state,
+            "environment": environment,
+            "description": description,
+        });
+        let resp = self
+            .out
+            .send_once(|c| {
+                self.request(c, reqwest::Method::POST, url.clone())
+                    .json(&body)
+            })
+            .await
+            .map_err(|e| VendorError::transport(NAME, e))?;
+        checked::<Gh>(resp, &format!("deployment {id} of {repo}")).await?;
+        Ok(())
+    }
+}
+
 /// The `rel="next"` URL of a `Link` header.
 pub fn next_link(headers: &HeaderMap) -> Option<Url> {
     let link = headers.get("link")?.to_str().ok()?;

@@ -16,6 +16,11 @@ pub struct DeployFields {
     pub app: String,
     pub env: String,
     pub version: String,
+    /// The GitHub repository (`owner/name`, a template) to record each deploy in as a GitHub
+    /// Deployment with its statuses. Left out of the JSON when absent, so bindings of
+    /// runbooks without it stay as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<String>,
 }
 
 /// A run of a deploy runbook: what it deploys where.
@@ -24,6 +29,8 @@ pub struct Deployed {
     pub app: String,
     pub env: String,
     pub version: String,
+    /// Where to record it on GitHub (`owner/name`), when the runbook says.
+    pub github: Option<String>,
 }
 
 impl DeployFields {
@@ -32,6 +39,7 @@ impl DeployFields {
             app: render(&self.app, params),
             env: render(&self.env, params),
             version: render(&self.version, params),
+            github: self.github.as_ref().map(|g| render(g, params)),
         }
     }
 }

@@ -324,3 +324,73 @@ async fn every_github_call_passes_the_spec_validator() {
     assert!(distinct.contains("GET /search/issues"));
     app.stop().await;
 }
+
+/// A deploy recorded on GitHub (`deploy = { …, github = … }`): the deployment and its statuses,
+/// made by the job, pass the spec validator too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_deployments_pass_the_spec_validator() {
+    let Some(shared) = shared_dir("GitHub deployments contract") else {
+        return;
+    };
+    let prism = start_prism(shared.join("openapi/github-api.github.com.json"));
+    let (proxy, calls) = start_proxy(&prism.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = crate::runbooks::write_script(dir.path(), "deploy.sh", "echo deploying $1");
+    let config = format!(
+        r#"
+[jobs]
+poll = "100ms"
+
+[[runbooks]]
+name   = "deploy"
+usage  = "deploy {{app}} {{version}} to {{env}}"
+params = {{ app = "^[a-z]+$", version = "^[0-9.]+$", env = "^(staging|production)$" }}
+target = "{{app}}/{{env}}"
+run    = {{ kind = "command", argv = ["{script}", "{{app}}"] }}
+deploy = {{ app = "{{app}}", env = "{{env}}", version = "{{version}}", github = "octocat/Hello-World" }}
+"#
+    );
+    let app = TestApp::on(Db::Sqlite, "gh_deploy_contract")
+        .config(&config)
+        .env("GITHUB_TOKEN", "ghp_contracttesttoken000000000000000")
+        .env("GITHUB_API_URL", proxy)
+        .start()
+        .await
+        .expect("sqlite app");
+    let ack = app
+        .slash("deploy hello 1.0 to staging")
+        .by(JOE)
+        .send()
+        .await;
+    assert_eq!(ack.status, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        let job = app.services.store.job(1).await.unwrap();
+        match job {
+            Some(j) if j.status.is_final() => break j,
+            _ if std::time::Instant::now() > deadline => panic!("the job did not end: {job:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    assert_eq!(job.status.as_str(), "succeeded", "{job:?}");
+    // The final status is set after the job's end is recorded: wait for its call.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while calls.lock().unwrap().len() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all = calls.lock().unwrap().clone();
+    eprintln!("GitHub deployments contract:\n{}", report(&all));
+    assert_eq!(all.len(), 3, "{}", report(&all));
+    assert!(all.iter().all(accepted), "{}", report(&all));
+    assert_eq!(all[0].method, "POST");
+    assert_eq!(all[0].target, "/repos/octocat/Hello-World/deployments");
+    assert!(
+        all[1]
+            .target
+            .starts_with("/repos/octocat/Hello-World/deployments/")
+            && all[1].target.ends_with("/statuses"),
+        "{}",
+        report(&all)
+    );
+    app.stop().await;
+}

@@ -901,3 +901,121 @@ async fn a_rollback_with_nothing_to_go_back_to_is_refused(db: Db) {
     );
     app.stop().await;
 }
+
+both_stores!(a_deploy_is_recorded_on_github_with_its_statuses);
+
+async fn a_deploy_is_recorded_on_github_with_its_statuses(db: Db) {
+    use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
+    let gh = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .and(matchers::path("/repos/acme/api/deployments"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"id": 77})))
+        .mount(&gh)
+        .await;
+    Mock::given(matchers::method("POST"))
+        .and(matchers::path("/repos/acme/api/deployments/77/statuses"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"id": 1})))
+        .mount(&gh)
+        .await;
+    Mock::given(matchers::method("POST"))
+        .and(matchers::path("/repos/acme/web/deployments"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("oops"))
+        .mount(&gh)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = write_script(dir.path(), "deploy.sh", DEPLOY);
+    let toml = config(&script, "").replace(
+        r#"version = "{version}" }"#,
+        r#"version = "{version}", github = "acme/{app}" }"#,
+    );
+    assert!(toml.contains("github = \"acme/{app}\""));
+    let Some(app) = TestApp::on(db, "ds_github_deployments")
+        .config(&toml)
+        .with_slack_api()
+        .env("GITHUB_TOKEN", "ghp_deploytest00000000000000000000000")
+        .env("GITHUB_API_URL", gh.uri())
+        .start()
+        .await
+    else {
+        return;
+    };
+    said(&app, ALICE, "deploy api 1.0 to staging").await;
+    let job = ended(&app, 1).await;
+    assert_eq!(job.status, JobStatus::Succeeded);
+    let calls = gh.received_requests().await.unwrap();
+    let bodies: Vec<(String, Value)> = calls
+        .iter()
+        .map(|r| {
+            (
+                r.url.path().to_owned(),
+                serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    assert_eq!(bodies.len(), 3, "{bodies:?}");
+    assert_eq!(bodies[0].0, "/repos/acme/api/deployments");
+    assert_eq!(
+        bodies[0].1,
+        serde_json::json!({
+            "ref": "1.0", "environment": "staging", "description": "deploy #1 by U01ALICE",
+            "auto_merge": false, "required_contexts": []
+        })
+    );
+    assert!(
+        calls[0].headers["authorization"]
+            .to_str()
+            .unwrap()
+            .ends_with("ghp_deploytest00000000000000000000000")
+    );
+    assert_eq!(bodies[1].0, "/repos/acme/api/deployments/77/statuses");
+    assert_eq!(bodies[1].1["state"], "in_progress");
+    assert_eq!(bodies[2].1["state"], "success");
+    assert_eq!(bodies[2].1["environment"], "staging");
+    let rows = app.audit_for(&job.correlation_id).await;
+    let steps: Vec<String> = rows
+        .iter()
+        .filter(|r| r.entry.action.starts_with("github."))
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r.entry.action,
+                r.entry.detail.as_deref().unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "github.deployment:deployment 77 of acme/api: 1.0 to staging",
+            "github.deployment_status:deployment 77 of acme/api: in_progress",
+            "github.deployment_status:deployment 77 of acme/api: success",
+        ]
+    );
+    assert!(
+        app.job_log_lines(1)
+            .await
+            .iter()
+            .any(|l| l.contains("recorded on GitHub as deployment 77 of acme/api"))
+    );
+
+    // GitHub failing does not fail the deploy: it is noted, audited as failed, and no status
+    // is sent for a deployment that does not exist.
+    said(&app, ALICE, "deploy web 2.0 to staging").await;
+    let job = ended(&app, 2).await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
+    assert!(
+        app.job_log_lines(2)
+            .await
+            .iter()
+            .any(|l| l.contains("not recorded on GitHub: acme/web:")),
+        "{:?}",
+        app.job_log_lines(2).await
+    );
+    let rows = app.audit_for(&job.correlation_id).await;
+    assert!(
+        rows.iter()
+            .any(|r| r.entry.action == "github.deployment" && r.entry.outcome.as_str() == "failed")
+    );
+    assert_eq!(gh.received_requests().await.unwrap().len(), 4);
+    app.stop().await;
+}

@@ -155,6 +155,8 @@ async fn run_job(runbooks: &Arc<Runbooks>, worker: &str, job: Job, claimed_at: I
         ),
         Ok(config) => (RunEnd::Succeeded, Some(config)),
     };
+    // Set once the job has started, when its runbook records deploys on GitHub.
+    let mut deployment: Option<GithubDeployment> = None;
     let end = match run_config {
         None => end,
         Some(run) => {
@@ -188,6 +190,7 @@ async fn run_job(runbooks: &Arc<Runbooks>, worker: &str, job: Job, claimed_at: I
                 )
                 .await;
             });
+            deployment = GithubDeployment::create(runbooks, &job, &log).await;
             let (cancel_tx, cancel_rx) = watch::channel(Stop::Run);
             let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let heartbeat = tokio::spawn(keep_lease(
@@ -326,7 +329,141 @@ async fn run_job(runbooks: &Arc<Runbooks>, worker: &str, job: Job, claimed_at: I
     let text = said;
     let mut finished = job.clone();
     finished.status = status;
+    if let Some(d) = &deployment {
+        d.finish(runbooks, &job, status).await;
+    }
     report::job_changed(runbooks, &finished, text).await;
+}
+
+/// A deploy recorded on GitHub as a Deployment (`deploy = { …, github = "acme/{app}" }`):
+/// created when the job starts (state `in_progress`), its final state set when it ends. Both
+/// are audited; a failure is logged and noted in the job's log, and never fails the job.
+struct GithubDeployment {
+    repo: String,
+    id: i64,
+    env: String,
+}
+
+/// `owner/name`, each part GitHub's characters, and no `.` or `..` that would climb the URL.
+fn is_repository(repo: &str) -> bool {
+    let parts: Vec<&str> = repo.split('/').collect();
+    parts.len() == 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && *p != "."
+                && *p != ".."
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        })
+}
+
+impl GithubDeployment {
+    async fn create(runbooks: &Runbooks, job: &Job, log: &LogSink) -> Option<Self> {
+        let deployed = runbooks
+            .catalogue
+            .runbook(&job.runbook)
+            .and_then(|r| r.deployed(&job.params))?;
+        let repo = deployed.github.clone()?;
+        let Some(github) = runbooks.vendors.github() else {
+            log.line(
+                Stream::System,
+                "not recorded on GitHub: GITHUB_TOKEN is not set",
+            )
+            .await;
+            return None;
+        };
+        if !is_repository(&repo) {
+            log.line(
+                Stream::System,
+                &format!("not recorded on GitHub: `{repo}` is not a repository"),
+            )
+            .await;
+            return None;
+        }
+        let description = format!("{} #{} by {}", job.runbook, job.id, job.requested_by);
+        let created = github
+            .create_deployment(&repo, &deployed.version, &deployed.env, &description)
+            .await;
+        let (outcome, detail, made) = match created {
+            Ok(id) => (
+                Outcome::Succeeded,
+                format!(
+                    "deployment {id} of {repo}: {} to {}",
+                    deployed.version, deployed.env
+                ),
+                Some(Self {
+                    repo: repo.clone(),
+                    id,
+                    env: deployed.env.clone(),
+                }),
+            ),
+            Err(e) => (Outcome::Failed, format!("{repo}: {e}"), None),
+        };
+        log.line(
+            Stream::System,
+            &match &made {
+                Some(d) => format!("recorded on GitHub as deployment {} of {repo}", d.id),
+                None => format!("not recorded on GitHub: {detail}"),
+            },
+        )
+        .await;
+        let entry = AuditEntry::new(&job.correlation_id, "worker", "github.deployment", outcome)
+            .channel(&job.channel)
+            .command(&format!("{} #{}", job.runbook, job.id))
+            .detail(detail);
+        if let Err(e) = runbooks.audit.record(vec![entry]).await {
+            tracing::warn!(error = %e, "the GitHub deployment's audit row was not written");
+        }
+        if let Some(d) = &made {
+            d.set(runbooks, job, "in_progress", "started").await;
+        }
+        made
+    }
+
+    async fn finish(&self, runbooks: &Runbooks, job: &Job, status: JobStatus) {
+        let (state, said) = match status {
+            JobStatus::Succeeded => ("success", "succeeded"),
+            JobStatus::Cancelled => ("error", "cancelled"),
+            JobStatus::Interrupted => ("error", "interrupted"),
+            _ => ("failure", "failed"),
+        };
+        self.set(runbooks, job, state, said).await;
+    }
+
+    async fn set(&self, runbooks: &Runbooks, job: &Job, state: &str, said: &str) {
+        let Some(github) = runbooks.vendors.github() else {
+            return;
+        };
+        let description = format!("{} #{} {said}", job.runbook, job.id);
+        let result = github
+            .deployment_status(&self.repo, self.id, state, &self.env, &description)
+            .await;
+        let (outcome, detail) = match &result {
+            Ok(()) => (
+                Outcome::Succeeded,
+                format!("deployment {} of {}: {state}", self.id, self.repo),
+            ),
+            Err(e) => (
+                Outcome::Failed,
+                format!("deployment {} of {}: {state}: {e}", self.id, self.repo),
+            ),
+        };
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, deployment = self.id, "GitHub deployment status not set");
+        }
+        let entry = AuditEntry::new(
+            &job.correlation_id,
+            "worker",
+            "github.deployment_status",
+            outcome,
+        )
+        .channel(&job.channel)
+        .command(&format!("{} #{}", job.runbook, job.id))
+        .detail(detail);
+        if let Err(e) = runbooks.audit.record(vec![entry]).await {
+            tracing::warn!(error = %e, "the GitHub deployment status's audit row was not written");
+        }
+    }
 }
 
 /// Mark the job started, within its lease. If the lease runs out first (claiming and checking
