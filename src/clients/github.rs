@@ -241,15 +241,9 @@ impl GitHub {
             "auto_merge": false,
             "required_contexts": [],
         });
-        let resp = self
-            .out
-            .send_once(|c| {
-                self.request(c, reqwest::Method::POST, url.clone())
-                    .json(&body)
-            })
-            .await
-            .map_err(|e| VendorError::transport(NAME, e))?;
-        let (_, body) = checked::<Gh>(resp, &format!("deployments of {repo}")).await?;
+        let body = self
+            .post_once(url, &body, &format!("deployments of {repo}"))
+            .await?;
         #[derive(Deserialize)]
         struct Created {
             id: i64,
@@ -275,16 +269,28 @@ impl GitHub {
             "environment": environment,
             "description": description,
         });
+        self.post_once(url, &body, &format!("deployment {id} of {repo}"))
+            .await?;
+        Ok(())
+    }
+
+    /// POST `body` once (it creates something: not repeated after a timeout or a 5xx); the
+    /// answer's body.
+    async fn post_once(
+        &self,
+        url: Url,
+        body: &serde_json::Value,
+        what: &str,
+    ) -> Result<bytes::Bytes, VendorError> {
         let resp = self
             .out
             .send_once(|c| {
                 self.request(c, reqwest::Method::POST, url.clone())
-                    .json(&body)
+                    .json(body)
             })
             .await
             .map_err(|e| VendorError::transport(NAME, e))?;
-        checked::<Gh>(resp, &format!("deployment {id} of {repo}")).await?;
-        Ok(())
+        Ok(checked::<Gh>(resp, what).await?.1)
     }
 }
 

@@ -8,7 +8,7 @@
 use jiff::{
     Timestamp, Zoned,
     civil::{Date, DateTime, Time, Weekday},
-    tz::TimeZone,
+    tz::{AmbiguousOffset, TimeZone},
 };
 use time::OffsetDateTime;
 
@@ -203,12 +203,25 @@ impl Freeze {
             let ambiguous = self
                 .zone
                 .to_ambiguous_timestamp(DateTime::from_parts(date, clock));
-            let earlier = ambiguous.earlier().unwrap_or(after.timestamp());
-            let later = ambiguous.later().unwrap_or(after.timestamp());
-            let moment = if earlier > after.timestamp() {
-                earlier
-            } else {
-                later
+            let moment = match ambiguous.offset() {
+                // When the clock goes forward past it, the wall time never happens: the
+                // moment is the jump itself (the last transition before the time read after it).
+                AmbiguousOffset::Gap { .. } => {
+                    let after_gap = ambiguous.compatible().unwrap_or(after.timestamp());
+                    self.zone
+                        .preceding(after_gap)
+                        .next()
+                        .map(|t| t.timestamp())
+                        .unwrap_or(after_gap)
+                }
+                _ => {
+                    let earlier = ambiguous.earlier().unwrap_or(after.timestamp());
+                    if earlier > after.timestamp() {
+                        earlier
+                    } else {
+                        ambiguous.later().unwrap_or(after.timestamp())
+                    }
+                }
             };
             if moment > after.timestamp() {
                 return moment;
@@ -366,6 +379,13 @@ mod tests {
             w.active_at(datetime!(2026-10-25 01:15 UTC)),
             Some(datetime!(2026-10-25 01:30 UTC))
         );
+        // On Sun 2026-03-29 the clock jumps from 02:00 CET to 03:00 CEST: 02:30 never comes,
+        // and the window ends at the jump (01:00 UTC).
+        assert_eq!(
+            w.active_at(datetime!(2026-03-29 00:45 UTC)),
+            Some(datetime!(2026-03-29 01:00 UTC))
+        );
+        assert_eq!(w.active_at(datetime!(2026-03-29 01:00 UTC)), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use crate::{
     both_stores,
     harness::{ALICE, CHANNEL, Db, JANE, JOE, TestApp, slack_calls},
-    runbooks::write_script,
+    runbooks::{job_ended as ended, run_next_job, write_script},
 };
 
 /// In the override group only.
@@ -89,28 +89,6 @@ async fn said(app: &TestApp, user: &str, text: &str) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
-}
-
-/// Wait (up to 15 s) until job `id` has ended.
-async fn ended(app: &TestApp, id: i64) -> pantheon::domain::job::Job {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        match app.services.store.job(id).await.unwrap() {
-            Some(job) if job.status.is_final() => return job,
-            other if std::time::Instant::now() > deadline => panic!("job {id}: {other:?}"),
-            _ => tokio::time::sleep(Duration::from_millis(25)).await,
-        }
-    }
-}
-
-async fn run_next_job(app: &TestApp) -> i64 {
-    app.within(
-        Duration::from_secs(15),
-        pantheon::runbooks::jobs::run_next(&app.services.runbooks, "test-worker"),
-    )
-    .await
-    .unwrap()
-    .expect("a job was queued")
 }
 
 async fn actions(app: &TestApp, action: &str) -> Vec<pantheon::domain::audit::AuditRecord> {

@@ -100,7 +100,7 @@ async fn start_app(
 }
 
 /// Run the next queued job to its end, as a worker would; its id.
-async fn run_next_job(app: &TestApp) -> i64 {
+pub async fn run_next_job(app: &TestApp) -> i64 {
     app.within(
         Duration::from_secs(15),
         pantheon::runbooks::jobs::run_next(&app.services.runbooks, "test-worker"),
@@ -111,7 +111,7 @@ async fn run_next_job(app: &TestApp) -> i64 {
 }
 
 /// Wait (up to 15 s) until job `id` has ended; returns it.
-async fn job_ended(app: &TestApp, id: i64) -> pantheon::domain::job::Job {
+pub async fn job_ended(app: &TestApp, id: i64) -> pantheon::domain::job::Job {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let job = app.services.store.job(id).await.unwrap();

@@ -129,17 +129,7 @@ async fn run_job(runbooks: &Arc<Runbooks>, worker: &str, job: Job, claimed_at: I
             Ok(Some(why)) => Err(format!("not started: {why}")),
             Err(e) => {
                 tracing::error!(error = %e, "the locks could not be read; giving the job back, not started");
-                match runbooks
-                    .store
-                    .give_back_unstarted(job.id, worker, OffsetDateTime::now_utc(), released_entry)
-                    .await
-                {
-                    Ok(Some(job)) => report_released(runbooks, &job).await,
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::error!(error = %e, "the job could not be given back; the reaper will")
-                    }
-                }
+                give_back(runbooks, worker, &job).await;
                 return;
             }
         },
@@ -487,6 +477,12 @@ async fn begin(runbooks: &Runbooks, worker: &str, job: &Job, claimed_at: Instant
         }
     }
     tracing::error!("the lease ran out before the job could start; giving it back, not started");
+    give_back(runbooks, worker, job).await;
+    false
+}
+
+/// Give back a job this worker holds and did not start, and say so in its thread.
+async fn give_back(runbooks: &Runbooks, worker: &str, job: &Job) {
     match runbooks
         .store
         .give_back_unstarted(job.id, worker, OffsetDateTime::now_utc(), released_entry)
@@ -499,7 +495,6 @@ async fn begin(runbooks: &Runbooks, worker: &str, job: &Job, claimed_at: Instant
             tracing::error!(error = %e, "the job could not be given back; the reaper will");
         }
     }
-    false
 }
 
 /// The audit row of a job its worker no longer holds, released as [`Released::of`] says.
