@@ -158,11 +158,7 @@ async fn locks(ctx: CommandContext) -> HandlerResult {
                 "🔒 `{}` by {}{} · since {}{}",
                 escape(l.what()),
                 mention(&l.holder),
-                if l.reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", escape(&l.reason))
-                },
+                l.reason_as(escape),
                 chat::when(l.created_at),
                 l.expires_at
                     .map(|t| format!(" · until {}", chat::when(t)))

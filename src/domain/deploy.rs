@@ -70,12 +70,22 @@ impl Lock {
 
     /// What the lock is called in messages: `api/production`, or `everything`.
     pub fn what(&self) -> &str {
-        if self.name == GLOBAL {
-            "everything"
+        shown(&self.name)
+    }
+
+    /// `: its reason` (escaped with `escape`), or nothing when it was given none.
+    pub fn reason_as(&self, escape: impl Fn(&str) -> String) -> String {
+        if self.reason.is_empty() {
+            String::new()
         } else {
-            &self.name
+            format!(": {}", escape(&self.reason))
         }
     }
+}
+
+/// A lock's name as people read it: [`GLOBAL`] is `everything`.
+pub fn shown(name: &str) -> &str {
+    if name == GLOBAL { "everything" } else { name }
 }
 
 /// Whether two names are the same, ignoring case.
@@ -132,11 +142,7 @@ impl Blocker {
                 } else {
                     format!("{} ({} is locked)", escape(target), escape(&lock.name))
                 };
-                let reason = if lock.reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", escape(&lock.reason))
-                };
+                let reason = lock.reason_as(&escape);
                 let until = match lock.expires_at {
                     Some(t) => format!(", until {}", when(t)),
                     None => String::new(),

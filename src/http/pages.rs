@@ -205,11 +205,7 @@ pub async fn job_page(
                 "{} by {}{} since {}",
                 esc(lock.what()),
                 esc(&lock.holder),
-                if lock.reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", esc(&lock.reason))
-                },
+                lock.reason_as(|r| esc(r).to_string()),
                 esc(&crate::chat::when(lock.created_at))
             ),
         ));

@@ -378,11 +378,7 @@ impl Runbooks {
         let entry = who.entry("lock.take", Outcome::Succeeded).detail(format!(
             "locked {}{until}{}",
             lock.what(),
-            if reason.is_empty() {
-                String::new()
-            } else {
-                format!(": {reason}")
-            }
+            lock.reason_as(str::to_owned)
         ));
         let taken = self
             .store
@@ -394,11 +390,7 @@ impl Runbooks {
                 "🔒 {} locked `{}`{}{until}. Runs on it are refused until {}it is unlocked (`{} unlock {}`).",
                 mention(who.user),
                 escape(lock.what()),
-                if lock.reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", escape(&lock.reason))
-                },
+                lock.reason_as(escape),
                 if lock.expires_at.is_some() {
                     "then or until "
                 } else {
@@ -420,11 +412,7 @@ impl Runbooks {
                 "`{}` is already locked by {}{}, since {}.",
                 escape(held.what()),
                 mention(&held.holder),
-                if held.reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", escape(&held.reason))
-                },
+                held.reason_as(escape),
                 chat::when(held.created_at)
             ))),
         }
@@ -454,11 +442,7 @@ impl Runbooks {
             })
             .await
             .map_err(|e| store_failed("The lock could not be released", &e))?;
-        let shown = if name == deploy::GLOBAL {
-            "everything"
-        } else {
-            name
-        };
+        let shown = deploy::shown(name);
         match unlocked {
             Unlocked::Released(lock) => Ok(format!(
                 "🔓 {} unlocked `{}`{}.",

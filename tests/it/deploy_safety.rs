@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use crate::{
     both_stores,
     harness::{ALICE, CHANNEL, Db, JANE, JOE, TestApp, slack_calls},
-    runbooks::{job_ended as ended, run_next_job, write_script},
+    runbooks::{job_ended as ended, only_request_id, run_next_job, write_script},
 };
 
 /// In the override group only.
@@ -100,12 +100,6 @@ async fn actions(app: &TestApp, action: &str) -> Vec<pantheon::domain::audit::Au
         .into_iter()
         .filter(|r| r.entry.action == action)
         .collect()
-}
-
-async fn pending_id(app: &TestApp) -> i64 {
-    let pending = app.services.store.pending_approvals().await.unwrap();
-    assert_eq!(pending.len(), 1, "{pending:?}");
-    pending[0].id
 }
 
 both_stores!(
@@ -406,7 +400,7 @@ async fn a_lock_taken_after_approval_stops_the_job_when_it_starts(db: Db) {
     };
     let asked = said(&app, ALICE, "deploy api 2.0 to production").await;
     assert!(asked.contains("waiting for 1 approval"), "{asked}");
-    let id = pending_id(&app).await;
+    let id = only_request_id(&app).await;
     assert_eq!(
         app.click(JANE, "approval_approve", &id.to_string())
             .await
@@ -440,7 +434,7 @@ async fn a_lock_that_expires_while_a_request_waits_does_not_stop_it(db: Db) {
         return;
     };
     said(&app, ALICE, "deploy api 2.0 to production").await;
-    let id = pending_id(&app).await;
+    let id = only_request_id(&app).await;
     let locked = said(&app, JOE, "lock api/production for 2s quick check").await;
     assert!(locked.starts_with("🔒"), "{locked}");
     // While it holds, a new request is refused.
@@ -687,7 +681,7 @@ environments = ["production"]
         asked.contains("waiting for 1 approval"),
         "asked before the freeze began (it begins 8 s after the test started): {asked}"
     );
-    let id = pending_id(&app).await;
+    let id = only_request_id(&app).await;
     assert_eq!(
         app.click(JANE, "approval_approve", &id.to_string())
             .await
@@ -809,7 +803,7 @@ async fn rollback_asks_for_the_previous_good_version(db: Db) {
     // On production the same approval policy holds, and approvers are told what it goes back to.
     for v in ["2.0", "2.1"] {
         said(&app, ALICE, &format!("deploy api {v} to production")).await;
-        let id = pending_id(&app).await;
+        let id = only_request_id(&app).await;
         app.click(JOE, "approval_approve", &id.to_string()).await;
         let job_id = app
             .services
@@ -831,7 +825,7 @@ async fn rollback_asks_for_the_previous_good_version(db: Db) {
         back.contains("is waiting for 1 approval from `approvers`"),
         "{back}"
     );
-    let id = pending_id(&app).await;
+    let id = only_request_id(&app).await;
     let request = app
         .services
         .store

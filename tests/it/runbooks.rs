@@ -159,7 +159,7 @@ fn text_of(v: &Value) -> String {
     v.to_string()
 }
 
-async fn only_request_id(app: &TestApp) -> i64 {
+pub async fn only_request_id(app: &TestApp) -> i64 {
     let pending = app.services.store.pending_approvals().await.unwrap();
     assert_eq!(pending.len(), 1, "{pending:?}");
     pending[0].id
