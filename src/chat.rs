@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use url::Url;
 
 use crate::clients::vendor::VendorError;
+pub use crate::domain::form::Form;
 pub use crate::domain::markup::{
     code_block, escape, escape_inline, link, mention, truncate, unescape,
 };
@@ -71,6 +72,26 @@ pub trait ChatPort: Send + Sync {
     /// A person's email, when the platform will tell.
     fn user_email<'a>(&'a self, user: &'a str) -> ChatFuture<'a, Option<String>>;
 
+    /// Open `form` for the person whose action gave `trigger` (Slack's `trigger_id`: good
+    /// once, for 3 s). `Rejected` with the platform's reason (`expired_trigger_id`) when it
+    /// would not.
+    fn open_form<'a>(&'a self, trigger: &'a str, form: &'a Form) -> ChatFuture<'a, ()>;
+
+    /// Show `user` their home: what is waiting for them (Slack's App Home tab).
+    fn publish_home<'a>(&'a self, user: &'a str, blocks: &'a [Block]) -> ChatFuture<'a, ()>;
+
+    /// Post `message` in `channel` for `user` alone.
+    fn post_private<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+        message: &'a Message,
+    ) -> ChatFuture<'a, ()>;
+
+    /// Whether `user` is a full member of the workspace the app is installed in (looked up once,
+    /// then remembered for a short time). An error: the platform could not say just now.
+    fn membership<'a>(&'a self, user: &'a str) -> ChatFuture<'a, Membership>;
+
     /// Post outbox row `outbox_id` as try `post` (a token unique to each try), marked so that
     /// [`ChatPort::find_notice`] can find it again.
     fn post_notice<'a>(
@@ -88,6 +109,86 @@ pub trait ChatPort: Send + Sync {
         since: OffsetDateTime,
         post: i64,
     ) -> ChatFuture<'a, Option<String>>;
+}
+
+/// What the platform says of a person, for the one check every vote, command and form
+/// submission passes: people from outside the workspace, guests and deactivated accounts do
+/// not act here, whatever groups list them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    /// A full member of the workspace the app is installed in.
+    Member,
+    /// Not looked up: the platform cannot be asked (no bot credentials).
+    Unchecked,
+    /// Not someone who may act here.
+    Outsider(Outsider),
+}
+
+/// Why someone may not act here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outsider {
+    /// From another workspace (a shared channel).
+    OtherWorkspace,
+    /// A guest account (single- or multi-channel).
+    Guest,
+    /// A deactivated account.
+    Deactivated,
+    /// The platform does not know them.
+    Unknown,
+}
+
+impl Outsider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outsider::OtherWorkspace => "from another workspace",
+            Outsider::Guest => "a guest account",
+            Outsider::Deactivated => "a deactivated account",
+            Outsider::Unknown => "unknown to the chat platform",
+        }
+    }
+}
+
+/// How a failed lookup counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenUnsure {
+    /// Refuse (a vote: an approval must be from someone we know may give it).
+    Refuse,
+    /// Let it through, with a warning in the log (a command: its own rules still apply).
+    Allow,
+}
+
+/// Most time a lookup may take on the acknowledgement path.
+pub const MEMBERSHIP_PATIENCE: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// Whether `user` may act here at all; if not, what they are told (and the audit row says).
+pub async fn may_act(chat: &dyn ChatPort, user: &str, unsure: WhenUnsure) -> Result<(), String> {
+    if !chat.configured() {
+        return Ok(());
+    }
+    let looked_up = tokio::time::timeout(MEMBERSHIP_PATIENCE, chat.membership(user)).await;
+    match looked_up {
+        Ok(Ok(Membership::Member | Membership::Unchecked)) => Ok(()),
+        Ok(Ok(Membership::Outsider(why))) => Err(format!(
+            "Only members of this workspace may do this here, and your account is {}; nothing was done.",
+            why.as_str()
+        )),
+        failed => {
+            let why = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("no answer within {} ms", MEMBERSHIP_PATIENCE.as_millis()),
+            };
+            match unsure {
+                WhenUnsure::Allow => {
+                    tracing::warn!(error = %why, "membership not checked; allowed");
+                    Ok(())
+                }
+                WhenUnsure::Refuse => {
+                    tracing::warn!(error = %why, "membership not checked; refused");
+                    Err("The chat platform could not confirm your account just now, so nothing was decided. Try again shortly.".to_owned())
+                }
+            }
+        }
+    }
 }
 
 /// Limits, Slack's being the tightest (api.slack.com/reference/block-kit): 50 blocks per

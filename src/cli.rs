@@ -464,9 +464,15 @@ async fn console(
             reply: ReplyTarget::Console(tx),
             replay_key: None,
             transport: crate::dispatch::Transport::Console,
+            trigger: None,
         };
         match dispatch::dispatch(&services, &registry, invocation).await {
-            Ack::Message(message) => println!("{}", crate::chat::unescape(&message.text)),
+            Ack::Message(message)
+            | Ack::Form {
+                fallback: message, ..
+            } => {
+                println!("{}", crate::chat::unescape(&message.text))
+            }
             Ack::Replay => println!(
                 "{}",
                 crate::chat::unescape(&dispatch::replay_message().text)

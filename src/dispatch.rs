@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use crate::{
     audit::{AuditError, Claimed},
-    chat::{Message, ResponseUrl, Visibility},
+    chat::{Message, ResponseUrl, Visibility, WhenUnsure},
     command::{Answer, CommandContext, CommandError, CommandSpec, ParseError, Registry, help},
     domain::audit::{AuditEntry, Outcome},
     services::Services,
@@ -31,6 +31,7 @@ enum Delivery {
     ResponseUrl(ResponseUrl),
     Console(mpsc::UnboundedSender<Message>),
     Thread { channel: String, thread_ref: String },
+    Private { channel: String, user: String },
 }
 
 /// The acknowledgement: what the HTTP response carries.
@@ -42,6 +43,13 @@ pub enum Ack {
     Empty,
     /// Show the command in the channel; the answer follows.
     Echo,
+    /// Open this form with `trigger` (a runbook asked for without its parameters); if it cannot
+    /// be opened, answer `fallback` (the usage line) instead.
+    Form {
+        trigger: String,
+        form: Box<crate::domain::form::Form>,
+        fallback: Message,
+    },
     /// Received before (its replay key was claimed): nothing was run. Over signed HTTP this is
     /// a copy of a signed request and is answered [`replay_message`]; over a trusted socket it
     /// is the platform delivering again, acknowledged with nothing more.
@@ -91,6 +99,55 @@ async fn dispatch_in_span(
     let answer =
         |entries, command, message| answer_inline(services, &inv, entries, command, message);
 
+    // A runbook asked for without its parameters, where a form can be opened: the form, after
+    // the same checks as the command (who may act, who may run it).
+    if let Some(trigger) = inv.trigger.as_deref()
+        && services.chat.configured()
+        && let Some((runbook, given)) = crate::ask::runbook_asked(services, &inv.text)
+    {
+        let name = runbook.name().to_owned();
+        let refused =
+            match crate::chat::may_act(&*services.chat, &inv.user_id, WhenUnsure::Allow).await {
+                Err(text) => Some(text),
+                Ok(()) => services
+                    .catalogue
+                    .access
+                    .check(&inv.user_id, None, &name, &[])
+                    .err()
+                    .map(|r| r.message(&format!("{} {name}", inv.slash))),
+            };
+        if let Some(text) = refused {
+            return answer(
+                vec![received, entry(Outcome::Refused).detail(text.clone())],
+                &name,
+                Message::text(text),
+            )
+            .await;
+        }
+        let form = crate::ask::runbook_form(
+            services,
+            runbook,
+            &inv.user_id,
+            Some(&inv.channel_id),
+            &given,
+        );
+        let fallback = Message::text(crate::ask::usage_line(services, runbook));
+        let rows = vec![
+            received,
+            entry(Outcome::Succeeded)
+                .detail(format!("asked for the parameters of `{name}` in a form")),
+        ];
+        return match answer(rows, &name, fallback.clone()).await {
+            // Committed (an unwritable trail answers something else, and opens nothing).
+            Ack::Message(m) if m == fallback => Ack::Form {
+                trigger: trigger.to_owned(),
+                form: Box::new(form),
+                fallback,
+            },
+            other => other,
+        };
+    }
+
     let (spec, args) = match registry.parse(&inv.text, may_run) {
         Ok(found) => found,
         Err(ParseError::Empty) => {
@@ -123,6 +180,21 @@ async fn dispatch_in_span(
         }
     };
     let name = spec.name.clone();
+
+    // Guests, deactivated accounts and people from other workspaces run nothing, whatever
+    // groups list them. (A lookup that fails lets the command through to its own rules; a
+    // vote, checked again where it is counted, is refused instead.)
+    if inv.transport != Transport::Console
+        && let Err(text) =
+            crate::chat::may_act(&*services.chat, &inv.user_id, WhenUnsure::Allow).await
+    {
+        return answer(
+            vec![received, entry(Outcome::Refused).detail(text.clone())],
+            &name,
+            Message::text(text),
+        )
+        .await;
+    }
 
     if let Err(refusal) = spec.allowed(&services.catalogue.access, &inv.user_id) {
         let text = refusal.message(&format!("{} {}", inv.slash, name));
@@ -165,6 +237,10 @@ async fn dispatch_in_span(
             thread_ref: thread_ref.clone(),
         },
         ReplyTarget::ResponseUrl(url) => Delivery::ResponseUrl(url.clone()),
+        ReplyTarget::Private { channel, user } => Delivery::Private {
+            channel: channel.clone(),
+            user: user.clone(),
+        },
         ReplyTarget::RefusedUrl(why) => {
             tracing::warn!(reason = %why, "response_url refused");
             let text = format!("I can't answer this request: {why}. Nothing was run.");
@@ -470,6 +546,11 @@ async fn deliver(services: &Services, delivery: &Delivery, message: Message) -> 
             .post(channel, Some(thread_ref), &message)
             .await
             .map(drop)
+            .map_err(|e| e.to_string()),
+        Delivery::Private { channel, user } => services
+            .chat
+            .post_private(channel, user, &message)
+            .await
             .map_err(|e| e.to_string()),
     }
 }

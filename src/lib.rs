@@ -1,6 +1,7 @@
 //! Pantheon: ChatOps for Slack. Signed slash commands in, answers out, every step audited.
 
 pub mod app;
+pub mod ask;
 pub mod audit;
 pub mod background;
 pub mod chat;
@@ -12,6 +13,7 @@ pub mod deliveries;
 pub mod dispatch;
 pub mod domain;
 pub mod error;
+pub mod forms;
 pub mod http;
 pub mod inbound;
 pub mod inflight;

@@ -8,11 +8,12 @@
 //!   out only to those who may run `audit`, in their own (ephemeral) reply, valid for at most an
 //!   hour. The user it was issued to is part of what is signed, so views are attributed.
 
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use secrecy::ExposeSecret;
 use time::OffsetDateTime;
 use url::Url;
 
-use crate::{config::Settings, signature::HmacKey};
+use crate::{config::Settings, domain::form::Purpose, signature::HmacKey};
 
 #[derive(Clone, Debug)]
 pub struct Links {
@@ -114,6 +115,62 @@ impl Links {
 
 const AUDIT_LINK_TTL: time::Duration = time::Duration::hours(1);
 
+/// How long a form stays good to submit once opened.
+pub const FORM_TTL: time::Duration = time::Duration::hours(24);
+
+/// Why a sealed form purpose was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    #[error("the form's state is not one Pantheon made, or was changed")]
+    Forged,
+    #[error("the form was opened more than a day ago; open it again")]
+    Expired,
+}
+
+impl Links {
+    /// What a form does, sealed for `user` until [`FORM_TTL`] from `now`:
+    /// `{exp}.{base64url(json)}.{hex HMAC(key, "form:{user}:{exp}:{json}")}`. The platform
+    /// carries it with the form (Slack's `private_metadata`, at most 3000 characters) and gives
+    /// it back on submission.
+    pub fn seal(&self, purpose: &Purpose, user: &str, now: OffsetDateTime) -> String {
+        let json = serde_json::to_string(purpose).unwrap_or_default();
+        let exp = (now + FORM_TTL).unix_timestamp();
+        let sig = self
+            .key
+            .sign_hex(&[format!("form:{user}:{exp}:").as_bytes(), json.as_bytes()]);
+        format!("{exp}.{}.{sig}", URL_SAFE_NO_PAD.encode(json))
+    }
+
+    /// The purpose sealed in `sealed` for `user`, if it is ours, unchanged and not expired.
+    pub fn unseal(
+        &self,
+        sealed: &str,
+        user: &str,
+        now: OffsetDateTime,
+    ) -> Result<Purpose, SealError> {
+        let mut parts = sealed.splitn(3, '.');
+        let (Some(exp), Some(body), Some(sig)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(SealError::Forged);
+        };
+        let exp: i64 = exp.parse().map_err(|_| SealError::Forged)?;
+        let json = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| SealError::Forged)?;
+        let mut tag = [0u8; 32];
+        hex::decode_to_slice(sig, &mut tag).map_err(|_| SealError::Forged)?;
+        if !self
+            .key
+            .verify_tag(&[format!("form:{user}:{exp}:").as_bytes(), &json], &tag)
+        {
+            return Err(SealError::Forged);
+        }
+        if exp < now.unix_timestamp() {
+            return Err(SealError::Expired);
+        }
+        serde_json::from_slice(&json).map_err(|_| SealError::Forged)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +243,45 @@ mod tests {
         // A shorter link_ttl wins.
         let short = Links::new(&settings, std::time::Duration::from_secs(60));
         assert_eq!(short.audit_ttl(), time::Duration::minutes(1));
+    }
+
+    #[test]
+    fn a_sealed_form_opens_only_unchanged_for_its_user_and_in_time() {
+        let settings = crate::config::Settings::from_lookup(|name| {
+            (name == "SLACK_SIGNING_SECRET").then(|| "s3cret".to_owned())
+        })
+        .unwrap();
+        let links = Links::new(&settings, std::time::Duration::from_secs(3600));
+        let now = time::macros::datetime!(2026-12-04 12:00 UTC);
+        let purpose = Purpose::Comment {
+            request: 7,
+            channel: "C1".into(),
+        };
+        let sealed = links.seal(&purpose, "U1", now);
+        assert_eq!(links.unseal(&sealed, "U1", now), Ok(purpose.clone()));
+        assert_eq!(links.unseal(&sealed, "U2", now), Err(SealError::Forged));
+        let later = now + FORM_TTL + time::Duration::seconds(1);
+        assert_eq!(links.unseal(&sealed, "U1", later), Err(SealError::Expired));
+        // Another request id in the same envelope: the signature no longer fits.
+        let mut parts: Vec<String> = sealed.split('.').map(str::to_owned).collect();
+        parts[1] = URL_SAFE_NO_PAD.encode(r#"{"do":"comment","request":8,"channel":"C1"}"#);
+        assert_eq!(
+            links.unseal(&parts.join("."), "U1", now),
+            Err(SealError::Forged)
+        );
+        // A later expiry with the old signature, or no seal at all.
+        parts[1] = sealed.split('.').nth(1).unwrap().to_owned();
+        parts[0] = (now + FORM_TTL + FORM_TTL).unix_timestamp().to_string();
+        assert_eq!(
+            links.unseal(&parts.join("."), "U1", now),
+            Err(SealError::Forged)
+        );
+        for bad in ["", "x", "1.2", "1.!!.00", "{\"do\":\"page\"}"] {
+            assert_eq!(
+                links.unseal(bad, "U1", now),
+                Err(SealError::Forged),
+                "{bad}"
+            );
+        }
     }
 }

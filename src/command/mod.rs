@@ -42,6 +42,9 @@ pub enum ReplyTarget {
     Console(tokio::sync::mpsc::UnboundedSender<Message>),
     /// A thread in a channel (an @mention), posted with the bot token.
     Thread { channel: String, thread_ref: String },
+    /// A message in a channel for one person alone (a submitted form), posted with the bot
+    /// token.
+    Private { channel: String, user: String },
 }
 
 /// One command as someone typed it.
@@ -62,6 +65,9 @@ pub struct Invocation {
     pub replay_key: Option<String>,
     /// How it reached us; the audit trail says so.
     pub transport: Transport,
+    /// The platform's handle for opening a form for this person now (Slack's `trigger_id`,
+    /// good once for 3 s), if it gave one.
+    pub trigger: Option<String>,
 }
 
 pub use crate::domain::audit::Transport;
@@ -117,7 +123,10 @@ impl CommandContext {
     pub fn private_reply(&self) -> bool {
         matches!(
             self.invocation.reply,
-            ReplyTarget::ResponseUrl(_) | ReplyTarget::RefusedUrl(_) | ReplyTarget::Console(_)
+            ReplyTarget::ResponseUrl(_)
+                | ReplyTarget::RefusedUrl(_)
+                | ReplyTarget::Console(_)
+                | ReplyTarget::Private { .. }
         )
     }
 

@@ -318,7 +318,17 @@ async fn update(
 async fn oncall(ctx: CommandContext) -> HandlerResult {
     let pd = client(&ctx)?;
     let list = pd.oncalls(&[], None, None, true).await?;
-    let mut entries = list.items;
+    Ok(chat::list_message(
+        "On call now",
+        &oncall_lines(list.items),
+        list.truncated,
+        "Nobody is on call in PagerDuty right now.",
+    ))
+}
+
+/// Who is on call, one line per person under a line per escalation policy (mrkdwn, escaped):
+/// for `pager oncall` and the home tab.
+pub fn oncall_lines(mut entries: Vec<pagerduty::Oncall>) -> Vec<String> {
     entries.sort_by(|a, b| {
         let name = |o: &pagerduty::Oncall| {
             o.escalation_policy
@@ -361,12 +371,7 @@ async fn oncall(ctx: CommandContext) -> HandlerResult {
             .unwrap_or_default();
         lines.push(format!("• {level}{who}{until}{via}"));
     }
-    Ok(chat::list_message(
-        "On call now",
-        &lines,
-        list.truncated,
-        "Nobody is on call in PagerDuty right now.",
-    ))
+    lines
 }
 
 async fn schedules(ctx: CommandContext) -> HandlerResult {

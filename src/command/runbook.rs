@@ -333,14 +333,15 @@ async fn vote(ctx: CommandContext, decision: Decision) -> HandlerResult {
     let voted = ctx
         .services
         .runbooks
-        .vote(
-            ctx.user(),
-            &ctx.invocation.channel_id,
-            &ctx.invocation.correlation_id,
-            id,
+        .vote(runbooks::Cast {
+            voter: ctx.user(),
+            channel: &ctx.invocation.channel_id,
+            correlation_id: &ctx.invocation.correlation_id,
+            request: id,
             decision,
-            ctx.invocation.transport,
-        )
+            comment: None,
+            via: ctx.invocation.transport,
+        })
         .await
         .map_err(|e| match e {
             // The log gets the database's words; the person a reference to them.

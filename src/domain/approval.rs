@@ -81,6 +81,18 @@ pub struct Vote {
     pub at: OffsetDateTime,
     /// Cast by a member of the request's `override_group` (break-glass).
     pub overrider: bool,
+    /// What the voter said with it ("with comment…"), at most [`crate::domain::form::MAX_COMMENT`]
+    /// characters.
+    pub comment: Option<String>,
+}
+
+/// One vote as cast: who, what, what they said with it, and their standing.
+#[derive(Debug, Clone, Copy)]
+pub struct Ballot<'a> {
+    pub voter: &'a str,
+    pub decision: Decision,
+    pub comment: Option<&'a str>,
+    pub standing: Standing,
 }
 
 /// A request for a runbook run that waits for approval.
@@ -458,6 +470,7 @@ mod tests {
             decision: Decision::Approve,
             at: at(1),
             overrider: false,
+            comment: None,
         });
         assert_eq!(
             decide(&r, "U2JANE", Decision::Approve, true, at(2)),
@@ -517,6 +530,7 @@ mod tests {
             decision: Decision::Approve,
             at: at(1),
             overrider: false,
+            comment: None,
         });
         // The last approval must be the override's.
         assert_eq!(
@@ -538,6 +552,7 @@ mod tests {
             decision: Decision::Approve,
             at: at(1),
             overrider: true,
+            comment: None,
         });
         assert!(matches!(
             decide(&first_sre, "U5SRE", Decision::Approve, sre, at(2)),
@@ -586,6 +601,7 @@ mod tests {
                     decision: d,
                     at: now,
                     overrider: false,
+                    comment: None,
                 });
             }
             if let Some(status) = status {

@@ -55,4 +55,6 @@ pub enum Action {
     Vote { request: i64, decision: Decision },
     /// Answer the clicker privately with a link to the job's page, if they may see it.
     ShowLog { job: i64 },
+    /// Open a form to approve or deny the request with a comment.
+    Comment { request: i64 },
 }

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod catalogue;
 pub mod deploy;
 pub mod duration;
+pub mod form;
 pub mod freeze;
 pub mod held;
 pub mod job;

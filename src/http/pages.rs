@@ -216,11 +216,15 @@ pub async fn job_page(
             .iter()
             .map(|v| {
                 format!(
-                    "{} ({}{}, {})",
+                    "{} ({}{}, {}){}",
                     esc(&v.voter),
                     v.decision.as_str(),
                     if v.overrider { ", override" } else { "" },
-                    esc(&crate::chat::when(v.at))
+                    esc(&crate::chat::when(v.at)),
+                    v.comment
+                        .as_deref()
+                        .map(|c| format!(": “{}”", esc(c)))
+                        .unwrap_or_default()
                 )
             })
             .collect::<Vec<_>>()

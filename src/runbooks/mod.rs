@@ -13,15 +13,15 @@ use time::OffsetDateTime;
 use crate::{
     audit::AuditLog,
     background::Background,
-    chat::{self, ChatPort, Message, escape, mention},
+    chat::{self, ChatPort, Message, WhenUnsure, escape, mention},
     clients::Vendors,
     config::JobsSection,
     domain::audit::{AuditEntry, Outcome, Transport},
     domain::{
         access::CommandRules,
         approval::{
-            ApprovalPolicy, ApprovalRequest, Decision, NewApprovalRequest, Standing, VoteResult,
-            binding,
+            ApprovalPolicy, ApprovalRequest, Ballot, Decision, NewApprovalRequest, Standing,
+            VoteResult, binding,
         },
         catalogue::Catalogue,
         deploy::{self, Blocker, Lock, Locked, Unlocked},
@@ -765,19 +765,26 @@ impl Runbooks {
     }
 
     /// Apply a vote (button click or command) by `voter` on request `id`.
-    pub async fn vote(
-        &self,
-        voter: &str,
-        channel: &str,
-        correlation_id: &str,
-        id: i64,
-        decision: Decision,
-        via: Transport,
-    ) -> Result<Voted, RunbookError> {
-        // The vote's own row says how it came, where that is not the usual way.
-        let noted = |detail: String| match via.noted() {
-            Some(note) => format!("{detail} ({note})"),
-            None => detail,
+    pub async fn vote(&self, cast: Cast<'_>) -> Result<Voted, RunbookError> {
+        let Cast {
+            voter,
+            channel,
+            correlation_id,
+            request: id,
+            decision,
+            comment,
+            via,
+        } = cast;
+        // The vote's own row says how it came, where that is not the usual way, and what the
+        // voter said with it.
+        let noted = |mut detail: String| {
+            if let Some(note) = via.noted() {
+                detail = format!("{detail} ({note})");
+            }
+            if let Some(comment) = comment {
+                detail = format!("{detail}; comment: {comment}");
+            }
+            detail
         };
         let now = OffsetDateTime::now_utc();
         let action = format!("approval.{}", decision.as_str());
@@ -785,6 +792,26 @@ impl Runbooks {
         // `approvals` permission is checked here, once for all of them.
         if let Err(refusal) = self.catalogue.access.check(voter, None, "approvals", &[]) {
             let text = refusal.message(&format!("{} request #{id}", decision.as_str()));
+            let entry = AuditEntry::new(correlation_id, voter, &action, Outcome::Refused)
+                .channel(channel)
+                .command(&format!("{} request #{id}", decision.as_str()))
+                .detail(noted(format!("refused: {text}")));
+            self.audit
+                .record(vec![entry])
+                .await
+                .map_err(|e| RunbookError::Refused(format!("{e}.")))?;
+            metrics::counter!("pantheon_approval_votes_total", "result" => "refused").increment(1);
+            return Ok(Voted {
+                reply: text,
+                changed: false,
+                request: None,
+            });
+        }
+        // Whatever groups list them: a guest, a deactivated account or someone from another
+        // workspace does not vote, and when the platform cannot say, nobody does.
+        if via != Transport::Console
+            && let Err(text) = chat::may_act(&*self.chat, voter, WhenUnsure::Refuse).await
+        {
             let entry = AuditEntry::new(correlation_id, voter, &action, Outcome::Refused)
                 .channel(channel)
                 .command(&format!("{} request #{id}", decision.as_str()))
@@ -860,7 +887,17 @@ impl Runbooks {
         };
         let (request, result) = self
             .store
-            .vote(id, voter, decision, standing, now, audit)
+            .vote(
+                id,
+                Ballot {
+                    voter,
+                    decision,
+                    comment,
+                    standing,
+                },
+                now,
+                audit,
+            )
             .await
             .map_err(|e| store_failed("The vote could not be recorded", &e))?;
         let name = request
@@ -1005,6 +1042,18 @@ fn store_failed(what: &'static str, e: &crate::store::StoreError) -> RunbookErro
         what,
         detail: e.to_string(),
     }
+}
+
+/// One vote as asked for, however it came (a button, a command, a form with a comment).
+#[derive(Debug, Clone, Copy)]
+pub struct Cast<'a> {
+    pub voter: &'a str,
+    pub channel: &'a str,
+    pub correlation_id: &'a str,
+    pub request: i64,
+    pub decision: Decision,
+    pub comment: Option<&'a str>,
+    pub via: Transport,
 }
 
 /// The answer to a vote, and whether the approval message should be refreshed.

@@ -35,9 +35,25 @@ impl SlackApi {
     /// A user's email from `users.info` (needs the `users:read.email` scope). None when we
     /// have no bot token or Slack will not tell.
     pub async fn user_email(&self, user_id: &str) -> Result<Option<String>, VendorError> {
-        let Some(token) = &self.token else {
+        if self.token.is_none() {
             return Ok(None);
-        };
+        }
+        Ok(self
+            .user_info(user_id)
+            .await?
+            .ok()
+            .and_then(|u| u.profile)
+            .and_then(|p| p.email)
+            .filter(|e| !e.is_empty()))
+    }
+
+    /// `users.info`: the user, or Slack's error code (`user_not_found`, …) when it says `ok:
+    /// false`. An `Err` when Slack did not answer, or without a bot token.
+    pub async fn user_info(&self, user_id: &str) -> Result<Result<UserInfo, String>, VendorError> {
+        let token = self
+            .token
+            .as_ref()
+            .ok_or_else(|| VendorError::not_configured(NAME, "SLACK_BOT_TOKEN"))?;
         let mut url = self
             .base
             .join("users.info")
@@ -48,6 +64,15 @@ impl SlackApi {
             .send(|c| c.get(url.clone()).bearer_auth(token.expose_secret()))
             .await
             .map_err(|e| VendorError::transport(NAME, e))?;
+        let status = resp.status();
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Err(VendorError::new(
+                NAME,
+                clients::vendor::ErrorKind::Server {
+                    status: status.as_u16(),
+                },
+            ));
+        }
         #[derive(Deserialize)]
         struct Answer {
             ok: bool,
@@ -56,32 +81,70 @@ impl SlackApi {
             #[serde(default)]
             user: Option<UserInfo>,
         }
-        #[derive(Deserialize)]
-        struct UserInfo {
-            #[serde(default)]
-            profile: Option<Profile>,
-        }
-        #[derive(Deserialize)]
-        struct Profile {
-            #[serde(default)]
-            email: Option<String>,
-        }
         let answer: Answer = resp
             .json()
             .await
             .map_err(|e| VendorError::malformed(NAME, e.to_string()))?;
-        if !answer.ok {
-            tracing::info!(
-                error = answer.error.as_deref().unwrap_or(""),
-                "users.info gave no email"
-            );
-            return Ok(None);
+        match (answer.ok, answer.user) {
+            (true, Some(user)) => Ok(Ok(user)),
+            (_, _) => {
+                let error = answer.error.unwrap_or_else(|| "unknown_error".into());
+                tracing::info!(error = %error, "users.info gave no user");
+                Ok(Err(error))
+            }
         }
-        Ok(answer
-            .user
-            .and_then(|u| u.profile)
-            .and_then(|p| p.email)
-            .filter(|e| !e.is_empty()))
+    }
+
+    /// The id of the workspace the bot token belongs to (`auth.test`'s `team_id`).
+    pub async fn workspace(&self) -> Result<String, VendorError> {
+        #[derive(Deserialize)]
+        struct Auth {
+            #[serde(default)]
+            team_id: Option<String>,
+        }
+        let answer = self.call_json("auth.test", serde_json::json!({})).await?;
+        serde_json::from_value::<Auth>(answer)
+            .ok()
+            .and_then(|a| a.team_id)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| VendorError::malformed(NAME, "no team_id in auth.test answer"))
+    }
+}
+
+/// The fields of `users.info`'s user that we read.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UserInfo {
+    #[serde(default)]
+    pub team_id: Option<String>,
+    #[serde(default)]
+    pub deleted: bool,
+    #[serde(default)]
+    pub is_restricted: bool,
+    #[serde(default)]
+    pub is_ultra_restricted: bool,
+    #[serde(default)]
+    pub profile: Option<Profile>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Profile {
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+impl UserInfo {
+    /// What this user is to the workspace `home`.
+    pub fn membership(&self, home: &str) -> crate::chat::Membership {
+        use crate::chat::{Membership, Outsider};
+        if self.deleted {
+            Membership::Outsider(Outsider::Deactivated)
+        } else if self.team_id.as_deref().is_some_and(|t| t != home) {
+            Membership::Outsider(Outsider::OtherWorkspace)
+        } else if self.is_restricted || self.is_ultra_restricted {
+            Membership::Outsider(Outsider::Guest)
+        } else {
+            Membership::Member
+        }
     }
 }
 
@@ -97,9 +160,6 @@ pub struct Posted {
 
 #[derive(Deserialize)]
 struct ApiAnswer {
-    ok: bool,
-    #[serde(default)]
-    error: Option<String>,
     #[serde(default)]
     channel: Option<String>,
     #[serde(default)]
@@ -108,6 +168,17 @@ struct ApiAnswer {
 
 impl SlackApi {
     async fn call(&self, method: &str, body: serde_json::Value) -> Result<ApiAnswer, VendorError> {
+        let answer = self.call_json(method, body).await?;
+        serde_json::from_value(answer).map_err(|e| VendorError::malformed(NAME, e.to_string()))
+    }
+
+    /// A Web API method with a JSON body: its answer when Slack says `ok`, else its error as a
+    /// [`VendorError`] (a 429, a 5xx, an auth error, or `Rejected` with Slack's error code).
+    pub async fn call_json(
+        &self,
+        method: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, VendorError> {
         let token = self
             .token
             .as_ref()
@@ -143,15 +214,15 @@ impl SlackApi {
                 },
             ));
         }
-        let answer: ApiAnswer = resp
+        let answer: serde_json::Value = resp
             .json()
             .await
             .map_err(|e| VendorError::malformed(NAME, e.to_string()))?;
-        if !answer.ok {
-            let error = answer
-                .error
-                .clone()
-                .unwrap_or_else(|| "unknown_error".into());
+        if answer["ok"] != serde_json::Value::Bool(true) {
+            let error = answer["error"]
+                .as_str()
+                .unwrap_or("unknown_error")
+                .to_owned();
             let kind = match error.as_str() {
                 "invalid_auth" | "not_authed" | "token_revoked" | "account_inactive" => {
                     clients::vendor::ErrorKind::Unauthorized
@@ -289,6 +360,48 @@ impl SlackApi {
         })
     }
 
+    /// `views.open`: a modal for the person whose action gave `trigger_id`.
+    pub async fn open_view(
+        &self,
+        trigger_id: &str,
+        view: serde_json::Value,
+    ) -> Result<(), VendorError> {
+        self.call_json(
+            "views.open",
+            serde_json::json!({"trigger_id": trigger_id, "view": view}),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `views.publish`: `user`'s home tab.
+    pub async fn publish_view(
+        &self,
+        user_id: &str,
+        view: serde_json::Value,
+    ) -> Result<(), VendorError> {
+        self.call_json(
+            "views.publish",
+            serde_json::json!({"user_id": user_id, "view": view}),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `chat.postEphemeral`: a message in `channel` that only `user` sees.
+    pub async fn post_ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        message: &crate::chat::Message,
+    ) -> Result<(), VendorError> {
+        let mut body = serde_json::json!({"channel": channel, "user": user, "text": message.text});
+        if !message.blocks.is_empty() {
+            body["blocks"] = serde_json::Value::Array(super::blocks::blocks(&message.blocks));
+        }
+        self.call_json("chat.postEphemeral", body).await.map(drop)
+    }
+
     /// `chat.update`: replace a message we posted.
     pub async fn update_message(
         &self,
@@ -301,5 +414,42 @@ impl SlackApi {
             "blocks": super::blocks::blocks(&message.blocks),
         });
         self.call("chat.update", body).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UserInfo;
+    use crate::chat::{Membership, Outsider};
+
+    /// Slack's documented `users.info` answer (tests/fixtures/slack, from Slack's docs).
+    const USERS_INFO: &str = include_str!("../../tests/fixtures/slack/users_info_ok.json");
+
+    #[test]
+    fn users_info_says_who_is_a_member() {
+        let answer: serde_json::Value = serde_json::from_str(USERS_INFO).unwrap();
+        let user: UserInfo = serde_json::from_value(answer["user"].clone()).unwrap();
+        assert_eq!(user.team_id.as_deref(), Some("T012AB3C4"));
+        assert_eq!(user.membership("T012AB3C4"), Membership::Member);
+        assert_eq!(
+            user.membership("T0OTHER"),
+            Membership::Outsider(Outsider::OtherWorkspace)
+        );
+        let guest = UserInfo {
+            is_ultra_restricted: true,
+            ..user.clone()
+        };
+        assert_eq!(
+            guest.membership("T012AB3C4"),
+            Membership::Outsider(Outsider::Guest)
+        );
+        let gone = UserInfo {
+            deleted: true,
+            ..user
+        };
+        assert_eq!(
+            gone.membership("T012AB3C4"),
+            Membership::Outsider(Outsider::Deactivated)
+        );
     }
 }

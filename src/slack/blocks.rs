@@ -14,12 +14,14 @@ const APPROVE: &str = "approval_approve";
 const DENY: &str = "approval_deny";
 const WITHDRAW: &str = "approval_withdraw";
 const SHOW_LOG: &str = "job_log";
+const COMMENT: &str = "approval_comment";
 
 /// The `action_id` and `value` of a button.
 fn action_wire(action: Action) -> (&'static str, i64) {
     match action {
         Action::Vote { request, decision } => (vote_id(decision), request),
         Action::ShowLog { job } => (SHOW_LOG, job),
+        Action::Comment { request } => (COMMENT, request),
     }
 }
 
@@ -48,7 +50,7 @@ pub fn parse_action(action_id: &str, value: Option<&str>) -> Result<Action, Unkn
         APPROVE => Some(Decision::Approve),
         DENY => Some(Decision::Deny),
         WITHDRAW => Some(Decision::Withdraw),
-        SHOW_LOG => None,
+        SHOW_LOG | COMMENT => None,
         other => return Err(UnknownAction::Id(other.to_owned())),
     };
     let id = value
@@ -60,6 +62,7 @@ pub fn parse_action(action_id: &str, value: Option<&str>) -> Result<Action, Unkn
             request: id,
             decision,
         },
+        None if action_id == COMMENT => Action::Comment { request: id },
         None => Action::ShowLog { job: id },
     })
 }
@@ -99,7 +102,9 @@ pub fn block(b: &Block) -> Value {
             // A block id per row, from what its first button acts on: unique within a message
             // (approval buttons and a job's Log button act on different things).
             let block_id = buttons.first().map(|b| match b.action {
-                Action::Vote { request, .. } => format!("approval:{request}"),
+                Action::Vote { request, .. } | Action::Comment { request } => {
+                    format!("approval:{request}")
+                }
                 Action::ShowLog { job } => format!("job:{job}"),
             });
             let mut out = json!({
@@ -178,6 +183,7 @@ mod tests {
             vote(Decision::Deny),
             vote(Decision::Withdraw),
             Action::ShowLog { job: 9 },
+            Action::Comment { request: 7 },
         ] {
             let rendered = button(&chat::button(action, "x", None));
             let parsed = parse_action(
@@ -229,6 +235,8 @@ mod tests {
                      "text": {"type": "plain_text", "text": "Approve"}},
                     {"type": "button", "action_id": "approval_deny", "style": "danger", "value": "3",
                      "text": {"type": "plain_text", "text": "Deny"}},
+                    {"type": "button", "action_id": "approval_comment", "value": "3",
+                     "text": {"type": "plain_text", "text": "With comment…"}},
                     {"type": "button", "action_id": "approval_withdraw", "value": "3",
                      "text": {"type": "plain_text", "text": "Withdraw"}},
                 ]

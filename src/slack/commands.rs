@@ -163,7 +163,9 @@ pub async fn acknowledge(
         },
         replay_key: Some(replay_key),
         transport: via,
+        trigger: Some(cmd.trigger_id).filter(|t| !t.is_empty()),
     };
+    let user = invocation.user_id.clone();
     let ack = dispatch::dispatch(services, registry, invocation).await;
     let answer =
         |message: &crate::chat::Message| match serde_json::to_vec(&super::blocks::reply(message)) {
@@ -177,6 +179,28 @@ pub async fn acknowledge(
         Ack::Message(message) => answer(&message),
         Ack::Echo => Some(br#"{"response_type":"in_channel"}"#.to_vec()),
         Ack::Empty => None,
+        Ack::Form {
+            trigger,
+            form,
+            fallback,
+        } => match open_form(services, &trigger, &form).await {
+            Ok(()) => None,
+            Err(why) => {
+                tracing::warn!(reason = %why, "form not opened; answered with the usage line");
+                services.audit.try_submit(vec![
+                    crate::domain::audit::AuditEntry::new(
+                        &correlation_id,
+                        &user,
+                        "command",
+                        crate::domain::audit::Outcome::Failed,
+                    )
+                    .detail(format!(
+                        "form not opened ({why}); answered with the usage line"
+                    )),
+                ]);
+                answer(&fallback)
+            }
+        },
         Ack::Replay => match via {
             Transport::Http | Transport::Console => answer(&dispatch::replay_message()),
             // Slack delivering again what it thinks was not acknowledged: the first delivery
@@ -185,4 +209,24 @@ pub async fn acknowledge(
         },
     };
     (correlation_id, body)
+}
+
+/// How long opening a form may take: Slack's `trigger_id` lives 3 s from the command, and the
+/// acknowledgement must be sent within them either way.
+const FORM_PATIENCE: std::time::Duration = std::time::Duration::from_millis(2000);
+
+/// Open `form` on Slack (`views.open`), or say why not (`expired_trigger_id`, a timeout).
+pub async fn open_form(
+    services: &crate::services::Services,
+    trigger: &str,
+    form: &crate::domain::form::Form,
+) -> Result<(), String> {
+    match tokio::time::timeout(FORM_PATIENCE, services.chat.open_form(trigger, form)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "Slack did not answer within {} ms",
+            FORM_PATIENCE.as_millis()
+        )),
+    }
 }

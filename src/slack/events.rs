@@ -1,6 +1,6 @@
 //! `POST /slack/events`: the Events API. The `url_verification` challenge is answered, and an
 //! `app_mention` ("@pantheon pager incidents") runs through the same command registry as the
-//! slash command, answered in a thread. Slack retries events (`X-Slack-Retry-Num`); each event
+//! slash command, answered in a thread; `app_home_opened` publishes that person's home tab. Slack retries events (`X-Slack-Retry-Num`); each event
 //! id is handled once.
 
 use axum::{
@@ -61,6 +61,11 @@ pub async fn handle(
     let mention = match Request::event(payload) {
         Ok(Request::Mention(mention)) => mention,
         Ok(Request::UrlVerification { challenge }) => return Handled::Challenge(challenge),
+        Ok(Request::HomeOpened { user }) => {
+            let services = services.clone();
+            tokio::spawn(async move { publish_home(&services, &user).await });
+            return Handled::Done;
+        }
         Ok(_) => return Handled::Done,
         Err(why) => return Handled::Malformed(why),
     };
@@ -112,6 +117,7 @@ pub async fn handle(
         },
         replay_key: None,
         transport: via,
+        trigger: None,
     };
     let services = services.clone();
     let registry = registry.clone();
@@ -125,6 +131,32 @@ pub async fn handle(
         }
     });
     Handled::Done
+}
+
+/// `user` opened the home tab: publish theirs, fresh (no polling). Someone who may not act here
+/// (unknown to Slack, a guest, another workspace's) is shown nothing of ours, and audited.
+async fn publish_home(services: &Services, user: &str) {
+    if !services.chat.configured() {
+        return;
+    }
+    if let Err(text) = crate::forms::may_act(services, user).await {
+        tracing::warn!(reason = %text, "home tab not shown");
+        let entry = crate::domain::audit::AuditEntry::new(
+            &dispatch::new_correlation_id(),
+            user,
+            "home",
+            crate::domain::audit::Outcome::Refused,
+        )
+        .detail(format!("refused: {text}"));
+        if let Err(e) = services.audit.record(vec![entry]).await {
+            tracing::error!(error = %e, "refused home tab not audited");
+        }
+        return;
+    }
+    let blocks = crate::forms::home(services, user).await;
+    if let Err(e) = services.chat.publish_home(user, &blocks).await {
+        tracing::warn!(error = %e, "home tab not published");
+    }
 }
 
 /// The text after the mentions that address us (`<@U123> pager incidents` → `pager incidents`).

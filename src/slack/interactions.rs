@@ -1,4 +1,5 @@
-//! `POST /slack/interactions`: button clicks on approval messages.
+//! `POST /slack/interactions`: button clicks on approval messages, submitted forms (modals)
+//! and shortcuts.
 //!
 //! Verified like slash commands (the same extractor), then the `payload` field is parsed and
 //! the request's signature claimed (a replay is refused).
@@ -35,6 +36,7 @@ pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack)
     };
     match handle(
         &state.services,
+        &state.registry,
         parsed,
         request.replay_key(),
         Transport::Http,
@@ -42,6 +44,7 @@ pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack)
     .await
     {
         Handled::Done => StatusCode::OK.into_response(),
+        Handled::Answer(body) => axum::Json(body).into_response(),
         Handled::Replay => (StatusCode::UNAUTHORIZED, "replayed request\n").into_response(),
         Handled::NotStored(why) => ApiError::Unavailable(why).into_response(),
     }
@@ -52,6 +55,8 @@ pub async fn interactions(State(state): State<AppState>, request: VerifiedSlack)
 pub enum Handled {
     /// Claimed and acted on (or left alone, when it is not one of ours).
     Done,
+    /// Claimed and acted on, answered with this (a submitted form's errors, or its next view).
+    Answer(serde_json::Value),
     /// Its key was claimed before: not acted on again.
     Replay,
     /// Its claim could not be stored, so nothing was done: why.
@@ -63,6 +68,7 @@ pub enum Handled {
 /// posted in the background.
 pub async fn handle(
     services: &std::sync::Arc<Services>,
+    registry: &std::sync::Arc<crate::command::Registry>,
     parsed: Request,
     replay_key: String,
     via: Transport,
@@ -99,6 +105,16 @@ pub async fn handle(
     }
     let clicks = match clicks {
         Ok(clicks) => clicks,
+        Err(Request::Submission(submission)) => {
+            return match submitted(services, registry, submission, via).await {
+                Some(body) => Handled::Answer(body),
+                None => Handled::Done,
+            };
+        }
+        Err(Request::Shortcut(shortcut)) => {
+            used_shortcut(services, shortcut).await;
+            return Handled::Done;
+        }
         Err(other) => {
             tracing::info!(request = ?other, "interaction ignored");
             return Handled::Done;
@@ -130,6 +146,10 @@ pub async fn handle(
                 answer_log(&services, &from, Some(*job));
                 continue;
             }
+            Ok(Action::Comment { request }) => {
+                open_comment(&services, &from, *request, clicks.trigger_id.as_deref()).await;
+                continue;
+            }
             Err(UnknownAction::Value { vote: None }) => {
                 answer_log(&services, &from, None);
                 continue;
@@ -149,7 +169,15 @@ pub async fn handle(
         let span = tracing::error_span!("interaction", correlation_id = %correlation_id, user = %from.user, channel = %channel);
         let voted = services
             .runbooks
-            .vote(&from.user, channel, &correlation_id, id, decision, via)
+            .vote(runbooks::Cast {
+                voter: &from.user,
+                channel,
+                correlation_id: &correlation_id,
+                request: id,
+                decision,
+                comment: None,
+                via,
+            })
             .instrument(span.clone())
             .await;
         let response_url = from.reply.clone();
@@ -195,6 +223,138 @@ pub async fn handle(
         );
     }
     Handled::Done
+}
+
+/// The callback ids of our shortcuts (in the app manifest).
+pub const RUN_SHORTCUT: &str = "pantheon_run_runbook";
+pub const PAGE_SHORTCUT: &str = "pantheon_page_oncall";
+
+/// A submitted form: its state unsealed (a changed, foreign or expired one is refused and
+/// audited), then done; the answer to Slack, if not just closing the form.
+async fn submitted(
+    services: &std::sync::Arc<Services>,
+    registry: &std::sync::Arc<crate::command::Registry>,
+    submission: super::request::Submission,
+    via: Transport,
+) -> Option<serde_json::Value> {
+    let purpose = if submission.callback_id == super::views::CALLBACK_ID {
+        services
+            .links
+            .unseal(
+                &submission.sealed,
+                &submission.user,
+                time::OffsetDateTime::now_utc(),
+            )
+            .map_err(|e| e.to_string())
+    } else {
+        Err(format!(
+            "the form's callback_id `{}` is not one of ours",
+            submission.callback_id
+        ))
+    };
+    let purpose = match purpose {
+        Ok(purpose) => purpose,
+        Err(why) => {
+            refuse_form(services, &submission.user, &why).await;
+            return Some(super::views::update(&crate::ask::notice(
+                "Not done",
+                &format!("This form cannot be used: {why}. Nothing was done."),
+            )));
+        }
+    };
+    let by = crate::forms::Submitter {
+        user: submission.user,
+        user_name: submission.user_name,
+        team_id: submission.team_id,
+        via,
+    };
+    match crate::forms::submit(services, registry, &by, purpose, submission.values).await {
+        crate::forms::Submitted::Done => None,
+        crate::forms::Submitted::Errors(errors) => Some(super::views::errors(&errors)),
+        crate::forms::Submitted::Next(form) => Some(super::views::update(&form)),
+    }
+}
+
+/// A refused form or shortcut, on the audit trail.
+async fn refuse_form(services: &Services, user: &str, why: &str) {
+    tracing::warn!(reason = %why, "form refused");
+    let entry = AuditEntry::new(&new_correlation_id(), user, "form", Outcome::Refused)
+        .detail(format!("refused: {why}"));
+    if let Err(e) = services.audit.record(vec![entry]).await {
+        tracing::error!(error = %e, "refused form not audited");
+    }
+}
+
+/// A shortcut: its form opened (after the check every request passes), or a notice of why not.
+async fn used_shortcut(services: &std::sync::Arc<Services>, shortcut: super::request::Shortcut) {
+    let form = if let Err(text) = crate::forms::may_act(services, &shortcut.user).await {
+        refuse_form(services, &shortcut.user, &text).await;
+        crate::ask::notice("Not allowed", &text)
+    } else {
+        match (shortcut.callback_id.as_str(), &shortcut.message) {
+            (RUN_SHORTCUT, _) => crate::ask::pick_runbook_form(services, &shortcut.user)
+                .unwrap_or_else(|| {
+                    crate::ask::notice("Run a runbook", "There are no runbooks you may run.")
+                }),
+            (PAGE_SHORTCUT, Some(message)) if services.vendors.pagerduty().is_some() => {
+                let link = if shortcut.team_domain.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "https://{}.slack.com/archives/{}/p{}",
+                        shortcut.team_domain,
+                        message.channel,
+                        message.ts.replace('.', "")
+                    )
+                };
+                crate::ask::page_form(
+                    services,
+                    &shortcut.user,
+                    &message.channel,
+                    &message.text,
+                    &link,
+                )
+            }
+            (PAGE_SHORTCUT, _) => crate::ask::notice(
+                "Page on-call",
+                "PagerDuty is not configured here (PAGERDUTY_API_TOKEN), so nobody can be paged from chat.",
+            ),
+            (other, _) => {
+                tracing::info!(callback_id = %other, "unknown shortcut ignored");
+                return;
+            }
+        }
+    };
+    if let Err(why) = super::commands::open_form(services, &shortcut.trigger_id, &form).await {
+        tracing::warn!(reason = %why, "shortcut form not opened");
+    }
+}
+
+/// "With comment…": the comment form, or a private answer saying why not.
+async fn open_comment(
+    services: &std::sync::Arc<Services>,
+    from: &Clicker,
+    request: i64,
+    trigger: Option<&str>,
+) {
+    let opened = match (services.chat.configured(), trigger) {
+        (true, Some(trigger)) => {
+            match crate::ask::comment_form(services, &from.user, request, &from.channel).await {
+                Ok(form) => super::commands::open_form(services, trigger, &form)
+                    .await
+                    .map_err(|why| format!("The form could not be opened ({why}); use the buttons or `{} approve {request}`.", services.slash)),
+                Err(text) => Err(text),
+            }
+        }
+        _ => Err(format!(
+            "Comments need Pantheon's bot token (SLACK_BOT_TOKEN) to open a form; use the buttons, or `{} approve {request}`.",
+            services.slash
+        )),
+    };
+    if let (Err(text), Some(url)) = (opened, from.reply.clone()) {
+        let services = services.clone();
+        tokio::spawn(async move { respond(&services, &url, &ephemeral(&text)).await });
+    }
 }
 
 /// Who clicked, where, and where to answer them (checked).

@@ -82,10 +82,37 @@ pub fn render(
         q(app_name),
         q("ChatOps: incidents, tickets, pull requests and peer-approved deploys, all audited")
     ));
+    out.push_str("features:\n");
+    // The home tab: what waits for each person, published when they open it.
+    out.push_str(
+        "  app_home:\n    home_tab_enabled: true\n    messages_tab_enabled: false\n    messages_tab_read_only_enabled: false\n",
+    );
     out.push_str(&format!(
-        "features:\n  bot_user:\n    display_name: {}\n    always_online: true\n",
+        "  bot_user:\n    display_name: {}\n    always_online: true\n",
         q(app_name)
     ));
+    out.push_str("  shortcuts:\n");
+    for (name, kind, id, about) in [
+        (
+            "Run a runbook",
+            "global",
+            super::interactions::RUN_SHORTCUT,
+            "Choose a runbook and fill in its parameters",
+        ),
+        (
+            "Page on-call about this",
+            "message",
+            super::interactions::PAGE_SHORTCUT,
+            "Open a PagerDuty incident about this message",
+        ),
+    ] {
+        out.push_str(&format!(
+            "    - name: {}\n      type: {kind}\n      callback_id: {}\n      description: {}\n",
+            q(name),
+            q(id),
+            q(about)
+        ));
+    }
     out.push_str("  slash_commands:\n");
     out.push_str(&format!("    - command: {}\n", q(slash)));
     if let Some(url) = at("slack/commands") {
@@ -106,7 +133,7 @@ pub fn render(
     if let Some(url) = at("slack/events") {
         out.push_str(&format!("    request_url: {}\n", q(&url)));
     }
-    out.push_str("    bot_events:\n      - app_mention\n");
+    out.push_str("    bot_events:\n      - app_home_opened\n      - app_mention\n");
     out.push_str("  interactivity:\n    is_enabled: true\n");
     if let Some(url) = at("slack/interactions") {
         out.push_str(&format!("    request_url: {}\n", q(&url)));

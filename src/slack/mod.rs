@@ -13,6 +13,7 @@ pub mod port;
 pub mod request;
 pub mod response_url;
 pub mod socket;
+pub mod views;
 
 use std::time::Duration;
 

@@ -1,6 +1,12 @@
 //! Slack as the chat port: the Web API client for posts, updates and lookups, and the
 //! allow-listed `response_url` for replies.
 
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
 use time::OffsetDateTime;
 
 use super::{
@@ -8,7 +14,7 @@ use super::{
     response_url::{self, DeliveryError, ResponseUrlPolicy},
 };
 use crate::{
-    chat::{ChatFuture, ChatPort, Message, Posted, ResponseUrl},
+    chat::{Block, ChatFuture, ChatPort, Form, Membership, Message, Outsider, Posted, ResponseUrl},
     clients::{
         Outbound,
         vendor::{ErrorKind, VendorError},
@@ -19,7 +25,18 @@ pub struct SlackChat {
     api: SlackApi,
     response_urls: ResponseUrlPolicy,
     outbound: Outbound,
+    /// The workspace the bot token belongs to, asked once (`auth.test`).
+    workspace: tokio::sync::OnceCell<String>,
+    /// `users.info` answers, for [`MEMBERSHIP_TTL`].
+    members: Mutex<HashMap<String, (Instant, Membership)>>,
 }
+
+/// How long a looked-up membership is trusted: long enough that a burst of clicks asks Slack
+/// once, short enough that a deactivation or a guest conversion holds within a minute.
+pub const MEMBERSHIP_TTL: Duration = Duration::from_secs(60);
+
+/// Most memberships remembered; past this the cache starts over.
+const MEMBERS_REMEMBERED: usize = 10_000;
 
 impl SlackChat {
     pub fn new(api: SlackApi, response_urls: ResponseUrlPolicy, outbound: Outbound) -> Self {
@@ -27,7 +44,61 @@ impl SlackChat {
             api,
             response_urls,
             outbound,
+            workspace: tokio::sync::OnceCell::new(),
+            members: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The API client, for the Slack edge's own calls (views).
+    pub fn api(&self) -> &SlackApi {
+        &self.api
+    }
+
+    async fn look_up(&self, user: &str) -> Result<Membership, VendorError> {
+        if !self.api.configured() {
+            return Ok(Membership::Unchecked);
+        }
+        if let Some((at, known)) = self.remembered(user)
+            && at.elapsed() < MEMBERSHIP_TTL
+        {
+            return Ok(known);
+        }
+        let home = self
+            .workspace
+            .get_or_try_init(|| self.api.workspace())
+            .await?;
+        let found = match self.api.user_info(user).await? {
+            Ok(info) => info.membership(home),
+            Err(code) if code == "user_not_found" || code == "users_not_found" => {
+                Membership::Outsider(Outsider::Unknown)
+            }
+            Err(code) => {
+                return Err(VendorError::new(
+                    NAME,
+                    ErrorKind::Rejected {
+                        status: 200,
+                        message: code,
+                    },
+                ));
+            }
+        };
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        if members.len() >= MEMBERS_REMEMBERED {
+            members.retain(|_, (at, _)| at.elapsed() < MEMBERSHIP_TTL);
+            if members.len() >= MEMBERS_REMEMBERED {
+                members.clear();
+            }
+        }
+        members.insert(user.to_owned(), (Instant::now(), found));
+        Ok(found)
+    }
+
+    fn remembered(&self, user: &str) -> Option<(Instant, Membership)> {
+        self.members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(user)
+            .copied()
     }
 }
 
@@ -89,6 +160,27 @@ impl ChatPort for SlackChat {
 
     fn user_email<'a>(&'a self, user: &'a str) -> ChatFuture<'a, Option<String>> {
         Box::pin(self.api.user_email(user))
+    }
+
+    fn open_form<'a>(&'a self, trigger: &'a str, form: &'a Form) -> ChatFuture<'a, ()> {
+        Box::pin(self.api.open_view(trigger, super::views::modal(form)))
+    }
+
+    fn publish_home<'a>(&'a self, user: &'a str, blocks: &'a [Block]) -> ChatFuture<'a, ()> {
+        Box::pin(self.api.publish_view(user, super::views::home(blocks)))
+    }
+
+    fn post_private<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+        message: &'a Message,
+    ) -> ChatFuture<'a, ()> {
+        Box::pin(self.api.post_ephemeral(channel, user, message))
+    }
+
+    fn membership<'a>(&'a self, user: &'a str) -> ChatFuture<'a, Membership> {
+        Box::pin(self.look_up(user))
     }
 
     fn post_notice<'a>(

@@ -20,6 +20,14 @@ pub enum Request {
     },
     /// Someone addressed the app in a channel (`app_mention`).
     Mention(Mention),
+    /// A form of ours submitted (`view_submission`).
+    Submission(Submission),
+    /// A global or message shortcut (`shortcut`, `message_action`).
+    Shortcut(Shortcut),
+    /// Someone opened the app's home tab (`app_home_opened`).
+    HomeOpened {
+        user: String,
+    },
     /// An interaction of a type we do not handle (`kind`), from `user`: acknowledged and left
     /// alone.
     Ignored {
@@ -42,6 +50,40 @@ pub struct Clicks {
     /// Slack's id of this interaction (unique to it): what a Socket Mode delivery is claimed
     /// on, where no signature makes it unique.
     pub trigger_id: Option<String>,
+}
+
+/// A submitted modal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submission {
+    pub user: String,
+    pub user_name: String,
+    pub team_id: String,
+    /// The view's `callback_id`: ours is [`super::views::CALLBACK_ID`].
+    pub callback_id: String,
+    /// The view's `private_metadata`: what the form is for, sealed.
+    pub sealed: String,
+    pub values: crate::domain::form::Values,
+    /// Slack's id of this submission's view: what a Socket Mode delivery is claimed on.
+    pub view_id: String,
+}
+
+/// A shortcut: "Run a runbook" (global) or "Page on-call about this" (on a message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shortcut {
+    pub user: String,
+    pub callback_id: String,
+    pub trigger_id: String,
+    /// The message a message shortcut was used on.
+    pub message: Option<ShortcutMessage>,
+    /// The workspace's domain (`acme` in acme.slack.com), for a link to the message.
+    pub team_domain: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShortcutMessage {
+    pub channel: String,
+    pub ts: String,
+    pub text: String,
 }
 
 /// An `app_mention` event: "@pantheon pager incidents".
@@ -165,6 +207,14 @@ struct Payload {
     kind: String,
     user: User,
     #[serde(default)]
+    view: Option<View>,
+    #[serde(default)]
+    callback_id: Option<String>,
+    #[serde(default)]
+    message: Option<Posting>,
+    #[serde(default)]
+    team: Option<Team>,
+    #[serde(default)]
     actions: Vec<Clicked>,
     #[serde(default)]
     response_url: Option<String>,
@@ -179,6 +229,40 @@ struct Payload {
 #[derive(Debug, Deserialize)]
 struct User {
     id: String,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    team_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct View {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    callback_id: String,
+    #[serde(default)]
+    private_metadata: String,
+    #[serde(default)]
+    state: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct Posting {
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    ts: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Team {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    domain: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,11 +301,51 @@ impl Request {
         let payload: Payload =
             serde_json::from_value(crate::domain::redact::json_without_nul(payload))
                 .map_err(|e| format!("`payload` is not an interaction: {e}"))?;
-        if payload.kind != "block_actions" {
-            return Ok(Request::Ignored {
-                kind: payload.kind,
-                user: payload.user.id,
-            });
+        let team = payload.team.as_ref();
+        match payload.kind.as_str() {
+            "block_actions" => {}
+            "view_submission" => {
+                let view = payload
+                    .view
+                    .ok_or_else(|| "`payload` is not a submission: no view".to_owned())?;
+                return Ok(Request::Submission(Submission {
+                    user_name: payload
+                        .user
+                        .username
+                        .or(payload.user.name)
+                        .unwrap_or_else(|| payload.user.id.clone()),
+                    team_id: payload
+                        .user
+                        .team_id
+                        .or_else(|| team.and_then(|t| t.id.clone()))
+                        .unwrap_or_default(),
+                    user: payload.user.id,
+                    callback_id: view.callback_id,
+                    sealed: view.private_metadata,
+                    values: super::views::values(&view.state),
+                    view_id: view.id,
+                }));
+            }
+            "shortcut" | "message_action" => {
+                let channel = payload.channel.map(|c| c.id).unwrap_or_default();
+                return Ok(Request::Shortcut(Shortcut {
+                    user: payload.user.id,
+                    callback_id: payload.callback_id.unwrap_or_default(),
+                    trigger_id: payload.trigger_id.unwrap_or_default(),
+                    message: payload.message.map(|m| ShortcutMessage {
+                        channel,
+                        ts: m.ts,
+                        text: m.text,
+                    }),
+                    team_domain: team.and_then(|t| t.domain.clone()).unwrap_or_default(),
+                }));
+            }
+            _ => {
+                return Ok(Request::Ignored {
+                    kind: payload.kind,
+                    user: payload.user.id,
+                });
+            }
         }
         let channel = payload
             .channel
@@ -262,6 +386,15 @@ impl Request {
         }
         let event = &payload["event"];
         let kind = event["type"].as_str().unwrap_or_default();
+        if kind == "app_home_opened" {
+            return Ok(match (str_at(event, "user"), event["tab"].as_str()) {
+                (Some(user), Some("home")) => Request::HomeOpened { user },
+                (user, _) => Request::Ignored {
+                    kind: kind.to_owned(),
+                    user: user.unwrap_or_default(),
+                },
+            });
+        }
         if kind != "app_mention" || event.get("bot_id").is_some_and(|b| !b.is_null()) {
             return Ok(Request::Ignored {
                 kind: kind.to_owned(),
@@ -289,6 +422,9 @@ impl Request {
             Request::Clicks(c) => Some(&c.user),
             Request::Ignored { user, .. } => Some(user),
             Request::Mention(m) => m.user.as_deref(),
+            Request::Submission(s) => Some(&s.user),
+            Request::Shortcut(s) => Some(&s.user),
+            Request::HomeOpened { user } => Some(user),
             Request::SslCheck | Request::UrlVerification { .. } => None,
         }
     }
@@ -359,14 +495,19 @@ mod tests {
             ]
         );
         assert_eq!(
+            Request::interaction(serde_json::json!({"type": "view_closed", "user": {"id": "U1"}}))
+                .unwrap(),
+            Request::Ignored {
+                kind: "view_closed".into(),
+                user: "U1".into()
+            }
+        );
+        assert!(
             Request::interaction(
                 serde_json::json!({"type": "view_submission", "user": {"id": "U1"}})
             )
-            .unwrap(),
-            Request::Ignored {
-                kind: "view_submission".into(),
-                user: "U1".into()
-            }
+            .is_err(),
+            "a submission without its view"
         );
         assert!(Request::interaction(serde_json::json!({"type": "block_actions"})).is_err());
         assert!(Request::interaction_form(b"nothing=here").is_err());

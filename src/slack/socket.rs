@@ -542,13 +542,28 @@ async fn handle(socket: &SocketMode, kind: &str, frame: Incoming) -> Option<Opti
             Ok(request) => {
                 let key = match &request {
                     Request::Clicks(clicks) => key(clicks.trigger_id.as_deref()),
+                    Request::Submission(s) => {
+                        key(Some(s.view_id.as_str()).filter(|v| !v.is_empty()))
+                    }
+                    Request::Shortcut(s) => {
+                        key(Some(s.trigger_id.as_str()).filter(|t| !t.is_empty()))
+                    }
                     _ => key(None),
                 };
-                match super::interactions::handle(&socket.services, request, key, Transport::Socket)
-                    .await
+                match super::interactions::handle(
+                    &socket.services,
+                    &socket.registry,
+                    request,
+                    key,
+                    Transport::Socket,
+                )
+                .await
                 {
                     super::interactions::Handled::Done | super::interactions::Handled::Replay => {
                         Some(None)
+                    }
+                    super::interactions::Handled::Answer(body) => {
+                        Some(serde_json::to_vec(&body).ok())
                     }
                     super::interactions::Handled::NotStored(why) => {
                         tracing::error!(%envelope_id, reason = %why, "Socket Mode interaction not stored; not acknowledged");

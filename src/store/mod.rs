@@ -25,7 +25,7 @@ use crate::{
     domain::audit::{AuditEntry, AuditRecord},
     domain::outbox::{Delivery, OutboxCounts, OutboxRow, Recorded},
     domain::{
-        approval::{ApprovalRequest, Decision, NewApprovalRequest, VoteResult},
+        approval::{ApprovalRequest, Ballot, NewApprovalRequest, VoteResult},
         job::{Heartbeat, Job, JobStatus, LogLine, NewJob},
     },
 };
@@ -499,13 +499,11 @@ impl Store {
     pub async fn vote(
         &self,
         id: i64,
-        voter: &str,
-        decision: Decision,
-        standing: impl Into<crate::domain::approval::Standing>,
+        ballot: Ballot<'_>,
         now: OffsetDateTime,
         audit: impl FnOnce(Option<&ApprovalRequest>, &VoteResult) -> Vec<AuditEntry>,
     ) -> Result<(Option<ApprovalRequest>, VoteResult)> {
-        tx::vote(self, id, voter, decision, standing.into(), now, audit).await
+        tx::vote(self, id, ballot, now, audit).await
     }
 
     /// Mark pending requests past their expiry as expired; returns them.

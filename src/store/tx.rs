@@ -14,7 +14,7 @@ use crate::{
     domain::outbox::{Delivery, OutboxCounts, OutboxRow, Recorded},
     domain::{
         approval::{
-            ApprovalRequest, Decision, NewApprovalRequest, Refusal, RequestStatus, Standing,
+            ApprovalRequest, Ballot, Decision, NewApprovalRequest, Refusal, RequestStatus,
             Transition, Vote, VoteResult, counts_as_override, decide,
         },
         deploy::{Lock, Locked, Unlocked},
@@ -130,6 +130,7 @@ struct VoteRow {
     decision: String,
     at: Ts,
     overrider: bool,
+    comment: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -448,7 +449,7 @@ pub(super) async fn set_pagerduty_identity(
 async fn votes_of(conn: &mut Conn<'_>, id: i64) -> Result<Vec<Vote>> {
     let rows: Vec<VoteRow> = conn
         .query(
-            "SELECT voter, decision, at, overrider FROM approval_votes WHERE request_id = $1 ORDER BY at, voter",
+            "SELECT voter, decision, at, overrider, comment FROM approval_votes WHERE request_id = $1 ORDER BY at, voter",
         )
         .bind(id)
         .fetch_all()
@@ -461,6 +462,7 @@ async fn votes_of(conn: &mut Conn<'_>, id: i64) -> Result<Vec<Vote>> {
                 voter: r.voter,
                 at: r.at.0,
                 overrider: r.overrider,
+                comment: r.comment,
             })
         })
         .collect()
@@ -569,9 +571,7 @@ pub(super) async fn set_approval_message(store: &Store, id: i64, ts: &str) -> Re
 pub(super) async fn vote(
     store: &Store,
     id: i64,
-    voter: &str,
-    decision: Decision,
-    standing: Standing,
+    ballot: Ballot<'_>,
     now: OffsetDateTime,
     audit: impl FnOnce(Option<&ApprovalRequest>, &VoteResult) -> Vec<AuditEntry>,
 ) -> Result<(Option<ApprovalRequest>, VoteResult)> {
@@ -579,6 +579,12 @@ pub(super) async fn vote(
     // another vote.
     let mut tx = Tx::begin(store).await?;
     let mut conn = tx.conn();
+    let Ballot {
+        voter,
+        decision,
+        comment,
+        standing,
+    } = ballot;
     let Some((request, retry_safe)) = load_request(&mut conn, id, true).await? else {
         let result = VoteResult::Refused(Refusal::Unknown);
         conn.insert_audit_owned(&audit(None, &result)).await?;
@@ -593,6 +599,7 @@ pub(super) async fn vote(
                 retry_safe,
                 voter,
                 decision,
+                comment,
                 overrider: counts_as_override(&request, standing),
                 now,
             };
@@ -612,6 +619,7 @@ struct Step<'a> {
     retry_safe: bool,
     voter: &'a str,
     decision: Decision,
+    comment: Option<&'a str>,
     /// The voter is of the request's override group.
     overrider: bool,
     now: OffsetDateTime,
@@ -627,6 +635,7 @@ async fn apply_transition(
         retry_safe,
         voter,
         decision,
+        comment,
         overrider,
         now,
     } = step;
@@ -635,13 +644,14 @@ async fn apply_transition(
         Transition::Counted { .. } | Transition::Approve | Transition::Deny
     ) {
         conn.query(
-            "INSERT INTO approval_votes (request_id, voter, decision, at, overrider) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO approval_votes (request_id, voter, decision, at, overrider, comment) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(request.id)
         .bind(voter)
         .bind(decision.as_str())
         .bind(Ts(now))
         .bind(overrider)
+        .bind(comment)
         .execute()
         .await?;
     }

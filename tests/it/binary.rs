@@ -496,11 +496,21 @@ fn a_socket_mode_manifest_has_no_request_urls() {
     // The same command, events and interactivity, delivered over the socket.
     assert!(yaml.contains("    - command: \"/ops\"\n"), "{yaml}");
     assert!(
-        yaml.contains("    bot_events:\n      - app_mention\n"),
+        yaml.contains("    bot_events:\n      - app_home_opened\n      - app_mention\n"),
         "{yaml}"
     );
     assert!(
         yaml.contains("  interactivity:\n    is_enabled: true\n"),
+        "{yaml}"
+    );
+    // The home tab and both shortcuts, as over HTTP.
+    assert!(yaml.contains("    home_tab_enabled: true\n"), "{yaml}");
+    assert!(
+        yaml.contains("      callback_id: \"pantheon_run_runbook\"\n"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("      type: message\n      callback_id: \"pantheon_page_oncall\"\n"),
         "{yaml}"
     );
     // Without --socket-mode a URL is needed.

@@ -194,7 +194,14 @@ pub struct TestAppBuilder {
     background: bool,
 }
 
-/// A stand-in for Slack's Web API: `chat.postMessage` answers with a new `ts` each time and
+/// Users the fake Slack Web API knows as other than members of workspace T1.
+pub const GUEST_USER: &str = "U0GUEST";
+pub const DEACTIVATED_USER: &str = "U0GONE";
+pub const EXTERNAL_USER: &str = "U0EXTERNAL";
+pub const UNKNOWN_USER: &str = "U0NOBODY";
+
+/// A stand-in for Slack's Web API: `auth.test` and `users.info` (see [`GUEST_USER`] and the
+/// rest), `chat.postMessage` answers with a new `ts` each time and
 /// remembers the message, `conversations.history` returns a channel's messages (newest first,
 /// with their metadata), `chat.update` answers ok.
 pub async fn fake_slack_api() -> MockServer {
@@ -237,6 +244,41 @@ pub async fn fake_slack_api() -> MockServer {
             ResponseTemplate::new(200).set_body_json(
                 serde_json::json!({"ok": true, "messages": messages, "has_more": false}),
             )
+        })
+        .mount(&server)
+        .await;
+    // The workspace is T1; users.info knows everyone as a member of it, except a guest, a
+    // deactivated account, someone from another workspace and someone unknown (see the ids).
+    Mock::given(matchers::path("/api/auth.test"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "ok": true, "url": "https://acme.slack.com/", "team": "Acme", "user": "pantheon",
+            "team_id": "T1", "user_id": "U0BOT", "bot_id": "B0BOT"
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(matchers::method("GET"))
+        .and(matchers::path("/api/users.info"))
+        .respond_with(|req: &wiremock::Request| {
+            let user = req
+                .url
+                .query_pairs()
+                .find(|(k, _)| k == "user")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            let answer = match user.as_str() {
+                UNKNOWN_USER => serde_json::json!({"ok": false, "error": "user_not_found"}),
+                _ => serde_json::json!({"ok": true, "user": {
+                    "id": user,
+                    "team_id": if user == EXTERNAL_USER { "T2OTHER" } else { "T1" },
+                    "name": user.to_lowercase(),
+                    "deleted": user == DEACTIVATED_USER,
+                    "is_bot": false,
+                    "is_restricted": user == GUEST_USER,
+                    "is_ultra_restricted": false,
+                    "profile": {"email": format!("{}@acme.test", user.to_lowercase())}
+                }}),
+            };
+            ResponseTemplate::new(200).set_body_json(answer)
         })
         .mount(&server)
         .await;

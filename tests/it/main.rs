@@ -11,6 +11,7 @@ mod escaping;
 mod faults;
 mod github;
 mod layout;
+mod members;
 mod notifications;
 mod ops;
 mod pagerduty;

@@ -55,6 +55,7 @@ fn vote(voter: &str, decision: Decision) -> Vote {
         decision,
         at: datetime!(2026-11-24 14:10 UTC),
         overrider: false,
+        comment: None,
     }
 }
 

@@ -137,13 +137,17 @@ pub fn approval_message(request: &ApprovalRequest, job: Option<&Job>) -> Message
         )));
     }
     blocks.push(chat::context(&status));
+    let comments = comments(request);
+    if !comments.is_empty() {
+        blocks.push(chat::section(&comments));
+    }
     if request.status == RequestStatus::Pending {
         blocks.push(approval_buttons(request.id));
     }
     if let Some(job_id) = request.job_id {
         blocks.push(log_button(job_id));
     }
-    let fallback = match &overrides {
+    let mut fallback = match &overrides {
         Some(o) => format!(
             "{}\n{}\n{}\n{status}",
             escape(&title),
@@ -152,7 +156,29 @@ pub fn approval_message(request: &ApprovalRequest, job: Option<&Job>) -> Message
         ),
         None => format!("{}\n{}\n{status}", escape(&title), asked.replace('*', "")),
     };
+    if !comments.is_empty() {
+        fallback.push('\n');
+        fallback.push_str(&comments);
+    }
     Message::blocks(fallback, blocks).in_channel()
+}
+
+/// What voters said with their votes, one line each (empty when nobody commented).
+fn comments(request: &ApprovalRequest) -> String {
+    request
+        .votes
+        .iter()
+        .filter_map(|v| {
+            let said = v.comment.as_deref()?;
+            Some(format!(
+                "💬 {} ({}): {}",
+                mention(&v.voter),
+                v.decision.as_str(),
+                escape(said)
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Who must approve: `2 approvals from `approvers``, or with an override `1 approval from
@@ -233,6 +259,7 @@ pub fn approval_buttons(request: i64) -> chat::Block {
             Some(ButtonStyle::Primary),
         ),
         chat::button(vote(Decision::Deny), "Deny", Some(ButtonStyle::Danger)),
+        chat::button(Action::Comment { request }, "With comment…", None),
         chat::button(vote(Decision::Withdraw), "Withdraw", None),
     ])
 }
@@ -280,6 +307,36 @@ async fn refresh_approval_now(runbooks: &Runbooks, request_id: i64) {
     let message = approval_message(&request, job.as_ref());
     if let Err(e) = runbooks.chat.update(&request.channel, &ts, &message).await {
         tracing::warn!(request_id, error = %e, "approval message not updated");
+    }
+}
+
+/// Say a vote's comment in the approval message's thread (when it has one and we have a bot
+/// token).
+pub async fn comment_in_thread(
+    runbooks: &Runbooks,
+    request: &ApprovalRequest,
+    voter: &str,
+    decision: Decision,
+    comment: &str,
+) {
+    let Some(ts) = request.message_ref.as_deref() else {
+        return;
+    };
+    if !runbooks.chat.configured() {
+        return;
+    }
+    let said = match decision {
+        Decision::Approve => "approved",
+        Decision::Deny => "denied",
+        Decision::Withdraw => "withdrew",
+    };
+    let text = format!("💬 {} {said}: {}", mention(voter), escape(comment));
+    if let Err(e) = runbooks
+        .chat
+        .post(&request.channel, Some(ts), &Message::text(text))
+        .await
+    {
+        tracing::warn!(request_id = request.id, error = %e, "comment not posted in the thread");
     }
 }
 
