@@ -51,6 +51,15 @@ pub fn is_held(runbook: &Runbook) -> bool {
     crate::domain::runbook::held_action(runbook.name()).is_some()
 }
 
+/// A parameter's expression as written in the configuration (the compiled one is anchored).
+fn written<'a>(runbook: &'a Runbook, name: &str) -> &'a str {
+    runbook
+        .definition()
+        .params
+        .get(name)
+        .map_or("", String::as_str)
+}
+
 /// The parameters of `runbook` in the order its usage names them, then any others.
 pub fn params_in_order(runbook: &Runbook) -> Vec<&str> {
     let usage = &runbook.definition().usage;
@@ -87,16 +96,17 @@ pub fn runbook_form(
     let mut fields: Vec<Field> = params_in_order(runbook)
         .into_iter()
         .filter_map(|name| {
-            let re = runbook.param(name)?;
+            runbook.param(name)?;
+            let pattern = written(runbook, name);
             let field = Field::text(name, name).initial(given.get(name).cloned());
-            Some(match form::alternatives(re.as_str()) {
+            Some(match form::alternatives(pattern) {
                 Some(choices) => field.kind(FieldKind::Choice(choices)),
                 None => field
                     .kind(FieldKind::Text {
                         multiline: false,
                         max: crate::domain::runbook::MAX_PARAM_LEN,
                     })
-                    .hint(format!("must match {}", re.as_str())),
+                    .hint(format!("must match {pattern}")),
             })
         })
         .collect();
@@ -151,10 +161,11 @@ pub fn usage_line(services: &Services, runbook: &Runbook) -> String {
     let rules: Vec<String> = params_in_order(runbook)
         .into_iter()
         .filter_map(|name| {
-            let re = runbook.param(name)?;
-            Some(match form::alternatives(re.as_str()) {
+            runbook.param(name)?;
+            let pattern = written(runbook, name);
+            Some(match form::alternatives(pattern) {
                 Some(choices) => format!("`{name}` is one of {}", choices.join(", ")),
-                None => format!("`{name}` must match `{}`", escape(re.as_str())),
+                None => format!("`{name}` must match `{}`", escape(pattern)),
             })
         })
         .collect();
@@ -168,6 +179,15 @@ pub fn usage_line(services: &Services, runbook: &Runbook) -> String {
 
 /// The runbooks `user` may run (held writes aside), by name.
 fn runnable<'a>(services: &'a Services, user: &str) -> Vec<&'a Runbook> {
+    // Submitted as `run <runbook> …`: nothing for someone who may not use `run`.
+    if services
+        .catalogue
+        .access
+        .check(user, None, "run", &[])
+        .is_err()
+    {
+        return Vec::new();
+    }
     services
         .catalogue
         .runbooks
@@ -293,4 +313,3 @@ pub fn page_form(services: &Services, user: &str, channel: &str, text: &str, lin
         ],
     }
 }
-

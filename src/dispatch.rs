@@ -104,6 +104,12 @@ async fn dispatch_in_span(
     if let Some(trigger) = inv.trigger.as_deref()
         && services.chat.configured()
         && let Some((runbook, given)) = crate::ask::runbook_asked(services, &inv.text)
+        // A form is submitted as `run <runbook> …`, so it is for those who may use `run`.
+        && services
+            .catalogue
+            .access
+            .check(&inv.user_id, None, "run", &[])
+            .is_ok()
     {
         let name = runbook.name().to_owned();
         let refused =
@@ -547,6 +553,15 @@ async fn deliver(services: &Services, delivery: &Delivery, message: Message) -> 
             .await
             .map(drop)
             .map_err(|e| e.to_string()),
+        // A command that answers in the channel does so from a form too (`pager trigger`).
+        Delivery::Private { channel, .. } if message.visibility == Visibility::InChannel => {
+            services
+                .chat
+                .post(channel, None, &message)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
         Delivery::Private { channel, user } => services
             .chat
             .post_private(channel, user, &message)

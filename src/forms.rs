@@ -353,7 +353,7 @@ pub async fn home(services: &Services, user: &str) -> Vec<chat::Block> {
                     report::needs(r),
                     chat::when(r.expires_at)
                 )));
-                blocks.push(report::approval_buttons(r.id));
+                blocks.push(report::approver_buttons(r.id));
             }
         }
         Err(e) => {

@@ -63,8 +63,9 @@ pub struct Submission {
     /// The view's `private_metadata`: what the form is for, sealed.
     pub sealed: String,
     pub values: crate::domain::form::Values,
-    /// Slack's id of this submission's view: what a Socket Mode delivery is claimed on.
-    pub view_id: String,
+    /// Slack's id of this submission (a new one each time, even for the same view submitted
+    /// again after errors): what a Socket Mode delivery is claimed on.
+    pub trigger_id: String,
 }
 
 /// A shortcut: "Run a runbook" (global) or "Page on-call about this" (on a message).
@@ -240,8 +241,6 @@ struct User {
 #[derive(Debug, Deserialize)]
 struct View {
     #[serde(default)]
-    id: String,
-    #[serde(default)]
     callback_id: String,
     #[serde(default)]
     private_metadata: String,
@@ -323,7 +322,7 @@ impl Request {
                     callback_id: view.callback_id,
                     sealed: view.private_metadata,
                     values: super::views::values(&view.state),
-                    view_id: view.id,
+                    trigger_id: payload.trigger_id.unwrap_or_default(),
                 }));
             }
             "shortcut" | "message_action" => {
@@ -548,5 +547,76 @@ mod tests {
         ));
         let no_id = serde_json::json!({"type": "event_callback", "event": {"type": "app_mention"}});
         assert_eq!(Request::event(no_id), Err("no event_id".to_owned()));
+    }
+
+    /// Bolt for Python's fixtures (tests/fixtures/slack): a submission, both shortcuts and a
+    /// home-tab open read as ours.
+    #[test]
+    fn bolt_fixtures_parse() {
+        let load = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+        let submitted = load(include_str!(
+            "../../tests/fixtures/slack/view_submission.json"
+        ));
+        let Request::Submission(s) = Request::interaction(submitted.clone()).unwrap() else {
+            panic!("a submission");
+        };
+        assert_eq!(s.user, submitted["user"]["id"].as_str().unwrap());
+        assert_eq!(s.team_id, submitted["user"]["team_id"].as_str().unwrap());
+        assert_eq!(
+            s.callback_id,
+            submitted["view"]["callback_id"].as_str().unwrap()
+        );
+        assert_eq!(
+            s.sealed,
+            submitted["view"]["private_metadata"].as_str().unwrap()
+        );
+        assert_eq!(s.trigger_id, submitted["trigger_id"].as_str().unwrap());
+
+        let global = load(include_str!("../../tests/fixtures/slack/shortcut.json"));
+        let Request::Shortcut(g) = Request::interaction(global).unwrap() else {
+            panic!("a shortcut");
+        };
+        assert_eq!(
+            (
+                g.callback_id.as_str(),
+                g.trigger_id.as_str(),
+                g.team_domain.as_str()
+            ),
+            ("test-shortcut", "111.111.xxxxxx", "workspace-domain")
+        );
+        assert_eq!(g.message, None);
+
+        let on_message = load(include_str!(
+            "../../tests/fixtures/slack/message_action.json"
+        ));
+        let Request::Shortcut(m) = Request::interaction(on_message).unwrap() else {
+            panic!("a message shortcut");
+        };
+        assert_eq!(
+            m.message,
+            Some(ShortcutMessage {
+                channel: "C111".into(),
+                ts: "1583636382.000300".into(),
+                text: "<@W222> test".into()
+            })
+        );
+
+        let home = load(include_str!(
+            "../../tests/fixtures/slack/app_home_opened.json"
+        ));
+        assert_eq!(
+            Request::event(home).unwrap(),
+            Request::HomeOpened {
+                user: "W222".into()
+            }
+        );
+        let mut messages_tab = load(include_str!(
+            "../../tests/fixtures/slack/app_home_opened.json"
+        ));
+        messages_tab["event"]["tab"] = serde_json::json!("messages");
+        assert!(matches!(
+            Request::event(messages_tab),
+            Ok(Request::Ignored { .. })
+        ));
     }
 }

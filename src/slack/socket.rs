@@ -543,7 +543,7 @@ async fn handle(socket: &SocketMode, kind: &str, frame: Incoming) -> Option<Opti
                 let key = match &request {
                     Request::Clicks(clicks) => key(clicks.trigger_id.as_deref()),
                     Request::Submission(s) => {
-                        key(Some(s.view_id.as_str()).filter(|v| !v.is_empty()))
+                        key(Some(s.trigger_id.as_str()).filter(|t| !t.is_empty()))
                     }
                     Request::Shortcut(s) => {
                         key(Some(s.trigger_id.as_str()).filter(|t| !t.is_empty()))

@@ -282,6 +282,34 @@ pub async fn fake_slack_api() -> MockServer {
         })
         .mount(&server)
         .await;
+    // Views: a trigger id `expired` is refused as Slack refuses one past its 3 s.
+    for method in ["views.open", "views.update", "views.publish"] {
+        Mock::given(matchers::method("POST"))
+            .and(matchers::path(format!("/api/{method}")))
+            .respond_with(|req: &wiremock::Request| {
+                let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+                if body["trigger_id"] == "expired" {
+                    return ResponseTemplate::new(200).set_body_json(
+                        serde_json::json!({"ok": false, "error": "expired_trigger_id"}),
+                    );
+                }
+                let mut view = body["view"].clone();
+                view["id"] = serde_json::json!("V0TEST");
+                view["team_id"] = serde_json::json!("T1");
+                ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({"ok": true, "view": view}))
+            })
+            .mount(&server)
+            .await;
+    }
+    Mock::given(matchers::method("POST"))
+        .and(matchers::path("/api/chat.postEphemeral"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"ok": true, "message_ts": "1700000000.999999"})),
+        )
+        .mount(&server)
+        .await;
     Mock::given(matchers::method("POST"))
         .and(matchers::path("/api/chat.update"))
         .respond_with(|req: &wiremock::Request| {
@@ -541,6 +569,7 @@ impl TestApp {
             response_url: self.response_url(),
             timestamp: None,
             secret: SECRET.to_owned(),
+            trigger: "1.2.3".to_owned(),
         }
     }
 
@@ -686,6 +715,7 @@ pub struct SlashRequest<'a> {
     response_url: String,
     timestamp: Option<i64>,
     secret: String,
+    trigger: String,
 }
 
 /// A click's HTTP status and the response URL it carried.
@@ -734,6 +764,12 @@ impl SlashRequest<'_> {
         self
     }
 
+    /// The `trigger_id` Slack gives the command (`expired` makes the fake `views.open` refuse).
+    pub fn trigger(mut self, trigger: &str) -> Self {
+        self.trigger = trigger.to_owned();
+        self
+    }
+
     pub fn signed_with(mut self, secret: &str) -> Self {
         self.secret = secret.to_owned();
         self
@@ -751,7 +787,7 @@ impl SlashRequest<'_> {
             .append_pair("command", "/ops")
             .append_pair("text", &self.text)
             .append_pair("response_url", &self.response_url)
-            .append_pair("trigger_id", "1.2.3")
+            .append_pair("trigger_id", &self.trigger)
             .append_pair("api_app_id", "A1")
             .finish()
     }
@@ -823,6 +859,54 @@ impl TestApp {
             "type": "event_callback", "team_id": "T1", "event_id": format!("EvTest{n}"),
             "event": {"type": "app_mention", "user": user, "text": format!("<@U0BOT> {text}"),
                       "channel": CHANNEL, "ts": format!("1700000100.{n:06}")}
+        })
+        .to_string();
+        let ts = now().to_string();
+        let sig = sign_slack(&HmacKey::new(SECRET.as_bytes()), &ts, body.as_bytes());
+        self.post_slack(
+            "/slack/events",
+            body,
+            &[
+                ("content-type", "application/json".into()),
+                ("x-slack-request-timestamp", ts),
+                ("x-slack-signature", sig),
+            ],
+        )
+        .await
+        .status()
+        .as_u16()
+    }
+
+    /// Any interaction payload, signed as Slack signs `/slack/interactions` posts, and posted;
+    /// the HTTP status and body.
+    pub async fn interact(&self, payload: &serde_json::Value) -> (u16, String) {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", &payload.to_string())
+            .finish();
+        let ts = now().to_string();
+        let sig = sign_slack(&HmacKey::new(SECRET.as_bytes()), &ts, body.as_bytes());
+        let resp = self
+            .post_slack(
+                "/slack/interactions",
+                body,
+                &[
+                    ("content-type", "application/x-www-form-urlencoded".into()),
+                    ("x-slack-request-timestamp", ts),
+                    ("x-slack-signature", sig),
+                ],
+            )
+            .await;
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    }
+
+    /// A signed Events API delivery of `event` (each with an event id of its own); the status.
+    pub async fn event(&self, event: serde_json::Value) -> u16 {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let body = serde_json::json!({
+            "type": "event_callback", "team_id": "T1", "api_app_id": "A1",
+            "event_id": format!("EvHome{n}"), "event_time": now(), "event": event
         })
         .to_string();
         let ts = now().to_string();

@@ -9,6 +9,7 @@ mod deploy_safety;
 mod edge;
 mod escaping;
 mod faults;
+mod forms;
 mod github;
 mod layout;
 mod members;

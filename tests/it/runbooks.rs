@@ -413,7 +413,12 @@ async fn a_gated_deploy_waits_for_a_peer_and_then_runs(db: Db) {
         .collect();
     assert_eq!(
         ids,
-        ["approval_approve", "approval_deny", "approval_withdraw"]
+        [
+            "approval_approve",
+            "approval_deny",
+            "approval_comment",
+            "approval_withdraw"
+        ]
     );
     assert!(
         text_of(message).contains("Needs 1 approval from `approvers` (0 so far)"),
@@ -802,7 +807,6 @@ async fn injection_attempts_are_refused_before_storage(db: Db) {
         "deploy api 1.2 to prod|uction",
         "run deploy app=api version=--upload-pack=evil env=staging",
         "run deploy app=api version=1.2 env=staging extra=1",
-        "run deploy app=api env=staging",
     ] {
         let ack = app.slash(attempt).send().await;
         let answer = if ack.body.is_empty() {
@@ -821,6 +825,15 @@ async fn injection_attempts_are_refused_before_storage(db: Db) {
             "{attempt:?} → {answer}"
         );
     }
+    // A parameter left out (with a bot token): a form to fill in, nothing run.
+    let ack = app.slash("run deploy app=api env=staging").send().await;
+    assert_eq!((ack.status, ack.body.as_str()), (200, ""));
+    let opened = slack_calls(app.slack_api.as_ref().unwrap(), "views.open").await;
+    assert_eq!(opened.len(), 1);
+    assert_eq!(
+        opened[0]["view"]["blocks"][1]["element"]["initial_value"],
+        "api"
+    );
     assert!(
         app.services.store.jobs(None, 100).await.unwrap().is_empty(),
         "nothing was stored"

@@ -127,6 +127,25 @@ fn an_approval_message_from_pending_to_succeeded() {
     );
 }
 
+/// A vote with a comment: the comment is shown under the status, escaped.
+#[test]
+fn an_approval_message_with_a_comment() {
+    let mut commented = vote("U02JANE", Decision::Approve);
+    commented.comment = Some("Checked the <migration> & *the* dashboards".into());
+    let approved = ApprovalRequest {
+        status: RequestStatus::Approved,
+        votes: vec![commented],
+        decided_at: Some(datetime!(2026-11-24 14:11 UTC)),
+        decided_by: Some("U02JANE".into()),
+        job_id: Some(12),
+        ..request(RequestStatus::Pending)
+    };
+    insta::assert_json_snapshot!(
+        "approval_with_comment",
+        blocks::reply(&approval_message(&approved, Some(&job(JobStatus::Queued))))
+    );
+}
+
 /// Break-glass: a run over a lock says so, and what its extra approval must be.
 #[test]
 fn an_approval_message_that_overrides_a_lock() {

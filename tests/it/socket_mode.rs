@@ -683,3 +683,73 @@ async fn both_connections_refreshed_at_once_lose_nothing(db: Db) {
     );
     app.stop().await;
 }
+
+both_stores!(a_form_over_the_socket_is_answered_in_its_ack);
+
+/// `/ops deploy` over the socket opens the form; a submission's errors come back in the ack's
+/// payload, and a valid one asks for the run.
+async fn a_form_over_the_socket_is_answered_in_its_ack(db: Db) {
+    let (url, mut links) = fake_socket().await;
+    let api = fake_slack_api().await;
+    open_answers(&api, &url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = crate::runbooks::write_script(dir.path(), "deploy.sh", "true");
+    let Some(app) = TestApp::on(db, "sm_form")
+        .config(&crate::runbooks::config(&script, ""))
+        .env("SLACK_APP_TOKEN", "xapp-1-test-app-token")
+        .env("SLACK_BOT_TOKEN", "xoxb-socket-test-0000")
+        .env("SLACK_API_URL", format!("{}/api", api.uri()))
+        .start()
+        .await
+    else {
+        return;
+    };
+    let mut link = link(&mut links).await;
+    link.send(slash_envelope(&app, "env-form", "trig-form", "deploy"))
+        .await;
+    let ack = link.next().await;
+    assert_eq!(
+        ack,
+        json!({"envelope_id": "env-form"}),
+        "the form opened; nothing to say"
+    );
+    let opened = slack_calls(&api, "views.open").await;
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0]["trigger_id"], "trig-form");
+    let metadata = opened[0]["view"]["private_metadata"].as_str().unwrap();
+    let envelope = |id: &str, values: &[(&str, &str)]| {
+        json!({
+            "envelope_id": id, "type": "interactive", "accepts_response_payload": true,
+            "payload": crate::forms::submission(ALICE, "pantheon_form", metadata, values),
+        })
+    };
+    link.send(envelope(
+        "env-bad",
+        &[("app", "api"), ("version", "v 1"), ("env", "staging")],
+    ))
+    .await;
+    let ack = link.next().await;
+    assert_eq!(ack["envelope_id"], "env-bad");
+    assert_eq!(ack["payload"]["response_action"], "errors", "{ack}");
+    assert!(ack["payload"]["errors"]["version"].is_string(), "{ack}");
+    link.send(envelope(
+        "env-good",
+        &[("app", "api"), ("version", "v1"), ("env", "production")],
+    ))
+    .await;
+    let ack = link.next().await;
+    assert_eq!(ack, json!({"envelope_id": "env-good"}));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app
+        .services
+        .store
+        .pending_approvals()
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "no request was made");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.stop().await;
+}

@@ -264,6 +264,20 @@ pub fn approval_buttons(request: i64) -> chat::Block {
     ])
 }
 
+/// The buttons an approver is offered (the home tab): approve, deny, or either with a comment.
+pub fn approver_buttons(request: i64) -> chat::Block {
+    let vote = |decision| Action::Vote { request, decision };
+    chat::buttons(vec![
+        chat::button(
+            vote(Decision::Approve),
+            "Approve",
+            Some(ButtonStyle::Primary),
+        ),
+        chat::button(vote(Decision::Deny), "Deny", Some(ButtonStyle::Danger)),
+        chat::button(Action::Comment { request }, "With comment…", None),
+    ])
+}
+
 /// A "Log" button for job `job_id`. Messages in a channel carry no link to the job's page (a link
 /// opens the page for whoever holds it); a click answers the clicker privately with a link of
 /// their own, if they may see the job.
