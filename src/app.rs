@@ -12,6 +12,7 @@ use crate::{
     config::{ConfigError, FileConfig, Settings, Source},
     domain::catalogue::Catalogue,
     http::{self, AppState},
+    mattermost::{self, api::MattermostApi, buttons::Buttons, port::MattermostChat},
     services::Services,
     signature::HmacKey,
     slack::{api::SlackApi, port::SlackChat, response_url::ResponseUrlPolicy},
@@ -54,6 +55,8 @@ pub struct App {
     pub services: Arc<Services>,
     /// Every command with its handler: what requests are dispatched to.
     pub registry: Arc<Registry>,
+    /// Mattermost's routes, when its command tokens are set.
+    mattermost: Option<Arc<mattermost::Edge>>,
     audit_task: tokio::task::JoinHandle<()>,
     delivery_task: tokio::task::JoinHandle<()>,
     stop_jobs: tokio::sync::watch::Sender<bool>,
@@ -125,20 +128,102 @@ impl App {
         );
         let response_urls = ResponseUrlPolicy::new(settings.response_url_hosts.clone());
         let catalogue = Arc::new(catalogue);
+        // Mattermost beside Slack (or instead of it), when any of it is configured.
+        let mm_server = config.mattermost.base_url();
+        let mm_wanted = mm_server.is_some()
+            || !settings.mattermost_command_tokens.is_empty()
+            || settings.mattermost_bot_token.is_some();
+        let buttons = match &settings.mattermost_action_secret {
+            Some(secret) if secret.expose_secret().len() < mattermost::MIN_ACTION_SECRET => {
+                return Err(ConfigError::env(
+                    "PANTHEON_MATTERMOST_ACTION_SECRET",
+                    format!(
+                        "is shorter than {} characters; make one with `openssl rand -hex 32`",
+                        mattermost::MIN_ACTION_SECRET
+                    ),
+                )
+                .into());
+            }
+            Some(secret) => Some(Arc::new(Buttons::new(
+                secret.expose_secret().as_bytes(),
+                &settings.public_url,
+                config.mattermost.button_ttl,
+            ))),
+            None => None,
+        };
+        let mm_port = |out: &Outbound| {
+            Arc::new(MattermostChat::new(
+                MattermostApi::new(
+                    out.clone(),
+                    mm_server.as_ref(),
+                    settings.mattermost_bot_token.clone(),
+                ),
+                mm_server.clone(),
+                buttons.clone(),
+                outbound.clone(),
+            ))
+        };
+        let outbox_outbound = Outbound::new(
+            RetryPolicy {
+                attempts: 1,
+                ..retry
+            },
+            http_timeout,
+        );
+        let (mm_chat, mm_outbox) = if mm_wanted {
+            (Some(mm_port(&outbound)), Some(mm_port(&outbox_outbound)))
+        } else {
+            (None, None)
+        };
+        let ports = |slack: Arc<dyn crate::chat::ChatPort>, mm: Option<Arc<MattermostChat>>| {
+            let mut ports = vec![slack];
+            if let Some(mm) = mm {
+                ports.push(mm as Arc<dyn crate::chat::ChatPort>);
+            }
+            Arc::new(crate::chat::Chats::new(ports))
+        };
+        let edge = if settings.mattermost_command_tokens.is_empty() {
+            None
+        } else {
+            let (Some(chat), Some(buttons)) = (mm_chat.clone(), buttons.clone()) else {
+                return Err(ConfigError::env(
+                    "PANTHEON_MATTERMOST_ACTION_SECRET",
+                    "is not set; Mattermost's message buttons need a key of our own (make one with `openssl rand -hex 32`)",
+                )
+                .into());
+            };
+            Some(Arc::new(mattermost::Edge {
+                tokens: settings.mattermost_command_tokens.clone(),
+                chat,
+                buttons,
+                slash: config
+                    .mattermost
+                    .command
+                    .as_ref()
+                    .unwrap_or(&config.slack.command)
+                    .get_ref()
+                    .clone(),
+            }))
+        };
         let notifications = crate::notify::Notifications::new(
             store.clone(),
             deliveries,
             catalogue.clone(),
             zendesk.clone(),
-            Arc::new(SlackChat::new(
-                slack_outbox,
-                response_urls.clone(),
-                outbound.clone(),
-            )),
+            ports(
+                Arc::new(SlackChat::new(
+                    slack_outbox,
+                    response_urls.clone(),
+                    outbound.clone(),
+                )),
+                mm_outbox,
+            ),
             config.notifications.clone(),
         );
-        let chat: Arc<dyn crate::chat::ChatPort> =
-            Arc::new(SlackChat::new(slack, response_urls, outbound.clone()));
+        let chat: Arc<dyn crate::chat::ChatPort> = ports(
+            Arc::new(SlackChat::new(slack, response_urls, outbound.clone())),
+            mm_chat,
+        );
         let vendors = Arc::new(crate::clients::Vendors::new(
             pagerduty, zendesk, github, outbound,
         ));
@@ -194,6 +279,7 @@ impl App {
         Ok(Self {
             services,
             registry: Arc::new(registry),
+            mattermost: edge,
             audit_task,
             delivery_task,
             stop_jobs,
@@ -201,28 +287,37 @@ impl App {
         })
     }
 
-    /// The router, for serving or for driving in tests. Needs the Slack signing secret.
+    /// The router, for serving or for driving in tests. Needs a chat platform: the Slack
+    /// signing secret, Slack's app token (Socket Mode), or Mattermost's command token.
     /// With Socket Mode on and no signing secret, Slack's HTTP routes are left out (nothing
     /// could verify them); the rest (webhooks, pages, health) is served as always.
     pub fn router(&self) -> Result<axum::Router, ConfigError> {
         let settings = &self.services.settings;
-        let (key, chat) = match (&settings.slack_signing_secret, &settings.slack_app_token) {
+        let body_timeout = self.services.config.limits.body_timeout;
+        let (key, mut chat) = match (&settings.slack_signing_secret, &settings.slack_app_token) {
             (Some(secret), _) => (
                 HmacKey::new(secret.expose_secret().as_bytes()),
-                crate::slack::routes(self.services.config.limits.body_timeout),
+                crate::slack::routes(body_timeout),
             ),
             // No Slack route is mounted to use it: a key nobody knows.
             (None, Some(_)) => (
                 HmacKey::new(uuid::Uuid::new_v4().as_bytes()),
                 axum::Router::new(),
             ),
+            (None, None) if self.mattermost.is_some() => (
+                HmacKey::new(uuid::Uuid::new_v4().as_bytes()),
+                axum::Router::new(),
+            ),
             (None, None) => {
                 return Err(ConfigError::env(
                     "SLACK_SIGNING_SECRET",
-                    "is not set; find it under Basic Information → App Credentials in your Slack app (or set SLACK_APP_TOKEN for Socket Mode)",
+                    "is not set; find it under Basic Information → App Credentials in your Slack app (or set SLACK_APP_TOKEN for Socket Mode, or MATTERMOST_COMMAND_TOKEN for Mattermost)",
                 ));
             }
         };
+        if let Some(edge) = &self.mattermost {
+            chat = chat.merge(mattermost::routes(edge.clone(), body_timeout));
+        }
         let state = AppState {
             services: self.services.clone(),
             registry: self.registry.clone(),
@@ -397,6 +492,8 @@ fn register_secrets(settings: &Settings) {
         &settings.slack_signing_secret,
         &settings.slack_bot_token,
         &settings.slack_app_token,
+        &settings.mattermost_bot_token,
+        &settings.mattermost_action_secret,
         &settings.github_token,
         &settings.pagerduty_api_token,
         &settings.zendesk_api_token,
@@ -404,6 +501,7 @@ fn register_secrets(settings: &Settings) {
         &settings.metrics_token,
     ];
     let lists = [
+        &settings.mattermost_command_tokens,
         &settings.github_webhook_secrets,
         &settings.pagerduty_webhook_secrets,
         &settings.zendesk_webhook_secrets,

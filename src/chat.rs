@@ -25,18 +25,27 @@ pub struct Posted {
 
 /// A reply URL the platform gave with a request (Slack's `response_url`), checked against the
 /// allow-list once, by the platform's edge ([`ChatPort::response_url`]); only a checked one can
-/// be replied to.
+/// be replied to, and only by the port that checked it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResponseUrl(Url);
+pub struct ResponseUrl {
+    url: Url,
+    port: &'static str,
+}
 
 impl ResponseUrl {
-    /// For a platform edge's policy, once it has checked `url`.
-    pub fn checked(url: Url) -> Self {
-        Self(url)
+    /// For a platform edge's policy, once it has checked `url`: answered by the port named
+    /// `port` ([`ChatPort::name`]).
+    pub fn checked(port: &'static str, url: Url) -> Self {
+        Self { url, port }
     }
 
     pub fn url(&self) -> &Url {
-        &self.0
+        &self.url
+    }
+
+    /// The name of the port that checked it.
+    pub fn port(&self) -> &'static str {
+        self.port
     }
 }
 
@@ -46,8 +55,16 @@ pub type ChatFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, VendorError>>
 /// what it posted, reply through a request's reply URL, look up a person's email, and post
 /// outbox notices in a way that a sender which died mid-post can recognise afterwards.
 pub trait ChatPort: Send + Sync {
+    /// Its name, as its [`ResponseUrl`]s carry it.
+    fn name(&self) -> &'static str;
+
     /// Whether it can post at all (its bot credentials are configured).
     fn configured(&self) -> bool;
+
+    /// Whether `id` (a channel's or a person's) is one of this platform's: each platform's ids
+    /// have their own documented shape, so a stored channel or a group member names its
+    /// platform by itself, and [`Chats`] sends each call where it belongs.
+    fn owns(&self, id: &str) -> bool;
 
     fn post<'a>(
         &'a self,
@@ -109,6 +126,223 @@ pub trait ChatPort: Send + Sync {
         since: OffsetDateTime,
         post: i64,
     ) -> ChatFuture<'a, Option<String>>;
+}
+
+/// Every chat platform behind one port. A call that names a channel or a person goes to the
+/// platform that [`ChatPort::owns`] it; a reply to the port that checked its URL; what names
+/// neither (a form's trigger) to the first port. Built by `app` from the platforms configured;
+/// the code above the edges sees one port, whichever platform a request came from.
+pub struct Chats {
+    ports: Vec<std::sync::Arc<dyn ChatPort>>,
+}
+
+impl Chats {
+    /// `ports` in order of preference; the first also takes what no port owns. Not empty.
+    pub fn new(ports: Vec<std::sync::Arc<dyn ChatPort>>) -> Self {
+        Self { ports }
+    }
+
+    fn first(&self) -> &dyn ChatPort {
+        match self.ports.iter().find(|p| p.configured()) {
+            Some(p) => &**p,
+            None => self
+                .ports
+                .first()
+                .map_or(&NoChat as &dyn ChatPort, |p| &**p),
+        }
+    }
+
+    /// The port for `id`: its owner, else the first configured port.
+    fn of(&self, id: &str) -> &dyn ChatPort {
+        if let [only] = self.ports.as_slice() {
+            return &**only;
+        }
+        match self.ports.iter().find(|p| p.owns(id)) {
+            Some(p) => &**p,
+            None => self.first(),
+        }
+    }
+}
+
+impl ChatPort for Chats {
+    fn name(&self) -> &'static str {
+        "chats"
+    }
+
+    fn configured(&self) -> bool {
+        self.ports.iter().any(|p| p.configured())
+    }
+
+    fn owns(&self, id: &str) -> bool {
+        self.ports.iter().any(|p| p.owns(id))
+    }
+
+    fn post<'a>(
+        &'a self,
+        channel: &'a str,
+        thread: Option<&'a str>,
+        message: &'a Message,
+    ) -> ChatFuture<'a, Posted> {
+        self.of(channel).post(channel, thread, message)
+    }
+
+    fn update<'a>(
+        &'a self,
+        channel: &'a str,
+        at: &'a str,
+        message: &'a Message,
+    ) -> ChatFuture<'a, ()> {
+        self.of(channel).update(channel, at, message)
+    }
+
+    /// The first port whose policy accepts `raw`; otherwise the first port's reason.
+    fn response_url(&self, raw: &str) -> Result<ResponseUrl, String> {
+        let mut first_refusal = None;
+        for port in &self.ports {
+            match port.response_url(raw) {
+                Ok(url) => return Ok(url),
+                Err(why) => {
+                    first_refusal.get_or_insert(why);
+                }
+            }
+        }
+        Err(first_refusal.unwrap_or_else(|| "no chat platform is configured".to_owned()))
+    }
+
+    fn reply<'a>(&'a self, to: &'a ResponseUrl, message: &'a Message) -> ChatFuture<'a, ()> {
+        match self.ports.iter().find(|p| p.name() == to.port()) {
+            Some(port) => port.reply(to, message),
+            None => self.first().reply(to, message),
+        }
+    }
+
+    fn user_email<'a>(&'a self, user: &'a str) -> ChatFuture<'a, Option<String>> {
+        self.of(user).user_email(user)
+    }
+
+    fn open_form<'a>(&'a self, trigger: &'a str, form: &'a Form) -> ChatFuture<'a, ()> {
+        self.ports
+            .first()
+            .map_or(&NoChat as &dyn ChatPort, |p| &**p)
+            .open_form(trigger, form)
+    }
+
+    fn publish_home<'a>(&'a self, user: &'a str, blocks: &'a [Block]) -> ChatFuture<'a, ()> {
+        self.of(user).publish_home(user, blocks)
+    }
+
+    fn post_private<'a>(
+        &'a self,
+        channel: &'a str,
+        user: &'a str,
+        message: &'a Message,
+    ) -> ChatFuture<'a, ()> {
+        self.of(channel).post_private(channel, user, message)
+    }
+
+    fn membership<'a>(&'a self, user: &'a str) -> ChatFuture<'a, Membership> {
+        let port = self.of(user);
+        if !port.configured() {
+            // This person's platform cannot be asked; others' bot tokens say nothing of them.
+            return Box::pin(async { Ok(Membership::Unchecked) });
+        }
+        port.membership(user)
+    }
+
+    fn post_notice<'a>(
+        &'a self,
+        channel: &'a str,
+        message: &'a Message,
+        outbox_id: i64,
+        post: i64,
+    ) -> ChatFuture<'a, Posted> {
+        self.of(channel)
+            .post_notice(channel, message, outbox_id, post)
+    }
+
+    fn find_notice<'a>(
+        &'a self,
+        channel: &'a str,
+        since: OffsetDateTime,
+        post: i64,
+    ) -> ChatFuture<'a, Option<String>> {
+        self.of(channel).find_notice(channel, since, post)
+    }
+}
+
+/// No platform at all (an empty [`Chats`]): every call says so.
+struct NoChat;
+
+impl NoChat {
+    fn none<'a, T: Send + 'a>() -> ChatFuture<'a, T> {
+        Box::pin(async {
+            Err(VendorError::not_configured(
+                "chat",
+                "a chat platform's credentials",
+            ))
+        })
+    }
+}
+
+impl ChatPort for NoChat {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+    fn configured(&self) -> bool {
+        false
+    }
+    fn owns(&self, _id: &str) -> bool {
+        false
+    }
+    fn post<'a>(
+        &'a self,
+        _: &'a str,
+        _: Option<&'a str>,
+        _: &'a Message,
+    ) -> ChatFuture<'a, Posted> {
+        Self::none()
+    }
+    fn update<'a>(&'a self, _: &'a str, _: &'a str, _: &'a Message) -> ChatFuture<'a, ()> {
+        Self::none()
+    }
+    fn response_url(&self, _raw: &str) -> Result<ResponseUrl, String> {
+        Err("no chat platform is configured".to_owned())
+    }
+    fn reply<'a>(&'a self, _: &'a ResponseUrl, _: &'a Message) -> ChatFuture<'a, ()> {
+        Self::none()
+    }
+    fn user_email<'a>(&'a self, _: &'a str) -> ChatFuture<'a, Option<String>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn open_form<'a>(&'a self, _: &'a str, _: &'a Form) -> ChatFuture<'a, ()> {
+        Self::none()
+    }
+    fn publish_home<'a>(&'a self, _: &'a str, _: &'a [Block]) -> ChatFuture<'a, ()> {
+        Self::none()
+    }
+    fn post_private<'a>(&'a self, _: &'a str, _: &'a str, _: &'a Message) -> ChatFuture<'a, ()> {
+        Self::none()
+    }
+    fn membership<'a>(&'a self, _: &'a str) -> ChatFuture<'a, Membership> {
+        Box::pin(async { Ok(Membership::Unchecked) })
+    }
+    fn post_notice<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a Message,
+        _: i64,
+        _: i64,
+    ) -> ChatFuture<'a, Posted> {
+        Self::none()
+    }
+    fn find_notice<'a>(
+        &'a self,
+        _: &'a str,
+        _: OffsetDateTime,
+        _: i64,
+    ) -> ChatFuture<'a, Option<String>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// What the platform says of a person, for the one check every vote, command and form

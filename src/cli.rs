@@ -34,14 +34,19 @@ pub enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
-    /// Type commands as a chosen user and see the replies, without Slack.
+    /// Type commands as a chosen user and see the replies, without a chat platform.
     Console {
-        /// The Slack user id to act as (groups come from the configuration).
-        #[arg(long = "as", default_value = "UCONSOLE")]
-        user: String,
-        /// The channel id to act in.
-        #[arg(long, default_value = "CCONSOLE")]
-        channel: String,
+        /// The user id to act as (groups come from the configuration); default UCONSOLE, or a
+        /// Mattermost-shaped id with --platform mattermost.
+        #[arg(long = "as")]
+        user: Option<String>,
+        /// The channel id to act in (posts there go to that id's platform).
+        #[arg(long)]
+        channel: Option<String>,
+        /// Whose ids and rendering to use: Slack's (replies as text) or Mattermost's (replies
+        /// as the Markdown Mattermost would show).
+        #[arg(long, value_enum, default_value_t = ConsolePlatform::Slack)]
+        platform: ConsolePlatform,
     },
     /// Check the configuration file and the environment, and print a summary.
     CheckConfig,
@@ -61,6 +66,41 @@ pub enum Command {
         #[arg(long)]
         with_history: bool,
     },
+}
+
+/// The platform `console` plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConsolePlatform {
+    Slack,
+    Mattermost,
+}
+
+impl ConsolePlatform {
+    fn default_ids(self) -> (&'static str, &'static str) {
+        match self {
+            ConsolePlatform::Slack => ("UCONSOLE", "CCONSOLE"),
+            // 26 lower-case letters and digits, as Mattermost's ids are.
+            ConsolePlatform::Mattermost => {
+                ("consoleuserxxxxxxxxxxxxxxx", "consolechannelxxxxxxxxxxxx")
+            }
+        }
+    }
+
+    /// A reply as this platform would show it.
+    fn show(self, message: &Message) -> String {
+        match self {
+            ConsolePlatform::Slack => crate::chat::unescape(&message.text),
+            ConsolePlatform::Mattermost => {
+                crate::mattermost::render::render(
+                    message,
+                    None,
+                    &crate::mattermost::render::NoNames,
+                    time::OffsetDateTime::now_utc(),
+                )
+                .message
+            }
+        }
+    }
 }
 
 fn load(cli: &Cli) -> Result<(FileConfig, Source, Settings), String> {
@@ -105,8 +145,15 @@ pub fn run(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Serve => serve(file, source, settings).await,
             Command::Migrate => migrate(&settings).await,
-            Command::Console { user, channel } => {
-                console(file, source, settings, user, channel).await
+            Command::Console {
+                user,
+                channel,
+                platform,
+            } => {
+                let (default_user, default_channel) = platform.default_ids();
+                let user = user.unwrap_or_else(|| default_user.to_owned());
+                let channel = channel.unwrap_or_else(|| default_channel.to_owned());
+                console(file, source, settings, user, channel, platform).await
             }
             Command::CheckConfig => check_config(&file, &source, &settings),
             Command::SlackManifest {
@@ -387,6 +434,41 @@ fn check_config(file: &FileConfig, source: &Source, settings: &Settings) -> Resu
         }
     );
     println!(
+        "Mattermost: {}; MATTERMOST_COMMAND_TOKEN: {} token(s); MATTERMOST_BOT_TOKEN: {}; PANTHEON_MATTERMOST_ACTION_SECRET: {}",
+        match file.mattermost.url.as_ref() {
+            Some(url) => format!("server {}", url.get_ref()),
+            None => "no server ([mattermost] url)".to_owned(),
+        },
+        settings.mattermost_command_tokens.len(),
+        set(settings.mattermost_bot_token.is_some()),
+        set(settings.mattermost_action_secret.is_some()),
+    );
+    if !settings.mattermost_command_tokens.is_empty() && settings.mattermost_action_secret.is_none()
+    {
+        return Err("MATTERMOST_COMMAND_TOKEN is set but PANTHEON_MATTERMOST_ACTION_SECRET is not: Mattermost's buttons need it (`openssl rand -hex 32`)".to_owned());
+    }
+    if let Some(secret) = &settings.mattermost_action_secret
+        && secrecy::ExposeSecret::expose_secret(secret).len() < crate::mattermost::MIN_ACTION_SECRET
+    {
+        return Err(format!(
+            "PANTHEON_MATTERMOST_ACTION_SECRET is shorter than {} characters; make one with `openssl rand -hex 32`",
+            crate::mattermost::MIN_ACTION_SECRET
+        ));
+    }
+    if settings.mattermost_bot_token.is_some() && file.mattermost.url.is_none() {
+        return Err("MATTERMOST_BOT_TOKEN is set but [mattermost] url is not: Pantheon needs the server's address to post".to_owned());
+    }
+    let mm_routes = file
+        .routes
+        .iter()
+        .filter(|r| r.platform == config::Platform::Mattermost)
+        .count();
+    if mm_routes > 0 && settings.mattermost_bot_token.is_none() {
+        println!(
+            "warning: {mm_routes} route(s) send to Mattermost, but MATTERMOST_BOT_TOKEN is not set: those notifications cannot be posted"
+        );
+    }
+    println!(
         "GITHUB_TOKEN: {}; webhook secrets: {}",
         set(settings.github_token.is_some()),
         settings.github_webhook_secrets.len()
@@ -410,6 +492,7 @@ async fn console(
     settings: Settings,
     user: String,
     channel: String,
+    platform: ConsolePlatform,
 ) -> Result<(), String> {
     let app = App::build(Options {
         background: true,
@@ -428,7 +511,11 @@ async fn console(
     let slash = services.slash.clone();
     let wait = services.limits().handler_timeout + std::time::Duration::from_secs(5);
     println!(
-        "Pantheon console, as {user} in {channel}. Type `{slash} help` (the `{slash}` is optional); Ctrl-D to quit."
+        "Pantheon console ({}), as {user} in {channel}. Type `{slash} help` (the `{slash}` is optional); Ctrl-D to quit.",
+        match platform {
+            ConsolePlatform::Slack => "slack",
+            ConsolePlatform::Mattermost => "mattermost",
+        }
     );
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     loop {
@@ -471,14 +558,11 @@ async fn console(
             | Ack::Form {
                 fallback: message, ..
             } => {
-                println!("{}", crate::chat::unescape(&message.text))
+                println!("{}", platform.show(&message))
             }
-            Ack::Replay => println!(
-                "{}",
-                crate::chat::unescape(&dispatch::replay_message().text)
-            ),
+            Ack::Replay => println!("{}", platform.show(&dispatch::replay_message())),
             Ack::Empty | Ack::Echo => match tokio::time::timeout(wait, rx.recv()).await {
-                Ok(Some(message)) => println!("{}", crate::chat::unescape(&message.text)),
+                Ok(Some(message)) => println!("{}", platform.show(&message)),
                 Ok(None) | Err(_) => println!("(no reply)"),
             },
         }

@@ -157,7 +157,10 @@ fn table_name(header: &str) -> String {
 pub struct FileConfig {
     #[serde(default)]
     pub slack: SlackSection,
-    /// Group name -> Slack user ids; `"*"` means everyone.
+    /// Mattermost, beside Slack or instead of it.
+    #[serde(default)]
+    pub mattermost: MattermostSection,
+    /// Group name -> user ids (Slack's, Mattermost's, or both); `"*"` means everyone.
     #[serde(default)]
     pub groups: BTreeMap<String, Vec<Spanned<String>>>,
     /// Command family (or `family.action`) -> groups allowed. A family not listed is open to
@@ -473,6 +476,72 @@ fn default_app_name() -> String {
     "Pantheon".to_owned()
 }
 
+/// Mattermost: where its server is, and what its slash command is called.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MattermostSection {
+    /// The server's base URL, e.g. `https://chat.example.com`: its REST API (`/api/v4`) for
+    /// posts and lookups, and the only origin whose `response_url`s we answer.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// The slash command's trigger, with its slash (default: the same as `slack.command`).
+    #[serde(default)]
+    pub command: Option<Spanned<String>>,
+    /// How long a message button stays usable; a click on an older one is refused.
+    #[serde(default = "default_button_ttl", with = "crate::domain::duration")]
+    pub button_ttl: Duration,
+}
+
+impl Default for MattermostSection {
+    fn default() -> Self {
+        Self {
+            url: None,
+            command: None,
+            button_ttl: default_button_ttl(),
+        }
+    }
+}
+
+fn default_button_ttl() -> Duration {
+    // Approval requests expire sooner on their own; a job's "Log" button lives this long.
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+impl MattermostSection {
+    /// The server's base URL, parsed (validated when the file is read).
+    pub fn base_url(&self) -> Option<Url> {
+        self.url
+            .as_ref()
+            .and_then(|u| parse_base_url(u.get_ref()).ok())
+    }
+}
+
+/// The chat platforms a route can send to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    #[default]
+    Slack,
+    Mattermost,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Slack => "slack",
+            Platform::Mattermost => "mattermost",
+        }
+    }
+
+    /// Whether `id` is a channel id of this platform.
+    pub fn is_channel_id(self, id: &str) -> bool {
+        match self {
+            Platform::Slack => is_slack_channel_id(id),
+            Platform::Mattermost => is_mattermost_id(id),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct GithubSection {
@@ -626,6 +695,9 @@ pub struct RouteConfig {
     #[serde(default, rename = "match")]
     pub matches: BTreeMap<String, String>,
     pub channel: Spanned<String>,
+    /// Which chat platform `channel` is on.
+    #[serde(default)]
+    pub platform: Platform,
 }
 
 /// Every placeholder in usage, target and runner templates must be a declared parameter, and
@@ -872,12 +944,7 @@ impl FileConfig {
 
     fn validate(&self, source: &Source) -> Result<(), ConfigError> {
         let command = &self.slack.command;
-        let valid_command = command.get_ref().len() > 1
-            && command.get_ref().starts_with('/')
-            && command.get_ref()[1..]
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !valid_command {
+        if !is_slash_command(command.get_ref()) {
             return Err(source.error_at(
                 command.span(),
                 "slack.command",
@@ -896,11 +963,11 @@ impl FileConfig {
             }
             for member in members {
                 let m = member.get_ref();
-                if m != "*" && !is_slack_user_id(m) {
+                if m != "*" && !is_slack_user_id(m) && !is_mattermost_id(m) {
                     return Err(source.error_at(
                         member.span(),
                         format!("groups.{group}"),
-                        format!("`{m}` is not a Slack user id (like \"U024BE7LH\") or \"*\""),
+                        format!("`{m}` is not a Slack user id (like \"U024BE7LH\"), a Mattermost user id (26 lower-case letters and digits) or \"*\""),
                     ));
                 }
             }
@@ -1005,13 +1072,41 @@ impl FileConfig {
                     ));
                 }
             }
-            if route.channel.get_ref().trim().is_empty() {
+            let channel = route.channel.get_ref().trim();
+            let wrong = match route.platform {
+                _ if channel.is_empty() => true,
+                // Slack channels have been named by tests and old configs in other ways; only
+                // a Mattermost id would be sent to the wrong platform.
+                Platform::Slack => is_mattermost_id(channel),
+                Platform::Mattermost => !is_mattermost_id(channel),
+            };
+            if wrong {
                 return Err(source.error_at(
                     route.channel.span(),
                     format!("routes[{i}].channel"),
-                    "channel must be a Slack channel id like \"C0DEV\"",
+                    match route.platform {
+                        Platform::Slack => "channel must be a Slack channel id like \"C0DEV\" (for a Mattermost channel, add platform = \"mattermost\")",
+                        Platform::Mattermost => "channel must be a Mattermost channel id: 26 lower-case letters and digits (the channel's \"View Info\" shows it)",
+                    },
                 ));
             }
+        }
+        if let Some(url) = &self.mattermost.url
+            && let Err(e) = parse_base_url(url.get_ref())
+        {
+            return Err(source.error_at(url.span(), "mattermost.url", e));
+        }
+        if let Some(command) = &self.mattermost.command
+            && !is_slash_command(command.get_ref())
+        {
+            return Err(source.error_at(
+                command.span(),
+                "mattermost.command",
+                format!(
+                    "`{}` is not a slash command; write e.g. \"/ops\"",
+                    command.get_ref()
+                ),
+            ));
         }
         for action in &self.pagerduty.approval_required {
             if !PAGERDUTY_WRITE_ACTIONS.contains(&action.get_ref().as_str()) {
@@ -1301,6 +1396,31 @@ fn is_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+fn is_slash_command(s: &str) -> bool {
+    s.len() > 1
+        && s.starts_with('/')
+        && s[1..]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Mattermost ids (users, channels, posts, teams): 26 characters of lower-case letters and
+/// digits (its `NewId`, base32 of 16 random bytes).
+pub fn is_mattermost_id(s: &str) -> bool {
+    s.len() == 26
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// Slack channel ids: `C…`, `G…` (private) or `D…` (direct), upper-case letters and digits.
+pub fn is_slack_channel_id(s: &str) -> bool {
+    s.len() >= 3
+        && s.len() <= 32
+        && (s.starts_with('C') || s.starts_with('G') || s.starts_with('D'))
+        && s.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
 /// Slack user ids: `U…` or `W…` (Enterprise Grid), upper-case letters and digits.
 pub fn is_slack_user_id(s: &str) -> bool {
     s.len() >= 3
@@ -1333,6 +1453,14 @@ pub struct Settings {
     /// Socket Mode, a WebSocket we open, instead of (or beside) signed HTTP.
     pub slack_app_token: Option<SecretString>,
     pub slack_api_url: Url,
+    /// Mattermost's slash-command tokens (comma-separated, so a new one can be added before
+    /// the old one is removed): a command carrying none of them is refused.
+    pub mattermost_command_tokens: Vec<SecretString>,
+    /// A Mattermost bot account's access token: posts, edits, ephemeral posts, user lookups.
+    pub mattermost_bot_token: Option<SecretString>,
+    /// Our own key for the context of Mattermost message buttons (Mattermost signs nothing it
+    /// sends to an integration, so the context of each button carries our signature).
+    pub mattermost_action_secret: Option<SecretString>,
     pub github_token: Option<SecretString>,
     pub github_webhook_secrets: Vec<SecretString>,
     pub github_api_url: Url,
@@ -1433,6 +1561,9 @@ impl Settings {
             slack_bot_token: secret("SLACK_BOT_TOKEN"),
             slack_app_token: secret("SLACK_APP_TOKEN"),
             slack_api_url: url("SLACK_API_URL", "https://slack.com/api")?,
+            mattermost_command_tokens: secrets("MATTERMOST_COMMAND_TOKEN"),
+            mattermost_bot_token: secret("MATTERMOST_BOT_TOKEN"),
+            mattermost_action_secret: secret("PANTHEON_MATTERMOST_ACTION_SECRET"),
             github_token: secret("GITHUB_TOKEN"),
             github_webhook_secrets: secrets("GITHUB_WEBHOOK_SECRET"),
             github_api_url: url("GITHUB_API_URL", "https://api.github.com")?,
@@ -1637,6 +1768,50 @@ channel = "C0DEV"
             err.message.contains("`jane` is not a Slack user id"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn groups_list_mattermost_people_beside_slack_ones_and_routes_name_their_platform() {
+        let config = parse(
+            "[groups]\nops = [\"U03JOE\", \"janejanejanejanejanejaneja\"]\n\n[mattermost]\nurl = \"https://chat.example.com\"\n\n[[routes]]\nsource = \"github\"\nchannel = \"opsopsopsopsopsopsopsopsop\"\nplatform = \"mattermost\"\n\n[[routes]]\nsource = \"github\"\nchannel = \"C0DEV\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.groups["ops"].len(), 2);
+        assert_eq!(config.routes[0].platform, Platform::Mattermost);
+        assert_eq!(config.routes[1].platform, Platform::Slack);
+        assert_eq!(
+            config.mattermost.base_url().unwrap().as_str(),
+            "https://chat.example.com/"
+        );
+        assert_eq!(
+            config.mattermost.button_ttl,
+            Duration::from_secs(7 * 24 * 3600)
+        );
+        // A Mattermost id under Slack, a Slack id under Mattermost, an unknown platform.
+        for (route, key) in [
+            (
+                "channel = \"opsopsopsopsopsopsopsopsop\"\n",
+                "routes[0].channel",
+            ),
+            (
+                "channel = \"C0DEV\"\nplatform = \"mattermost\"\n",
+                "routes[0].channel",
+            ),
+        ] {
+            let err = parse(&format!("[[routes]]\nsource = \"github\"\n{route}")).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some(key), "{err}");
+        }
+        assert!(
+            parse("[[routes]]\nsource = \"github\"\nchannel = \"C0DEV\"\nplatform = \"irc\"\n")
+                .is_err()
+        );
+        let err = parse("[mattermost]\nurl = \"ftp://chat\"\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("mattermost.url"));
+        let err = parse("[mattermost]\ncommand = \"ops\"\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("mattermost.command"));
+        // Not a Mattermost id: 25 characters, or upper case.
+        assert!(!is_mattermost_id("janejanejanejanejanejanej"));
+        assert!(!is_mattermost_id("JANEJANEJANEJANEJANEJANEJA"));
     }
 
     /// The 1-based line of `needle` in `text`.

@@ -377,7 +377,7 @@ async fn claim_now(
 
 /// The audit detail of a refused replay.
 pub const REPLAY_DETAIL: &str =
-    "replay: this signed request was received before (Slack never sends one twice)";
+    "replay: this request was received before (a chat platform never sends one twice)";
 
 fn replay_refused() -> Ack {
     Ack::Replay

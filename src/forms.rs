@@ -428,3 +428,33 @@ pub async fn home(services: &Services, user: &str) -> Vec<chat::Block> {
 pub async fn may_act(services: &Services, user: &str) -> Result<(), String> {
     chat::may_act(&*services.chat, user, WhenUnsure::Allow).await
 }
+
+/// The answer to a click on a job's "Log" button: a link to its page for the clicker alone, if
+/// they may see the job.
+pub async fn log_link(services: &Services, user: &str, id: Option<i64>) -> String {
+    let job = match id {
+        Some(id) => services.store.job(id).await,
+        None => Ok(None),
+    };
+    match job {
+        Ok(Some(job)) => match services.runbooks.may_see_job(user, &job) {
+            Ok(()) => {
+                let url = services
+                    .links
+                    .job_url(job.id, user, time::OffsetDateTime::now_utc());
+                format!(
+                    "{} #{}: {} (this link is yours alone; do not share it).",
+                    crate::chat::escape(&job.runbook),
+                    job.id,
+                    crate::chat::link(&url, "job page with the full log")
+                )
+            }
+            Err(refusal) => crate::runbooks::hidden_job_message(&job, &refusal),
+        },
+        Ok(None) => "There is no such job.".to_owned(),
+        Err(e) => {
+            tracing::error!(error = %e, "job lookup failed");
+            "The job could not be read just now; try again shortly.".to_owned()
+        }
+    }
+}

@@ -18,6 +18,7 @@ pub mod http;
 pub mod inbound;
 pub mod inflight;
 pub mod links;
+pub mod mattermost;
 pub mod notify;
 pub mod pager;
 pub mod runbooks;

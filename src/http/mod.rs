@@ -30,6 +30,18 @@ pub struct AppState {
     pub slack_key: Arc<HmacKey>,
 }
 
+/// Whether the request says its body is a form (`application/x-www-form-urlencoded`).
+pub fn is_form(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
 /// A POST route whose body is read in full before `handler` runs: at most `limit` bytes, within
 /// `body_timeout`.
 pub fn post_within(

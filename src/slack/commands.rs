@@ -6,7 +6,7 @@
 use axum::{
     body::Bytes,
     extract::{FromRequest, Request, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 
@@ -95,16 +95,7 @@ fn reason_label(e: signature::SignatureError) -> &'static str {
     }
 }
 
-pub fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
-}
+pub use crate::http::is_form;
 
 pub async fn commands(State(state): State<AppState>, request: VerifiedSlack) -> Response {
     if let Err(e) = request.require_form() {

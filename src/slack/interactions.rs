@@ -372,7 +372,7 @@ fn answer_log(services: &std::sync::Arc<Services>, from: &Clicker, job: Option<i
     let services = services.clone();
     let user = from.user.clone();
     tokio::spawn(async move {
-        let answer = log_link(&services, &user, job).await;
+        let answer = crate::forms::log_link(&services, &user, job).await;
         respond(&services, &url, &ephemeral(&answer)).await;
     });
 }
@@ -399,36 +399,6 @@ async fn refuse_vote_without_id(
     if let Some(url) = from.reply.clone() {
         let services = services.clone();
         tokio::spawn(async move { respond(&services, &url, &ephemeral(text)).await });
-    }
-}
-
-/// The answer to a click on a job's "Log" button: a link to its page for the clicker alone, if
-/// they may see the job.
-async fn log_link(services: &Services, user: &str, id: Option<i64>) -> String {
-    let job = match id {
-        Some(id) => services.store.job(id).await,
-        None => Ok(None),
-    };
-    match job {
-        Ok(Some(job)) => match services.runbooks.may_see_job(user, &job) {
-            Ok(()) => {
-                let url = services
-                    .links
-                    .job_url(job.id, user, time::OffsetDateTime::now_utc());
-                format!(
-                    "{} #{}: {} (this link is yours alone; do not share it).",
-                    crate::chat::escape(&job.runbook),
-                    job.id,
-                    crate::chat::link(&url, "job page with the full log")
-                )
-            }
-            Err(refusal) => runbooks::hidden_job_message(&job, &refusal),
-        },
-        Ok(None) => "There is no such job.".to_owned(),
-        Err(e) => {
-            tracing::error!(error = %e, "job lookup failed");
-            "The job could not be read just now; try again shortly.".to_owned()
-        }
     }
 }
 

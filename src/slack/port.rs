@@ -110,8 +110,21 @@ fn posted(p: super::api::Posted) -> Posted {
 }
 
 impl ChatPort for SlackChat {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
     fn configured(&self) -> bool {
         self.api.configured()
+    }
+
+    /// Slack's ids are upper-case letters and digits (`C…`, `G…`, `D…` channels, `U…` and
+    /// `W…` people).
+    fn owns(&self, id: &str) -> bool {
+        !id.is_empty()
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
     }
 
     fn post<'a>(
@@ -138,7 +151,9 @@ impl ChatPort for SlackChat {
     }
 
     fn response_url(&self, raw: &str) -> Result<ResponseUrl, String> {
-        self.response_urls.check(raw).map(ResponseUrl::checked)
+        self.response_urls
+            .check(raw)
+            .map(|url| ResponseUrl::checked(NAME, url))
     }
 
     fn reply<'a>(&'a self, to: &'a ResponseUrl, message: &'a Message) -> ChatFuture<'a, ()> {

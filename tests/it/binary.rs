@@ -754,3 +754,79 @@ async fn socket_mode_bad_input_is_logged_plainly() {
     );
     assert!(!logs.contains("panicked"), "{logs}");
 }
+
+#[test]
+fn console_plays_mattermost_and_check_config_knows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pantheon.toml"),
+        "[groups]\nadmins = [\"consoleuserxxxxxxxxxxxxxxx\"]\n\n[mattermost]\nurl = \"https://chat.example.com\"\n",
+    )
+    .unwrap();
+    let mut child = pantheon(dir.path(), &[])
+        .args(["console", "--platform", "mattermost"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "whoami").unwrap();
+        writeln!(stdin, "@channel").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Pantheon console (mattermost), as consoleuserxxxxxxxxxxxxxxx"),
+        "{stdout}"
+    );
+    // Mattermost Markdown: the id in a code span, groups in code spans, no Slack `<@…>`.
+    assert!(
+        stdout.contains("`consoleuserxxxxxxxxxxxxxxx`") && stdout.contains("`admins`"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("<@"), "{stdout}");
+
+    let token = "mm-command-token-for-check";
+    let out = pantheon(
+        dir.path(),
+        &[
+            ("MATTERMOST_COMMAND_TOKEN", token),
+            (
+                "PANTHEON_MATTERMOST_ACTION_SECRET",
+                "0123456789abcdef0123456789abcdef",
+            ),
+        ],
+    )
+    .arg("check-config")
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Mattermost: server https://chat.example.com; MATTERMOST_COMMAND_TOKEN: 1 token(s); MATTERMOST_BOT_TOKEN: not set; PANTHEON_MATTERMOST_ACTION_SECRET: set"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(token), "{stdout}");
+    // A command token without the key for buttons is a mistake, said plainly.
+    let out = pantheon(dir.path(), &[("MATTERMOST_COMMAND_TOKEN", token)])
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("PANTHEON_MATTERMOST_ACTION_SECRET is not"),
+        "{stderr}"
+    );
+}

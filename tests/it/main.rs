@@ -12,6 +12,7 @@ mod faults;
 mod forms;
 mod github;
 mod layout;
+mod mattermost;
 mod members;
 mod notifications;
 mod ops;
