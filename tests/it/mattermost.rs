@@ -640,6 +640,21 @@ async fn a_runbook_approved_on_mattermost_keeps_every_rule(db: Db) {
         .count();
     assert!(thread >= 1, "progress in the thread");
     let last = patch_saying(&mm, &post_id, "Succeeded: deploy").await;
+    // Emails (for PagerDuty) come from each person's own platform, through the one port.
+    assert_eq!(
+        mm.app
+            .services
+            .chat
+            .user_email(MM_JANE)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("jane@example.com")
+    );
+    assert_eq!(
+        mm.app.services.chat.user_email(MM_NOBODY).await.unwrap(),
+        None
+    );
     // The job's Log button answers the clicker alone with a link to the page.
     let log = button(&last["props"], "Log");
     let (_, answer) = mm.click(MM_JANE, &post_id, &log, &trigger()).await;
