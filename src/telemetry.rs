@@ -9,12 +9,19 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::LogFormat;
 
+/// Lines that may wait for the log writer thread.
+pub const LOG_BUFFER_LINES: usize = 16_384;
+
 /// Install the global log subscriber. Call once, from `main`, and keep the guard until exit:
 /// lines are written by a background thread (so a request never waits on stderr), and the
 /// guard flushes what is left when it is dropped.
 pub fn init_logs(format: Option<LogFormat>) -> tracing_appender::non_blocking::WorkerGuard {
     // Not lossy: when the buffer is full, logging waits rather than dropping audit lines.
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        // Room for this many lines waiting for the writer thread. The default, 128,000, is a
+        // channel allocated in full at start (about 5 MiB of an idle server's memory); a
+        // second of lines at full load fits in this, and past it logging waits (below).
+        .buffered_lines_limit(LOG_BUFFER_LINES)
         .lossy(false)
         .finish(std::io::stderr());
     let filter = EnvFilter::try_from_default_env()
