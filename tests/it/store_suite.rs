@@ -30,7 +30,46 @@ both_stores!(
     migrations_are_idempotent,
     a_claim_is_taken_once_until_it_is_pruned,
     many_writers_racing_for_one_claim_get_it_once,
+    retention_takes_old_audit_rows_oldest_first_and_never_a_young_one,
 );
+
+/// Audit retention walks the oldest rows by id, in batches, and deletes those older than the
+/// cutoff: all of them however many batches it takes, and never a younger one, even one
+/// written with a clock behind its neighbours'.
+async fn retention_takes_old_audit_rows_oldest_first_and_never_a_young_one(db: Db) {
+    let Some((store, _db)) = store(db, "audit_retention").await else {
+        return;
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let at = |days_ago: i64, corr: &str| {
+        let mut e = AuditEntry::new(corr, "U1", "command", Outcome::Received);
+        e.at = now - time::Duration::days(days_ago);
+        e
+    };
+    // 12,000 old rows (more than two batches), a young one among them, then young rows.
+    let old: Vec<AuditEntry> = (0..6_000).map(|_| at(500, "old")).collect();
+    let skewed = at(1, "young-between");
+    let later_old: Vec<AuditEntry> = (0..6_000).map(|_| at(450, "old")).collect();
+    let young: Vec<AuditEntry> = (0..10).map(|_| at(2, "young")).collect();
+    for rows in [&old, &vec![skewed], &later_old, &young] {
+        store
+            .insert_audit(&rows.iter().collect::<Vec<_>>())
+            .await
+            .unwrap();
+    }
+    let cutoff = now - time::Duration::days(400);
+    let mut gone = 0;
+    for _ in 0..5 {
+        gone += store
+            .prune(pantheon::store::Prunable::Audit, cutoff)
+            .await
+            .unwrap();
+    }
+    assert_eq!(gone, 12_000, "every old row, across rounds");
+    assert_eq!(store.audit_for("old").await.unwrap().len(), 0);
+    assert_eq!(store.audit_for("young-between").await.unwrap().len(), 1);
+    assert_eq!(store.audit_for("young").await.unwrap().len(), 10);
+}
 
 async fn a_claim_is_taken_once_until_it_is_pruned(db: Db) {
     let Some((store, _db)) = store(db, "claims").await else {
