@@ -133,24 +133,15 @@ impl App {
         let mm_wanted = mm_server.is_some()
             || !settings.mattermost_command_tokens.is_empty()
             || settings.mattermost_bot_token.is_some();
-        let buttons = match &settings.mattermost_action_secret {
-            Some(secret) if secret.expose_secret().len() < mattermost::MIN_ACTION_SECRET => {
-                return Err(ConfigError::env(
-                    "PANTHEON_MATTERMOST_ACTION_SECRET",
-                    format!(
-                        "is shorter than {} characters; make one with `openssl rand -hex 32`",
-                        mattermost::MIN_ACTION_SECRET
-                    ),
-                )
-                .into());
-            }
-            Some(secret) => Some(Arc::new(Buttons::new(
-                secret.expose_secret().as_bytes(),
-                &settings.public_url,
-                config.mattermost.button_ttl,
-            ))),
-            None => None,
-        };
+        let buttons = mattermost::action_secret(&settings)
+            .map_err(|e| ConfigError::env("PANTHEON_MATTERMOST_ACTION_SECRET", e))?
+            .map(|secret| {
+                Arc::new(Buttons::new(
+                    secret,
+                    &settings.public_url,
+                    config.mattermost.button_ttl,
+                ))
+            });
         let mm_port = |out: &Outbound| {
             Arc::new(MattermostChat::new(
                 MattermostApi::new(
@@ -176,34 +167,26 @@ impl App {
             (None, None)
         };
         let ports = |slack: Arc<dyn crate::chat::ChatPort>, mm: Option<Arc<MattermostChat>>| {
-            let mut ports = vec![slack];
-            if let Some(mm) = mm {
-                ports.push(mm as Arc<dyn crate::chat::ChatPort>);
-            }
-            Arc::new(crate::chat::Chats::new(ports))
+            let mm = mm.map(|m| m as Arc<dyn crate::chat::ChatPort>);
+            Arc::new(crate::chat::Chats::new(slack, mm))
         };
-        let edge = if settings.mattermost_command_tokens.is_empty() {
-            None
-        } else {
-            let (Some(chat), Some(buttons)) = (mm_chat.clone(), buttons.clone()) else {
-                return Err(ConfigError::env(
-                    "PANTHEON_MATTERMOST_ACTION_SECRET",
-                    "is not set; Mattermost's message buttons need a key of our own (make one with `openssl rand -hex 32`)",
-                )
-                .into());
-            };
-            Some(Arc::new(mattermost::Edge {
-                tokens: settings.mattermost_command_tokens.clone(),
-                chat,
-                buttons,
-                slash: config
-                    .mattermost
-                    .command
-                    .as_ref()
-                    .unwrap_or(&config.slack.command)
-                    .get_ref()
-                    .clone(),
-            }))
+        // The key is there whenever the tokens are (`action_secret` refused it otherwise).
+        let edge = match (mm_chat.clone(), buttons.clone()) {
+            (Some(chat), Some(buttons)) if !settings.mattermost_command_tokens.is_empty() => {
+                Some(Arc::new(mattermost::Edge {
+                    tokens: settings.mattermost_command_tokens.clone(),
+                    chat,
+                    buttons,
+                    slash: config
+                        .mattermost
+                        .command
+                        .as_ref()
+                        .unwrap_or(&config.slack.command)
+                        .get_ref()
+                        .clone(),
+                }))
+            }
+            _ => None,
         };
         let notifications = crate::notify::Notifications::new(
             store.clone(),

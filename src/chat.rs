@@ -133,30 +133,30 @@ pub trait ChatPort: Send + Sync {
 /// neither (a form's trigger) to the first port. Built by `app` from the platforms configured;
 /// the code above the edges sees one port, whichever platform a request came from.
 pub struct Chats {
+    /// In order of preference; never empty.
     ports: Vec<std::sync::Arc<dyn ChatPort>>,
 }
 
 impl Chats {
-    /// `ports` in order of preference; the first also takes what no port owns. Not empty.
-    pub fn new(ports: Vec<std::sync::Arc<dyn ChatPort>>) -> Self {
+    /// `first`, then `others`, in order of preference; `first` also takes what names no
+    /// channel or person.
+    pub fn new(
+        first: std::sync::Arc<dyn ChatPort>,
+        others: impl IntoIterator<Item = std::sync::Arc<dyn ChatPort>>,
+    ) -> Self {
+        let mut ports = vec![first];
+        ports.extend(others);
         Self { ports }
     }
 
+    /// The first configured port, else the first.
     fn first(&self) -> &dyn ChatPort {
-        match self.ports.iter().find(|p| p.configured()) {
-            Some(p) => &**p,
-            None => self
-                .ports
-                .first()
-                .map_or(&NoChat as &dyn ChatPort, |p| &**p),
-        }
+        let port = self.ports.iter().find(|p| p.configured());
+        &**port.unwrap_or(&self.ports[0])
     }
 
     /// The port for `id`: its owner, else the first configured port.
     fn of(&self, id: &str) -> &dyn ChatPort {
-        if let [only] = self.ports.as_slice() {
-            return &**only;
-        }
         match self.ports.iter().find(|p| p.owns(id)) {
             Some(p) => &**p,
             None => self.first(),
@@ -206,7 +206,7 @@ impl ChatPort for Chats {
                 }
             }
         }
-        Err(first_refusal.unwrap_or_else(|| "no chat platform is configured".to_owned()))
+        Err(first_refusal.unwrap_or_default())
     }
 
     fn reply<'a>(&'a self, to: &'a ResponseUrl, message: &'a Message) -> ChatFuture<'a, ()> {
@@ -221,10 +221,7 @@ impl ChatPort for Chats {
     }
 
     fn open_form<'a>(&'a self, trigger: &'a str, form: &'a Form) -> ChatFuture<'a, ()> {
-        self.ports
-            .first()
-            .map_or(&NoChat as &dyn ChatPort, |p| &**p)
-            .open_form(trigger, form)
+        self.ports[0].open_form(trigger, form)
     }
 
     fn publish_home<'a>(&'a self, user: &'a str, blocks: &'a [Block]) -> ChatFuture<'a, ()> {
@@ -240,13 +237,10 @@ impl ChatPort for Chats {
         self.of(channel).post_private(channel, user, message)
     }
 
+    /// Asked of the person's own platform (without its bot token it answers `Unchecked`;
+    /// another platform's token says nothing of them).
     fn membership<'a>(&'a self, user: &'a str) -> ChatFuture<'a, Membership> {
-        let port = self.of(user);
-        if !port.configured() {
-            // This person's platform cannot be asked; others' bot tokens say nothing of them.
-            return Box::pin(async { Ok(Membership::Unchecked) });
-        }
-        port.membership(user)
+        self.of(user).membership(user)
     }
 
     fn post_notice<'a>(
@@ -267,81 +261,6 @@ impl ChatPort for Chats {
         post: i64,
     ) -> ChatFuture<'a, Option<String>> {
         self.of(channel).find_notice(channel, since, post)
-    }
-}
-
-/// No platform at all (an empty [`Chats`]): every call says so.
-struct NoChat;
-
-impl NoChat {
-    fn none<'a, T: Send + 'a>() -> ChatFuture<'a, T> {
-        Box::pin(async {
-            Err(VendorError::not_configured(
-                "chat",
-                "a chat platform's credentials",
-            ))
-        })
-    }
-}
-
-impl ChatPort for NoChat {
-    fn name(&self) -> &'static str {
-        "none"
-    }
-    fn configured(&self) -> bool {
-        false
-    }
-    fn owns(&self, _id: &str) -> bool {
-        false
-    }
-    fn post<'a>(
-        &'a self,
-        _: &'a str,
-        _: Option<&'a str>,
-        _: &'a Message,
-    ) -> ChatFuture<'a, Posted> {
-        Self::none()
-    }
-    fn update<'a>(&'a self, _: &'a str, _: &'a str, _: &'a Message) -> ChatFuture<'a, ()> {
-        Self::none()
-    }
-    fn response_url(&self, _raw: &str) -> Result<ResponseUrl, String> {
-        Err("no chat platform is configured".to_owned())
-    }
-    fn reply<'a>(&'a self, _: &'a ResponseUrl, _: &'a Message) -> ChatFuture<'a, ()> {
-        Self::none()
-    }
-    fn user_email<'a>(&'a self, _: &'a str) -> ChatFuture<'a, Option<String>> {
-        Box::pin(async { Ok(None) })
-    }
-    fn open_form<'a>(&'a self, _: &'a str, _: &'a Form) -> ChatFuture<'a, ()> {
-        Self::none()
-    }
-    fn publish_home<'a>(&'a self, _: &'a str, _: &'a [Block]) -> ChatFuture<'a, ()> {
-        Self::none()
-    }
-    fn post_private<'a>(&'a self, _: &'a str, _: &'a str, _: &'a Message) -> ChatFuture<'a, ()> {
-        Self::none()
-    }
-    fn membership<'a>(&'a self, _: &'a str) -> ChatFuture<'a, Membership> {
-        Box::pin(async { Ok(Membership::Unchecked) })
-    }
-    fn post_notice<'a>(
-        &'a self,
-        _: &'a str,
-        _: &'a Message,
-        _: i64,
-        _: i64,
-    ) -> ChatFuture<'a, Posted> {
-        Self::none()
-    }
-    fn find_notice<'a>(
-        &'a self,
-        _: &'a str,
-        _: OffsetDateTime,
-        _: i64,
-    ) -> ChatFuture<'a, Option<String>> {
-        Box::pin(async { Ok(None) })
     }
 }
 

@@ -45,8 +45,8 @@ pub enum Command {
         channel: Option<String>,
         /// Whose ids and rendering to use: Slack's (replies as text) or Mattermost's (replies
         /// as the Markdown Mattermost would show).
-        #[arg(long, value_enum, default_value_t = ConsolePlatform::Slack)]
-        platform: ConsolePlatform,
+        #[arg(long, value_enum, default_value_t = config::Platform::Slack)]
+        platform: config::Platform,
     },
     /// Check the configuration file and the environment, and print a summary.
     CheckConfig,
@@ -68,37 +68,29 @@ pub enum Command {
     },
 }
 
-/// The platform `console` plays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ConsolePlatform {
-    Slack,
-    Mattermost,
-}
-
-impl ConsolePlatform {
-    fn default_ids(self) -> (&'static str, &'static str) {
-        match self {
-            ConsolePlatform::Slack => ("UCONSOLE", "CCONSOLE"),
-            // 26 lower-case letters and digits, as Mattermost's ids are.
-            ConsolePlatform::Mattermost => {
-                ("consoleuserxxxxxxxxxxxxxxx", "consolechannelxxxxxxxxxxxx")
-            }
+/// The user and channel `console` acts as and in, when not given, for `platform`.
+fn console_ids(platform: config::Platform) -> (&'static str, &'static str) {
+    match platform {
+        config::Platform::Slack => ("UCONSOLE", "CCONSOLE"),
+        // 26 lower-case letters and digits, as Mattermost's ids are.
+        config::Platform::Mattermost => {
+            ("consoleuserxxxxxxxxxxxxxxx", "consolechannelxxxxxxxxxxxx")
         }
     }
+}
 
-    /// A reply as this platform would show it.
-    fn show(self, message: &Message) -> String {
-        match self {
-            ConsolePlatform::Slack => crate::chat::unescape(&message.text),
-            ConsolePlatform::Mattermost => {
-                crate::mattermost::render::render(
-                    message,
-                    None,
-                    &crate::mattermost::render::NoNames,
-                    time::OffsetDateTime::now_utc(),
-                )
-                .message
-            }
+/// A reply as `platform` would show it.
+fn shown_on(platform: config::Platform, message: &Message) -> String {
+    match platform {
+        config::Platform::Slack => crate::chat::unescape(&message.text),
+        config::Platform::Mattermost => {
+            crate::mattermost::render::render(
+                message,
+                None,
+                &crate::mattermost::render::Names::new(),
+                time::OffsetDateTime::now_utc(),
+            )
+            .message
         }
     }
 }
@@ -150,7 +142,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 channel,
                 platform,
             } => {
-                let (default_user, default_channel) = platform.default_ids();
+                let (default_user, default_channel) = console_ids(platform);
                 let user = user.unwrap_or_else(|| default_user.to_owned());
                 let channel = channel.unwrap_or_else(|| default_channel.to_owned());
                 console(file, source, settings, user, channel, platform).await
@@ -443,18 +435,8 @@ fn check_config(file: &FileConfig, source: &Source, settings: &Settings) -> Resu
         set(settings.mattermost_bot_token.is_some()),
         set(settings.mattermost_action_secret.is_some()),
     );
-    if !settings.mattermost_command_tokens.is_empty() && settings.mattermost_action_secret.is_none()
-    {
-        return Err("MATTERMOST_COMMAND_TOKEN is set but PANTHEON_MATTERMOST_ACTION_SECRET is not: Mattermost's buttons need it (`openssl rand -hex 32`)".to_owned());
-    }
-    if let Some(secret) = &settings.mattermost_action_secret
-        && secrecy::ExposeSecret::expose_secret(secret).len() < crate::mattermost::MIN_ACTION_SECRET
-    {
-        return Err(format!(
-            "PANTHEON_MATTERMOST_ACTION_SECRET is shorter than {} characters; make one with `openssl rand -hex 32`",
-            crate::mattermost::MIN_ACTION_SECRET
-        ));
-    }
+    crate::mattermost::action_secret(settings)
+        .map_err(|e| format!("PANTHEON_MATTERMOST_ACTION_SECRET {e}"))?;
     if settings.mattermost_bot_token.is_some() && file.mattermost.url.is_none() {
         return Err("MATTERMOST_BOT_TOKEN is set but [mattermost] url is not: Pantheon needs the server's address to post".to_owned());
     }
@@ -492,7 +474,7 @@ async fn console(
     settings: Settings,
     user: String,
     channel: String,
-    platform: ConsolePlatform,
+    platform: config::Platform,
 ) -> Result<(), String> {
     let app = App::build(Options {
         background: true,
@@ -512,10 +494,7 @@ async fn console(
     let wait = services.limits().handler_timeout + std::time::Duration::from_secs(5);
     println!(
         "Pantheon console ({}), as {user} in {channel}. Type `{slash} help` (the `{slash}` is optional); Ctrl-D to quit.",
-        match platform {
-            ConsolePlatform::Slack => "slack",
-            ConsolePlatform::Mattermost => "mattermost",
-        }
+        platform.as_str()
     );
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     loop {
@@ -558,11 +537,11 @@ async fn console(
             | Ack::Form {
                 fallback: message, ..
             } => {
-                println!("{}", platform.show(&message))
+                println!("{}", shown_on(platform, &message))
             }
-            Ack::Replay => println!("{}", platform.show(&dispatch::replay_message())),
+            Ack::Replay => println!("{}", shown_on(platform, &dispatch::replay_message())),
             Ack::Empty | Ack::Echo => match tokio::time::timeout(wait, rx.recv()).await {
-                Ok(Some(message)) => println!("{}", platform.show(&message)),
+                Ok(Some(message)) => println!("{}", shown_on(platform, &message)),
                 Ok(None) | Err(_) => println!("(no reply)"),
             },
         }

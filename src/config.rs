@@ -516,8 +516,8 @@ impl MattermostSection {
     }
 }
 
-/// The chat platforms a route can send to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+/// The chat platforms: where a route sends, and whom `console` plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
     #[default]
@@ -530,14 +530,6 @@ impl Platform {
         match self {
             Platform::Slack => "slack",
             Platform::Mattermost => "mattermost",
-        }
-    }
-
-    /// Whether `id` is a channel id of this platform.
-    pub fn is_channel_id(self, id: &str) -> bool {
-        match self {
-            Platform::Slack => is_slack_channel_id(id),
-            Platform::Mattermost => is_mattermost_id(id),
         }
     }
 }
@@ -1410,15 +1402,6 @@ pub fn is_mattermost_id(s: &str) -> bool {
     s.len() == 26
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-}
-
-/// Slack channel ids: `C…`, `G…` (private) or `D…` (direct), upper-case letters and digits.
-pub fn is_slack_channel_id(s: &str) -> bool {
-    s.len() >= 3
-        && s.len() <= 32
-        && (s.starts_with('C') || s.starts_with('G') || s.starts_with('D'))
-        && s.chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
 /// Slack user ids: `U…` or `W…` (Enterprise Grid), upper-case letters and digits.

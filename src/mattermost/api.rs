@@ -69,8 +69,6 @@ pub struct User {
     /// Set only for a user of another server (shared channels).
     #[serde(default)]
     pub remote_id: Option<String>,
-    #[serde(default)]
-    pub is_bot: bool,
 }
 
 impl User {

@@ -30,6 +30,22 @@ pub const ACTION_BODY_LIMIT: usize = 64 * 1024;
 /// strong; 32 characters of a random string is what `openssl rand -hex 16` gives.
 pub const MIN_ACTION_SECRET: usize = 32;
 
+/// The key for button contexts, if set; what is wrong with `PANTHEON_MATTERMOST_ACTION_SECRET`
+/// (said after its name) if it is too short, or missing while Mattermost's commands are on
+/// (their buttons need it).
+pub fn action_secret(settings: &crate::config::Settings) -> Result<Option<&[u8]>, String> {
+    match &settings.mattermost_action_secret {
+        Some(secret) if secret.expose_secret().len() < MIN_ACTION_SECRET => Err(format!(
+            "is shorter than {MIN_ACTION_SECRET} characters; make one with `openssl rand -hex 32`"
+        )),
+        Some(secret) => Ok(Some(secret.expose_secret().as_bytes())),
+        None if !settings.mattermost_command_tokens.is_empty() => Err(
+            "is not set, and MATTERMOST_COMMAND_TOKEN is: Mattermost's buttons need a key of our own (make one with `openssl rand -hex 32`)".to_owned(),
+        ),
+        None => Ok(None),
+    }
+}
+
 /// What Mattermost's two routes need: the command tokens, the port (for answers, usernames
 /// and the response-URL check) and the button seal.
 pub struct Edge {

@@ -136,7 +136,7 @@ impl MattermostChat {
 
     /// Usernames for everyone `message` mentions, looked up where not known (a failed lookup
     /// leaves that person shown by id).
-    pub async fn names(&self, message: &Message) -> HashMap<String, String> {
+    async fn names(&self, message: &Message) -> Names {
         let mut ids: Vec<String> = Vec::new();
         let mut collect = |markup: &str| {
             for piece in parse(markup) {
@@ -153,7 +153,7 @@ impl MattermostChat {
                 collect(text);
             }
         }
-        let mut names = HashMap::new();
+        let mut names = Names::new();
         for id in ids.into_iter().take(20) {
             let name = match self.remembered_name(&id) {
                 Some(name) => Some(name),
@@ -177,14 +177,10 @@ impl MattermostChat {
     /// `message` as Mattermost shows it, with its mentions' names looked up.
     pub async fn render(&self, message: &Message) -> Rendered {
         let names = self.names(message).await;
-        self.render_with(message, &names)
-    }
-
-    pub fn render_with(&self, message: &Message, names: &dyn Names) -> Rendered {
         render::render(
             message,
             self.buttons.as_deref(),
-            names,
+            &names,
             OffsetDateTime::now_utc(),
         )
     }

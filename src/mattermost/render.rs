@@ -24,32 +24,16 @@ pub struct Rendered {
     pub props: Value,
 }
 
-/// Usernames for the people a message mentions (Mattermost mentions are `@username`).
-pub trait Names {
-    fn username(&self, id: &str) -> Option<String>;
-}
-
-impl Names for std::collections::HashMap<String, String> {
-    fn username(&self, id: &str) -> Option<String> {
-        self.get(id).cloned()
-    }
-}
-
-/// No names known: mentions are shown as ids.
-pub struct NoNames;
-
-impl Names for NoNames {
-    fn username(&self, _id: &str) -> Option<String> {
-        None
-    }
-}
+/// Usernames for the people a message mentions, by user id (Mattermost mentions are
+/// `@username`; someone not in it is shown by id).
+pub type Names = std::collections::HashMap<String, String>;
 
 /// Render `message`, sealing its buttons with `buttons` (without it, buttons are left out and
 /// the text says so where it matters: it names the typed command).
 pub fn render(
     message: &Message,
     buttons: Option<&Buttons>,
-    names: &dyn Names,
+    names: &Names,
     now: OffsetDateTime,
 ) -> Rendered {
     if message.blocks.is_empty() {
@@ -123,7 +107,7 @@ pub fn render(
 }
 
 /// Our markup as Mattermost Markdown.
-pub fn markdown(markup: &str, names: &dyn Names) -> String {
+pub fn markdown(markup: &str, names: &Names) -> String {
     let mut out = String::with_capacity(markup.len() + 16);
     for piece in parse(markup) {
         match piece {
@@ -145,10 +129,10 @@ pub fn markdown(markup: &str, names: &dyn Names) -> String {
                     out.push_str(&format!("[{}]({})", escape_text(&label), link_target(url)));
                 }
             }
-            Piece::Mention(id) => match names.username(id) {
-                Some(name) if is_username(&name) => {
+            Piece::Mention(id) => match names.get(id) {
+                Some(name) if is_username(name) => {
                     out.push('@');
-                    out.push_str(&name);
+                    out.push_str(name);
                 }
                 // Not someone Mattermost told us of: their id, as text that mentions nobody.
                 _ => out.push_str(&code_span(id)),
@@ -244,7 +228,7 @@ mod tests {
     use crate::chat::{Action, Button, escape, link, mention};
     use crate::domain::approval::Decision;
 
-    fn names() -> std::collections::HashMap<String, String> {
+    fn names() -> Names {
         [("aaaaaaaaaaaaaaaaaaaaaaaaaa".to_owned(), "alice".to_owned())].into()
     }
 
@@ -316,7 +300,7 @@ mod tests {
             ],
         );
         let now = OffsetDateTime::now_utc();
-        let r = render(&message, Some(&buttons), &NoNames, now);
+        let r = render(&message, Some(&buttons), &Names::new(), now);
         assert_eq!(r.message, "#### Deploy \\*api\\*\n\nwaiting");
         let action = &r.props["attachments"][0]["actions"][0];
         assert_eq!(action["id"], "pantheon1");
@@ -330,7 +314,7 @@ mod tests {
             .unwrap();
         assert_eq!(buttons.unseal(sealed, now), Ok(approve));
         // Without a key there are no buttons.
-        let bare = render(&message, None, &NoNames, now);
+        let bare = render(&message, None, &Names::new(), now);
         assert_eq!(bare.props, json!({}));
     }
 }
