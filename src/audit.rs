@@ -14,7 +14,10 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{domain::audit::AuditEntry, store::Store};
+use crate::{
+    domain::audit::AuditEntry,
+    store::{Claiming, Store},
+};
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("the audit trail could not be written: {0}")]
@@ -305,14 +308,19 @@ async fn try_commit(
     batch: &[Pending],
     now: OffsetDateTime,
 ) -> Result<Vec<bool>, crate::store::StoreError> {
-    let keys = claim_keys(batch);
-    if keys.is_empty() {
+    if batch.iter().all(|p| p.claim.is_none()) {
         let entries: Vec<&AuditEntry> = batch.iter().flat_map(|p| p.entries.iter()).collect();
         store.insert_audit(&entries).await.map(|()| Vec::new())
     } else {
-        store
-            .insert_audit_claiming(&keys, now, |fresh| chosen(batch, fresh.to_vec()).collect())
-            .await
+        let claiming: Vec<Claiming<'_>> = batch
+            .iter()
+            .map(|p| Claiming {
+                key: p.claim.as_ref().map(|c| c.key.as_str()),
+                rows: &p.entries,
+                replayed: p.claim.as_ref().map_or(&[], |c| &c.replayed),
+            })
+            .collect();
+        store.insert_audit_claiming(&claiming, now).await
     }
 }
 

@@ -218,7 +218,16 @@ impl Pooled {
     pub async fn acquire(store: &super::Store) -> Result<Self> {
         Ok(match store {
             super::Store::Postgres(pool) => Pooled::Postgres(pool.acquire().await?),
-            super::Store::Sqlite(pool) => Pooled::Sqlite(pool.acquire().await?),
+            super::Store::Sqlite(pools) => Pooled::Sqlite(pools.reads.acquire().await?),
+        })
+    }
+
+    /// A connection for a single statement that writes, on a path taken often: in SQLite the
+    /// writer's (see [`super::SqlitePools`]), whose page cache another writer would spoil.
+    pub async fn writer(store: &super::Store) -> Result<Self> {
+        Ok(match store {
+            super::Store::Postgres(pool) => Pooled::Postgres(pool.acquire().await?),
+            super::Store::Sqlite(pools) => Pooled::Sqlite(pools.writes.acquire().await?),
         })
     }
 
@@ -241,7 +250,7 @@ impl Tx {
     pub async fn begin(store: &super::Store) -> Result<Self> {
         Ok(match store {
             super::Store::Postgres(pool) => Tx::Postgres(begin_pg(pool).await?),
-            super::Store::Sqlite(pool) => Tx::Sqlite(begin_sqlite(pool).await?),
+            super::Store::Sqlite(pools) => Tx::Sqlite(begin_sqlite(&pools.writes).await?),
         })
     }
 

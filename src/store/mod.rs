@@ -153,10 +153,93 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// One request's share of a batch given to [`Store::insert_audit_claiming`].
+#[derive(Clone, Copy, Debug)]
+pub struct Claiming<'a> {
+    /// Its claim (a request signature); without one its `rows` are stored as they are.
+    pub key: Option<&'a str>,
+    /// Stored if the claim is its.
+    pub rows: &'a [AuditEntry],
+    /// Stored instead if the key was claimed before.
+    pub replayed: &'a [AuditEntry],
+}
+
 #[derive(Clone, Debug)]
 pub enum Store {
     Postgres(PgPool),
-    Sqlite(SqlitePool),
+    Sqlite(SqlitePools),
+}
+
+/// SQLite's connections: a pool for reads and single statements, and one connection that every
+/// writing transaction takes in turn.
+///
+/// SQLite lets one connection write at a time anyway (`BEGIN IMMEDIATE` waits for the lock), so
+/// one writer costs no concurrency; what it saves is the page cache. Each connection has its own,
+/// and a connection that finds the file changed by another since its last transaction drops its
+/// cache and reads every page again. Pooled connections are handed out in turn, so with writes
+/// spread over eight of them nearly every transaction began cold: reading back pages of the
+/// audit table and its indexes through the kernel cost more than writing the new rows. The
+/// writer's cache stays warm because nobody else writes to speak of. Nor does it checkpoint
+/// the write-ahead log (see [`WRITER_AUTOCHECKPOINT`]): a checkpointer task does that from a
+/// read connection, so the writer does not stop for the log's copy and `fsync`.
+#[derive(Clone, Debug)]
+pub struct SqlitePools {
+    /// Reads and single statements.
+    pub reads: SqlitePool,
+    writes: SqlitePool,
+    /// Stops the checkpointer once the last handle to the store is gone.
+    _checkpointer: std::sync::Arc<Checkpointer>,
+}
+
+#[derive(Debug)]
+struct Checkpointer(tokio::task::AbortHandle);
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Pages in the write-ahead log past which the writer checkpoints it itself, after a commit
+/// (SQLite's default is 1,000, a few times a second under load, each a copy and two `fsync`s
+/// that every request waits behind). The checkpointer task does it instead, so this is only a
+/// bound for when that task is not running (a one-off command): about 200 MiB.
+const WRITER_AUTOCHECKPOINT: &str = "50000";
+
+/// How often the checkpointer copies committed pages from the write-ahead log into the database:
+/// a passive checkpoint, which waits for nobody and which nobody waits for.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Pages in the write-ahead log past which the checkpointer also starts the log over (32 MiB).
+/// Only a checkpoint that has copied everything lets the next writer begin the log
+/// again from the start, and a passive one beside a busy writer never quite has, so under
+/// sustained load the log would only grow. A restarting checkpoint holds the writer back while
+/// it copies what the last passive one left (a fraction of a second's worth) and syncs.
+const RESTART_PAST: i64 = 8192;
+
+/// Checkpoint the write-ahead log every [`CHECKPOINT_EVERY`] until the pool closes.
+async fn checkpointer(reads: SqlitePool) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !reads.is_closed() {
+        every.tick().await;
+        // (busy, pages in the log, pages copied)
+        let passive = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&reads)
+            .await;
+        let result = match passive {
+            Ok((_, log, _)) if log > RESTART_PAST => sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+                .execute(&reads)
+                .await
+                .map(drop),
+            other => other.map(drop),
+        };
+        if let Err(e) = result
+            && !reads.is_closed()
+        {
+            tracing::debug!(error = %e, "checkpoint of the write-ahead log failed");
+        }
+    }
 }
 
 impl Store {
@@ -187,28 +270,37 @@ impl Store {
                 .busy_timeout(Duration::from_secs(10));
             // A connection to a local file cannot go stale, so skip the ping sqlx sends before
             // handing one out: it is a round trip to the connection's thread on every query.
-            let pool = SqlitePoolOptions::new()
-                .max_connections(8)
-                .test_before_acquire(false)
-                // A COMMIT that fails for want of disk space is rolled back by SQLite itself; sqlx
-                // then still counts the connection as inside a transaction, and every later
-                // BEGIN on it fails ("non-zero transaction depth") even after space returns.
-                // Such a connection is closed instead of going back to the pool. (A transaction
-                // dropped unfinished has its ROLLBACK queued, not yet run: a ping lets it run
-                // before the count is read again.)
-                .after_release(|conn, _| {
-                    Box::pin(async move {
-                        use sqlx::Connection as _;
-                        if conn.is_in_transaction() {
-                            conn.ping().await?;
-                        }
-                        Ok(!conn.is_in_transaction())
+            let pool = |max| {
+                SqlitePoolOptions::new()
+                    .max_connections(max)
+                    .test_before_acquire(false)
+                    // A COMMIT that fails for want of disk space is rolled back by SQLite itself; sqlx
+                    // then still counts the connection as inside a transaction, and every later
+                    // BEGIN on it fails ("non-zero transaction depth") even after space returns.
+                    // Such a connection is closed instead of going back to the pool. (A transaction
+                    // dropped unfinished has its ROLLBACK queued, not yet run: a ping lets it run
+                    // before the count is read again.)
+                    .after_release(|conn, _| {
+                        Box::pin(async move {
+                            use sqlx::Connection as _;
+                            if conn.is_in_transaction() {
+                                conn.ping().await?;
+                            }
+                            Ok(!conn.is_in_transaction())
+                        })
                     })
-                })
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options)
+                    .acquire_timeout(Duration::from_secs(10))
+            };
+            let reads = pool(8).connect_with(options.clone()).await?;
+            let writes = pool(1)
+                .connect_with(options.pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT))
                 .await?;
-            Ok(Store::Sqlite(pool))
+            let checkpointer = tokio::spawn(checkpointer(reads.clone())).abort_handle();
+            Ok(Store::Sqlite(SqlitePools {
+                reads,
+                writes,
+                _checkpointer: std::sync::Arc::new(Checkpointer(checkpointer)),
+            }))
         } else {
             Err(StoreError::UnsupportedUrl(without_password(url)))
         }
@@ -226,7 +318,7 @@ impl Store {
     pub async fn migrate(&self) -> Result<()> {
         match self {
             Store::Postgres(pool) => PG_MIGRATOR.run(pool).await?,
-            Store::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
+            Store::Sqlite(pools) => SQLITE_MIGRATOR.run(&pools.reads).await?,
         }
         Ok(())
     }
@@ -247,7 +339,10 @@ impl Store {
     pub async fn ping(&self) -> Result<()> {
         match self {
             Store::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
-            Store::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+            Store::Sqlite(pools) => sqlx::query("SELECT 1")
+                .execute(&pools.reads)
+                .await
+                .map(drop)?,
         }
         Ok(())
     }
@@ -255,7 +350,10 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Store::Postgres(pool) => pool.close().await,
-            Store::Sqlite(pool) => pool.close().await,
+            Store::Sqlite(pools) => {
+                pools.writes.close().await;
+                pools.reads.close().await;
+            }
         }
     }
 
@@ -269,16 +367,16 @@ impl Store {
         tx::insert_audit(self, entries).await
     }
 
-    /// Take claims on `keys` (request signatures) and append the audit entries `pick` chooses,
-    /// in one transaction. `pick` is told, for each key in order, whether the claim is this
-    /// request's: false when the key was claimed before, or earlier in `keys`. Returns that.
-    pub async fn insert_audit_claiming<'a>(
+    /// Take the claims of a batch of requests (their signatures) and append each request's
+    /// audit rows: its `rows` if the claim is its, its `replayed` if the key was claimed before
+    /// (or earlier in the batch), all in one transaction. Returns, for each request with a key
+    /// in order, whether the claim was its.
+    pub async fn insert_audit_claiming(
         &self,
-        keys: &[&str],
+        batch: &[Claiming<'_>],
         now: OffsetDateTime,
-        pick: impl FnOnce(&[bool]) -> Vec<&'a AuditEntry>,
     ) -> Result<Vec<bool>> {
-        tx::insert_audit_claiming(self, keys, now, pick).await
+        tx::insert_audit_claiming(self, batch, now).await
     }
 
     /// Delete rows of `what` from before `before`, in batches so no lock is held for long.

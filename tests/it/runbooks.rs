@@ -1654,7 +1654,8 @@ async fn a_worker_that_cannot_renew_its_lease_stops_its_job_in_time(db: Db) {
                 .unwrap();
             Held::Postgres(tx)
         }
-        pantheon::store::Store::Sqlite(pool) => {
+        pantheon::store::Store::Sqlite(pools) => {
+            let pool = &pools.reads;
             let mut conn = pool.acquire().await.unwrap();
             sqlx::query("BEGIN EXCLUSIVE")
                 .execute(&mut *conn)

@@ -722,7 +722,8 @@ async fn stored_payloads(app: &TestApp) -> Vec<String> {
                 .await
                 .unwrap()
         }
-        pantheon::store::Store::Sqlite(pool) => {
+        pantheon::store::Store::Sqlite(pools) => {
+            let pool = &pools.reads;
             sqlx::query_scalar::<_, String>("SELECT payload FROM webhook_deliveries")
                 .fetch_all(pool)
                 .await

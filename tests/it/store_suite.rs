@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use pantheon::{
     audit::AuditLog,
     domain::audit::{AuditEntry, Outcome},
-    store::Store,
+    store::{Claiming, Store},
 };
 
 use crate::{
@@ -71,6 +71,17 @@ async fn retention_takes_old_audit_rows_oldest_first_and_never_a_young_one(db: D
     assert_eq!(store.audit_for("young").await.unwrap().len(), 10);
 }
 
+/// Requests with keys and no rows.
+fn bare<'a>(keys: &[&'a str]) -> Vec<Claiming<'a>> {
+    keys.iter()
+        .map(|k| Claiming {
+            key: Some(k),
+            rows: &[],
+            replayed: &[],
+        })
+        .collect()
+}
+
 async fn a_claim_is_taken_once_until_it_is_pruned(db: Db) {
     let Some((store, _db)) = store(db, "claims").await else {
         return;
@@ -81,21 +92,83 @@ async fn a_claim_is_taken_once_until_it_is_pruned(db: Db) {
     let (ka, kb, kc) = (key("aa11"), key("bb22"), key("cc33"));
     let a = AuditEntry::new("c-a", "U1", "command", Outcome::Received);
     let b = AuditEntry::new("c-b", "U1", "command", Outcome::Received);
+    let dup = AuditEntry::new("c-dup", "U1", "command", Outcome::Received);
     let again = AuditEntry::new("c-again", "U1", "command", Outcome::Refused);
-    // The second "a" in one batch is a replay of the first.
+    let replay_a = AuditEntry::new("c-a", "U1", "command", Outcome::Refused);
+    let plain = AuditEntry::new("c-plain", "U1", "command", Outcome::Received);
+    let claiming = |key, rows, replayed| Claiming {
+        key: Some(key),
+        rows,
+        replayed,
+    };
+    // The second "a" in one batch is a replay of the first; a request without a key has its
+    // rows stored as they are.
     let fresh = store
-        .insert_audit_claiming(&[&ka, &kb, &ka], now, |fresh| {
-            assert_eq!(fresh, [true, true, false]);
-            vec![&a, &b, &again]
-        })
+        .insert_audit_claiming(
+            &[
+                claiming(
+                    &ka,
+                    std::slice::from_ref(&a),
+                    std::slice::from_ref(&replay_a),
+                ),
+                Claiming {
+                    key: None,
+                    rows: std::slice::from_ref(&plain),
+                    replayed: &[],
+                },
+                claiming(&kb, std::slice::from_ref(&b), &[]),
+                claiming(
+                    &ka,
+                    std::slice::from_ref(&dup),
+                    std::slice::from_ref(&again),
+                ),
+            ],
+            now,
+        )
         .await
         .unwrap();
     assert_eq!(fresh, [true, true, false]);
-    assert_eq!(store.audit_for("c-again").await.unwrap().len(), 1);
+    let outcomes = |rows: Vec<pantheon::domain::audit::AuditRecord>| {
+        rows.iter().map(|r| r.entry.outcome).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        outcomes(store.audit_for("c-a").await.unwrap()),
+        [Outcome::Received]
+    );
+    assert_eq!(
+        outcomes(store.audit_for("c-b").await.unwrap()),
+        [Outcome::Received]
+    );
+    assert_eq!(
+        outcomes(store.audit_for("c-plain").await.unwrap()),
+        [Outcome::Received]
+    );
+    assert_eq!(
+        outcomes(store.audit_for("c-again").await.unwrap()),
+        [Outcome::Refused]
+    );
+    assert_eq!(store.audit_for("c-dup").await.unwrap().len(), 0);
+    // A key claimed in an earlier batch: the replay rows go in.
+    let late = AuditEntry::new("c-late", "U1", "command", Outcome::Received);
+    let late_refused = AuditEntry::new("c-late-refused", "U1", "command", Outcome::Refused);
+    let fresh = store
+        .insert_audit_claiming(
+            &[claiming(
+                &kb,
+                std::slice::from_ref(&late),
+                std::slice::from_ref(&late_refused),
+            )],
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(fresh, [false]);
+    assert_eq!(store.audit_for("c-late").await.unwrap().len(), 0);
+    assert_eq!(store.audit_for("c-late-refused").await.unwrap().len(), 1);
     // Hex case does not make a new request.
     let upper = pantheon::store::claim_key(signed, "v0=BB22");
     let fresh = store
-        .insert_audit_claiming(&[&upper, &kc], now, |_| vec![])
+        .insert_audit_claiming(&bare(&[&upper, &kc]), now)
         .await
         .unwrap();
     assert_eq!(fresh, [false, true]);
@@ -103,7 +176,7 @@ async fn a_claim_is_taken_once_until_it_is_pruned(db: Db) {
     let lost = now + time::Duration::seconds(1);
     let kd = key("dd44");
     store
-        .insert_audit_claiming(&[&kd, &ka], lost, |_| vec![])
+        .insert_audit_claiming(&bare(&[&kd, &ka]), lost)
         .await
         .unwrap();
     assert_eq!(
@@ -133,7 +206,7 @@ async fn a_claim_is_taken_once_until_it_is_pruned(db: Db) {
         4
     );
     let fresh = store
-        .insert_audit_claiming(&[&ka], now, |_| vec![])
+        .insert_audit_claiming(&bare(&[&ka]), now)
         .await
         .unwrap();
     assert_eq!(fresh, [true]);
@@ -151,9 +224,12 @@ async fn many_writers_racing_for_one_claim_get_it_once(db: Db) {
                 let row = AuditEntry::new(&format!("race-{i}"), "U1", "command", Outcome::Received);
                 store
                     .insert_audit_claiming(
-                        &["slack:1700000000:same"],
+                        &[Claiming {
+                            key: Some("slack:1700000000:same"),
+                            rows: std::slice::from_ref(&row),
+                            replayed: &[],
+                        }],
                         time::OffsetDateTime::now_utc(),
-                        |_| vec![&row],
                     )
                     .await
                     .unwrap()[0]
@@ -167,6 +243,11 @@ async fn many_writers_racing_for_one_claim_get_it_once(db: Db) {
         }
     }
     assert_eq!(won, 1, "exactly one writer takes the claim");
+    let mut stored = 0;
+    for i in 0..16 {
+        stored += store.audit_for(&format!("race-{i}")).await.unwrap().len();
+    }
+    assert_eq!(stored, 1, "and only its row is stored");
     store.close().await;
 }
 
@@ -466,4 +547,45 @@ fn both_migration_folders_hold_the_same_versions() {
             "versions run 1, 2, 3 … without gaps: {name}"
         );
     }
+}
+
+/// SQLite's write-ahead log is copied into the database and started over in the background
+/// while the service writes, so it stays small without the writer stopping for it: a writer
+/// that wrote 24 MiB in rounds a little apart leaves a log of a round or two, and the rows are
+/// in the database file itself.
+#[tokio::test]
+async fn sqlite_checkpoints_its_log_while_writes_go_on() {
+    let Some((store, db)) = store(Db::Sqlite, "checkpoints").await else {
+        return;
+    };
+    let path = db.url.trim_start_matches("sqlite://").to_owned();
+    let size = |p: &str| std::fs::metadata(p).map_or(0, |m| m.len());
+    let detail = "x".repeat(1000);
+    let rows: Vec<AuditEntry> = (0..500)
+        .map(|i| {
+            AuditEntry::new(&format!("ckpt-{i}"), "U1", "command", Outcome::Received)
+                .detail(detail.clone())
+        })
+        .collect();
+    let refs: Vec<&AuditEntry> = rows.iter().collect();
+    let mut largest_log = 0;
+    for _round in 0..6 {
+        // About 4 MiB a round.
+        for _ in 0..8 {
+            store.insert_audit(&refs).await.unwrap();
+        }
+        largest_log = largest_log.max(size(&format!("{path}-wal")));
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    }
+    let log = size(&format!("{path}-wal"));
+    assert!(
+        log < 12 << 20,
+        "the log stays within a few rounds: {log} bytes (largest seen {largest_log})"
+    );
+    let file = size(&path);
+    assert!(
+        file > 20 << 20,
+        "the rows are in the database file: {file} bytes"
+    );
+    store.close().await;
 }
