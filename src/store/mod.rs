@@ -267,7 +267,12 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(10));
+                .busy_timeout(Duration::from_secs(10))
+                // A statement that writes many rows inside a transaction keeps a journal of its
+                // own (to undo just itself on error); past 64 KiB SQLite spills it to a new
+                // temporary file, which every larger audit batch paid for in open and write
+                // calls. Kept in memory, it is a copy of the pages the statement changes.
+                .pragma("temp_store", "memory");
             // A connection to a local file cannot go stale, so skip the ping sqlx sends before
             // handing one out: it is a round trip to the connection's thread on every query.
             let pool = |max| {
