@@ -312,15 +312,7 @@ async fn try_commit(
         let entries: Vec<&AuditEntry> = batch.iter().flat_map(|p| p.entries.iter()).collect();
         store.insert_audit(&entries).await.map(|()| Vec::new())
     } else {
-        let claiming: Vec<Claiming<'_>> = batch
-            .iter()
-            .map(|p| Claiming {
-                key: p.claim.as_ref().map(|c| c.key.as_str()),
-                rows: &p.entries,
-                replayed: p.claim.as_ref().map_or(&[], |c| &c.replayed),
-            })
-            .collect();
-        store.insert_audit_claiming(&claiming, now).await
+        store.insert_audit_claiming(&claiming(batch), now).await
     }
 }
 
@@ -332,7 +324,7 @@ fn finish(
 ) {
     let claims = batch.iter().any(|p| p.claim.is_some());
     let rows = match &result {
-        Ok(fresh) if claims => chosen(&batch, fresh.clone()).count(),
+        Ok(fresh) if claims => Claiming::stored(&claiming(&batch), fresh).count(),
         _ => batch.iter().map(|p| p.entries.len()).sum(),
     };
     metrics::histogram!("pantheon_audit_batch_duration_seconds")
@@ -363,13 +355,16 @@ fn finish(
     }
 }
 
-/// The rows a batch stores, given which of its claims were fresh (in claim order).
-fn chosen(batch: &[Pending], fresh: Vec<bool>) -> impl Iterator<Item = &AuditEntry> {
-    let mut flags = fresh.into_iter();
-    batch.iter().flat_map(move |p| match &p.claim {
-        Some(claim) if !flags.next().unwrap_or(true) => claim.replayed.iter(),
-        _ => p.entries.iter(),
-    })
+/// Each request of a batch as the store takes it: its key, its rows, and its replay rows.
+fn claiming(batch: &[Pending]) -> Vec<Claiming<'_>> {
+    batch
+        .iter()
+        .map(|p| Claiming {
+            key: p.claim.as_ref().map(|c| c.key.as_str()),
+            rows: &p.entries,
+            replayed: p.claim.as_ref().map_or(&[], |c| &c.replayed),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -164,6 +164,21 @@ pub struct Claiming<'a> {
     pub replayed: &'a [AuditEntry],
 }
 
+impl<'a> Claiming<'a> {
+    /// The rows `batch` stores, given for each request with a key (in order) whether the claim
+    /// was its: its `rows` if so or if it has no key, its `replayed` if not.
+    pub fn stored<'b>(
+        batch: &'b [Claiming<'a>],
+        fresh: &'b [bool],
+    ) -> impl Iterator<Item = &'a AuditEntry> + 'b {
+        let mut flags = fresh.iter();
+        batch.iter().flat_map(move |c| match c.key {
+            Some(_) if !flags.next().copied().unwrap_or(true) => c.replayed.iter(),
+            _ => c.rows.iter(),
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Store {
     Postgres(PgPool),

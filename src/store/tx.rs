@@ -289,14 +289,7 @@ pub(super) async fn insert_audit_claiming(
         .scalars()
         .await?;
     let fresh = super::first_claims(&keys, &inserted);
-    let mut flags = fresh.iter();
-    let chosen: Vec<&AuditEntry> = batch
-        .iter()
-        .flat_map(|c| match c.key {
-            Some(_) if !flags.next().copied().unwrap_or(true) => c.replayed.iter(),
-            _ => c.rows.iter(),
-        })
-        .collect();
+    let chosen: Vec<&AuditEntry> = Claiming::stored(batch, &fresh).collect();
     conn.insert_audit(&chosen).await?;
     tx.commit().await?;
     Ok(fresh)
