@@ -51,30 +51,40 @@ fn batch(n: usize) -> Vec<AuditEntry> {
         .collect()
 }
 
+/// Run `step` (which says how many `unit`s it wrote) over and over for [`RUN`]; print how many
+/// a second, and the CPU per one.
+async fn timed(what: &str, unit: &str, mut step: impl AsyncFnMut() -> usize) {
+    let (mut done, started, cpu) = (0usize, Instant::now(), cpu_seconds());
+    while started.elapsed() < RUN {
+        done += step().await;
+    }
+    let (wall, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+    println!(
+        "{what}: {:>8.0} {unit}s/s, {:>6.2} µs CPU per {unit}",
+        done as f64 / wall,
+        cpu * 1e6 / done as f64
+    );
+}
+
 async fn measure(label: &str, url: &str) {
     let store = Store::connect(url).await.unwrap();
     store.migrate().await.unwrap();
     for size in [1, 64, 512, 2048] {
-        let (mut rows, started, cpu) = (0usize, Instant::now(), cpu_seconds());
-        while started.elapsed() < RUN {
+        let what = format!("audit insert ({label}, batches of {size:>4})");
+        timed(&what, "row", async || {
             let entries = batch(size);
             let refs: Vec<&AuditEntry> = entries.iter().collect();
             store.insert_audit(&refs).await.unwrap();
-            rows += size;
-        }
-        let (wall, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu);
-        println!(
-            "audit insert ({label}, batches of {size:>4}): {:>8.0} rows/s, {:>6.2} µs CPU per row",
-            rows as f64 / wall,
-            cpu * 1e6 / rows as f64
-        );
+            size
+        })
+        .await;
     }
     // As the acknowledgement path writes: each request its claim on a fresh signature and two
     // rows (received + outcome), batches of the sizes group commit makes under load.
     let mut signature = 0u64;
     for requests in [1, 16, 128] {
-        let (mut done, started, cpu) = (0usize, Instant::now(), cpu_seconds());
-        while started.elapsed() < RUN {
+        let what = format!("claim + 2 rows ({label}, batches of {requests:>4})");
+        timed(&what, "request", async || {
             let rows: Vec<Vec<AuditEntry>> = (0..requests).map(|_| batch(2)).collect();
             let keys: Vec<String> = (0..requests)
                 .map(|_| {
@@ -99,14 +109,9 @@ async fn measure(label: &str, url: &str) {
                 .await
                 .unwrap();
             assert!(fresh.iter().all(|f| *f), "every signature is new");
-            done += requests;
-        }
-        let (wall, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu);
-        println!(
-            "claim + 2 rows ({label}, batches of {requests:>4}): {:>8.0} requests/s, {:>6.2} µs CPU per request",
-            done as f64 / wall,
-            cpu * 1e6 / done as f64
-        );
+            requests
+        })
+        .await;
     }
     store.close().await;
 }
