@@ -945,25 +945,23 @@ async fn a_deploy_is_recorded_on_github_with_its_statuses(db: Db) {
     assert_eq!(bodies[2].1["environment"], "staging");
     // The worker writes a status's audit row once GitHub has answered, so the last one may
     // land just after the stub saw its request.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let steps = loop {
-        let rows = app.audit_for(&job.correlation_id).await;
-        let steps: Vec<String> = rows
-            .iter()
-            .filter(|r| r.entry.action.starts_with("github."))
-            .map(|r| {
-                format!(
-                    "{}:{}",
-                    r.entry.action,
-                    r.entry.detail.as_deref().unwrap_or_default()
-                )
-            })
-            .collect();
-        if steps.len() >= 3 || std::time::Instant::now() > deadline {
-            break steps;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let github = |r: &&pantheon::domain::audit::AuditRecord| r.entry.action.starts_with("github.");
+    let rows = app
+        .audit_until(&job.correlation_id, |rows| {
+            rows.iter().filter(github).count() >= 3
+        })
+        .await;
+    let steps: Vec<String> = rows
+        .iter()
+        .filter(github)
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r.entry.action,
+                r.entry.detail.as_deref().unwrap_or_default()
+            )
+        })
+        .collect();
     assert_eq!(
         steps,
         [

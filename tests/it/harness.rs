@@ -609,16 +609,28 @@ impl TestApp {
 
     /// Wait (up to 10 s) until the request's audit trail ends with a final outcome.
     pub async fn finished_audit(&self, correlation_id: &str) -> Vec<AuditRecord> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let rows = self.audit_for(correlation_id).await;
-            let done = rows.iter().any(|r| {
+        self.audit_until(correlation_id, |rows| {
+            rows.iter().any(|r| {
                 matches!(
                     r.entry.outcome,
                     Outcome::Succeeded | Outcome::Failed | Outcome::Refused | Outcome::Invalid
                 )
-            });
-            if done || Instant::now() > deadline {
+            })
+        })
+        .await
+    }
+
+    /// The request's audit trail once `done` says it is complete (or as it is after 10 s):
+    /// rows written after an answer that did not wait for them land a moment later.
+    pub async fn audit_until(
+        &self,
+        correlation_id: &str,
+        done: impl Fn(&[AuditRecord]) -> bool,
+    ) -> Vec<AuditRecord> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let rows = self.audit_for(correlation_id).await;
+            if done(&rows) || Instant::now() > deadline {
                 return rows;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
