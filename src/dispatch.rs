@@ -248,14 +248,18 @@ async fn dispatch_in_span(
             user: user.clone(),
         },
         ReplyTarget::RefusedUrl(why) => {
-            tracing::warn!(reason = %why, "response_url refused");
             let text = format!("I can't answer this request: {why}. Nothing was run.");
-            return answer(
+            let ack = answer(
                 vec![received, entry(Outcome::Refused).detail(why.clone())],
                 &name,
                 Message::text(text),
             )
             .await;
+            // Logged once it is this request's outcome: a replay is logged (and audited) as one.
+            if ack != Ack::Replay {
+                tracing::warn!(reason = %why, "response_url refused");
+            }
+            return ack;
         }
     };
 
