@@ -2,28 +2,30 @@
 //! `LOG_FORMAT=pretty`), each carrying the fields of the spans it happened in, so every line
 //! about a request has its correlation id. Metrics are Prometheus text from `/metrics`.
 
+mod json;
+mod sink;
+
 use std::{io::IsTerminal, sync::OnceLock, time::Duration};
+
+pub use sink::LogGuard;
+use sink::{LogSink, Sink};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::LogFormat;
 
-/// Lines that may wait for the log writer thread.
-pub const LOG_BUFFER_LINES: usize = 16_384;
+/// Bytes of log lines that may wait for the log writer thread (a second of lines at full load
+/// fits in this); past it, logging waits (below).
+pub const LOG_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
 /// Install the global log subscriber. Call once, from `main`, and keep the guard until exit:
 /// lines are written by a background thread (so a request never waits on stderr), and the
-/// guard flushes what is left when it is dropped.
-pub fn init_logs(format: Option<LogFormat>) -> tracing_appender::non_blocking::WorkerGuard {
-    // Not lossy: when the buffer is full, logging waits rather than dropping audit lines.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        // Room for this many lines waiting for the writer thread. The default, 128,000, is a
-        // channel allocated in full at start (about 5 MiB of an idle server's memory); a
-        // second of lines at full load fits in this, and past it logging waits (below).
-        .buffered_lines_limit(LOG_BUFFER_LINES)
-        .lossy(false)
-        .finish(std::io::stderr());
+/// guard writes what is left when it is dropped.
+pub fn init_logs(format: Option<LogFormat>) -> LogGuard {
+    let sink = LogSink::start();
+    let guard = LogGuard(Some(sink.clone()));
+    let writer = Sink(sink);
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn,reqwest=warn"));
     let format = format.unwrap_or(if std::io::stderr().is_terminal() {
@@ -40,10 +42,8 @@ pub fn init_logs(format: Option<LogFormat>) -> tracing_appender::non_blocking::W
         LogFormat::Json => registry
             .with(
                 fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
+                    .fmt_fields(json::JsonFields)
+                    .event_format(json::JsonLines)
                     .with_writer(writer),
             )
             .init(),
