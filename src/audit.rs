@@ -215,6 +215,7 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>) {
         if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
             break;
         }
+        gather(&mut rx, &mut batch).await;
         let closed = linger(&mut rx, &mut batch).await;
         let store = store.clone();
         tasks.spawn(async move {
@@ -228,6 +229,24 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>) {
         }
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// Let the requests that are ready to run (their bytes are in, on this runtime) reach the queue
+/// before the batch is taken: a commit ends with more requests waiting in the sockets than in the
+/// queue, since the database's thread shares their cores. Yielding once lets the runtime poll
+/// its sockets and run those requests, so they join this commit instead of each starting a small
+/// one of its own. On an idle server nothing else is ready and this returns at once.
+async fn gather(rx: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>) {
+    if batch.len() >= ENOUGH {
+        return;
+    }
+    tokio::task::yield_now().await;
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(pending) => batch.push(pending),
+            Err(_) => break,
+        }
+    }
 }
 
 /// Let more submissions join `batch` for up to [`LINGER`], unless someone waits on it or it
