@@ -323,13 +323,16 @@ fn too_large() -> Response {
 
 /// Count and time every request by route, method and status.
 async fn track(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    // Both are cheap to clone (a shared string, and for the standard methods a tag).
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
     let start = Instant::now();
     let response = next.run(request).await;
-    crate::telemetry::record_http(&route, &method, response.status().as_u16(), start.elapsed());
+    crate::telemetry::record_http(
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        method.as_str(),
+        response.status().as_u16(),
+        start.elapsed(),
+    );
     response
 }

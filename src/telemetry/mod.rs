@@ -172,30 +172,100 @@ pub fn spawn_metrics_upkeep() {
     });
 }
 
+/// Metric handles made once per set of label values. Making one from its name and labels
+/// allocates every label and looks the set up in the recorder's registry; the HTTP pair alone
+/// was five allocations and two lookups a request.
+struct Handles<H> {
+    /// By the hash of the label values: each set made, with its values.
+    made: std::sync::Mutex<std::collections::HashMap<u64, Vec<Made<H>>>>,
+}
+
+type Made<H> = (Vec<String>, H);
+
+impl<H: Clone> Handles<H> {
+    fn new() -> Self {
+        Self {
+            made: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn get(&self, labels: &[&str], make: impl FnOnce() -> H) -> H {
+        use std::hash::{Hash as _, Hasher as _};
+        // Handles made before the recorder was installed would count nothing, for good.
+        metrics_handle();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        labels.hash(&mut hasher);
+        let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        let same = made.entry(hasher.finish()).or_default();
+        if let Some((_, handle)) = same
+            .iter()
+            .find(|(known, _)| known.iter().map(String::as_str).eq(labels.iter().copied()))
+        {
+            return handle.clone();
+        }
+        let handle = make();
+        same.push((
+            labels.iter().map(|l| (*l).to_owned()).collect(),
+            handle.clone(),
+        ));
+        handle
+    }
+}
+
+/// The method as a metric label: the standard ones by name, any other as `other`, so a client
+/// inventing methods cannot grow the metrics without bound.
+fn method_label(method: &str) -> &str {
+    match method {
+        "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS" | "CONNECT" | "TRACE" => {
+            method
+        }
+        _ => "other",
+    }
+}
+
 pub fn record_http(route: &str, method: &str, status: u16, elapsed: Duration) {
-    let status = status.to_string();
-    metrics::counter!(
-        "pantheon_http_requests_total",
-        "route" => route.to_owned(),
-        "method" => method.to_owned(),
-        "status" => status.clone()
-    )
-    .increment(1);
-    metrics::histogram!(
-        "pantheon_http_request_duration_seconds",
-        "route" => route.to_owned(),
-        "status" => status
-    )
-    .record(elapsed.as_secs_f64());
+    static HTTP: std::sync::LazyLock<Handles<(metrics::Counter, metrics::Histogram)>> =
+        std::sync::LazyLock::new(Handles::new);
+    let method = method_label(method);
+    let mut digits = [0u8; 5];
+    let status = {
+        use std::io::Write as _;
+        let mut cursor = std::io::Cursor::new(&mut digits[..]);
+        let _ = write!(cursor, "{status}");
+        let len = usize::try_from(cursor.position()).unwrap_or(0);
+        std::str::from_utf8(&digits[..len]).unwrap_or("0")
+    };
+    let (requests, duration) = HTTP.get(&[route, method, status], || {
+        (
+            metrics::counter!(
+                "pantheon_http_requests_total",
+                "route" => route.to_owned(),
+                "method" => method.to_owned(),
+                "status" => status.to_owned()
+            ),
+            metrics::histogram!(
+                "pantheon_http_request_duration_seconds",
+                "route" => route.to_owned(),
+                "status" => status.to_owned()
+            ),
+        )
+    });
+    requests.increment(1);
+    duration.record(elapsed.as_secs_f64());
 }
 
 pub fn record_command(command: &str, outcome: &str) {
-    metrics::counter!(
-        "pantheon_commands_total",
-        "command" => command.to_owned(),
-        "outcome" => outcome.to_owned()
-    )
-    .increment(1);
+    static COMMANDS: std::sync::LazyLock<Handles<metrics::Counter>> =
+        std::sync::LazyLock::new(Handles::new);
+    COMMANDS
+        .get(&[command, outcome], || {
+            metrics::counter!(
+                "pantheon_commands_total",
+                "command" => command.to_owned(),
+                "outcome" => outcome.to_owned()
+            )
+        })
+        .increment(1);
 }
 
 pub fn record_signature_failure(source: &'static str, reason: &'static str) {
@@ -226,5 +296,39 @@ mod tests {
             "the same text, escaped"
         );
         assert_eq!(super::safe_line("a\u{2029}b\n", false), "a\\u{2029}b\n");
+    }
+
+    #[test]
+    fn http_metrics_count_on_handles_made_once_and_bound_invented_methods() {
+        let route = "/a-route-for-this-test";
+        for _ in 0..3 {
+            super::record_http(route, "POST", 200, std::time::Duration::from_millis(1));
+        }
+        super::record_http(route, "POST", 401, std::time::Duration::from_millis(1));
+        for invented in ["FOO1", "FOO2"] {
+            super::record_http(route, invented, 200, std::time::Duration::from_millis(1));
+        }
+        super::record_command("a-command-for-this-test", "refused");
+        super::record_command("a-command-for-this-test", "refused");
+        let text = super::metrics_handle().render();
+        for line in [
+            format!(
+                "pantheon_http_requests_total{{route=\"{route}\",method=\"POST\",status=\"200\"}} 3"
+            ),
+            format!(
+                "pantheon_http_requests_total{{route=\"{route}\",method=\"POST\",status=\"401\"}} 1"
+            ),
+            format!(
+                "pantheon_http_requests_total{{route=\"{route}\",method=\"other\",status=\"200\"}} 2"
+            ),
+            format!(
+                "pantheon_http_request_duration_seconds_count{{route=\"{route}\",status=\"200\"}} 5"
+            ),
+            "pantheon_commands_total{command=\"a-command-for-this-test\",outcome=\"refused\"} 2"
+                .to_owned(),
+        ] {
+            assert!(text.contains(&line), "{line} in:\n{text}");
+        }
+        assert!(!text.contains("FOO"), "{text}");
     }
 }
