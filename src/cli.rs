@@ -122,7 +122,7 @@ pub fn run(cli: Cli) -> ExitCode {
         // SAFETY: single-threaded here; nothing else reads the environment yet.
         unsafe { std::env::set_var("RUST_LOG", "warn") };
     }
-    let _log_guard = crate::telemetry::init_logs(settings.log_format);
+    let log_guard = crate::telemetry::init_logs(settings.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -173,6 +173,9 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         }
     });
+    // The log lines still waiting are written before the error that ends the run.
+    drop(runtime);
+    drop(log_guard);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -54,6 +54,10 @@ impl<'w> FormatFields<'w> for JsonFields {
         }
         let text = &mut current.fields;
         if text.len() > 2 && text.ends_with('}') {
+            if let Some(merged) = replaced(text, &more) {
+                *text = merged;
+                return Ok(());
+            }
             text.pop();
             text.push_str(&more);
         } else {
@@ -64,6 +68,21 @@ impl<'w> FormatFields<'w> for JsonFields {
         text.push('}');
         Ok(())
     }
+}
+
+/// `fields` (a JSON object's text) with `more` (`,"name":value` pairs) in it, if any of those
+/// names is already there: a field recorded again has its new value in place of the old one,
+/// so no name appears twice in a line (log stores refuse such documents). None if every name
+/// is new (the pairs are then simply appended). Rare: most spans record each field once.
+fn replaced(fields: &str, more: &str) -> Option<String> {
+    type Object = serde_json::Map<String, serde_json::Value>;
+    let mut all: Object = serde_json::from_str(fields).ok()?;
+    let new: Object = serde_json::from_str(&format!("{{{}}}", more.get(1..)?)).ok()?;
+    if !new.keys().any(|k| all.contains_key(k)) {
+        return None;
+    }
+    all.extend(new);
+    serde_json::to_string(&all).ok()
 }
 
 /// The event line.
@@ -366,6 +385,38 @@ mod tests {
         assert_eq!(
             got[2]["span"],
             serde_json::json!({"name": "later", "c": 2, "b": "filled"})
+        );
+    }
+
+    #[test]
+    fn a_span_field_recorded_again_has_its_last_value_under_one_name() {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .fmt_fields(JsonFields)
+                .event_format(JsonLines)
+                .with_writer(captured.clone()),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "job",
+                state = "queued",
+                id = 7,
+                note = tracing::field::Empty
+            );
+            span.record("state", "running");
+            span.record("note", "first");
+            span.record("state", "done");
+            tracing::info!(parent: &span, "finished");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        // serde_json would keep the last of two equal names: count them in the text itself.
+        assert_eq!(text.matches("\"state\"").count(), 1, "{text}");
+        assert_eq!(text.matches("\"note\"").count(), 1, "{text}");
+        let line: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(
+            line["span"],
+            serde_json::json!({"name": "job", "state": "done", "id": 7, "note": "first"})
         );
     }
 }

@@ -1,7 +1,7 @@
 //! Where log lines go: a buffer that one thread writes to stderr in batches.
 
 use std::{
-    io::Write as _,
+    io::{ErrorKind, Write},
     sync::{Arc, Condvar, Mutex, MutexGuard},
     time::Duration,
 };
@@ -18,16 +18,19 @@ use super::LOG_BUFFER_BYTES;
 /// buffer under a lock; the thread, woken only when it is idle, writes everything that has
 /// gathered in one call and then waits [`LOG_LINGER`] for more, so a busy server makes a few
 /// hundred writes a second and a quiet one writes each line at once. Nothing is dropped: when
-/// [`LOG_BUFFER_BYTES`] are waiting, a line waits for room.
+/// [`LOG_BUFFER_BYTES`] are waiting, a line waits for room, so a stderr that nobody reads stops
+/// whatever logs, as any lossless log does. Only a write that fails (not one interrupted, or
+/// refused for now by a full non-blocking pipe) loses the line it failed in.
 pub struct LogSink {
     state: Mutex<SinkState>,
     /// The writer is idle and there is something to write, or the sink is closing.
     wake: Condvar,
-    /// The buffer has room again.
+    /// The buffer has room again, or the writer has stopped.
     room: Condvar,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Bytes that may wait before a line waits for room.
     limit: usize,
+    /// Where a line goes once the writer has stopped (stderr).
+    direct: Direct,
 }
 
 #[derive(Default)]
@@ -41,30 +44,47 @@ struct SinkState {
     finished: bool,
 }
 
+/// Where a line goes once the sink's writer has stopped.
+type Direct = Box<dyn Fn(&[u8]) + Send + Sync>;
+
 /// How long the writer lets lines gather after a write.
 const LOG_LINGER: Duration = Duration::from_millis(5);
+
+/// How long [`LogSink::close`] waits for the writer to write what is waiting: a stderr that
+/// takes nothing must not keep the process from exiting.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(2);
 
 impl LogSink {
     /// A sink writing to stderr.
     pub fn start() -> Arc<Self> {
-        Self::start_writing(std::io::stderr(), LOG_BUFFER_BYTES)
+        Self::start_writing(
+            std::io::stderr(),
+            LOG_BUFFER_BYTES,
+            Box::new(|line| {
+                let _ = std::io::stderr().write_all(line);
+            }),
+        )
     }
 
-    fn start_writing(mut out: impl std::io::Write + Send + 'static, limit: usize) -> Arc<Self> {
+    fn start_writing(
+        mut out: impl Write + Send + 'static,
+        limit: usize,
+        direct: Direct,
+    ) -> Arc<Self> {
         let sink = Arc::new(Self {
             state: Mutex::new(SinkState::default()),
             wake: Condvar::new(),
             room: Condvar::new(),
-            writer: Mutex::new(None),
             limit,
+            direct,
         });
         let writer = sink.clone();
-        match std::thread::Builder::new()
+        if std::thread::Builder::new()
             .name("log-writer".into())
             .spawn(move || writer.write_until_closed(&mut out))
+            .is_err()
         {
-            Ok(handle) => *lock(&sink.writer) = Some(handle),
-            Err(_) => lock(&sink.state).finished = true,
+            lock(&sink.state).finished = true;
         }
         sink
     }
@@ -78,7 +98,7 @@ impl LogSink {
         if state.finished {
             // After shutdown: written here, after everything the writer wrote.
             drop(state);
-            let _ = std::io::stderr().write_all(line);
+            (self.direct)(line);
             return;
         }
         state.buf.extend_from_slice(line);
@@ -88,8 +108,12 @@ impl LogSink {
         }
     }
 
-    fn write_until_closed(&self, out: &mut impl std::io::Write) {
+    fn write_until_closed(&self, out: &mut impl Write) {
+        // However the loop ends (a panic too), lines are then written directly, and nobody
+        // waits for room that will never come.
+        let _finished = Finished(self);
         let mut spare = Vec::new();
+        let mut cut = false;
         loop {
             let mut state = lock(&self.state);
             while state.buf.is_empty() && !state.closing {
@@ -99,16 +123,13 @@ impl LogSink {
             state.idle = false;
             if state.buf.is_empty() {
                 // Closing, and everything is written.
-                state.finished = true;
-                drop(state);
-                self.room.notify_all();
                 return;
             }
             let closing = state.closing;
             std::mem::swap(&mut state.buf, &mut spare);
             drop(state);
             self.room.notify_all();
-            let _ = out.write_all(&spare);
+            write_lines(out, &spare, &mut cut);
             let _ = out.flush();
             // Memory a burst needed is given back once it has been written.
             if spare.capacity() > 256 * 1024 {
@@ -123,12 +144,65 @@ impl LogSink {
         }
     }
 
-    /// Write what is waiting and stop the writer; later lines are written directly.
+    /// Write what is waiting and stop the writer; later lines are written directly. Waits at
+    /// most [`CLOSE_PATIENCE`] for the writer.
     pub fn close(&self) {
-        lock(&self.state).closing = true;
+        let mut state = lock(&self.state);
+        state.closing = true;
         self.wake.notify_one();
-        if let Some(handle) = lock(&self.writer).take() {
-            let _ = handle.join();
+        let deadline = std::time::Instant::now() + CLOSE_PATIENCE;
+        while !state.finished {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            state = match self.room.wait_timeout(state, left) {
+                Ok((state, _)) => state,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+}
+
+/// Marks the sink's writer stopped when dropped.
+struct Finished<'a>(&'a LogSink);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.state).finished = true;
+        self.0.room.notify_all();
+    }
+}
+
+/// Write whole lines to `out`, through interrupted writes and a full non-blocking pipe. A write
+/// that fails otherwise gives up the rest of the line it failed in, and goes on with the next:
+/// one failure costs one line. A line cut short that way (`cut`) is ended with a newline before
+/// anything else is written, so the next line does not run into it.
+fn write_lines(out: &mut impl Write, mut bytes: &[u8], cut: &mut bool) {
+    // Part of the line at `bytes[0]` is already written.
+    let mut inside = false;
+    while !bytes.is_empty() {
+        let ending = *cut;
+        let piece = if ending { &b"\n"[..] } else { bytes };
+        match out.write(piece) {
+            Ok(n) if n > 0 && ending => *cut = false,
+            Ok(n) if n > 0 => {
+                inside = bytes[n - 1] != b'\n';
+                bytes = &bytes[n..];
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(_) | Err(_) => {
+                *cut |= inside;
+                inside = false;
+                let end = bytes
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(bytes.len(), |i| i + 1);
+                bytes = &bytes[end..];
+            }
         }
     }
 }
@@ -185,7 +259,7 @@ mod tests {
         writes: Arc<Mutex<usize>>,
     }
 
-    impl std::io::Write for Slow {
+    impl Write for Slow {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
             std::thread::sleep(Duration::from_micros(200));
             self.written.lock().unwrap().extend_from_slice(buf);
@@ -197,11 +271,22 @@ mod tests {
         }
     }
 
+    /// Where lines written directly (after the writer stopped) went.
+    fn direct() -> (Arc<Mutex<Vec<u8>>>, Direct) {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let to = lines.clone();
+        (
+            lines,
+            Box::new(move |line| to.lock().unwrap().extend_from_slice(line)),
+        )
+    }
+
     #[test]
     fn every_line_is_written_once_in_order_in_few_writes_even_past_the_limit() {
         let out = Slow::default();
         // A limit of a few lines: producers must wait for room, and nothing is dropped.
-        let sink = LogSink::start_writing(out.clone(), 256);
+        let (directly, to) = direct();
+        let sink = LogSink::start_writing(out.clone(), 256, to);
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let sink = sink.clone();
@@ -229,12 +314,14 @@ mod tests {
         }
         let writes = *out.writes.lock().unwrap();
         assert!(writes < 8_000, "{writes} writes for 8,000 lines");
+        assert!(directly.lock().unwrap().is_empty());
     }
 
     #[test]
     fn a_line_on_a_quiet_sink_is_written_at_once_and_after_close_directly() {
         let out = Slow::default();
-        let sink = LogSink::start_writing(out.clone(), LOG_BUFFER_BYTES);
+        let (directly, to) = direct();
+        let sink = LogSink::start_writing(out.clone(), LOG_BUFFER_BYTES, to);
         sink.push(b"first\n");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while out.written.lock().unwrap().is_empty() {
@@ -244,8 +331,138 @@ mod tests {
         assert_eq!(&*out.written.lock().unwrap(), b"first\n");
         sink.close();
         assert!(lock(&sink.state).finished);
-        // The writer is gone; a later line goes to stderr, not into a buffer nobody writes.
-        sink.push(b"");
+        // The writer is gone: a later line is written at once, not left in a buffer nobody
+        // writes.
+        sink.push(b"later\n");
         assert!(lock(&sink.state).buf.is_empty());
+        assert_eq!(&*directly.lock().unwrap(), b"later\n");
+        assert_eq!(&*out.written.lock().unwrap(), b"first\n");
+    }
+
+    /// An output that takes at most `chunk` bytes a call and answers each call in turn from
+    /// `script` (then accepts).
+    struct Flaky {
+        written: Vec<u8>,
+        chunk: usize,
+        script: std::collections::VecDeque<Option<ErrorKind>>,
+    }
+
+    impl Write for Flaky {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Some(Some(kind)) = self.script.pop_front() {
+                return Err(kind.into());
+            }
+            let n = buf.len().min(self.chunk);
+            self.written.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn flaky(chunk: usize, script: &[Option<ErrorKind>]) -> Flaky {
+        Flaky {
+            written: Vec::new(),
+            chunk,
+            script: script.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn interrupted_and_would_block_writes_are_tried_again_and_short_writes_finished() {
+        use ErrorKind::{Interrupted, WouldBlock};
+        let mut out = flaky(
+            3,
+            &[
+                Some(Interrupted),
+                None,
+                Some(WouldBlock),
+                None,
+                Some(Interrupted),
+            ],
+        );
+        let mut cut = false;
+        write_lines(&mut out, b"one line\nanother\n", &mut cut);
+        assert_eq!(out.written, b"one line\nanother\n");
+        assert!(!cut);
+    }
+
+    #[test]
+    fn a_failed_write_costs_the_line_it_was_in_and_the_cut_line_is_ended() {
+        use ErrorKind::Other;
+        // Five bytes of "first line" go out, then a write fails: the rest of that line is given
+        // up, it is ended, and the next lines are written whole.
+        let mut out = flaky(5, &[None, Some(Other)]);
+        let mut cut = false;
+        write_lines(&mut out, b"first line\nsecond\nthird\n", &mut cut);
+        assert_eq!(out.written, b"first\nsecond\nthird\n");
+        assert!(!cut);
+
+        // A failure at a line's start costs that line alone, and nothing needs ending.
+        let mut out = flaky(100, &[Some(Other)]);
+        write_lines(&mut out, b"lost\nkept\n", &mut cut);
+        assert_eq!(out.written, b"kept\n");
+
+        // An output that takes nothing at all: every line is given up, and the call returns.
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Ok(0)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        write_lines(&mut Full, b"a\nb\n", &mut cut);
+        assert!(!cut);
+    }
+
+    #[test]
+    fn a_line_cut_at_the_end_of_one_batch_is_ended_before_the_next_batch() {
+        let mut out = flaky(4, &[None, Some(ErrorKind::Other)]);
+        let mut cut = false;
+        write_lines(&mut out, b"truncated\n", &mut cut);
+        assert_eq!(out.written, b"trun");
+        assert!(cut, "the cut line is remembered");
+        write_lines(&mut out, b"next\n", &mut cut);
+        assert_eq!(out.written, b"trun\nnext\n");
+        assert!(!cut);
+    }
+
+    #[test]
+    fn close_gives_up_on_a_writer_that_never_returns() {
+        /// A stderr nobody reads.
+        struct Stuck(std::sync::mpsc::Receiver<()>);
+        impl Write for Stuck {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                let _ = self.0.recv();
+                Err(ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (release, stuck) = std::sync::mpsc::channel();
+        let (directly, to) = direct();
+        let sink = LogSink::start_writing(Stuck(stuck), LOG_BUFFER_BYTES, to);
+        sink.push(b"never written\n");
+        let started = std::time::Instant::now();
+        sink.close();
+        let waited = started.elapsed();
+        assert!(waited >= CLOSE_PATIENCE, "returned after {waited:?}");
+        assert!(!lock(&sink.state).finished);
+        // Once the write returns, the writer stops and later lines go directly.
+        drop(release);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !lock(&sink.state).finished {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never stopped"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        sink.push(b"after\n");
+        assert_eq!(&*directly.lock().unwrap(), b"after\n");
     }
 }
