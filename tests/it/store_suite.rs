@@ -30,6 +30,7 @@ both_stores!(
     migrations_are_idempotent,
     a_claim_is_taken_once_until_it_is_pruned,
     many_writers_racing_for_one_claim_get_it_once,
+    a_batch_that_fails_stores_nothing_and_the_next_one_commits,
     retention_takes_old_audit_rows_oldest_first_and_never_a_young_one,
 );
 
@@ -248,6 +249,58 @@ async fn many_writers_racing_for_one_claim_get_it_once(db: Db) {
         stored += store.audit_for(&format!("race-{i}")).await.unwrap().len();
     }
     assert_eq!(stored, 1, "and only its row is stored");
+    store.close().await;
+}
+
+/// Run one statement on the test's database, beside the store.
+async fn raw(url: &str, sql: &str) {
+    use sqlx::Connection as _;
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// A batch whose claims cannot be written stores none of its rows either, and leaves nothing
+/// behind that stops the next batch: no transaction left open on the writer's connection, no
+/// lock held.
+async fn a_batch_that_fails_stores_nothing_and_the_next_one_commits(db: Db) {
+    let Some((store, db)) = store(db, "failed_batch").await else {
+        return;
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let key = pantheon::store::claim_key(now.unix_timestamp(), "v0=ee55");
+    let row = AuditEntry::new("c-fails", "U1", "command", Outcome::Received);
+    let batch = [Claiming {
+        key: Some(&key),
+        rows: std::slice::from_ref(&row),
+        replayed: &[],
+    }];
+    raw(
+        &db.url,
+        "ALTER TABLE request_claims RENAME TO request_claims_away",
+    )
+    .await;
+    let failed = store.insert_audit_claiming(&batch, now).await;
+    assert!(failed.is_err(), "{failed:?}");
+    raw(
+        &db.url,
+        "ALTER TABLE request_claims_away RENAME TO request_claims",
+    )
+    .await;
+    assert_eq!(store.audit_for("c-fails").await.unwrap().len(), 0);
+    let fresh = store.insert_audit_claiming(&batch, now).await.unwrap();
+    assert_eq!(fresh, [true]);
+    assert_eq!(store.audit_for("c-fails").await.unwrap().len(), 1);
     store.close().await;
 }
 
