@@ -287,7 +287,8 @@ mod tests {
         }
     }
 
-    fn lines(log: impl FnOnce()) -> Vec<serde_json::Value> {
+    /// What `log` wrote, as text.
+    fn raw(log: impl FnOnce()) -> String {
         let captured = Captured::default();
         let subscriber = tracing_subscriber::registry().with(
             tracing_subscriber::fmt::layer()
@@ -296,7 +297,11 @@ mod tests {
                 .with_writer(captured.clone()),
         );
         tracing::subscriber::with_default(subscriber, log);
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+    }
+
+    fn lines(log: impl FnOnce()) -> Vec<serde_json::Value> {
+        let text = raw(log);
         assert!(text.ends_with('\n'), "{text}");
         text.lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -348,17 +353,9 @@ mod tests {
 
     #[test]
     fn the_raw_line_holds_no_character_a_viewer_would_break_on() {
-        let captured = Captured::default();
-        let subscriber = tracing_subscriber::registry().with(
-            tracing_subscriber::fmt::layer()
-                .fmt_fields(JsonFields)
-                .event_format(JsonLines)
-                .with_writer(captured.clone()),
-        );
-        tracing::subscriber::with_default(subscriber, || {
+        let text = raw(|| {
             tracing::info!(x = "a\u{2028}b\u{85}c\nd", "m\u{2029}");
         });
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text.matches('\n').count(), 1, "{text:?}");
         assert!(
             !text.contains(['\u{2028}', '\u{2029}', '\u{85}']),
@@ -390,14 +387,7 @@ mod tests {
 
     #[test]
     fn a_span_field_recorded_again_has_its_last_value_under_one_name() {
-        let captured = Captured::default();
-        let subscriber = tracing_subscriber::registry().with(
-            tracing_subscriber::fmt::layer()
-                .fmt_fields(JsonFields)
-                .event_format(JsonLines)
-                .with_writer(captured.clone()),
-        );
-        tracing::subscriber::with_default(subscriber, || {
+        let text = raw(|| {
             let span = tracing::info_span!(
                 "job",
                 state = "queued",
@@ -409,7 +399,6 @@ mod tests {
             span.record("state", "done");
             tracing::info!(parent: &span, "finished");
         });
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         // serde_json would keep the last of two equal names: count them in the text itself.
         assert_eq!(text.matches("\"state\"").count(), 1, "{text}");
         assert_eq!(text.matches("\"note\"").count(), 1, "{text}");
