@@ -7,8 +7,8 @@
 //!
 //! That one commit comes before any answer, whatever the answer is: it carries the request's
 //! claim on its signature, so a replayed request is refused (and the refusal audited) on every
-//! replica and across restarts, and it stores the `received` row with the outcome, so a refusal
-//! is on the trail before the person (or an attacker) sees it.
+//! replica and across restarts, and it stores the request's first row (a request answered at once
+//! has one: its outcome), so a refusal is on the trail before the person (or an attacker) sees it.
 
 use std::{sync::Arc, time::Instant};
 
@@ -96,8 +96,9 @@ async fn dispatch_in_span(
         None => entry(Outcome::Received),
     };
     let may_run = |spec: &CommandSpec| may_run(services, &inv.user_id, spec);
+    let received_at = received.at;
     let answer =
-        |entries, command, message| answer_inline(services, &inv, entries, command, message);
+        |row, command, message| answer_inline(services, &inv, received_at, row, command, message);
 
     // A runbook asked for without its parameters, where a form can be opened: the form, after
     // the same checks as the command (who may act, who may run it).
@@ -124,7 +125,7 @@ async fn dispatch_in_span(
             };
         if let Some(text) = refused {
             return answer(
-                vec![received, entry(Outcome::Refused).detail(text.clone())],
+                entry(Outcome::Refused).detail(text.clone()),
                 &name,
                 Message::text(text),
             )
@@ -138,12 +139,9 @@ async fn dispatch_in_span(
             &given,
         );
         let fallback = Message::text(crate::ask::usage_line(services, runbook));
-        let rows = vec![
-            received,
-            entry(Outcome::Succeeded)
-                .detail(format!("asked for the parameters of `{name}` in a form")),
-        ];
-        return match answer(rows, &name, fallback.clone()).await {
+        let row = entry(Outcome::Succeeded)
+            .detail(format!("asked for the parameters of `{name}` in a form"));
+        return match answer(row, &name, fallback.clone()).await {
             // Committed (an unwritable trail answers something else, and opens nothing).
             Ack::Message(m) if m == fallback => Ack::Form {
                 trigger: trigger.to_owned(),
@@ -158,7 +156,7 @@ async fn dispatch_in_span(
         Ok(found) => found,
         Err(ParseError::Empty) => {
             return answer(
-                vec![received, entry(Outcome::Succeeded).detail("help")],
+                entry(Outcome::Succeeded).detail("help"),
                 "help",
                 help::render(registry, &inv.slash, may_run, None),
             )
@@ -166,10 +164,7 @@ async fn dispatch_in_span(
         }
         Err(ParseError::Incomplete { topic }) => {
             return answer(
-                vec![
-                    received,
-                    entry(Outcome::Succeeded).detail(format!("help {topic}")),
-                ],
+                entry(Outcome::Succeeded).detail(format!("help {topic}")),
                 "help",
                 help::render(registry, &inv.slash, may_run, Some(&topic)),
             )
@@ -178,7 +173,7 @@ async fn dispatch_in_span(
         Err(err) => {
             let detail = format!("{}: {}", err.kind(), err.message(&inv.slash));
             return answer(
-                vec![received, entry(Outcome::Invalid).detail(detail)],
+                entry(Outcome::Invalid).detail(detail),
                 "unknown",
                 Message::text(err.message(&inv.slash)),
             )
@@ -195,7 +190,7 @@ async fn dispatch_in_span(
             crate::chat::may_act(&*services.chat, &inv.user_id, WhenUnsure::Allow).await
     {
         return answer(
-            vec![received, entry(Outcome::Refused).detail(text.clone())],
+            entry(Outcome::Refused).detail(text.clone()),
             &name,
             Message::text(text),
         )
@@ -205,7 +200,7 @@ async fn dispatch_in_span(
     if let Err(refusal) = spec.allowed(&services.catalogue.access, &inv.user_id) {
         let text = refusal.message(&format!("{} {}", inv.slash, name));
         return answer(
-            vec![received, entry(Outcome::Refused).detail(text.clone())],
+            entry(Outcome::Refused).detail(text.clone()),
             &name,
             Message::text(text),
         )
@@ -230,7 +225,7 @@ async fn dispatch_in_span(
         if let Some(d) = detail {
             done = done.detail(d);
         }
-        return answer(vec![received, done], &name, message).await;
+        return answer(done, &name, message).await;
     }
 
     let delivery = match &inv.reply {
@@ -250,7 +245,7 @@ async fn dispatch_in_span(
         ReplyTarget::RefusedUrl(why) => {
             let text = format!("I can't answer this request: {why}. Nothing was run.");
             let ack = answer(
-                vec![received, entry(Outcome::Refused).detail(why.clone())],
+                entry(Outcome::Refused).detail(why.clone()),
                 &name,
                 Message::text(text),
             )
@@ -271,7 +266,7 @@ async fn dispatch_in_span(
             Ok(slot) => Some(slot),
             Err(busy) => {
                 return answer(
-                    vec![received, entry(Outcome::Refused).detail(busy.detail())],
+                    entry(Outcome::Refused).detail(busy.detail()),
                     &name,
                     Message::text(busy.message()),
                 )
@@ -314,7 +309,7 @@ async fn dispatch_in_span(
 pub const AUDIT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Commit a request's rows with its claim on its signature, within [`AUDIT_PATIENCE`]. A replay
-/// stores `received` and a refusal instead. Past the patience the request is not run: its rows
+/// stores one row, its refusal, instead. Past the patience the request is not run: its rows
 /// are not written if their commit has not begun (the writer drops them), and one more row
 /// says it was not run (after them, if a commit under way lands).
 async fn claim(
@@ -347,15 +342,22 @@ async fn claim_now(
     inv: &Invocation,
     entries: Vec<AuditEntry>,
 ) -> Result<Claimed, AuditError> {
+    // One row, as for any request answered at once (and for a replayed click).
     let replayed = || {
-        let entry = |outcome| {
-            AuditEntry::new(&inv.correlation_id, &inv.user_id, "command", outcome)
-                .channel(&inv.channel_id)
-                .command(&inv.text)
+        let detail = match inv.transport.noted() {
+            Some(note) => format!("{REPLAY_DETAIL} ({note})"),
+            None => REPLAY_DETAIL.to_owned(),
         };
         vec![
-            entry(Outcome::Received),
-            entry(Outcome::Refused).detail(REPLAY_DETAIL),
+            AuditEntry::new(
+                &inv.correlation_id,
+                &inv.user_id,
+                "command",
+                Outcome::Refused,
+            )
+            .channel(&inv.channel_id)
+            .command(&inv.text)
+            .detail(detail),
         ]
     };
     match &inv.replay_key {
@@ -398,16 +400,28 @@ fn may_run(services: &Services, user: &str, spec: &CommandSpec) -> bool {
     spec.allowed(&services.catalogue.access, user).is_ok()
 }
 
-/// Answer in the acknowledgement, once the rows are committed (with the request's claim).
+/// Answer in the acknowledgement, once the request's row is committed (with its claim).
+///
+/// A request answered at once is one step, so it is one row that carries both ends of it: its
+/// outcome, dated when the request was received, and how it came where that is not the usual
+/// way. (A request that runs has a `received` row, then one for each step it takes.)
 async fn answer_inline(
     services: &Services,
     inv: &Invocation,
-    entries: Vec<AuditEntry>,
+    received_at: time::OffsetDateTime,
+    mut row: AuditEntry,
     command: &str,
     message: Message,
 ) -> Ack {
-    let outcome = entries.last().map_or(Outcome::Received, |e| e.outcome);
-    match claim(services, inv, entries).await {
+    row.at = received_at;
+    if let Some(note) = inv.transport.noted() {
+        row.detail = Some(match row.detail.take() {
+            Some(detail) => format!("{detail} ({note})"),
+            None => note.to_owned(),
+        });
+    }
+    let outcome = row.outcome;
+    match claim(services, inv, vec![row]).await {
         Ok(Claimed::First) => {
             crate::telemetry::record_command(command, outcome.as_str());
             Ack::Message(message)

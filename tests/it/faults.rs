@@ -429,12 +429,15 @@ fn by_status<'a>(statuses: impl Iterator<Item = &'a Result<u16, String>>) -> Str
 /// The audit outcomes of each correlation id (command rows only).
 type AuditMap = HashMap<String, Vec<String>>;
 
+/// Its outcome is on the trail, and a command that ran has the row of its arrival too (one
+/// answered in its acknowledgement has one row, which says both).
 fn fully_audited(audit: &AuditMap, correlation_id: &str) -> bool {
     audit.get(correlation_id).is_some_and(|outcomes| {
-        outcomes.iter().any(|o| o == "received")
-            && outcomes
-                .iter()
-                .any(|o| matches!(o.as_str(), "succeeded" | "failed" | "refused" | "invalid"))
+        let has = |o: &str| outcomes.iter().any(|x| x == o);
+        let ended = ["succeeded", "failed", "refused", "invalid"]
+            .into_iter()
+            .any(has);
+        ended && (!has("started") || has("received"))
     })
 }
 
