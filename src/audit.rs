@@ -194,7 +194,7 @@ fn max_in_flight(store: &Store) -> usize {
 ///
 /// Every commit costs about as much as a hundred rows (a transaction, WAL pages for the table
 /// and both indexes, a wake-up of the database thread), so committing each acknowledgement's
-/// two rows on its own spends most of the writer's time on commits: at 10,000 commands a
+/// rows on their own spends most of the writer's time on commits: at 10,000 commands a
 /// second that was a fifth of a core, taken from the same cores that answer Slack. A few
 /// milliseconds of company turns that into one commit per hundred requests. A row someone
 /// waits for ([`AuditLog::record`]) ends the wait at once.

@@ -342,23 +342,27 @@ async fn claim_now(
     inv: &Invocation,
     entries: Vec<AuditEntry>,
 ) -> Result<Claimed, AuditError> {
-    // One row, as for any request answered at once (and for a replayed click).
+    // One row, as for any request answered at once (and for a replayed click), dated as the
+    // request's first row is: when it arrived.
+    let arrived = entries.first().map(|e| e.at);
     let replayed = || {
         let detail = match inv.transport.noted() {
             Some(note) => format!("{REPLAY_DETAIL} ({note})"),
             None => REPLAY_DETAIL.to_owned(),
         };
-        vec![
-            AuditEntry::new(
-                &inv.correlation_id,
-                &inv.user_id,
-                "command",
-                Outcome::Refused,
-            )
-            .channel(&inv.channel_id)
-            .command(&inv.text)
-            .detail(detail),
-        ]
+        let mut row = AuditEntry::new(
+            &inv.correlation_id,
+            &inv.user_id,
+            "command",
+            Outcome::Refused,
+        )
+        .channel(&inv.channel_id)
+        .command(&inv.text)
+        .detail(detail);
+        if let Some(at) = arrived {
+            row.at = at;
+        }
+        vec![row]
     };
     match &inv.replay_key {
         Some(key) => {
@@ -403,8 +407,8 @@ fn may_run(services: &Services, user: &str, spec: &CommandSpec) -> bool {
 /// Answer in the acknowledgement, once the request's row is committed (with its claim).
 ///
 /// A request answered at once is one step, so it is one row that carries both ends of it: its
-/// outcome, dated when the request was received, and how it came where that is not the usual
-/// way. (A request that runs has a `received` row, then one for each step it takes.)
+/// outcome, dated when the request was received, how long the answer took to decide, and how
+/// it came where that is not the usual way. (A request that runs has a `received` row, then one for each step it takes.)
 async fn answer_inline(
     services: &Services,
     inv: &Invocation,
@@ -413,6 +417,10 @@ async fn answer_inline(
     command: &str,
     message: Message,
 ) -> Ack {
+    // How long the answer took to decide (the membership lookup, an inline handler).
+    row.duration_ms = row
+        .duration_ms
+        .or(i64::try_from((row.at - received_at).whole_milliseconds()).ok());
     row.at = received_at;
     if let Some(note) = inv.transport.noted() {
         row.detail = Some(match row.detail.take() {

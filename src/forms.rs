@@ -180,14 +180,12 @@ async fn run(
             Outcome::Invalid
         };
         let id = dispatch::new_correlation_id();
-        let entry = |outcome| {
+        // Answered at once, so one row (as a command answered in its acknowledgement).
+        let rows = vec![
             AuditEntry::new(&id, &by.user, "command", outcome)
                 .channel(channel)
                 .command(&text)
-        };
-        let rows = vec![
-            entry(Outcome::Received).detail("received from a form"),
-            entry(outcome).detail(format!("form: {detail}")),
+                .detail(format!("form: {detail}")),
         ];
         if let Err(e) = services.audit.record(rows).await {
             tracing::error!(error = %e, "form refusal not audited");

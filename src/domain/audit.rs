@@ -11,7 +11,8 @@ use super::redact::{scrub, without_nul};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
-    /// A request arrived and was verified.
+    /// A request arrived and was verified, and is to run. (A request answered at once has one
+    /// row, its outcome, dated when it arrived.)
     Received,
     /// It could not be understood (unknown command, wrong arguments).
     Invalid,

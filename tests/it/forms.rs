@@ -453,15 +453,25 @@ async fn values_for_a_runbook_the_user_may_not_run_are_refused(db: Db) {
         .audit_before(i64::MAX, 100)
         .await
         .unwrap();
-    assert!(trail.iter().any(|r| {
-        r.entry.actor == JOE
-            && r.entry.outcome == Outcome::Refused
-            && r.entry
-                .detail
-                .as_deref()
-                .unwrap_or_default()
-                .contains("not allowed")
-    }));
+    // The submission is answered at once: one row, the refusal.
+    let joe: Vec<_> = trail
+        .iter()
+        .filter(|r| {
+            r.entry.actor == JOE
+                && r.entry.command.as_deref() == Some("run deploy app=api version=v1 env=staging")
+        })
+        .collect();
+    assert_eq!(joe.len(), 1, "{joe:?}");
+    assert_eq!(joe[0].entry.outcome, Outcome::Refused);
+    assert!(
+        joe[0]
+            .entry
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("not allowed"),
+        "{joe:?}"
+    );
     assert!(
         app.services
             .store

@@ -144,6 +144,11 @@ async fn help_is_generated_and_answered_in_the_ack(db: Db) {
     assert_eq!(rows[0].entry.actor, ALICE);
     assert_eq!(rows[0].entry.channel.as_deref(), Some(CHANNEL));
     assert_eq!(rows[0].entry.command.as_deref(), Some("help"));
+    // The one row says how long the answer took to decide.
+    assert!(
+        rows[0].entry.duration_ms.is_some_and(|ms| ms >= 0),
+        "{rows:?}"
+    );
     if db == Db::Sqlite {
         insta::assert_json_snapshot!("help_for_an_admin", joe.json());
     }
