@@ -346,10 +346,7 @@ async fn claim_now(
     // request's first row is: when it arrived.
     let arrived = entries.first().map(|e| e.at);
     let replayed = || {
-        let detail = match inv.transport.noted() {
-            Some(note) => format!("{REPLAY_DETAIL} ({note})"),
-            None => REPLAY_DETAIL.to_owned(),
-        };
+        let detail = replay_detail(inv.transport);
         let mut row = AuditEntry::new(
             &inv.correlation_id,
             &inv.user_id,
@@ -388,6 +385,14 @@ async fn claim_now(
 /// The audit detail of a refused replay.
 pub const REPLAY_DETAIL: &str =
     "replay: this request was received before (a chat platform never sends one twice)";
+
+/// [`REPLAY_DETAIL`], saying how the copy came where that is not the usual way.
+pub fn replay_detail(via: Transport) -> String {
+    match via.noted() {
+        Some(note) => format!("{REPLAY_DETAIL} ({note})"),
+        None => REPLAY_DETAIL.to_owned(),
+    }
+}
 
 fn replay_refused() -> Ack {
     Ack::Replay

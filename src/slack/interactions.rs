@@ -89,7 +89,7 @@ pub async fn handle(
         "interaction",
         Outcome::Refused,
     )
-    .detail(crate::dispatch::REPLAY_DETAIL);
+    .detail(crate::dispatch::replay_detail(via));
     match services
         .audit
         .record_claimed(Some(replay_key), Vec::new(), vec![refused])

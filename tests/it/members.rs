@@ -43,6 +43,7 @@ fn users_info_calls(requests: &[wiremock::Request], user: &str) -> usize {
 }
 
 both_stores!(outsiders_run_no_command_and_each_refusal_is_audited);
+both_stores!(an_answer_s_one_row_is_dated_when_it_arrived_and_says_how_long_it_took);
 
 async fn outsiders_run_no_command_and_each_refusal_is_audited(db: Db) {
     let Some((app, _dir)) = start(db, "members_commands").await else {
@@ -202,5 +203,45 @@ async fn outsiders_listed_as_approvers_cannot_vote(db: Db) {
         })
         .await;
     assert_eq!(approved.approvers(), [JANE]);
+    app.stop().await;
+}
+
+async fn an_answer_s_one_row_is_dated_when_it_arrived_and_says_how_long_it_took(db: Db) {
+    let Some((app, _dir)) = start(db, "members_slow").await else {
+        return;
+    };
+    // Slack takes 400 ms to say that this guest is a guest.
+    Mock::given(matchers::path("/api/users.info"))
+        .and(matchers::query_param("user", "U0SLOWGUEST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"ok": true, "user": {
+                    "id": "U0SLOWGUEST", "team_id": "T1", "name": "slowguest", "deleted": false,
+                    "is_bot": false, "is_restricted": true, "is_ultra_restricted": false
+                }}))
+                .set_delay(Duration::from_millis(400)),
+        )
+        .with_priority(1)
+        .mount(app.slack_api.as_ref().unwrap())
+        .await;
+    let sent = time::OffsetDateTime::now_utc();
+    let ack = app
+        .slash("deploy api v1 to staging")
+        .by("U0SLOWGUEST")
+        .send()
+        .await;
+    let answered = time::OffsetDateTime::now_utc();
+    assert!(ack.text().contains("a guest account"), "{}", ack.text());
+    // One row for the answer: dated before the lookup began, and saying it took the lookup's
+    // time.
+    let rows = app.audit_for(&ack.correlation_id).await;
+    assert_eq!(outcomes(&rows), ["refused"]);
+    let row = &rows[0].entry;
+    assert!(
+        row.at >= sent - Duration::from_millis(5)
+            && row.at <= answered - Duration::from_millis(350),
+        "sent {sent}, answered {answered}: {row:?}"
+    );
+    assert!(row.duration_ms.is_some_and(|ms| ms >= 390), "{row:?}");
     app.stop().await;
 }

@@ -580,12 +580,26 @@ async fn two_replicas_run_a_redelivered_envelope_once(db: Db) {
             .count();
         assert_eq!(answered, 1, "exactly one delivery ran: {a} {b}");
     }
-    let succeeded = rows_for(&first, "whoami")
-        .await
+    let rows = rows_for(&first, "whoami").await;
+    let succeeded = rows
         .iter()
         .filter(|r| r.entry.outcome == pantheon::domain::audit::Outcome::Succeeded)
         .count();
     assert_eq!(succeeded, 5);
+    // Each redelivery is one row, its refusal, saying how it came.
+    let replay = format!("{} (over Socket Mode)", pantheon::dispatch::REPLAY_DETAIL);
+    let refused: Vec<_> = rows
+        .iter()
+        .filter(|r| r.entry.outcome == pantheon::domain::audit::Outcome::Refused)
+        .collect();
+    assert_eq!(refused.len(), 5, "{rows:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.entry.detail.as_deref() == Some(replay.as_str())),
+        "{refused:?}"
+    );
+    assert_eq!(rows.len(), 10, "one row per delivery: {rows:?}");
     second.stop().await;
     first.stop().await;
 }
