@@ -91,12 +91,10 @@ async fn dispatch_in_span(
             .channel(&inv.channel_id)
             .command(&inv.text)
     };
-    let received = match inv.transport.noted() {
-        Some(note) => entry(Outcome::Received).detail(format!("received {note}")),
-        None => entry(Outcome::Received),
-    };
+    // When the request arrived: the date of its `received` row (written only for a command that
+    // runs) and of the one row of an answer given at once.
+    let received_at = time::OffsetDateTime::now_utc();
     let may_run = |spec: &CommandSpec| may_run(services, &inv.user_id, spec);
-    let received_at = received.at;
     let answer =
         |row, command, message| answer_inline(services, &inv, received_at, row, command, message);
 
@@ -275,6 +273,11 @@ async fn dispatch_in_span(
         }
     };
 
+    let mut received = match inv.transport.noted() {
+        Some(note) => entry(Outcome::Received).detail(format!("received {note}")),
+        None => entry(Outcome::Received),
+    };
+    received.at = received_at;
     // Nothing runs until its audit rows are committed.
     match claim(services, &inv, vec![received, entry(Outcome::Started)]).await {
         Ok(Claimed::First) => {}
@@ -388,10 +391,7 @@ pub const REPLAY_DETAIL: &str =
 
 /// [`REPLAY_DETAIL`], saying how the copy came where that is not the usual way.
 pub fn replay_detail(via: Transport) -> String {
-    match via.noted() {
-        Some(note) => format!("{REPLAY_DETAIL} ({note})"),
-        None => REPLAY_DETAIL.to_owned(),
-    }
+    via.noting(REPLAY_DETAIL.to_owned())
 }
 
 fn replay_refused() -> Ack {
@@ -413,7 +413,8 @@ fn may_run(services: &Services, user: &str, spec: &CommandSpec) -> bool {
 ///
 /// A request answered at once is one step, so it is one row that carries both ends of it: its
 /// outcome, dated when the request was received, how long the answer took to decide, and how
-/// it came where that is not the usual way. (A request that runs has a `received` row, then one for each step it takes.)
+/// it came where that is not the usual way. (A request that runs has a `received` row, then
+/// one for each step it takes.)
 async fn answer_inline(
     services: &Services,
     inv: &Invocation,
@@ -427,12 +428,10 @@ async fn answer_inline(
         .duration_ms
         .or(i64::try_from((row.at - received_at).whole_milliseconds()).ok());
     row.at = received_at;
-    if let Some(note) = inv.transport.noted() {
-        row.detail = Some(match row.detail.take() {
-            Some(detail) => format!("{detail} ({note})"),
-            None => note.to_owned(),
-        });
-    }
+    row.detail = match row.detail.take() {
+        Some(detail) => Some(inv.transport.noting(detail)),
+        None => inv.transport.noted().map(str::to_owned),
+    };
     let outcome = row.outcome;
     match claim(services, inv, vec![row]).await {
         Ok(Claimed::First) => {

@@ -129,4 +129,12 @@ impl Transport {
             Transport::Http | Transport::Console => None,
         }
     }
+
+    /// `detail`, followed by [`Transport::noted`] in brackets where there is a note.
+    pub fn noting(self, detail: String) -> String {
+        match self.noted() {
+            Some(note) => format!("{detail} ({note})"),
+            None => detail,
+        }
+    }
 }

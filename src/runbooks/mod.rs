@@ -777,10 +777,8 @@ impl Runbooks {
         } = cast;
         // The vote's own row says how it came, where that is not the usual way, and what the
         // voter said with it.
-        let noted = |mut detail: String| {
-            if let Some(note) = via.noted() {
-                detail = format!("{detail} ({note})");
-            }
+        let noted = |detail: String| {
+            let mut detail = via.noting(detail);
             if let Some(comment) = comment {
                 detail = format!("{detail}; comment: {comment}");
             }

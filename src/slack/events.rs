@@ -77,10 +77,7 @@ pub async fn handle(
         "event",
         crate::domain::audit::Outcome::Received,
     )
-    .detail(match via.noted() {
-        Some(note) => format!("app_mention {event_id} ({note})"),
-        None => format!("app_mention {event_id}"),
-    });
+    .detail(via.noting(format!("app_mention {event_id}")));
     let delivery = crate::domain::outbox::Delivery {
         source: "slack".into(),
         delivery_id: event_id.to_owned(),
