@@ -23,6 +23,7 @@ both_stores!(
     both_connections_refreshed_at_once_lose_nothing,
     a_mention_over_the_socket_is_answered_in_its_thread,
     a_button_click_over_the_socket_is_answered_as_over_http,
+    a_redelivered_click_is_refused_and_says_how_it_came,
     frames_that_are_not_envelopes_do_no_harm,
     a_socket_that_fails_is_replaced,
     a_silent_socket_is_replaced_and_metrics_say_so,
@@ -489,21 +490,8 @@ async fn a_button_click_over_the_socket_is_answered_as_over_http(db: Db) {
     let http_reply = app.click_reply(&over_http).await;
     let response_url = app.response_url();
     let response_path = url::Url::parse(&response_url).unwrap().path().to_owned();
-    link.send(json!({
-        "envelope_id": "env-click", "type": "interactive", "accepts_response_payload": false,
-        "payload": {
-            "type": "block_actions",
-            "user": {"id": ALICE, "username": "alice", "team_id": "T1"},
-            "team": {"id": "T1"}, "api_app_id": "A111",
-            "container": {"type": "message", "message_ts": "1700000000.000001", "channel_id": CHANNEL, "is_ephemeral": false},
-            "channel": {"id": CHANNEL, "name": "ops"},
-            "trigger_id": "socket-click-1",
-            "response_url": response_url,
-            "actions": [{"type": "button", "action_id": "approval_approve", "block_id": "approval",
-                         "value": "99", "action_ts": "1700000001.000000"}],
-        },
-    }))
-    .await;
+    link.send(click_envelope("env-click", "socket-click-1", &response_url))
+        .await;
     assert_eq!(link.next().await, json!({"envelope_id": "env-click"}));
     let socket_reply = app
         .click_reply(&Clicked {
@@ -533,6 +521,77 @@ async fn a_button_click_over_the_socket_is_answered_as_over_http(db: Db) {
     assert_eq!(
         socket.1.as_deref(),
         Some(format!("{http_detail} (over Socket Mode)").as_str())
+    );
+    app.stop().await;
+}
+
+/// An envelope carrying Alice's Approve click on approval request 99.
+fn click_envelope(envelope_id: &str, trigger_id: &str, response_url: &str) -> Value {
+    json!({
+        "envelope_id": envelope_id, "type": "interactive", "accepts_response_payload": false,
+        "payload": {
+            "type": "block_actions",
+            "user": {"id": ALICE, "username": "alice", "team_id": "T1"},
+            "team": {"id": "T1"}, "api_app_id": "A111",
+            "container": {"type": "message", "message_ts": "1700000000.000001", "channel_id": CHANNEL, "is_ephemeral": false},
+            "channel": {"id": CHANNEL, "name": "ops"},
+            "trigger_id": trigger_id,
+            "response_url": response_url,
+            "actions": [{"type": "button", "action_id": "approval_approve", "block_id": "approval",
+                         "value": "99", "action_ts": "1700000001.000000"}],
+        },
+    })
+}
+
+async fn a_redelivered_click_is_refused_and_says_how_it_came(db: Db) {
+    let Some((app, _api, mut links)) = start(db, "sm_click_again").await else {
+        return;
+    };
+    let mut first = link(&mut links).await;
+    let mut second = link(&mut links).await;
+    let response_url = app.response_url();
+    first
+        .send(click_envelope(
+            "env-c1",
+            "socket-click-again",
+            &response_url,
+        ))
+        .await;
+    assert_eq!(first.next().await, json!({"envelope_id": "env-c1"}));
+    // Slack delivers it again, to the other connection: acknowledged, not acted on.
+    let mut again = click_envelope("env-c2", "socket-click-again", &response_url);
+    again["retry_attempt"] = json!(1);
+    again["retry_reason"] = json!("timeout");
+    second.send(again).await;
+    assert_eq!(second.next().await, json!({"envelope_id": "env-c2"}));
+    let rows: Vec<_> = app
+        .services
+        .store
+        .recent_audit(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.entry.actor == ALICE)
+        .map(|r| (r.entry.action, r.entry.outcome, r.entry.detail))
+        .collect();
+    let decided = rows
+        .iter()
+        .filter(|(action, ..)| action == "approval.approve")
+        .count();
+    assert_eq!(decided, 1, "the click was decided once: {rows:?}");
+    let replay = pantheon::dispatch::replay_detail(pantheon::domain::audit::Transport::Socket);
+    let refused: Vec<_> = rows
+        .iter()
+        .filter(|(action, ..)| action == "interaction")
+        .collect();
+    assert_eq!(
+        refused,
+        [&(
+            "interaction".to_owned(),
+            pantheon::domain::audit::Outcome::Refused,
+            Some(replay)
+        )],
+        "the redelivery is one refused row, saying it came over Socket Mode: {rows:?}"
     );
     app.stop().await;
 }
