@@ -288,8 +288,8 @@ fn main() -> Result<(), String> {
     });
     let ok: u64 = tallies.iter().map(|t| t.ok).sum();
     let errors: u64 = tallies.iter().map(|t| t.errors).sum();
-    // In the open loop, `not_sent` below: requests that fell due during the run but were never sent, because
-    // their connection was still waiting for earlier answers when it ended.
+    // For `not_sent` in the open loop: requests that fell due during the run but were never
+    // sent, because their connection still waited for earlier answers when it ended.
     let sent: u64 = tallies.iter().map(|t| t.sent).sum();
     let mut all: Vec<u32> = tallies.into_iter().flat_map(|t| t.latencies_us).collect();
     all.sort_unstable();

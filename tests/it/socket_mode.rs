@@ -207,19 +207,20 @@ fn slash_envelope(app: &TestApp, envelope_id: &str, trigger_id: &str, text: &str
     })
 }
 
-/// Rows of the audit trail whose command is `text`, oldest first.
-async fn rows_for(app: &TestApp, text: &str) -> Vec<pantheon::domain::audit::AuditRecord> {
-    let mut rows: Vec<_> = app
-        .services
-        .store
-        .recent_audit(500)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.entry.command.as_deref() == Some(text))
-        .collect();
+/// The audit trail's last 500 rows, oldest first.
+async fn trail(app: &TestApp) -> Vec<pantheon::domain::audit::AuditRecord> {
+    let mut rows = app.services.store.recent_audit(500).await.unwrap();
     rows.reverse();
     rows
+}
+
+/// Rows of the audit trail whose command is `text`, oldest first.
+async fn rows_for(app: &TestApp, text: &str) -> Vec<pantheon::domain::audit::AuditRecord> {
+    trail(app)
+        .await
+        .into_iter()
+        .filter(|r| r.entry.command.as_deref() == Some(text))
+        .collect()
 }
 
 async fn a_slash_command_over_the_socket_is_answered_as_over_http(db: Db) {
@@ -502,17 +503,12 @@ async fn a_button_click_over_the_socket_is_answered_as_over_http(db: Db) {
     assert!(http_reply["text"].is_string(), "{http_reply}");
     assert_eq!(socket_reply, http_reply);
     // The same audit row for both clicks, the socket's saying how it came.
-    let mut votes: Vec<_> = app
-        .services
-        .store
-        .recent_audit(100)
+    let votes: Vec<_> = trail(&app)
         .await
-        .unwrap()
         .into_iter()
         .filter(|r| r.entry.action == "approval.approve")
         .map(|r| (r.entry.outcome, r.entry.detail, r.entry.command))
         .collect();
-    votes.reverse();
     assert_eq!(votes.len(), 2, "{votes:?}");
     let (http, socket) = (&votes[0], &votes[1]);
     assert_eq!((http.0, &http.2), (socket.0, &socket.2));
@@ -564,12 +560,8 @@ async fn a_redelivered_click_is_refused_and_says_how_it_came(db: Db) {
     again["retry_reason"] = json!("timeout");
     second.send(again).await;
     assert_eq!(second.next().await, json!({"envelope_id": "env-c2"}));
-    let rows: Vec<_> = app
-        .services
-        .store
-        .recent_audit(100)
+    let rows: Vec<_> = trail(&app)
         .await
-        .unwrap()
         .into_iter()
         .filter(|r| r.entry.actor == ALICE)
         .map(|r| (r.entry.action, r.entry.outcome, r.entry.detail))
